@@ -1,0 +1,1 @@
+//! Tributary's Kubernetes operator (skeleton; built out under issue 4).

@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# The whole test suite, as the README promises: installs what the tests need on a fresh machine
+# (Debian: kcat; PyPI: the Python clients and the Helm engine, into .venv), checks formatting and
+# lints, builds once (debug), runs the Rust tests, then the real-client tests against the built
+# broker binary. Every broker the tests start is stopped by the tests themselves.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*"; }
+
+step "system packages"
+if ! command -v kcat >/dev/null 2>&1; then
+  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq kcat >/dev/null
+fi
+
+step "python virtualenv"
+if [ ! -x .venv/bin/python ]; then python3 -m venv .venv; fi
+.venv/bin/pip install -q --disable-pip-version-check -r e2e/python/requirements.txt
+
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "build (debug, once)"
+cargo build --workspace --bins
+
+step "rust tests"
+cargo nextest run --workspace --no-fail-fast
+
+step "real clients against the broker binary"
+TRIBUTARY_BROKER_BIN="$PWD/target/debug/broker" .venv/bin/python -m pytest -q e2e/python
