@@ -1,3 +1,17 @@
 //! Tributary's partition log: Kafka's on-disk layout (segments of v2 record batches with sparse
 //! offset and time indexes), offset assignment by patching batch headers, recovery and retention.
 //! It knows nothing of the wire protocol beyond the v2 record-batch header.
+//!
+//! Everything is synchronous `std::fs`: the broker wraps each [`Log`] in an `RwLock` and calls
+//! it from `spawn_blocking` (or directly for short appends). Reads take `&self`, writes `&mut self`.
+
+pub mod batch;
+pub mod batch_iter;
+pub mod config;
+pub mod testing;
+mod types;
+
+pub use batch::{BatchError, BatchHeader, Compression, TimestampType, BATCH_HEADER_LEN};
+pub use batch_iter::{read_frame, BatchIter, Frame, TruncatedTail};
+pub use config::LogConfig;
+pub use types::{Offset, ParseTopicPartitionError, TopicPartition};

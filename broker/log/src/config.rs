@@ -1,0 +1,75 @@
+//! Per-log configuration with Kafka's topic-config meanings and defaults. Durations are
+//! `Duration`; the `*.ms` integers of Kafka's property names are the broker's business.
+
+use std::time::Duration;
+
+pub use crate::batch::TimestampType;
+
+/// `segment.bytes` default: 1 GiB.
+pub const DEFAULT_SEGMENT_BYTES: u64 = 1 << 30;
+/// `segment.ms` default: 7 days.
+pub const DEFAULT_SEGMENT_MS: Duration = Duration::from_secs(7 * 24 * 3600);
+/// `index.interval.bytes` default.
+pub const DEFAULT_INDEX_INTERVAL_BYTES: u64 = 4096;
+/// `segment.index.bytes` default: 10 MiB.
+pub const DEFAULT_SEGMENT_INDEX_BYTES: u64 = 10 * 1024 * 1024;
+/// `retention.ms` default: 7 days.
+pub const DEFAULT_RETENTION_MS: Duration = Duration::from_secs(7 * 24 * 3600);
+/// `max.message.bytes` default (1 MiB + the 12-byte log overhead).
+pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
+/// `file.delete.delay.ms` default.
+pub const DEFAULT_FILE_DELETE_DELAY: Duration = Duration::from_secs(60);
+
+/// Configuration of one partition log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LogConfig {
+    /// `segment.bytes`: roll when an append would make the active segment larger.
+    pub segment_bytes: u64,
+    /// `segment.ms`: roll when this long has passed since the segment's first batch timestamp.
+    pub segment_ms: Duration,
+    /// `index.interval.bytes`: bytes of batches between sparse index entries.
+    pub index_interval_bytes: u64,
+    /// `segment.index.bytes`: maximum size of one index file; a full index rolls the segment.
+    pub segment_index_bytes: u64,
+    /// `retention.bytes`; `None` is Kafka's -1 (unlimited).
+    pub retention_bytes: Option<u64>,
+    /// `retention.ms`; `None` is Kafka's -1 (unlimited).
+    pub retention_ms: Option<Duration>,
+    /// `max.message.bytes`: largest batch accepted, header included.
+    pub max_message_bytes: usize,
+    /// `message.timestamp.type`.
+    pub message_timestamp_type: TimestampType,
+    /// `flush.messages`; `None` leaves flushing to the OS.
+    pub flush_messages: Option<u64>,
+    /// `flush.ms`; `None` leaves flushing to the OS.
+    pub flush_ms: Option<Duration>,
+    /// `file.delete.delay.ms`. Kept for the broker's configuration surface: this crate removes
+    /// `.deleted` files immediately after renaming them (no reader can hold a file position
+    /// across calls, since reads copy bytes under the log's lock).
+    pub file_delete_delay: Duration,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        LogConfig {
+            segment_bytes: DEFAULT_SEGMENT_BYTES,
+            segment_ms: DEFAULT_SEGMENT_MS,
+            index_interval_bytes: DEFAULT_INDEX_INTERVAL_BYTES,
+            segment_index_bytes: DEFAULT_SEGMENT_INDEX_BYTES,
+            retention_bytes: None,
+            retention_ms: Some(DEFAULT_RETENTION_MS),
+            max_message_bytes: DEFAULT_MAX_MESSAGE_BYTES,
+            message_timestamp_type: TimestampType::CreateTime,
+            flush_messages: None,
+            flush_ms: None,
+            file_delete_delay: DEFAULT_FILE_DELETE_DELAY,
+        }
+    }
+}
+
+impl LogConfig {
+    /// Segment size limit as used: positions in the index are 32-bit, as in Kafka.
+    pub(crate) fn effective_segment_bytes(&self) -> u64 {
+        self.segment_bytes.clamp(1, i32::MAX as u64)
+    }
+}

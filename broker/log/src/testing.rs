@@ -1,0 +1,185 @@
+//! Builders for real, uncompressed v2 record batches, for this crate's tests and the broker's.
+//!
+//! Not for production paths: records are encoded naively and headers are not supported. The
+//! module is always compiled (it is small) so that other crates' tests can use it without a
+//! feature flag.
+
+use crate::batch::{compute_crc, BATCH_HEADER_LEN, LOG_OVERHEAD, MAGIC_V2};
+
+/// What to put in a test batch. Record `i` gets timestamp `base_timestamp + i` and offset delta `i`.
+#[derive(Debug, Clone)]
+pub struct TestBatch {
+    pub base_offset: i64,
+    pub partition_leader_epoch: i32,
+    pub attributes: i16,
+    pub base_timestamp: i64,
+    pub producer_id: i64,
+    pub producer_epoch: i16,
+    pub base_sequence: i32,
+    /// `(key, value)` pairs.
+    pub records: Vec<(Option<Vec<u8>>, Vec<u8>)>,
+}
+
+impl Default for TestBatch {
+    fn default() -> Self {
+        TestBatch {
+            base_offset: 0,
+            partition_leader_epoch: -1,
+            attributes: 0,
+            base_timestamp: 0,
+            producer_id: -1,
+            producer_epoch: -1,
+            base_sequence: -1,
+            records: vec![(None, b"value".to_vec())],
+        }
+    }
+}
+
+fn put_varlong(out: &mut Vec<u8>, value: i64) {
+    let mut v = ((value << 1) ^ (value >> 63)) as u64;
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn get_varlong(buf: &[u8], pos: &mut usize) -> Option<i64> {
+    let mut result: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let byte = *buf.get(*pos)?;
+        *pos += 1;
+        result |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(((result >> 1) as i64) ^ -((result & 1) as i64));
+        }
+    }
+    None
+}
+
+fn put_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
+    match bytes {
+        None => put_varlong(out, -1),
+        Some(b) => {
+            put_varlong(out, b.len() as i64);
+            out.extend_from_slice(b);
+        }
+    }
+}
+
+/// Builds one valid v2 batch (correct length, CRC, last offset delta and max timestamp).
+pub fn build_test_batch(spec: &TestBatch) -> Vec<u8> {
+    let mut records = Vec::new();
+    for (i, (key, value)) in spec.records.iter().enumerate() {
+        let mut body = vec![0u8]; // record attributes
+        put_varlong(&mut body, i as i64); // timestamp delta
+        put_varlong(&mut body, i as i64); // offset delta
+        put_bytes(&mut body, key.as_deref());
+        put_bytes(&mut body, Some(value));
+        put_varlong(&mut body, 0); // header count
+        put_varlong(&mut records, body.len() as i64);
+        records.extend_from_slice(&body);
+    }
+    let count = spec.records.len() as i32;
+    let last_delta = (count - 1).max(0);
+    let size = BATCH_HEADER_LEN + records.len();
+    let mut out = Vec::with_capacity(size);
+    out.extend_from_slice(&spec.base_offset.to_be_bytes());
+    out.extend_from_slice(&((size - LOG_OVERHEAD) as i32).to_be_bytes());
+    out.extend_from_slice(&spec.partition_leader_epoch.to_be_bytes());
+    out.push(MAGIC_V2 as u8);
+    out.extend_from_slice(&[0u8; 4]); // crc, filled below
+    out.extend_from_slice(&spec.attributes.to_be_bytes());
+    out.extend_from_slice(&last_delta.to_be_bytes());
+    out.extend_from_slice(&spec.base_timestamp.to_be_bytes());
+    out.extend_from_slice(&(spec.base_timestamp + i64::from(last_delta)).to_be_bytes());
+    out.extend_from_slice(&spec.producer_id.to_be_bytes());
+    out.extend_from_slice(&spec.producer_epoch.to_be_bytes());
+    out.extend_from_slice(&spec.base_sequence.to_be_bytes());
+    out.extend_from_slice(&count.to_be_bytes());
+    out.extend_from_slice(&records);
+    let crc = compute_crc(&out).expect("the buffer holds a whole header");
+    out[17..21].copy_from_slice(&crc.to_be_bytes());
+    out
+}
+
+/// A batch of `count` records with values `"v0"`, `"v1"`, … and timestamps from `base_timestamp`.
+pub fn simple_batch(count: usize, base_timestamp: i64) -> Vec<u8> {
+    build_test_batch(&TestBatch {
+        base_timestamp,
+        records: (0..count)
+            .map(|i| (None, format!("v{i}").into_bytes()))
+            .collect(),
+        ..TestBatch::default()
+    })
+}
+
+/// Decodes `(offset, key, value)` of every record in an uncompressed batch; `None` if the
+/// records do not parse. Test helper only: headers are skipped, compression is not supported.
+#[allow(clippy::type_complexity)]
+pub fn decode_test_records(batch: &[u8]) -> Option<Vec<(i64, Option<Vec<u8>>, Vec<u8>)>> {
+    let header = crate::batch::BatchHeader::parse(batch).ok()?;
+    let mut pos = BATCH_HEADER_LEN;
+    let mut out = Vec::new();
+    let take = |pos: &mut usize| -> Option<Option<Vec<u8>>> {
+        let len = get_varlong(batch, pos)?;
+        if len < 0 {
+            return Some(None);
+        }
+        let end = pos.checked_add(usize::try_from(len).ok()?)?;
+        let bytes = batch.get(*pos..end)?.to_vec();
+        *pos = end;
+        Some(Some(bytes))
+    };
+    for _ in 0..header.records_count {
+        let _len = get_varlong(batch, &mut pos)?;
+        pos += 1; // attributes
+        let _ts_delta = get_varlong(batch, &mut pos)?;
+        let offset_delta = get_varlong(batch, &mut pos)?;
+        let key = take(&mut pos)?;
+        let value = take(&mut pos)?.unwrap_or_default();
+        let headers = get_varlong(batch, &mut pos)?;
+        for _ in 0..headers {
+            take(&mut pos)?;
+            take(&mut pos)?;
+        }
+        out.push((header.base_offset + offset_delta, key, value));
+    }
+    Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn varlong_round_trips_signed_values() {
+        for v in [0i64, 1, -1, 63, -64, 64, 300, -300, i64::MAX, i64::MIN] {
+            let mut buf = Vec::new();
+            put_varlong(&mut buf, v);
+            let mut pos = 0;
+            assert_eq!(get_varlong(&buf, &mut pos), Some(v));
+            assert_eq!(pos, buf.len());
+        }
+        let mut one = Vec::new();
+        put_varlong(&mut one, -1);
+        assert_eq!(one, vec![0x01]);
+    }
+
+    #[test]
+    fn built_batch_decodes_back_to_its_records() {
+        let batch = build_test_batch(&TestBatch {
+            base_offset: 10,
+            records: vec![(Some(b"k".to_vec()), b"x".to_vec()), (None, b"yy".to_vec())],
+            ..TestBatch::default()
+        });
+        let records = decode_test_records(&batch).unwrap();
+        assert_eq!(
+            records,
+            vec![
+                (10, Some(b"k".to_vec()), b"x".to_vec()),
+                (11, None, b"yy".to_vec())
+            ]
+        );
+    }
+}
