@@ -7,11 +7,16 @@
 
 pub mod batch;
 pub mod batch_iter;
+pub mod checkpoint;
 pub mod config;
+mod epoch_cache;
+mod error;
+mod index;
 pub mod testing;
 mod types;
 
 pub use batch::{BatchError, BatchHeader, Compression, TimestampType, BATCH_HEADER_LEN};
 pub use batch_iter::{read_frame, BatchIter, Frame, TruncatedTail};
 pub use config::LogConfig;
+pub use error::{codes, LogError};
 pub use types::{Offset, ParseTopicPartitionError, TopicPartition};
