@@ -1,0 +1,312 @@
+//! Broker configuration with Kafka's property names.
+//!
+//! Sources, later overriding earlier: embedded defaults (a combined single-node broker +
+//! controller on loopback), a Java-style properties file (`--config FILE`), environment variables
+//! `TRIBUTARY_<NAME>` (`log.dirs` → `TRIBUTARY_LOG_DIRS`), and `--override name=value` flags.
+//! Every known property is typed and checked once here; unknown properties are kept (and
+//! reported by DescribeConfigs) so that configs written for Kafka load unchanged.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Why a configuration could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("failed to read config file {path}")]
+    Read {
+        path: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid value {value:?} for {name}: {reason}")]
+    Invalid {
+        name: String,
+        value: String,
+        reason: String,
+    },
+    #[error("invalid command-line argument {0:?} (usage: broker [--config FILE] [--override name=value]...)")]
+    Usage(String),
+}
+
+/// Where a configured value came from, as DescribeConfigs reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Source {
+    /// Built-in default.
+    Default,
+    /// Set in the file, environment or flags at start.
+    Static,
+}
+
+/// Built-in defaults: a single combined node that a developer can run with no arguments.
+pub const DEFAULTS: &[(&str, &str)] = &[
+    ("node.id", "1"),
+    ("process.roles", "broker,controller"),
+    ("listeners", "PLAINTEXT://127.0.0.1:9092"),
+    ("controller.quorum.voters", "1@127.0.0.1:9093"),
+    ("log.dirs", "./data"),
+    ("http.listener", "127.0.0.1:9644"),
+    ("num.partitions", "1"),
+    ("default.replication.factor", "1"),
+    ("min.insync.replicas", "1"),
+    ("auto.create.topics.enable", "true"),
+    ("socket.request.max.bytes", "104857600"),
+    ("message.max.bytes", "1048588"),
+    ("log.segment.bytes", "1073741824"),
+    ("log.roll.ms", "604800000"),
+    ("log.retention.ms", "604800000"),
+    ("log.retention.bytes", "-1"),
+    ("log.retention.check.interval.ms", "300000"),
+    ("log.index.interval.bytes", "4096"),
+    ("log.index.size.max.bytes", "10485760"),
+    ("log.message.timestamp.type", "CreateTime"),
+    ("log.cleanup.policy", "delete"),
+    ("log.segment.delete.delay.ms", "60000"),
+    ("log.cleaner.delete.retention.ms", "86400000"),
+    ("log.flush.interval.messages", "9223372036854775807"),
+    ("log.flush.interval.ms", "9223372036854775807"),
+    ("compression.type", "producer"),
+    ("unclean.leader.election.enable", "false"),
+    ("replica.lag.time.max.ms", "30000"),
+    ("group.initial.rebalance.delay.ms", "3000"),
+];
+
+/// The broker's typed configuration, plus every raw property for DescribeConfigs.
+#[derive(Debug, Clone)]
+pub struct BrokerConfig {
+    pub node_id: i32,
+    pub is_controller: bool,
+    pub is_broker: bool,
+    pub listener: SocketAddr,
+    /// Host and port advertised to clients.
+    pub advertised: (String, u16),
+    pub controller_voters: Vec<(i32, String)>,
+    pub log_dir: PathBuf,
+    pub http_listener: SocketAddr,
+    pub num_partitions: i32,
+    pub default_replication_factor: i16,
+    pub auto_create_topics: bool,
+    pub socket_request_max_bytes: usize,
+    pub retention_check_interval: Duration,
+    props: BTreeMap<String, (String, Source)>,
+}
+
+impl BrokerConfig {
+    /// Loads from the command line and the environment (see the module docs).
+    pub fn from_args_and_env(
+        args: impl IntoIterator<Item = String>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Self, ConfigError> {
+        let mut overrides = BTreeMap::new();
+        let mut args = args.into_iter();
+        let mut file_props = BTreeMap::new();
+        while let Some(arg) = args.next() {
+            match arg.as_str() {
+                "--config" => {
+                    let path = PathBuf::from(args.next().ok_or(ConfigError::Usage(arg))?);
+                    let text = std::fs::read_to_string(&path)
+                        .map_err(|source| ConfigError::Read { path, source })?;
+                    file_props = parse_properties(&text);
+                }
+                "--override" => {
+                    let kv = args.next().ok_or_else(|| ConfigError::Usage(arg.clone()))?;
+                    let (k, v) = kv.split_once('=').ok_or(ConfigError::Usage(kv.clone()))?;
+                    overrides.insert(k.trim().to_owned(), v.trim().to_owned());
+                }
+                _ => return Err(ConfigError::Usage(arg)),
+            }
+        }
+        let mut all = file_props;
+        for (k, v) in env {
+            if let Some(name) = k.strip_prefix("TRIBUTARY_") {
+                all.insert(name.to_lowercase().replace('_', "."), v);
+            }
+        }
+        all.extend(overrides);
+        Self::from_properties(all)
+    }
+
+    /// Builds the typed config from explicitly set properties layered over [`DEFAULTS`].
+    pub fn from_properties(set: BTreeMap<String, String>) -> Result<Self, ConfigError> {
+        let mut props: BTreeMap<String, (String, Source)> = DEFAULTS
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), ((*v).to_owned(), Source::Default)))
+            .collect();
+        for (k, v) in set {
+            props.insert(k, (v, Source::Static));
+        }
+        let get = |k: &str| props.get(k).map(|(v, _)| v.as_str()).unwrap_or("");
+        let roles = get("process.roles");
+        let listener = parse_listener("listeners", get("listeners"))?;
+        let advertised = match props.get("advertised.listeners") {
+            Some((v, _)) => {
+                let url = strip_scheme(v);
+                split_host_port("advertised.listeners", url)?
+            }
+            None => (listener.ip().to_string(), listener.port()),
+        };
+        let voters = get("controller.quorum.voters")
+            .split(',')
+            .filter(|s| !s.trim().is_empty())
+            .map(|v| {
+                let (id, addr) = v.trim().split_once('@').ok_or_else(|| {
+                    invalid("controller.quorum.voters", v, "expected id@host:port")
+                })?;
+                Ok((parse_num("controller.quorum.voters", id)?, addr.to_owned()))
+            })
+            .collect::<Result<Vec<_>, ConfigError>>()?;
+        let log_dir = get("log.dirs")
+            .split(',')
+            .next()
+            .unwrap_or("./data")
+            .trim()
+            .into();
+        Ok(BrokerConfig {
+            node_id: parse_num("node.id", get("node.id"))?,
+            is_controller: roles.split(',').any(|r| r.trim() == "controller"),
+            is_broker: roles.split(',').any(|r| r.trim() == "broker"),
+            listener,
+            advertised,
+            controller_voters: voters,
+            log_dir,
+            http_listener: get("http.listener")
+                .parse()
+                .map_err(|e| invalid("http.listener", get("http.listener"), e))?,
+            num_partitions: parse_num("num.partitions", get("num.partitions"))?,
+            default_replication_factor: parse_num(
+                "default.replication.factor",
+                get("default.replication.factor"),
+            )?,
+            auto_create_topics: parse_num::<bool>(
+                "auto.create.topics.enable",
+                get("auto.create.topics.enable"),
+            )?,
+            socket_request_max_bytes: parse_num(
+                "socket.request.max.bytes",
+                get("socket.request.max.bytes"),
+            )?,
+            retention_check_interval: Duration::from_millis(parse_num(
+                "log.retention.check.interval.ms",
+                get("log.retention.check.interval.ms"),
+            )?),
+            props,
+        })
+    }
+
+    /// The raw value of a property and where it came from.
+    pub fn get(&self, name: &str) -> Option<(&str, Source)> {
+        self.props.get(name).map(|(v, s)| (v.as_str(), *s))
+    }
+
+    /// Every property, for DescribeConfigs and the start-up log line.
+    pub fn all(&self) -> impl Iterator<Item = (&str, &str, Source)> {
+        self.props
+            .iter()
+            .map(|(k, (v, s))| (k.as_str(), v.as_str(), *s))
+    }
+}
+
+fn invalid(name: &str, value: &str, reason: impl ToString) -> ConfigError {
+    ConfigError::Invalid {
+        name: name.to_owned(),
+        value: value.to_owned(),
+        reason: reason.to_string(),
+    }
+}
+
+fn parse_num<T: std::str::FromStr>(name: &str, v: &str) -> Result<T, ConfigError>
+where
+    T::Err: ToString,
+{
+    v.trim().parse().map_err(|e: T::Err| invalid(name, v, e))
+}
+
+fn strip_scheme(v: &str) -> &str {
+    let first = v.split(',').next().unwrap_or("");
+    first.split_once("://").map_or(first, |(_, rest)| rest)
+}
+
+fn split_host_port(name: &str, v: &str) -> Result<(String, u16), ConfigError> {
+    let (host, port) = v
+        .rsplit_once(':')
+        .ok_or_else(|| invalid(name, v, "expected host:port"))?;
+    let host = if host.is_empty() { "0.0.0.0" } else { host };
+    Ok((
+        host.trim_matches(['[', ']']).to_owned(),
+        parse_num(name, port)?,
+    ))
+}
+
+fn parse_listener(name: &str, v: &str) -> Result<SocketAddr, ConfigError> {
+    let (host, port) = split_host_port(name, strip_scheme(v))?;
+    let host = if host == "localhost" {
+        "127.0.0.1".to_owned()
+    } else {
+        host
+    };
+    let ip: std::net::IpAddr = host.parse().map_err(|e| invalid(name, v, e))?;
+    Ok(SocketAddr::new(ip, port))
+}
+
+/// Parses Java properties text: `key=value` or `key: value` lines, `#`/`!` comments.
+pub fn parse_properties(text: &str) -> BTreeMap<String, String> {
+    text.lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty() && !l.starts_with('#') && !l.starts_with('!'))
+        .filter_map(|l| {
+            let idx = l.find(['=', ':'])?;
+            Some((l[..idx].trim().to_owned(), l[idx + 1..].trim().to_owned()))
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn defaults_are_a_single_combined_node_on_loopback() {
+        let c = BrokerConfig::from_properties(BTreeMap::new()).expect("defaults");
+        assert_eq!(c.node_id, 1);
+        assert!(c.is_broker && c.is_controller);
+        assert_eq!(c.listener, "127.0.0.1:9092".parse().expect("addr"));
+        assert_eq!(c.advertised, ("127.0.0.1".to_owned(), 9092));
+        assert_eq!(c.controller_voters, vec![(1, "127.0.0.1:9093".to_owned())]);
+        assert_eq!(
+            c.get("log.retention.ms"),
+            Some(("604800000", Source::Default))
+        );
+    }
+
+    #[test]
+    fn file_env_and_overrides_layer_in_order() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let path = dir.path().join("server.properties");
+        std::fs::write(
+            &path,
+            "# c\nnode.id=3\nlisteners=PLAINTEXT://:19092\nnum.partitions: 4\n",
+        )
+        .expect("write");
+        let args = [
+            "--config",
+            path.to_str().expect("utf8"),
+            "--override",
+            "num.partitions=6",
+        ];
+        let env = [("TRIBUTARY_LOG_DIRS".to_owned(), "/tmp/x".to_owned())];
+        let c = BrokerConfig::from_args_and_env(args.map(String::from), env).expect("load");
+        assert_eq!(c.node_id, 3);
+        assert_eq!(c.num_partitions, 6);
+        assert_eq!(c.log_dir, PathBuf::from("/tmp/x"));
+        assert_eq!(c.listener.port(), 19092);
+        assert_eq!(c.get("node.id"), Some(("3", Source::Static)));
+    }
+
+    #[test]
+    fn bad_values_name_the_property() {
+        let set = BTreeMap::from([("node.id".to_owned(), "x".to_owned())]);
+        let err = BrokerConfig::from_properties(set).expect_err("invalid");
+        assert!(err.to_string().contains("node.id"), "{err}");
+    }
+}

@@ -1,0 +1,573 @@
+//! The controller: validates cluster-metadata operations against the current image, turns them
+//! into records and commits them through the Raft quorum, answering only after they are applied.
+//!
+//! Operations are serialised by one async lock held from validation until the records are
+//! applied, so every validation sees the result of every earlier operation. Only the quorum
+//! leader accepts writes; elsewhere operations fail with NOT_CONTROLLER.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use kafka_protocol::ResponseError;
+use openraft::BasicNode;
+use tokio::sync::{watch, Mutex};
+use uuid::Uuid;
+
+use super::image::MetadataImage;
+use super::raft::{MetadataBatch, Network, NodeId, StateMachine, TypeConfig};
+use super::raft_log::LogStore;
+use super::records::{BrokerRegistration, ConfigResource, MetadataRecord, PartitionRecord};
+use super::validate;
+use crate::topic_config;
+
+/// A Kafka-level failure of one operation: the error code and the message clients see.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: ResponseError,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(code: ResponseError, message: impl Into<String>) -> Self {
+        ApiError {
+            code,
+            message: message.into(),
+        }
+    }
+}
+
+/// Why the quorum could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("failed to open metadata storage in {dir}")]
+    Storage {
+        dir: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("invalid raft configuration")]
+    Config(#[from] openraft::ConfigError),
+    #[error("raft failed to start")]
+    Raft(#[from] openraft::error::Fatal<NodeId>),
+    #[error("node {node_id} is not among the controller quorum voters")]
+    NotAVoter { node_id: i32 },
+}
+
+/// How to run this node's part of the metadata quorum.
+#[derive(Debug, Clone)]
+pub struct QuorumConfig {
+    pub node_id: i32,
+    /// Where the Raft log, vote and snapshot live (`<log.dirs>/__cluster_metadata-0`).
+    pub dir: PathBuf,
+    /// `controller.quorum.voters`: id and address of every voter.
+    pub voters: Vec<(i32, String)>,
+}
+
+/// A topic to create, as CreateTopics asks for it (after defaults are applied by the caller).
+#[derive(Debug, Clone)]
+pub struct NewTopic {
+    pub name: String,
+    pub num_partitions: i32,
+    pub replication_factor: i16,
+    /// Explicit assignment (partition index → replicas); empty to let the controller choose.
+    pub assignments: BTreeMap<i32, Vec<i32>>,
+    pub configs: BTreeMap<String, String>,
+}
+
+/// What a successful CreateTopics reports back.
+#[derive(Debug, Clone)]
+pub struct CreatedTopic {
+    pub topic_id: Uuid,
+    pub num_partitions: i32,
+    pub replication_factor: i16,
+}
+
+/// Handle to the local controller (and the metadata image it maintains).
+pub struct Controller {
+    raft: openraft::Raft<TypeConfig>,
+    image: watch::Receiver<Arc<MetadataImage>>,
+    write: Mutex<()>,
+}
+
+impl Controller {
+    /// Starts this node's quorum member, initialising a brand-new quorum on first start.
+    pub async fn start(cfg: QuorumConfig) -> Result<Arc<Controller>, StartError> {
+        let storage = |source| StartError::Storage {
+            dir: cfg.dir.clone(),
+            source,
+        };
+        if !cfg.voters.iter().any(|(id, _)| *id == cfg.node_id) {
+            return Err(StartError::NotAVoter {
+                node_id: cfg.node_id,
+            });
+        }
+        let (tx, rx) = watch::channel(Arc::new(MetadataImage::default()));
+        let log = LogStore::open(&cfg.dir).map_err(storage)?;
+        let sm = StateMachine::open(&cfg.dir, tx).map_err(storage)?;
+        let raft_config = openraft::Config {
+            cluster_name: "tributary-metadata".into(),
+            heartbeat_interval: 50,
+            election_timeout_min: 150,
+            election_timeout_max: 300,
+            ..Default::default()
+        }
+        .validate()?;
+        let id = node_id(cfg.node_id);
+        let raft = openraft::Raft::new(id, Arc::new(raft_config), Network, log, sm).await?;
+        let members: BTreeMap<NodeId, BasicNode> = cfg
+            .voters
+            .iter()
+            .map(|(id, addr)| (node_id(*id), BasicNode::new(addr)))
+            .collect();
+        // Only the first start of a fresh quorum initialises it; afterwards openraft refuses
+        // (the log is not empty), which is the expected outcome.
+        if let Err(e) = raft.initialize(members).await {
+            tracing::debug!(error = %e, "metadata quorum already initialised");
+        }
+        Ok(Arc::new(Controller {
+            raft,
+            image: rx,
+            write: Mutex::new(()),
+        }))
+    }
+
+    /// Waits until this node has applied everything the quorum committed before now, so the
+    /// image reflects all acknowledged operations.
+    pub async fn wait_caught_up(&self, timeout: Duration) -> bool {
+        let wait = async {
+            loop {
+                match self.raft.ensure_linearizable().await {
+                    Ok(_) => return,
+                    Err(e) => {
+                        tracing::debug!(error = %e, "waiting for metadata quorum");
+                        tokio::time::sleep(Duration::from_millis(50)).await;
+                    }
+                }
+            }
+        };
+        tokio::time::timeout(timeout, wait).await.is_ok()
+    }
+
+    /// The current image.
+    pub fn image(&self) -> Arc<MetadataImage> {
+        self.image.borrow().clone()
+    }
+
+    /// A receiver that sees every newly applied image.
+    pub fn subscribe(&self) -> watch::Receiver<Arc<MetadataImage>> {
+        self.image.clone()
+    }
+
+    /// Stops the Raft node.
+    pub async fn shutdown(&self) {
+        if let Err(e) = self.raft.shutdown().await {
+            tracing::warn!(error = %e, "metadata quorum did not stop cleanly");
+        }
+    }
+
+    async fn commit(&self, records: Vec<MetadataRecord>) -> Result<(), ApiError> {
+        if records.is_empty() {
+            return Ok(());
+        }
+        match self.raft.client_write(MetadataBatch { records }).await {
+            Ok(_) => Ok(()),
+            Err(openraft::error::RaftError::APIError(
+                openraft::error::ClientWriteError::ForwardToLeader(_),
+            )) => Err(ApiError::new(
+                ResponseError::NotController,
+                "this node is not the active controller",
+            )),
+            Err(e) => Err(ApiError::new(
+                ResponseError::UnknownServerError,
+                format!("metadata commit failed: {e}"),
+            )),
+        }
+    }
+
+    /// Registers (or re-registers) a broker.
+    pub async fn register_broker(&self, reg: BrokerRegistration) -> Result<(), ApiError> {
+        let _guard = self.write.lock().await;
+        if self.image().brokers.get(&reg.broker_id) == Some(&reg) {
+            return Ok(());
+        }
+        self.commit(vec![MetadataRecord::RegisterBroker(reg)]).await
+    }
+
+    /// Creates topics; each gets its own result. With `validate_only` nothing is written.
+    pub async fn create_topics(
+        &self,
+        topics: Vec<NewTopic>,
+        validate_only: bool,
+    ) -> Vec<Result<CreatedTopic, ApiError>> {
+        let _guard = self.write.lock().await;
+        let image = self.image();
+        let brokers: Vec<i32> = image.brokers.keys().copied().collect();
+        let mut records = Vec::new();
+        let mut seen = BTreeSet::new();
+        let mut results = Vec::new();
+        for t in topics {
+            let result = plan_topic(&image, &brokers, &t, &mut seen).map(|(recs, created)| {
+                records.extend(recs);
+                created
+            });
+            results.push(result);
+        }
+        if !validate_only {
+            if let Err(e) = self.commit(records).await {
+                return results.into_iter().map(|r| r.and(Err(e.clone()))).collect();
+            }
+        }
+        results
+    }
+
+    /// Deletes topics by name.
+    pub async fn delete_topics(&self, names: Vec<String>) -> Vec<Result<Uuid, ApiError>> {
+        let _guard = self.write.lock().await;
+        let image = self.image();
+        let mut records = Vec::new();
+        let results: Vec<_> = names
+            .iter()
+            .map(|n| match image.topics.get(n) {
+                Some(t) => {
+                    records.push(MetadataRecord::RemoveTopic {
+                        topic_id: t.topic_id,
+                    });
+                    Ok(t.topic_id)
+                }
+                None => Err(unknown_topic(n)),
+            })
+            .collect();
+        if let Err(e) = self.commit(records).await {
+            return results.into_iter().map(|r| r.and(Err(e.clone()))).collect();
+        }
+        results
+    }
+
+    /// Raises a topic's partition count to `count`.
+    pub async fn create_partitions(
+        &self,
+        topic: &str,
+        count: i32,
+        assignments: Vec<Vec<i32>>,
+        validate_only: bool,
+    ) -> Result<(), ApiError> {
+        let _guard = self.write.lock().await;
+        let image = self.image();
+        let t = image
+            .topics
+            .get(topic)
+            .ok_or_else(|| unknown_topic(topic))?;
+        let current = i32::try_from(t.partitions.len()).unwrap_or(i32::MAX);
+        if count <= current {
+            return Err(ApiError::new(
+                ResponseError::InvalidPartitions,
+                format!(
+                    "topic {topic} has {current} partitions; the new count {count} must be larger"
+                ),
+            ));
+        }
+        let rf = t.partitions.values().next().map_or(1, |p| p.replicas.len());
+        let brokers: Vec<i32> = image.brokers.keys().copied().collect();
+        let replicas = if assignments.is_empty() {
+            validate::assign_replicas(&brokers, current, count - current, rf as i16)?
+        } else {
+            check_assignments(&brokers, &assignments, count - current)?;
+            assignments
+        };
+        let records = replicas
+            .into_iter()
+            .zip(current..)
+            .map(|(r, p)| partition_record(t.topic_id, p, r))
+            .collect();
+        if validate_only {
+            return Ok(());
+        }
+        self.commit(records).await
+    }
+
+    /// Replaces a topic's config overrides with what `change` computes from the current ones.
+    pub async fn alter_topic_configs<F>(
+        &self,
+        topic: &str,
+        validate_only: bool,
+        change: F,
+    ) -> Result<(), ApiError>
+    where
+        F: FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, ApiError>,
+    {
+        let _guard = self.write.lock().await;
+        let image = self.image();
+        let t = image
+            .topics
+            .get(topic)
+            .ok_or_else(|| unknown_topic(topic))?;
+        let new = change(&t.configs)?;
+        for (k, v) in &new {
+            topic_config::validate(k, v)
+                .map_err(|m| ApiError::new(ResponseError::InvalidConfig, m))?;
+        }
+        let resource = ConfigResource::Topic(topic.to_owned());
+        let mut records = Vec::new();
+        for (k, v) in &new {
+            if t.configs.get(k) != Some(v) {
+                records.push(MetadataRecord::Config {
+                    resource: resource.clone(),
+                    name: k.clone(),
+                    value: Some(v.clone()),
+                });
+            }
+        }
+        for k in t.configs.keys().filter(|k| !new.contains_key(*k)) {
+            records.push(MetadataRecord::Config {
+                resource: resource.clone(),
+                name: k.clone(),
+                value: None,
+            });
+        }
+        if validate_only {
+            return Ok(());
+        }
+        self.commit(records).await
+    }
+}
+
+fn node_id(id: i32) -> NodeId {
+    u64::try_from(id).unwrap_or_default()
+}
+
+fn unknown_topic(name: &str) -> ApiError {
+    ApiError::new(
+        ResponseError::UnknownTopicOrPartition,
+        format!("topic {name} does not exist"),
+    )
+}
+
+fn partition_record(topic_id: Uuid, partition: i32, replicas: Vec<i32>) -> MetadataRecord {
+    MetadataRecord::Partition(PartitionRecord {
+        topic_id,
+        partition,
+        leader: replicas.first().copied().unwrap_or(-1),
+        isr: replicas.clone(),
+        replicas,
+        leader_epoch: 0,
+        partition_epoch: 0,
+    })
+}
+
+fn check_assignments(
+    brokers: &[i32],
+    assignments: &[Vec<i32>],
+    expected: i32,
+) -> Result<(), ApiError> {
+    let bad = |m: String| ApiError::new(ResponseError::InvalidReplicaAssignment, m);
+    if i32::try_from(assignments.len()).ok() != Some(expected) {
+        return Err(bad(format!(
+            "expected {expected} partition assignments, got {}",
+            assignments.len()
+        )));
+    }
+    let rf = assignments.first().map_or(0, Vec::len);
+    for a in assignments {
+        let unique: BTreeSet<_> = a.iter().collect();
+        if a.is_empty() || unique.len() != a.len() || a.len() != rf {
+            return Err(bad(format!(
+                "assignment {a:?} must list {rf} distinct brokers"
+            )));
+        }
+        if let Some(b) = a.iter().find(|b| !brokers.contains(b)) {
+            return Err(bad(format!(
+                "broker {b} in assignment {a:?} is not registered"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Validates one new topic against the image and plans its records.
+fn plan_topic(
+    image: &MetadataImage,
+    brokers: &[i32],
+    t: &NewTopic,
+    seen: &mut BTreeSet<String>,
+) -> Result<(Vec<MetadataRecord>, CreatedTopic), ApiError> {
+    validate::topic_name(&t.name)?;
+    if image.topics.contains_key(&t.name) || !seen.insert(t.name.clone()) {
+        return Err(ApiError::new(
+            ResponseError::TopicAlreadyExists,
+            format!("topic {} already exists", t.name),
+        ));
+    }
+    if let Some(other) = image.topics.keys().find(|o| validate::collides(o, &t.name)) {
+        return Err(ApiError::new(
+            ResponseError::InvalidTopicException,
+            format!("topic {} collides with existing topic {other}", t.name),
+        ));
+    }
+    for (k, v) in &t.configs {
+        topic_config::validate(k, v).map_err(|m| ApiError::new(ResponseError::InvalidConfig, m))?;
+    }
+    let replicas: Vec<Vec<i32>> = if t.assignments.is_empty() {
+        if t.num_partitions < 1 {
+            return Err(ApiError::new(
+                ResponseError::InvalidPartitions,
+                format!(
+                    "number of partitions must be at least 1, got {}",
+                    t.num_partitions
+                ),
+            ));
+        }
+        validate::assign_replicas(brokers, 0, t.num_partitions, t.replication_factor)?
+    } else {
+        let ordered: Vec<Vec<i32>> = t.assignments.values().cloned().collect();
+        let n = i32::try_from(ordered.len()).unwrap_or(i32::MAX);
+        if t.assignments.keys().copied().ne(0..n) {
+            return Err(ApiError::new(
+                ResponseError::InvalidReplicaAssignment,
+                "partition indexes in the assignment must be 0..n",
+            ));
+        }
+        check_assignments(brokers, &ordered, n)?;
+        ordered
+    };
+    let topic_id = Uuid::new_v4();
+    let created = CreatedTopic {
+        topic_id,
+        num_partitions: i32::try_from(replicas.len()).unwrap_or(i32::MAX),
+        replication_factor: replicas.first().map_or(0, |r| r.len() as i16),
+    };
+    let mut records = vec![MetadataRecord::Topic {
+        name: t.name.clone(),
+        topic_id,
+        configs: t.configs.clone(),
+    }];
+    records.extend(
+        replicas
+            .into_iter()
+            .zip(0..)
+            .map(|(r, p)| partition_record(topic_id, p, r)),
+    );
+    Ok((records, created))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn new_topic(name: &str, partitions: i32) -> NewTopic {
+        NewTopic {
+            name: name.into(),
+            num_partitions: partitions,
+            replication_factor: 1,
+            assignments: BTreeMap::new(),
+            configs: BTreeMap::new(),
+        }
+    }
+
+    async fn start(dir: &std::path::Path) -> Arc<Controller> {
+        let c = Controller::start(QuorumConfig {
+            node_id: 1,
+            dir: dir.to_path_buf(),
+            voters: vec![(1, "127.0.0.1:0".into())],
+        })
+        .await
+        .expect("start");
+        assert!(c.wait_caught_up(Duration::from_secs(10)).await);
+        c
+    }
+
+    fn broker(id: i32) -> BrokerRegistration {
+        BrokerRegistration {
+            broker_id: id,
+            incarnation_id: Uuid::nil(),
+            host: "127.0.0.1".into(),
+            port: 9092,
+            rack: None,
+        }
+    }
+
+    #[tokio::test]
+    async fn topics_survive_a_restart_through_the_raft_log() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = start(dir.path()).await;
+        c.register_broker(broker(1)).await.expect("register");
+        let mut t = new_topic("orders", 3);
+        t.configs.insert("retention.ms".into(), "1000".into());
+        let res = c
+            .create_topics(
+                vec![t, new_topic("orders", 1), new_topic("bad name", 1)],
+                false,
+            )
+            .await;
+        assert!(res[0].is_ok());
+        assert_eq!(
+            res[1].as_ref().expect_err("dup").code,
+            ResponseError::TopicAlreadyExists
+        );
+        assert_eq!(
+            res[2].as_ref().expect_err("name").code,
+            ResponseError::InvalidTopicException
+        );
+        c.create_partitions("orders", 5, vec![], false)
+            .await
+            .expect("grow");
+        c.alter_topic_configs("orders", false, |cur| {
+            let mut m = cur.clone();
+            m.insert("segment.bytes".into(), "4096".into());
+            Ok(m)
+        })
+        .await
+        .expect("alter");
+        let id = c.image().topics["orders"].topic_id;
+        c.shutdown().await;
+        drop(c);
+
+        let c = start(dir.path()).await;
+        let image = c.image();
+        let t = &image.topics["orders"];
+        assert_eq!(t.topic_id, id);
+        assert_eq!(t.partitions.len(), 5);
+        assert_eq!(t.configs["retention.ms"], "1000");
+        assert_eq!(t.configs["segment.bytes"], "4096");
+        assert_eq!(image.brokers[&1].port, 9092);
+        let del = c.delete_topics(vec!["orders".into(), "nope".into()]).await;
+        assert_eq!(del[0], Ok(id));
+        assert_eq!(
+            del[1].as_ref().expect_err("unknown").code,
+            ResponseError::UnknownTopicOrPartition
+        );
+        assert!(c.image().topics.is_empty());
+        c.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn validate_only_and_bad_requests_write_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = start(dir.path()).await;
+        c.register_broker(broker(1)).await.expect("register");
+        assert!(c.create_topics(vec![new_topic("t", 2)], true).await[0].is_ok());
+        assert!(c.image().topics.is_empty());
+        let mut bad = new_topic("t", 1);
+        bad.replication_factor = 3;
+        let res = c.create_topics(vec![bad], false).await;
+        assert_eq!(
+            res[0].as_ref().expect_err("rf").code,
+            ResponseError::InvalidReplicationFactor
+        );
+        let mut bad = new_topic("t", 1);
+        bad.configs.insert("retention.ms".into(), "soon".into());
+        let res = c.create_topics(vec![bad], false).await;
+        assert_eq!(
+            res[0].as_ref().expect_err("config").code,
+            ResponseError::InvalidConfig
+        );
+        assert!(c.create_topics(vec![new_topic("t", 2)], false).await[0].is_ok());
+        let err = c
+            .create_partitions("t", 2, vec![], false)
+            .await
+            .expect_err("not larger");
+        assert_eq!(err.code, ResponseError::InvalidPartitions);
+        c.shutdown().await;
+    }
+}

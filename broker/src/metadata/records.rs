@@ -1,0 +1,66 @@
+//! The records of the cluster metadata log. Every change to cluster state (brokers, topics,
+//! partitions, configs) is one of these, replicated by the controller quorum and applied in log
+//! order to a [`MetadataImage`](super::image::MetadataImage). Records are facts, not requests:
+//! validation happens before they are written (see `controller`).
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+/// One metadata record. A batch of them is committed atomically as one Raft entry.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetadataRecord {
+    /// A broker announced itself (or came back with a new incarnation).
+    RegisterBroker(BrokerRegistration),
+    /// A broker was removed from the cluster.
+    UnregisterBroker { broker_id: i32 },
+    /// A topic came into existence with its topic-level config overrides.
+    Topic {
+        name: String,
+        topic_id: Uuid,
+        configs: BTreeMap<String, String>,
+    },
+    /// A partition's full state (created, or replaced wholesale).
+    Partition(PartitionRecord),
+    /// A topic and all its partitions are gone.
+    RemoveTopic { topic_id: Uuid },
+    /// Set (`Some`) or remove (`None`) a config of a resource.
+    Config {
+        resource: ConfigResource,
+        name: String,
+        value: Option<String>,
+    },
+}
+
+/// A broker's registration: who it is and where clients reach it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BrokerRegistration {
+    pub broker_id: i32,
+    pub incarnation_id: Uuid,
+    pub host: String,
+    pub port: u16,
+    pub rack: Option<String>,
+}
+
+/// The replicated state of one partition.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PartitionRecord {
+    pub topic_id: Uuid,
+    pub partition: i32,
+    /// The assignment (AR), in preference order.
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    /// -1 when no replica can lead.
+    pub leader: i32,
+    pub leader_epoch: i32,
+    pub partition_epoch: i32,
+}
+
+/// Which resource a config belongs to.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+pub enum ConfigResource {
+    Topic(String),
+    /// A broker's dynamic config; `None` is the cluster-wide default.
+    Broker(Option<i32>),
+}

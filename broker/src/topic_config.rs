@@ -1,0 +1,230 @@
+//! Topic-level configuration: the names Kafka accepts per topic, the broker property that supplies
+//! each one's default, validation of values, and the effective config of a topic (topic override,
+//! else broker property) with its source, as DescribeConfigs reports it.
+
+use std::collections::BTreeMap;
+
+use crate::config::{BrokerConfig, Source};
+
+/// The type of a config value, for validation and for DescribeConfigs' `config_type`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueType {
+    Long,
+    Int,
+    Bool,
+    /// One of the listed words.
+    Enum(&'static [&'static str]),
+    /// A comma-separated list of the listed words.
+    List(&'static [&'static str]),
+    Str,
+}
+
+/// One topic config: its name, the broker property that gives its default, and its type.
+#[derive(Debug, Clone, Copy)]
+pub struct TopicConfigDef {
+    pub name: &'static str,
+    pub broker_key: &'static str,
+    pub value_type: ValueType,
+    /// Smallest allowed value for numeric types.
+    pub min: i64,
+}
+
+const fn def(
+    name: &'static str,
+    broker_key: &'static str,
+    value_type: ValueType,
+    min: i64,
+) -> TopicConfigDef {
+    TopicConfigDef {
+        name,
+        broker_key,
+        value_type,
+        min,
+    }
+}
+
+const COMPRESSION: &[&str] = &["uncompressed", "zstd", "lz4", "snappy", "gzip", "producer"];
+
+/// Every topic config the broker accepts.
+pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
+    def(
+        "cleanup.policy",
+        "log.cleanup.policy",
+        ValueType::List(&["delete", "compact"]),
+        0,
+    ),
+    def(
+        "compression.type",
+        "compression.type",
+        ValueType::Enum(COMPRESSION),
+        0,
+    ),
+    def(
+        "delete.retention.ms",
+        "log.cleaner.delete.retention.ms",
+        ValueType::Long,
+        0,
+    ),
+    def(
+        "file.delete.delay.ms",
+        "log.segment.delete.delay.ms",
+        ValueType::Long,
+        0,
+    ),
+    def(
+        "flush.messages",
+        "log.flush.interval.messages",
+        ValueType::Long,
+        1,
+    ),
+    def("flush.ms", "log.flush.interval.ms", ValueType::Long, 0),
+    def(
+        "index.interval.bytes",
+        "log.index.interval.bytes",
+        ValueType::Int,
+        0,
+    ),
+    def("max.message.bytes", "message.max.bytes", ValueType::Int, 0),
+    def(
+        "message.timestamp.type",
+        "log.message.timestamp.type",
+        ValueType::Enum(&["CreateTime", "LogAppendTime"]),
+        0,
+    ),
+    def(
+        "min.insync.replicas",
+        "min.insync.replicas",
+        ValueType::Int,
+        1,
+    ),
+    def(
+        "retention.bytes",
+        "log.retention.bytes",
+        ValueType::Long,
+        -1,
+    ),
+    def("retention.ms", "log.retention.ms", ValueType::Long, -1),
+    def("segment.bytes", "log.segment.bytes", ValueType::Int, 14),
+    def(
+        "segment.index.bytes",
+        "log.index.size.max.bytes",
+        ValueType::Int,
+        4,
+    ),
+    def("segment.ms", "log.roll.ms", ValueType::Long, 1),
+    def(
+        "unclean.leader.election.enable",
+        "unclean.leader.election.enable",
+        ValueType::Bool,
+        0,
+    ),
+];
+
+/// The definition of a topic config, if the name is one.
+pub fn lookup(name: &str) -> Option<&'static TopicConfigDef> {
+    TOPIC_CONFIGS.iter().find(|d| d.name == name)
+}
+
+/// Checks one topic config; the error text is what the client sees.
+pub fn validate(name: &str, value: &str) -> Result<(), String> {
+    let def = lookup(name).ok_or_else(|| format!("unknown topic config name: {name}"))?;
+    let bad = |why: &str| format!("invalid value {value} for configuration {name}: {why}");
+    match def.value_type {
+        ValueType::Long | ValueType::Int => {
+            let n: i64 = value.trim().parse().map_err(|_| bad("not a number"))?;
+            if def.value_type == ValueType::Int && i32::try_from(n).is_err() {
+                return Err(bad("out of range for an int"));
+            }
+            if n < def.min {
+                return Err(bad(&format!("value must be at least {}", def.min)));
+            }
+        }
+        ValueType::Bool => {
+            value
+                .trim()
+                .parse::<bool>()
+                .map_err(|_| bad("not a boolean"))?;
+        }
+        ValueType::Enum(words) => {
+            if !words.contains(&value.trim()) {
+                return Err(bad(&format!("string must be one of: {}", words.join(", "))));
+            }
+        }
+        ValueType::List(words) => {
+            if value.split(',').any(|w| !words.contains(&w.trim())) {
+                return Err(bad(&format!("values must be among: {}", words.join(", "))));
+            }
+        }
+        ValueType::Str => {}
+    }
+    Ok(())
+}
+
+/// Where an effective topic config value comes from (DescribeConfigs `config_source`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TopicValueSource {
+    TopicOverride,
+    StaticBroker,
+    Default,
+}
+
+/// The effective topic configuration: each value with its source.
+pub fn effective(
+    overrides: &BTreeMap<String, String>,
+    broker: &BrokerConfig,
+) -> BTreeMap<&'static str, (String, TopicValueSource)> {
+    TOPIC_CONFIGS
+        .iter()
+        .map(|d| {
+            let value = match overrides.get(d.name) {
+                Some(v) => (v.clone(), TopicValueSource::TopicOverride),
+                None => match broker.get(d.broker_key) {
+                    Some((v, Source::Static)) => (v.to_owned(), TopicValueSource::StaticBroker),
+                    Some((v, Source::Default)) => (v.to_owned(), TopicValueSource::Default),
+                    None => (String::new(), TopicValueSource::Default),
+                },
+            };
+            (d.name, value)
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn validation_follows_types_and_bounds() {
+        assert!(validate("retention.ms", "-1").is_ok());
+        assert!(validate("retention.ms", "-2").is_err());
+        assert!(validate("segment.bytes", "99999999999").is_err());
+        assert!(validate("cleanup.policy", "compact,delete").is_ok());
+        assert!(validate("cleanup.policy", "shred").is_err());
+        assert!(validate("message.timestamp.type", "LogAppendTime").is_ok());
+        assert!(validate("no.such.config", "1").is_err());
+        assert!(validate("unclean.leader.election.enable", "maybe").is_err());
+    }
+
+    #[test]
+    fn effective_config_layers_topic_over_broker_with_sources() {
+        let broker = BrokerConfig::from_properties(BTreeMap::from([(
+            "log.retention.bytes".to_owned(),
+            "1000".to_owned(),
+        )]))
+        .expect("config");
+        let topic = BTreeMap::from([("segment.bytes".to_owned(), "2048".to_owned())]);
+        let eff = effective(&topic, &broker);
+        assert_eq!(
+            eff["segment.bytes"],
+            ("2048".to_owned(), TopicValueSource::TopicOverride)
+        );
+        assert_eq!(
+            eff["retention.bytes"],
+            ("1000".to_owned(), TopicValueSource::StaticBroker)
+        );
+        assert_eq!(
+            eff["retention.ms"],
+            ("604800000".to_owned(), TopicValueSource::Default)
+        );
+    }
+}
