@@ -1,1 +1,8 @@
-//! Tributary's Kubernetes operator (skeleton; built out under issue 4).
+//! Tributary's Kubernetes operator: the `KafkaCluster` and `KafkaTopic` custom resources, the pure
+//! validation/planning/building code that turns them into workloads and admin actions, the
+//! reconcilers that apply those plans, and the small Kafka admin client they use.
+//!
+//! The crate deliberately keeps all decisions in pure functions (`cluster::validate`,
+//! `cluster::build`, `cluster::status`, `topic::plan`) and keeps I/O in thin reconcile layers.
+
+pub mod crd;
