@@ -5,4 +5,5 @@
 //! The crate deliberately keeps all decisions in pure functions (`cluster::validate`,
 //! `cluster::build`, `cluster::status`, `topic::plan`) and keeps I/O in thin reconcile layers.
 
+pub mod cluster;
 pub mod crd;

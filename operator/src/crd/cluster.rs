@@ -129,20 +129,12 @@ pub enum ReclaimPolicy {
 
 /// Client listeners. Only a plaintext listener exists today; TLS and SASL will be added as new
 /// fields here.
-#[derive(Deserialize, Serialize, Clone, Debug, PartialEq, JsonSchema)]
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ListenersSpec {
     /// The in-cluster client listener.
     #[serde(default)]
     pub internal: ListenerSpec,
-}
-
-impl Default for ListenersSpec {
-    fn default() -> Self {
-        ListenersSpec {
-            internal: ListenerSpec::default(),
-        }
-    }
 }
 
 /// One Kafka listener.

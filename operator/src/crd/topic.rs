@@ -116,14 +116,24 @@ mod tests {
 
     #[test]
     fn cel_refuses_fewer_partitions_and_renames() {
-        let old = spec("{clusterRef: {name: c}, partitions: 3, replicationFactor: 1, topicName: a}");
-        let fewer = spec("{clusterRef: {name: c}, partitions: 2, replicationFactor: 1, topicName: a}");
-        let more = spec("{clusterRef: {name: c}, partitions: 6, replicationFactor: 1, topicName: a}");
-        let renamed = spec("{clusterRef: {name: c}, partitions: 3, replicationFactor: 1, topicName: b}");
+        let old =
+            spec("{clusterRef: {name: c}, partitions: 3, replicationFactor: 1, topicName: a}");
+        let fewer =
+            spec("{clusterRef: {name: c}, partitions: 2, replicationFactor: 1, topicName: a}");
+        let more =
+            spec("{clusterRef: {name: c}, partitions: 6, replicationFactor: 1, topicName: a}");
+        let renamed =
+            spec("{clusterRef: {name: c}, partitions: 3, replicationFactor: 1, topicName: b}");
         assert!(KafkaTopicSpec::validate_cel(&more, Some(&old)).is_ok());
         let err = KafkaTopicSpec::validate_cel(&fewer, Some(&old)).expect_err("decrease refused");
-        assert!(format!("{err:?}").contains("partitions may not decrease"), "{err:?}");
+        assert!(
+            format!("{err:?}").contains("partitions may not decrease"),
+            "{err:?}"
+        );
         let err = KafkaTopicSpec::validate_cel(&renamed, Some(&old)).expect_err("rename refused");
-        assert!(format!("{err:?}").contains("topicName is immutable"), "{err:?}");
+        assert!(
+            format!("{err:?}").contains("topicName is immutable"),
+            "{err:?}"
+        );
     }
 }

@@ -1,0 +1,192 @@
+//! Renders each node's broker properties (Kafka names) into its pool's ConfigMap, one key per pod
+//! (`<pod>.properties`), and hashes what every pod of the pool shares so a changed config can be
+//! detected on running pods. Node ids and advertised hosts are computed here, from ordinals.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::ConfigMap;
+use sha2::{Digest, Sha256};
+
+use super::{object_meta, pod_dns, pod_name, pool_labels, pool_name, CONTROLLER_PORT, HTTP_PORT};
+use crate::cluster::validate::{Pool, ValidatedCluster};
+
+/// Where the data volume is mounted; `log.dirs` points below it.
+pub const DATA_MOUNT: &str = "/var/lib/tributary";
+/// Where the ConfigMap is mounted.
+pub const CONFIG_MOUNT: &str = "/etc/tributary";
+
+/// Name of a pool's ConfigMap.
+pub fn configmap_name(vc: &ValidatedCluster, pool: &Pool) -> String {
+    format!("{}-config", pool_name(vc, pool))
+}
+
+/// `controller.quorum.voters`: every voter's node id at its stable pod DNS name.
+pub fn quorum_voters(vc: &ValidatedCluster) -> String {
+    let voters = vc.voter_pool();
+    (0..voters.replicas)
+        .map(|o| {
+            format!(
+                "{}@{}:{CONTROLLER_PORT}",
+                voters.role.node_id(o),
+                pod_dns(vc, voters, o)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Properties every node of the pool shares (everything but node.id and advertised.listeners).
+pub fn shared_properties(vc: &ValidatedCluster, pool: &Pool) -> BTreeMap<String, String> {
+    let mut p = pool.config.clone();
+    let role = pool.role;
+    let mut listeners = Vec::new();
+    if role.is_broker() {
+        listeners.push(format!("PLAINTEXT://0.0.0.0:{}", vc.client_port));
+    }
+    if role.is_controller() {
+        listeners.push(format!("CONTROLLER://0.0.0.0:{CONTROLLER_PORT}"));
+    }
+    let set = |p: &mut BTreeMap<String, String>, k: &str, v: String| {
+        p.insert(k.to_owned(), v);
+    };
+    set(&mut p, "process.roles", role.process_roles().to_owned());
+    set(&mut p, "listeners", listeners.join(","));
+    set(
+        &mut p,
+        "listener.security.protocol.map",
+        "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT".to_owned(),
+    );
+    set(&mut p, "controller.listener.names", "CONTROLLER".to_owned());
+    if role.is_broker() {
+        set(&mut p, "inter.broker.listener.name", "PLAINTEXT".to_owned());
+    }
+    set(&mut p, "controller.quorum.voters", quorum_voters(vc));
+    set(&mut p, "log.dirs", format!("{DATA_MOUNT}/data"));
+    set(&mut p, "http.listener", format!("0.0.0.0:{HTTP_PORT}"));
+    p
+}
+
+/// The complete properties of the pod with `ordinal`.
+pub fn node_properties(
+    vc: &ValidatedCluster,
+    pool: &Pool,
+    ordinal: i32,
+) -> BTreeMap<String, String> {
+    let mut p = shared_properties(vc, pool);
+    p.insert("node.id".to_owned(), pool.role.node_id(ordinal).to_string());
+    if pool.role.is_broker() {
+        p.insert(
+            "advertised.listeners".to_owned(),
+            format!(
+                "PLAINTEXT://{}:{}",
+                pod_dns(vc, pool, ordinal),
+                vc.client_port
+            ),
+        );
+    }
+    p
+}
+
+/// Java-properties text, sorted by key so it is stable.
+pub fn render_properties(props: &BTreeMap<String, String>) -> String {
+    let mut out = String::from("# Rendered by tributary-operator; edits are overwritten.\n");
+    for (k, v) in props {
+        out.push_str(k);
+        out.push('=');
+        out.push_str(v);
+        out.push('\n');
+    }
+    out
+}
+
+/// The pool's ConfigMap: one `<pod>.properties` key per ordinal.
+pub fn build_configmap(vc: &ValidatedCluster, pool: &Pool) -> ConfigMap {
+    let data = (0..pool.replicas)
+        .map(|o| {
+            (
+                format!("{}.properties", pod_name(vc, pool, o)),
+                render_properties(&node_properties(vc, pool, o)),
+            )
+        })
+        .collect();
+    ConfigMap {
+        metadata: object_meta(vc, configmap_name(vc, pool), pool_labels(vc, pool)),
+        data: Some(data),
+        ..ConfigMap::default()
+    }
+}
+
+/// Hash of what a restart would change for every pod of the pool: the shared properties and the
+/// image. (The pod template's other fields are hashed into the StatefulSet by `statefulset`.)
+pub fn config_hash(vc: &ValidatedCluster, pool: &Pool) -> String {
+    let mut h = Sha256::new();
+    h.update(render_properties(&shared_properties(vc, pool)).as_bytes());
+    h.update(vc.image.as_bytes());
+    hex(&h.finalize()[..8])
+}
+
+/// Lowercase hex of `bytes`.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::fixtures::cluster;
+    use crate::cluster::validate::validate;
+
+    #[test]
+    fn broker_properties_are_rendered_with_kafka_names() {
+        let vc = validate(&cluster("basic.yaml")).expect("valid");
+        let cm = build_configmap(&vc, vc.broker_pool());
+        let data = cm.data.expect("data");
+        assert_eq!(data.len(), 3);
+        let text = &data["demo-broker-1.properties"];
+        let expected = "\
+# Rendered by tributary-operator; edits are overwritten.
+advertised.listeners=PLAINTEXT://demo-broker-1.demo-broker.kafka.svc:9092
+controller.listener.names=CONTROLLER
+controller.quorum.voters=0@demo-controller-0.demo-controller.kafka.svc:9093,1@demo-controller-1.demo-controller.kafka.svc:9093,2@demo-controller-2.demo-controller.kafka.svc:9093
+default.replication.factor=3
+http.listener=0.0.0.0:9644
+inter.broker.listener.name=PLAINTEXT
+listener.security.protocol.map=PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT
+listeners=PLAINTEXT://0.0.0.0:9092
+log.dirs=/var/lib/tributary/data
+min.insync.replicas=2
+node.id=101
+num.partitions=3
+process.roles=broker
+";
+        assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn controllers_do_not_advertise_a_client_listener() {
+        let vc = validate(&cluster("basic.yaml")).expect("valid");
+        let props = node_properties(&vc, vc.voter_pool(), 2);
+        assert_eq!(props["node.id"], "2");
+        assert_eq!(props["process.roles"], "controller");
+        assert_eq!(props["listeners"], "CONTROLLER://0.0.0.0:9093");
+        assert!(!props.contains_key("advertised.listeners"));
+    }
+
+    #[test]
+    fn hash_changes_with_shared_config_but_not_with_broker_count() {
+        let kc = cluster("basic.yaml");
+        let vc = validate(&kc).expect("valid");
+        let base = config_hash(&vc, vc.broker_pool());
+        let mut more = kc.clone();
+        more.spec.brokers.replicas = 5;
+        let vc_more = validate(&more).expect("valid");
+        assert_eq!(config_hash(&vc_more, vc_more.broker_pool()), base);
+        let mut changed = kc;
+        changed
+            .spec
+            .config
+            .insert("log.retention.ms".into(), "1000".into());
+        let vc_changed = validate(&changed).expect("valid");
+        assert_ne!(config_hash(&vc_changed, vc_changed.broker_pool()), base);
+    }
+}

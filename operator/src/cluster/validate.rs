@@ -1,0 +1,396 @@
+//! Turns a `KafkaCluster` into a `ValidatedCluster` once, refusing specs the schema cannot catch
+//! (name lengths, voter counts, properties the operator manages, malformed quantities). Pure: no
+//! API calls. Every error here is permanent: only a new spec can fix it.
+
+use std::collections::BTreeMap;
+
+use kube::ResourceExt;
+use thiserror::Error;
+
+use crate::crd::cluster::{KafkaCluster, NodePoolSpec, PodTemplateOverrides};
+
+/// Longest cluster name: `<name>-controller` must leave room for StatefulSet pod names and the
+/// `controller-revision-hash` label (63 characters).
+pub const MAX_CLUSTER_NAME_LEN: usize = 40;
+/// Most controller voters we accept.
+pub const MAX_CONTROLLERS: i32 = 9;
+/// Node ids of dedicated brokers start here; controllers use `0..MAX_CONTROLLERS`.
+pub const BROKER_NODE_ID_BASE: i32 = 100;
+
+/// Properties the operator renders itself; users may not set them.
+pub const RESERVED_PROPERTIES: &[&str] = &[
+    "node.id",
+    "process.roles",
+    "listeners",
+    "advertised.listeners",
+    "listener.security.protocol.map",
+    "inter.broker.listener.name",
+    "controller.listener.names",
+    "controller.quorum.voters",
+    "log.dirs",
+    "http.listener",
+    "broker.rack",
+];
+
+/// Node labels a pod can learn through the downward API (Kubernetes copies them onto pods).
+pub const SUPPORTED_RACK_KEYS: &[&str] = &[
+    "topology.kubernetes.io/zone",
+    "topology.kubernetes.io/region",
+];
+
+/// Why a spec is refused.
+#[derive(Debug, Error, PartialEq, Eq)]
+pub enum SpecError {
+    #[error("cluster name {name:?} is longer than {MAX_CLUSTER_NAME_LEN} characters")]
+    NameTooLong { name: String },
+    #[error("resource has no namespace")]
+    NoNamespace,
+    #[error("spec.controllers is required unless spec.combined is true")]
+    ControllersMissing,
+    #[error("spec.controllers must be omitted when spec.combined is true")]
+    ControllersWithCombined,
+    #[error("{pool}.replicas is {replicas}: a controller quorum needs an odd number of voters between 1 and {MAX_CONTROLLERS}")]
+    VoterCount { pool: &'static str, replicas: i32 },
+    #[error("brokers.replicas is {replicas}: at least one broker is required")]
+    NoBrokers { replicas: i32 },
+    #[error("{pool}.storage.size {size:?} is not a Kubernetes quantity (e.g. 10Gi)")]
+    StorageSize { pool: &'static str, size: String },
+    #[error("{location} sets {property:?}, which the operator manages")]
+    ReservedProperty { location: String, property: String },
+    #[error("{location} has an invalid property name {property:?}")]
+    PropertyName { location: String, property: String },
+    #[error("spec.rack.topologyKey {key:?} is not supported (use topology.kubernetes.io/zone or topology.kubernetes.io/region)")]
+    RackKey { key: String },
+    #[error("spec.image is empty")]
+    NoImage,
+}
+
+/// The role a StatefulSet's nodes play.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// KRaft quorum voter only.
+    Controller,
+    /// Hosts partitions only.
+    Broker,
+    /// Both (small clusters).
+    Combined,
+}
+
+impl Role {
+    /// Suffix of the role's object names (`<cluster>-<suffix>`).
+    pub fn suffix(self) -> &'static str {
+        match self {
+            Role::Controller => "controller",
+            Role::Broker => "broker",
+            Role::Combined => "node",
+        }
+    }
+
+    /// The `process.roles` value.
+    pub fn process_roles(self) -> &'static str {
+        match self {
+            Role::Controller => "controller",
+            Role::Broker => "broker",
+            Role::Combined => "broker,controller",
+        }
+    }
+
+    /// Whether nodes of this role serve clients.
+    pub fn is_broker(self) -> bool {
+        self != Role::Controller
+    }
+
+    /// Whether nodes of this role vote in the controller quorum.
+    pub fn is_controller(self) -> bool {
+        self != Role::Broker
+    }
+
+    /// The stable node id of the pod with this ordinal.
+    pub fn node_id(self, ordinal: i32) -> i32 {
+        match self {
+            Role::Broker => BROKER_NODE_ID_BASE + ordinal,
+            Role::Controller | Role::Combined => ordinal,
+        }
+    }
+}
+
+/// One StatefulSet's worth of nodes, with its effective broker properties.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pool {
+    pub role: Role,
+    pub replicas: i32,
+    pub spec: NodePoolSpec,
+    /// `spec.config` overlaid with the pool's own config.
+    pub config: BTreeMap<String, String>,
+}
+
+/// A spec that passed validation; builders take only this.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ValidatedCluster {
+    pub name: String,
+    pub namespace: String,
+    pub uid: Option<String>,
+    pub image: String,
+    pub image_pull_policy: Option<String>,
+    /// Controller pool first (when dedicated), then brokers.
+    pub pools: Vec<Pool>,
+    pub client_port: i32,
+    pub rack_key: Option<String>,
+    pub pod_overrides: PodTemplateOverrides,
+}
+
+impl ValidatedCluster {
+    /// The pool whose nodes vote in the quorum.
+    pub fn voter_pool(&self) -> &Pool {
+        self.pools
+            .iter()
+            .find(|p| p.role.is_controller())
+            .expect("validate always produces a controller or combined pool")
+    }
+
+    /// The pool whose nodes serve clients.
+    pub fn broker_pool(&self) -> &Pool {
+        self.pools
+            .iter()
+            .find(|p| p.role.is_broker())
+            .expect("validate always produces a broker or combined pool")
+    }
+}
+
+/// Checks a `KafkaCluster` and returns its validated form.
+pub fn validate(kc: &KafkaCluster) -> Result<ValidatedCluster, SpecError> {
+    let spec = &kc.spec;
+    let name = kc.name_any();
+    if name.len() > MAX_CLUSTER_NAME_LEN {
+        return Err(SpecError::NameTooLong { name });
+    }
+    let namespace = kc.namespace().ok_or(SpecError::NoNamespace)?;
+    if spec.image.trim().is_empty() {
+        return Err(SpecError::NoImage);
+    }
+    check_properties("spec.config", &spec.config)?;
+    let pools = pools(kc)?;
+    if let Some(rack) = &spec.rack {
+        if !SUPPORTED_RACK_KEYS.contains(&rack.topology_key.as_str()) {
+            return Err(SpecError::RackKey {
+                key: rack.topology_key.clone(),
+            });
+        }
+    }
+    Ok(ValidatedCluster {
+        name,
+        namespace,
+        uid: kc.uid(),
+        image: spec.image.clone(),
+        image_pull_policy: spec.image_pull_policy.clone(),
+        pools,
+        client_port: spec.listeners.internal.port,
+        rack_key: spec.rack.as_ref().map(|r| r.topology_key.clone()),
+        pod_overrides: spec.pod_template.clone().unwrap_or_default(),
+    })
+}
+
+fn pools(kc: &KafkaCluster) -> Result<Vec<Pool>, SpecError> {
+    let spec = &kc.spec;
+    let mut out = Vec::new();
+    match (&spec.controllers, spec.combined) {
+        (Some(_), true) => return Err(SpecError::ControllersWithCombined),
+        (None, false) => return Err(SpecError::ControllersMissing),
+        (Some(c), false) => {
+            check_voters("controllers", c.replicas)?;
+            out.push(pool(Role::Controller, "controllers", c, &spec.config)?);
+            if spec.brokers.replicas < 1 {
+                return Err(SpecError::NoBrokers {
+                    replicas: spec.brokers.replicas,
+                });
+            }
+            out.push(pool(Role::Broker, "brokers", &spec.brokers, &spec.config)?);
+        }
+        (None, true) => {
+            check_voters("brokers", spec.brokers.replicas)?;
+            out.push(pool(
+                Role::Combined,
+                "brokers",
+                &spec.brokers,
+                &spec.config,
+            )?);
+        }
+    }
+    Ok(out)
+}
+
+fn check_voters(pool: &'static str, replicas: i32) -> Result<(), SpecError> {
+    if !(1..=MAX_CONTROLLERS).contains(&replicas) || replicas % 2 == 0 {
+        return Err(SpecError::VoterCount { pool, replicas });
+    }
+    Ok(())
+}
+
+fn pool(
+    role: Role,
+    field: &'static str,
+    spec: &NodePoolSpec,
+    cluster_config: &BTreeMap<String, String>,
+) -> Result<Pool, SpecError> {
+    if !is_quantity(&spec.storage.size) {
+        return Err(SpecError::StorageSize {
+            pool: field,
+            size: spec.storage.size.clone(),
+        });
+    }
+    check_properties(&format!("spec.{field}.config"), &spec.config)?;
+    let mut config = cluster_config.clone();
+    config.extend(spec.config.iter().map(|(k, v)| (k.clone(), v.clone())));
+    Ok(Pool {
+        role,
+        replicas: spec.replicas,
+        spec: spec.clone(),
+        config,
+    })
+}
+
+fn check_properties(location: &str, props: &BTreeMap<String, String>) -> Result<(), SpecError> {
+    for key in props.keys() {
+        if RESERVED_PROPERTIES.contains(&key.as_str()) {
+            return Err(SpecError::ReservedProperty {
+                location: location.to_owned(),
+                property: key.clone(),
+            });
+        }
+        if !is_property_name(key) {
+            return Err(SpecError::PropertyName {
+                location: location.to_owned(),
+                property: key.clone(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Kafka property names: lowercase words joined by `.`, `-` or `_`.
+fn is_property_name(key: &str) -> bool {
+    !key.is_empty()
+        && key.split(['.', '-', '_']).all(|w| {
+            !w.is_empty()
+                && w.chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit())
+        })
+}
+
+/// A Kubernetes quantity as storage sizes use it: a decimal number and an optional suffix.
+pub fn is_quantity(s: &str) -> bool {
+    const SUFFIXES: &[&str] = &[
+        "Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "k", "M", "G", "T", "P", "E", "",
+    ];
+    SUFFIXES.iter().any(|suffix| {
+        s.strip_suffix(suffix).is_some_and(|num| {
+            let mut parts = num.splitn(2, '.');
+            let int = parts.next().unwrap_or("");
+            let frac = parts.next();
+            !int.is_empty()
+                && int.chars().all(|c| c.is_ascii_digit())
+                && frac.is_none_or(|f| !f.is_empty() && f.chars().all(|c| c.is_ascii_digit()))
+        })
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::fixtures::cluster;
+
+    #[test]
+    fn dedicated_controllers_and_brokers_get_distinct_node_ids() {
+        let vc = validate(&cluster("basic.yaml")).expect("valid");
+        assert_eq!(vc.pools.len(), 2);
+        assert_eq!(vc.voter_pool().role, Role::Controller);
+        assert_eq!(vc.broker_pool().role, Role::Broker);
+        assert_eq!(Role::Controller.node_id(2), 2);
+        assert_eq!(Role::Broker.node_id(0), BROKER_NODE_ID_BASE);
+        // role config overrides cluster config
+        assert_eq!(vc.broker_pool().config["min.insync.replicas"], "2");
+        assert_eq!(vc.voter_pool().config["min.insync.replicas"], "1");
+    }
+
+    #[test]
+    fn combined_cluster_has_one_pool_of_voting_brokers() {
+        let vc = validate(&cluster("combined.yaml")).expect("valid");
+        assert_eq!(vc.pools.len(), 1);
+        assert_eq!(vc.pools[0].role, Role::Combined);
+        assert_eq!(vc.pools[0].role.process_roles(), "broker,controller");
+    }
+
+    fn refused(fixture: &str, patch: impl FnOnce(&mut KafkaCluster)) -> SpecError {
+        let mut kc = cluster(fixture);
+        patch(&mut kc);
+        validate(&kc).expect_err("spec must be refused")
+    }
+
+    #[test]
+    fn invalid_specs_are_refused_with_the_field_named() {
+        let e = refused("basic.yaml", |kc| {
+            kc.spec.config.insert("node.id".into(), "7".into());
+        });
+        assert_eq!(
+            e.to_string(),
+            "spec.config sets \"node.id\", which the operator manages"
+        );
+        let e = refused("basic.yaml", |kc| {
+            kc.spec.controllers.as_mut().expect("has").replicas = 2
+        });
+        assert!(
+            matches!(e, SpecError::VoterCount { replicas: 2, .. }),
+            "{e}"
+        );
+        let e = refused("basic.yaml", |kc| {
+            kc.spec.brokers.storage.size = "ten gigs".into()
+        });
+        assert!(
+            matches!(
+                e,
+                SpecError::StorageSize {
+                    pool: "brokers",
+                    ..
+                }
+            ),
+            "{e}"
+        );
+        let e = refused("basic.yaml", |kc| kc.spec.brokers.replicas = 0);
+        assert_eq!(e, SpecError::NoBrokers { replicas: 0 });
+        let e = refused("combined.yaml", |kc| kc.spec.brokers.replicas = 4);
+        assert!(
+            matches!(
+                e,
+                SpecError::VoterCount {
+                    pool: "brokers",
+                    replicas: 4
+                }
+            ),
+            "{e}"
+        );
+        let e = refused("basic.yaml", |kc| kc.spec.controllers = None);
+        assert_eq!(e, SpecError::ControllersMissing);
+        let e = refused("basic.yaml", |kc| kc.metadata.name = Some("x".repeat(41)));
+        assert!(matches!(e, SpecError::NameTooLong { .. }));
+        let e = refused("basic.yaml", |kc| {
+            kc.spec.brokers.config.insert("Bad Name".into(), "1".into());
+        });
+        assert!(matches!(e, SpecError::PropertyName { .. }), "{e}");
+        let e = refused("basic.yaml", |kc| {
+            kc.spec.rack = Some(crate::crd::cluster::RackSpec {
+                topology_key: "kubernetes.io/hostname".into(),
+            })
+        });
+        assert!(matches!(e, SpecError::RackKey { .. }));
+    }
+
+    #[test]
+    fn quantities() {
+        for ok in ["10Gi", "1", "1.5Ti", "500M"] {
+            assert!(is_quantity(ok), "{ok}");
+        }
+        for bad in ["", "Gi", "10 Gi", "1.Gi", "-1Gi", "10GB"] {
+            assert!(!is_quantity(bad), "{bad}");
+        }
+    }
+}
