@@ -62,6 +62,13 @@ pub enum LogError {
         log_start: Offset,
         log_end: Offset,
     },
+    /// A segment that passed recovery no longer parses (disk corruption or outside writes).
+    #[error("corrupt segment {path} at position {position}: {reason}")]
+    CorruptSegment {
+        path: PathBuf,
+        position: u64,
+        reason: String,
+    },
     /// The partition directory already belongs to another topic id.
     #[error("partition directory {path} holds topic id {found:02x?}, expected {expected:02x?}")]
     InconsistentTopicId {
@@ -105,6 +112,7 @@ impl LogError {
             LogError::InconsistentTopicId { .. } => codes::INCONSISTENT_TOPIC_ID,
             LogError::UnknownPartition { .. } => codes::UNKNOWN_TOPIC_OR_PARTITION,
             LogError::Io { .. }
+            | LogError::CorruptSegment { .. }
             | LogError::Checkpoint(_)
             | LogError::InvalidPartitionDir { .. } => codes::KAFKA_STORAGE_ERROR,
             LogError::UnexpectedOffset { .. } | LogError::Poisoned { .. } => {

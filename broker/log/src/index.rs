@@ -46,12 +46,6 @@ impl IndexFile {
             .map_err(io_err("write index", &self.path))
     }
 
-    fn set_len(&self, len: usize) -> Result<(), LogError> {
-        self.file
-            .set_len(len as u64)
-            .map_err(io_err("truncate index", &self.path))
-    }
-
     fn sync(&self) -> Result<(), LogError> {
         self.file
             .sync_all()
@@ -160,18 +154,6 @@ impl OffsetIndex {
     /// Position of the last entry (0 if empty): where a tail scan can start.
     pub(crate) fn last_position(&self) -> u32 {
         self.entries.last().map_or(0, |(_, p)| *p)
-    }
-
-    /// Drops entries pointing at or past file position `position`.
-    pub(crate) fn truncate_to_position(&mut self, position: u64) -> Result<(), LogError> {
-        let keep = self
-            .entries
-            .partition_point(|(_, p)| u64::from(*p) < position);
-        if keep < self.entries.len() {
-            self.entries.truncate(keep);
-            self.file.set_len(keep * OFFSET_ENTRY)?;
-        }
-        Ok(())
     }
 
     pub(crate) fn sync(&self) -> Result<(), LogError> {
@@ -286,16 +268,6 @@ impl TimeIndex {
         self.entries.last().copied()
     }
 
-    /// Drops entries with offsets at or past `offset`.
-    pub(crate) fn truncate_to_offset(&mut self, offset: i64) -> Result<(), LogError> {
-        let keep = self.entries.partition_point(|(_, o)| *o < offset);
-        if keep < self.entries.len() {
-            self.entries.truncate(keep);
-            self.file.set_len(keep * TIME_ENTRY)?;
-        }
-        Ok(())
-    }
-
     pub(crate) fn sync(&self) -> Result<(), LogError> {
         self.file.sync()
     }
@@ -329,7 +301,7 @@ mod tests {
     }
 
     #[test]
-    fn offset_index_truncates_and_fills_up() {
+    fn offset_index_stops_when_full() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("0.index");
         let mut idx = OffsetIndex::create(&path, 0, 24).unwrap();
@@ -338,9 +310,7 @@ mod tests {
         }
         assert!(idx.is_full());
         assert_eq!(idx.len(), 3);
-        idx.truncate_to_position(100).unwrap();
-        assert_eq!(idx.len(), 1);
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), 8);
+        assert_eq!(std::fs::metadata(&path).unwrap().len(), 24);
     }
 
     #[test]
@@ -359,8 +329,5 @@ mod tests {
         let loaded = TimeIndex::load(&path, 0, 1200, 20).unwrap().unwrap();
         assert_eq!(loaded.entries, vec![(1_000, 4), (2_000, 14)]);
         assert!(TimeIndex::load(&path, 0, 1200, 10).unwrap().is_err());
-        idx.truncate_to_offset(10).unwrap();
-        assert_eq!(idx.last_entry(), Some((1_000, 4)));
-        assert_eq!(std::fs::metadata(&path).unwrap().len(), 12);
     }
 }

@@ -12,6 +12,9 @@ pub mod config;
 mod epoch_cache;
 mod error;
 mod index;
+mod log;
+mod manager;
+mod segment;
 pub mod testing;
 mod types;
 
@@ -19,4 +22,9 @@ pub use batch::{BatchError, BatchHeader, Compression, TimestampType, BATCH_HEADE
 pub use batch_iter::{read_frame, BatchIter, Frame, TruncatedTail};
 pub use config::LogConfig;
 pub use error::{codes, LogError};
+pub use log::{validate_batches, AppendInfo, Log, Origin, ReadResult, RetentionOutcome};
+pub use manager::{
+    LogManager, SharedLog, CLEAN_SHUTDOWN_MARKER, DELETE_DIR_SUFFIX, LOG_START_OFFSET_CHECKPOINT,
+    RECOVERY_POINT_CHECKPOINT,
+};
 pub use types::{Offset, ParseTopicPartitionError, TopicPartition};

@@ -1,0 +1,212 @@
+//! Appends: validating a producer's or leader's batches as a whole, assigning offsets and
+//! leader epochs by patching headers, applying LogAppendTime, rolling and writing.
+//!
+//! Validation is a pure function ([`validate_batches`]) so the broker can also use it; it
+//! reads headers and CRCs only, never the records.
+
+use tracing::debug;
+
+use super::{wall_clock_ms, AppendInfo, Log};
+use crate::batch::{
+    set_base_offset, set_log_append_time, set_partition_leader_epoch, verify_crc, BatchHeader,
+    Compression, TimestampType,
+};
+use crate::batch_iter::BatchIter;
+use crate::config::LogConfig;
+use crate::error::LogError;
+use crate::types::Offset;
+
+/// Who produced the batches: leaders accept producer batches (base offset 0, dense offsets),
+/// followers accept the leader's batches as they are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Origin {
+    Leader,
+    Follower,
+}
+
+/// Checks every batch of an append before anything is written: framing (no partial trailing
+/// batch), magic 2, CRC, `max.message.bytes`, record count against `last_offset_delta`, and
+/// the total against `segment.bytes`. Returns the headers with their positions.
+pub fn validate_batches(
+    records: &[u8],
+    config: &LogConfig,
+    origin: Origin,
+) -> Result<Vec<(usize, BatchHeader)>, LogError> {
+    let max_total = config.effective_segment_bytes();
+    if records.len() as u64 > max_total {
+        return Err(LogError::RecordBatchTooLarge {
+            size: records.len(),
+            max: max_total,
+        });
+    }
+    let mut iter = BatchIter::new(records);
+    let mut out = Vec::new();
+    loop {
+        let position = iter.position();
+        let Some(item) = iter.next() else { break };
+        let (header, bytes) =
+            item.map_err(|source| LogError::CorruptMessage { position, source })?;
+        if bytes.len() > config.max_message_bytes {
+            return Err(LogError::MessageTooLarge {
+                position,
+                size: bytes.len(),
+                max: config.max_message_bytes,
+            });
+        }
+        verify_crc(bytes).map_err(|source| LogError::CorruptMessage { position, source })?;
+        check_content(&header, origin).map_err(|reason| LogError::InvalidRecord {
+            position,
+            reason: reason.to_string(),
+        })?;
+        out.push((position, header));
+    }
+    if let Some(tail) = iter.truncated_tail() {
+        return Err(LogError::TruncatedAppend {
+            position: tail.position,
+            available: tail.available,
+        });
+    }
+    Ok(out)
+}
+
+fn check_content(h: &BatchHeader, origin: Origin) -> Result<(), &'static str> {
+    if let Compression::Unknown(_) = h.compression() {
+        return Err("unknown compression codec");
+    }
+    if h.last_offset_delta < 0 || h.records_count < 0 {
+        return Err("negative record count or last offset delta");
+    }
+    match origin {
+        Origin::Leader => {
+            if h.base_offset != 0 {
+                return Err("base offset of a produced batch must be 0");
+            }
+            if h.records_count < 1 {
+                return Err("batch has no records");
+            }
+            if i64::from(h.records_count) != i64::from(h.last_offset_delta) + 1 {
+                return Err("record count does not match the last offset delta");
+            }
+        }
+        Origin::Follower => {
+            if i64::from(h.records_count) > i64::from(h.last_offset_delta) + 1 {
+                return Err("more records than offsets in the batch");
+            }
+        }
+    }
+    Ok(())
+}
+
+impl Log {
+    /// Appends producer batches as the partition leader: validates all of them (nothing is
+    /// written unless all are valid), assigns offsets from the log end, stamps `leader_epoch`,
+    /// applies LogAppendTime if configured, rolls if needed, writes and indexes. A new epoch is
+    /// recorded in the leader-epoch checkpoint. Durability follows `flush.*`.
+    pub fn append_as_leader(
+        &mut self,
+        records: &mut [u8],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        let batches = validate_batches(records, &self.config, Origin::Leader)?;
+        let first = self.log_end_offset();
+        let append_time = self.config.message_timestamp_type == TimestampType::LogAppendTime;
+        let mut next = first.0;
+        let mut headers = Vec::with_capacity(batches.len());
+        for (position, header) in &batches {
+            let bytes = &mut records[*position..*position + header.size()];
+            let patch = |e| LogError::CorruptMessage {
+                position: *position,
+                source: e,
+            };
+            set_base_offset(bytes, next).map_err(patch)?;
+            set_partition_leader_epoch(bytes, leader_epoch).map_err(patch)?;
+            if append_time {
+                set_log_append_time(bytes, now_ms).map_err(patch)?;
+            }
+            let patched = BatchHeader::parse(bytes).map_err(patch)?;
+            next = patched.next_offset();
+            headers.push(patched);
+        }
+        if !headers.is_empty() {
+            self.epochs.assign(leader_epoch, first)?;
+        }
+        let mut info = self.write_batches(records, &headers, now_ms)?;
+        info.log_append_time = append_time.then_some(now_ms);
+        self.maybe_flush(now_ms)?;
+        Ok(info)
+    }
+
+    /// Appends a leader's batches as a follower: same validation, offsets kept (the first batch
+    /// must start at the log end offset and offsets must increase), leader epochs learnt from
+    /// the batches.
+    pub fn append_as_follower(&mut self, records: &mut [u8]) -> Result<AppendInfo, LogError> {
+        let batches = validate_batches(records, &self.config, Origin::Follower)?;
+        let mut expected = self.log_end_offset();
+        for (i, (_, h)) in batches.iter().enumerate() {
+            if h.base_offset < expected.0 || (i == 0 && h.base_offset != expected.0) {
+                return Err(LogError::UnexpectedOffset {
+                    expected,
+                    got: Offset(h.base_offset),
+                });
+            }
+            expected = Offset(h.next_offset());
+        }
+        for (_, h) in &batches {
+            self.epochs
+                .assign(h.partition_leader_epoch, Offset(h.base_offset))?;
+        }
+        let headers: Vec<BatchHeader> = batches.into_iter().map(|(_, h)| h).collect();
+        let now_ms = wall_clock_ms();
+        let info = self.write_batches(records, &headers, now_ms)?;
+        self.maybe_flush(now_ms)?;
+        Ok(info)
+    }
+
+    /// Rolls if needed, then writes already validated and patched batches.
+    fn write_batches(
+        &mut self,
+        records: &[u8],
+        headers: &[BatchHeader],
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        let first = self.log_end_offset();
+        let Some(last) = headers.last() else {
+            return Ok(AppendInfo {
+                first_offset: first,
+                last_offset: Offset(first.0 - 1),
+                log_append_time: None,
+                max_timestamp: -1,
+                records: 0,
+                bytes: 0,
+            });
+        };
+        if self.should_roll(records.len() as u64, last.last_offset(), now_ms) {
+            self.roll()?;
+        }
+        self.active_mut().append(records, headers)?;
+        debug!(partition = %self.partition, first = %first, last = last.last_offset(), "appended");
+        Ok(AppendInfo {
+            first_offset: Offset(headers[0].base_offset),
+            last_offset: Offset(last.last_offset()),
+            log_append_time: None,
+            max_timestamp: headers.iter().map(|h| h.max_timestamp).max().unwrap_or(-1),
+            records: headers.iter().map(|h| h.records_count.max(0) as u64).sum(),
+            bytes: records.len() as u64,
+        })
+    }
+
+    /// Kafka's roll rules: the append would overflow `segment.bytes`, `segment.ms` passed since
+    /// the active segment's first batch, an index is full, or offsets would overflow 32 bits.
+    fn should_roll(&self, append_bytes: u64, last_offset: i64, now_ms: i64) -> bool {
+        let active = self.active();
+        if active.is_empty() {
+            return false;
+        }
+        let by_size = active.size() + append_bytes > self.config.effective_segment_bytes();
+        let by_time = active
+            .first_batch_timestamp()
+            .is_some_and(|t| now_ms.saturating_sub(t) > self.config.segment_ms.as_millis() as i64);
+        by_size || by_time || active.index_full_or_offset_overflow(last_offset)
+    }
+}

@@ -1,0 +1,239 @@
+//! One partition's log: the directory `<topic>-<partition>` with its segments, leader-epoch
+//! cache and `partition.metadata`. Owns offset assignment, segment rolling, recovery on open,
+//! flushing, truncation and retention.
+//!
+//! It does not know the high watermark, replicas or the protocol: the broker passes the upper
+//! read bound and decides who may append. The log start offset is persisted by the
+//! [`crate::LogManager`]'s checkpoint, not by the log itself.
+
+mod append;
+mod open;
+mod read;
+mod retention;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crate::config::LogConfig;
+use crate::epoch_cache::EpochCache;
+use crate::error::LogError;
+use crate::segment::Segment;
+use crate::types::{Offset, TopicPartition};
+
+pub use append::{validate_batches, Origin};
+
+/// File holding the topic id inside the partition directory.
+pub(crate) const PARTITION_METADATA: &str = "partition.metadata";
+
+/// What an append wrote.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AppendInfo {
+    /// Offset of the first record (the log end offset before the append).
+    pub first_offset: Offset,
+    /// Offset of the last record; `first_offset - 1` for an empty append.
+    pub last_offset: Offset,
+    /// The broker's timestamp if the topic uses LogAppendTime.
+    pub log_append_time: Option<i64>,
+    /// Largest batch max timestamp of the append (-1 if empty).
+    pub max_timestamp: i64,
+    /// Number of records (messages), from the batch headers.
+    pub records: u64,
+    /// Bytes written.
+    pub bytes: u64,
+}
+
+/// Whole batches returned by [`Log::read`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadResult {
+    /// Concatenated batches as stored; empty if nothing is readable.
+    pub records: Vec<u8>,
+    pub log_start_offset: Offset,
+    pub log_end_offset: Offset,
+}
+
+/// What [`Log::enforce_retention`] deleted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RetentionOutcome {
+    pub deleted_segments: usize,
+    pub deleted_bytes: u64,
+    pub log_start_offset: Offset,
+}
+
+/// A partition log. Reads take `&self`; everything that changes files takes `&mut self`, so
+/// the broker's `RwLock` around it is what serialises appends.
+#[derive(Debug)]
+pub struct Log {
+    dir: PathBuf,
+    partition: TopicPartition,
+    topic_id: [u8; 16],
+    config: LogConfig,
+    /// Segments by base offset; never empty, the last one is the active segment.
+    segments: BTreeMap<i64, Segment>,
+    log_start_offset: Offset,
+    /// Every offset below this is fsynced.
+    recovery_point: Offset,
+    epochs: EpochCache,
+    last_flush_ms: i64,
+}
+
+pub(crate) fn wall_clock_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+impl Log {
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    pub fn topic_partition(&self) -> &TopicPartition {
+        &self.partition
+    }
+
+    /// The topic id from `partition.metadata` (all zeros if the file was missing).
+    pub fn topic_id(&self) -> [u8; 16] {
+        self.topic_id
+    }
+
+    pub fn config(&self) -> &LogConfig {
+        &self.config
+    }
+
+    /// Replaces the configuration; index size limits apply to segments created afterwards.
+    pub fn set_config(&mut self, config: LogConfig) {
+        self.config = config;
+    }
+
+    pub fn log_start_offset(&self) -> Offset {
+        self.log_start_offset
+    }
+
+    /// Offset the next appended record gets.
+    pub fn log_end_offset(&self) -> Offset {
+        Offset(self.active().next_offset())
+    }
+
+    /// Offsets below this are known to be fsynced.
+    pub fn recovery_point(&self) -> Offset {
+        self.recovery_point
+    }
+
+    /// Total bytes of all segment files.
+    pub fn size_bytes(&self) -> u64 {
+        self.segments.values().map(Segment::size).sum()
+    }
+
+    pub fn segment_count(&self) -> usize {
+        self.segments.len()
+    }
+
+    /// Base offsets of the segments, oldest first.
+    pub fn segment_base_offsets(&self) -> Vec<Offset> {
+        self.segments.keys().map(|b| Offset(*b)).collect()
+    }
+
+    pub fn latest_epoch(&self) -> Option<i32> {
+        self.epochs.latest_epoch()
+    }
+
+    /// Leader-epoch cache entries `(epoch, start offset)`, oldest first.
+    pub fn epoch_entries(&self) -> Vec<(i32, Offset)> {
+        self.epochs.entries().to_vec()
+    }
+
+    /// OffsetForLeaderEpoch: the largest epoch ≤ `epoch` and the offset where it ended (the
+    /// start of the next epoch, or the log end for the latest). `None` for an unknown epoch
+    /// above all known ones (Kafka's UNDEFINED_EPOCH/UNDEFINED_EPOCH_OFFSET).
+    pub fn end_offset_for_epoch(&self, epoch: i32) -> Option<(i32, Offset)> {
+        self.epochs.end_offset_for(epoch, self.log_end_offset())
+    }
+
+    /// The largest batch max timestamp and the last offset of the (first) batch holding it,
+    /// for ListOffsets MAX_TIMESTAMP. The exact record can be found by decoding the batch from
+    /// [`Log::first_batch_with_timestamp_at_least`] with that timestamp.
+    pub fn max_timestamp_and_offset(&self) -> Option<(i64, Offset)> {
+        let mut best: Option<(i64, Offset)> = None;
+        for seg in self.segments.values().filter(|s| !s.is_empty()) {
+            if best.is_none_or(|(t, _)| seg.max_timestamp() > t) {
+                best = Some((seg.max_timestamp(), Offset(seg.offset_of_max_timestamp())));
+            }
+        }
+        best
+    }
+
+    /// Fsyncs every segment holding offsets at or above the recovery point, then advances the
+    /// recovery point to the log end. Returns once the data is on disk.
+    pub fn flush(&mut self) -> Result<(), LogError> {
+        let rp = self.recovery_point.0;
+        let from = self
+            .segments
+            .range(..=rp)
+            .next_back()
+            .map_or(i64::MIN, |(b, _)| *b);
+        for seg in self.segments.range(from..).map(|(_, s)| s) {
+            seg.sync()?;
+        }
+        self.recovery_point = self.log_end_offset();
+        Ok(())
+    }
+
+    /// Flushes if `flush.messages` unflushed records accumulated or `flush.ms` passed since the
+    /// last flush. Returns whether it flushed.
+    pub fn maybe_flush(&mut self, now_ms: i64) -> Result<bool, LogError> {
+        let unflushed = self.log_end_offset().0 - self.recovery_point.0;
+        if unflushed <= 0 {
+            self.last_flush_ms = now_ms;
+            return Ok(false);
+        }
+        let by_count = self
+            .config
+            .flush_messages
+            .is_some_and(|n| unflushed as u64 >= n);
+        let by_time = self
+            .config
+            .flush_ms
+            .is_some_and(|d| now_ms - self.last_flush_ms >= d.as_millis() as i64);
+        if by_count || by_time {
+            self.flush()?;
+            self.last_flush_ms = now_ms;
+        }
+        Ok(by_count || by_time)
+    }
+
+    /// Writes the active segment's final time-index entry and flushes everything. The log
+    /// stays usable; dropping it afterwards is a clean close.
+    pub fn close(&mut self) -> Result<(), LogError> {
+        self.active_mut().seal()?;
+        self.flush()
+    }
+
+    fn active(&self) -> &Segment {
+        self.segments
+            .values()
+            .next_back()
+            .expect("a log always has an active segment")
+    }
+
+    fn active_mut(&mut self) -> &mut Segment {
+        self.segments
+            .values_mut()
+            .next_back()
+            .expect("a log always has an active segment")
+    }
+
+    /// Seals and flushes the active segment, then starts a new one at the log end.
+    fn roll(&mut self) -> Result<(), LogError> {
+        let next = self.log_end_offset().0;
+        if self.active().is_empty() {
+            return Ok(());
+        }
+        self.active_mut().seal()?;
+        self.flush()?;
+        let seg = Segment::create(&self.dir, next, &self.config)?;
+        self.segments.insert(next, seg);
+        tracing::info!(partition = %self.partition, base_offset = next, "rolled new segment");
+        Ok(())
+    }
+}

@@ -1,0 +1,78 @@
+//! Reads: whole batches by offset (Fetch) and by timestamp (ListOffsets). All through `&self`
+//! with positional reads, so many readers can share the log's read lock.
+
+use super::{Log, ReadResult};
+use crate::error::LogError;
+use crate::types::Offset;
+
+impl Log {
+    /// Whole batches starting with the one containing `start`, in offset order, across
+    /// segments, never including a batch whose offsets reach `max_offset` (exclusive bound,
+    /// e.g. the high watermark), at most `max_bytes` in total — except that with
+    /// `min_one_batch` the first batch is returned whole even if larger (KIP-74).
+    ///
+    /// `start == log end` gives an empty result; `start` outside `[log start, log end]` is
+    /// `OffsetOutOfRange`.
+    pub fn read(
+        &self,
+        start: Offset,
+        max_bytes: usize,
+        max_offset: Offset,
+        min_one_batch: bool,
+    ) -> Result<ReadResult, LogError> {
+        let log_start = self.log_start_offset;
+        let log_end = self.log_end_offset();
+        if start < log_start || start > log_end {
+            return Err(LogError::OffsetOutOfRange {
+                requested: start,
+                log_start,
+                log_end,
+            });
+        }
+        let mut records = Vec::new();
+        if start < log_end && start < max_offset {
+            let from = self
+                .segments
+                .range(..=start.0)
+                .next_back()
+                .map_or(i64::MIN, |(b, _)| *b);
+            for seg in self.segments.range(from..).map(|(_, s)| s) {
+                let r = seg.read(
+                    start.0,
+                    max_offset.0,
+                    max_bytes,
+                    min_one_batch,
+                    &mut records,
+                )?;
+                if r.limited {
+                    break;
+                }
+            }
+        }
+        Ok(ReadResult {
+            records,
+            log_start_offset: log_start,
+            log_end_offset: log_end,
+        })
+    }
+
+    /// The first batch (raw bytes, header included) whose max timestamp is ≥ `timestamp`,
+    /// found through the time index; `None` if every batch is older. Batches wholly below the
+    /// log start offset are skipped. The caller decodes the records to find the exact one.
+    pub fn first_batch_with_timestamp_at_least(
+        &self,
+        timestamp: i64,
+    ) -> Result<Option<Vec<u8>>, LogError> {
+        for seg in self.segments.values() {
+            if seg.is_empty() || seg.max_timestamp() < timestamp {
+                continue;
+            }
+            if let Some(batch) =
+                seg.first_batch_with_timestamp(timestamp, self.log_start_offset.0)?
+            {
+                return Ok(Some(batch));
+            }
+        }
+        Ok(None)
+    }
+}

@@ -1,0 +1,546 @@
+//! One segment: the `<base>.log` file of whole v2 batches with its `.index` and `.timeindex`.
+//!
+//! A segment appends already-validated batches, reads whole batches by offset or timestamp,
+//! scans itself on recovery (lengths and CRCs, rebuilding its indexes and cutting a bad tail)
+//! and deletes itself. Choosing which segment to use, rolling and retention are the log's job.
+
+use std::fs::{self, File, OpenOptions};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+
+use tracing::warn;
+
+use crate::batch::{verify_crc, BatchHeader, BATCH_HEADER_LEN};
+use crate::batch_iter::{read_frame, Frame};
+use crate::config::LogConfig;
+use crate::error::{io_err, LogError};
+use crate::index::{OffsetIndex, TimeIndex};
+
+pub(crate) const LOG_SUFFIX: &str = "log";
+pub(crate) const INDEX_SUFFIX: &str = "index";
+pub(crate) const TIME_INDEX_SUFFIX: &str = "timeindex";
+pub(crate) const DELETED_SUFFIX: &str = ".deleted";
+
+/// Kafka's file name: the base offset as 20 zero-padded digits plus the suffix.
+pub(crate) fn segment_file(dir: &Path, base_offset: i64, suffix: &str) -> PathBuf {
+    dir.join(format!("{base_offset:020}.{suffix}"))
+}
+
+/// What one header read at a file position found.
+enum Step {
+    Batch(BatchHeader),
+    End,
+    Bad(String),
+}
+
+/// Renames a segment's files to `*.deleted` and removes them at once (Kafka waits
+/// `file.delete.delay.ms`; here no reader can hold a position across calls).
+pub(crate) fn delete_segment_files(dir: &Path, base_offset: i64) -> Result<(), LogError> {
+    for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+        let path = segment_file(dir, base_offset, suffix);
+        let mut deleted = path.clone().into_os_string();
+        deleted.push(DELETED_SUFFIX);
+        match fs::rename(&path, &deleted) {
+            Ok(()) => fs::remove_file(&deleted).map_err(io_err("remove", Path::new(&deleted)))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("rename for deletion", &path)(e)),
+        }
+    }
+    Ok(())
+}
+
+/// State derived from a header scan of a segment's tail.
+struct Tail {
+    next_offset: i64,
+    max_timestamp: Option<(i64, i64)>,
+    first_batch_timestamp: Option<i64>,
+}
+
+/// Reads the header at `pos`, checking only framing against the file size.
+fn scan_step(file: &File, path: &Path, size: u64, pos: u64) -> Result<Step, LogError> {
+    if pos >= size {
+        return Ok(Step::End);
+    }
+    let want = (size - pos).min(BATCH_HEADER_LEN as u64) as usize;
+    let mut buf = vec![0u8; want];
+    file.read_exact_at(&mut buf, pos)
+        .map_err(io_err("read segment", path))?;
+    match read_frame(&buf, i32::MAX as usize) {
+        Err(e) => Ok(Step::Bad(e.to_string())),
+        Ok(Frame::Incomplete { .. }) => Ok(Step::Bad("partial batch header at end of file".into())),
+        Ok(Frame::Batch(h, _)) if pos + h.size() as u64 > size => Ok(Step::Bad(format!(
+            "batch of {} bytes runs past the end of the file",
+            h.size()
+        ))),
+        Ok(Frame::Batch(h, _)) => Ok(Step::Batch(h)),
+    }
+}
+
+/// How far a read got in this segment.
+pub(crate) struct SegmentRead {
+    /// The read stopped because of `max_bytes` or `max_offset`, not the end of the segment.
+    pub(crate) limited: bool,
+}
+
+#[derive(Debug)]
+pub(crate) struct Segment {
+    base_offset: i64,
+    path: PathBuf,
+    file: File,
+    size: u64,
+    index: OffsetIndex,
+    time_index: TimeIndex,
+    index_interval: u64,
+    bytes_since_index: u64,
+    /// Offset after the last batch; the base offset when empty.
+    next_offset: i64,
+    /// Largest batch max timestamp, -1 when empty (Kafka's NO_TIMESTAMP).
+    max_timestamp: i64,
+    offset_of_max_timestamp: i64,
+    /// Max timestamp of the first batch: the clock `segment.ms` counts from.
+    first_batch_timestamp: Option<i64>,
+}
+
+impl Segment {
+    /// Creates an empty segment (truncating any files of the same name).
+    pub(crate) fn create(
+        dir: &Path,
+        base_offset: i64,
+        config: &LogConfig,
+    ) -> Result<Self, LogError> {
+        let path = segment_file(dir, base_offset, LOG_SUFFIX);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(true)
+            .open(&path)
+            .map_err(io_err("create segment", &path))?;
+        let index = OffsetIndex::create(
+            &segment_file(dir, base_offset, INDEX_SUFFIX),
+            base_offset,
+            config.segment_index_bytes,
+        )?;
+        let time_index = TimeIndex::create(
+            &segment_file(dir, base_offset, TIME_INDEX_SUFFIX),
+            base_offset,
+            config.segment_index_bytes,
+        )?;
+        Ok(Segment::from_parts(
+            base_offset,
+            path,
+            file,
+            0,
+            index,
+            time_index,
+            config,
+        ))
+    }
+
+    fn from_parts(
+        base_offset: i64,
+        path: PathBuf,
+        file: File,
+        size: u64,
+        index: OffsetIndex,
+        time_index: TimeIndex,
+        config: &LogConfig,
+    ) -> Self {
+        Segment {
+            base_offset,
+            path,
+            file,
+            size,
+            index,
+            time_index,
+            index_interval: config.index_interval_bytes,
+            bytes_since_index: 0,
+            next_offset: base_offset,
+            max_timestamp: -1,
+            offset_of_max_timestamp: base_offset,
+            first_batch_timestamp: None,
+        }
+    }
+
+    /// Opens an existing segment. With `recover`, or when an index is missing or inconsistent,
+    /// scans it fully (see [`Segment::recover`]); otherwise trusts the indexes and scans only
+    /// the tail after the last index entry. Returns the segment and, if its tail was cut, why.
+    pub(crate) fn open(
+        dir: &Path,
+        base_offset: i64,
+        config: &LogConfig,
+        recover: bool,
+    ) -> Result<(Self, Option<String>), LogError> {
+        let path = segment_file(dir, base_offset, LOG_SUFFIX);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .map_err(io_err("open segment", &path))?;
+        let size = file
+            .metadata()
+            .map_err(io_err("stat segment", &path))?
+            .len();
+        let index_path = segment_file(dir, base_offset, INDEX_SUFFIX);
+        let time_path = segment_file(dir, base_offset, TIME_INDEX_SUFFIX);
+        let idx_bytes = config.segment_index_bytes;
+        if !recover {
+            match Segment::load_trusted(&path, &file, size, base_offset, config)? {
+                Ok((index, time_index, tail)) => {
+                    let mut seg = Segment::from_parts(
+                        base_offset,
+                        path,
+                        file,
+                        size,
+                        index,
+                        time_index,
+                        config,
+                    );
+                    seg.next_offset = tail.next_offset;
+                    seg.first_batch_timestamp = tail.first_batch_timestamp;
+                    if let Some((ts, off)) = tail.max_timestamp {
+                        seg.max_timestamp = ts;
+                        seg.offset_of_max_timestamp = off;
+                    }
+                    return Ok((seg, None));
+                }
+                Err(reason) => {
+                    warn!(file = %path.display(), %reason, "segment indexes unusable, rebuilding")
+                }
+            }
+        }
+        let index = OffsetIndex::create(&index_path, base_offset, idx_bytes)?;
+        let time_index = TimeIndex::create(&time_path, base_offset, idx_bytes)?;
+        let mut seg = Segment::from_parts(base_offset, path, file, size, index, time_index, config);
+        let cut = seg.recover(dir, config)?;
+        Ok((seg, cut))
+    }
+
+    /// Loads both indexes and scans the batch headers after the last offset-index entry.
+    /// `Ok(Err(reason))` if an index is missing or inconsistent or the tail is bad.
+    fn load_trusted(
+        path: &Path,
+        file: &File,
+        size: u64,
+        base_offset: i64,
+        config: &LogConfig,
+    ) -> Result<Result<(OffsetIndex, TimeIndex, Tail), String>, LogError> {
+        let dir = path.parent().unwrap_or(Path::new("."));
+        let idx_bytes = config.segment_index_bytes;
+        let index_path = segment_file(dir, base_offset, INDEX_SUFFIX);
+        let index = match OffsetIndex::load(&index_path, base_offset, idx_bytes, size)? {
+            Ok(index) => index,
+            Err(reason) => return Ok(Err(reason)),
+        };
+        let mut tail = Tail {
+            next_offset: base_offset,
+            max_timestamp: None,
+            first_batch_timestamp: None,
+        };
+        let mut pos = u64::from(index.last_position());
+        while pos < size {
+            match scan_step(file, path, size, pos)? {
+                Step::Batch(h) => {
+                    if tail.max_timestamp.is_none_or(|(t, _)| h.max_timestamp > t) {
+                        tail.max_timestamp = Some((h.max_timestamp, h.last_offset()));
+                    }
+                    tail.next_offset = h.next_offset();
+                    pos += h.size() as u64;
+                }
+                Step::End => break,
+                Step::Bad(reason) => return Ok(Err(reason)),
+            }
+        }
+        if let Step::Batch(first) = scan_step(file, path, size, 0)? {
+            tail.first_batch_timestamp = Some(first.max_timestamp);
+        }
+        let time_path = segment_file(dir, base_offset, TIME_INDEX_SUFFIX);
+        let time_index =
+            match TimeIndex::load(&time_path, base_offset, idx_bytes, tail.next_offset)? {
+                Ok(t) => t,
+                Err(reason) => return Ok(Err(reason)),
+            };
+        if let Some((ts, off)) = time_index.last_entry() {
+            if tail.max_timestamp.is_none_or(|(t, _)| ts >= t) {
+                tail.max_timestamp = Some((ts, off));
+            }
+        }
+        Ok(Ok((index, time_index, tail)))
+    }
+
+    /// Scans every batch (length, magic, CRC, increasing offsets), rebuilds both indexes and
+    /// truncates the file at the first bad batch. Returns the reason if it truncated.
+    pub(crate) fn recover(
+        &mut self,
+        dir: &Path,
+        config: &LogConfig,
+    ) -> Result<Option<String>, LogError> {
+        self.index = OffsetIndex::create(
+            &segment_file(dir, self.base_offset, INDEX_SUFFIX),
+            self.base_offset,
+            config.segment_index_bytes,
+        )?;
+        self.time_index = TimeIndex::create(
+            &segment_file(dir, self.base_offset, TIME_INDEX_SUFFIX),
+            self.base_offset,
+            config.segment_index_bytes,
+        )?;
+        let file_size = self.size;
+        self.reset_state();
+        let mut pos = 0u64;
+        let mut problem = None;
+        while pos < file_size {
+            let header = match self.step(pos)? {
+                Step::Batch(h) => h,
+                Step::End => break,
+                Step::Bad(reason) => {
+                    problem = Some(reason);
+                    break;
+                }
+            };
+            if let Some(reason) = self.check_scanned(pos, &header)? {
+                problem = Some(reason);
+                break;
+            }
+            self.note_batch(pos, &header)?;
+            self.size = pos + header.size() as u64;
+            pos = self.size;
+        }
+        if let Some(reason) = &problem {
+            warn!(file = %self.path.display(), position = pos, %reason, "truncating corrupt segment tail");
+            self.file
+                .set_len(pos)
+                .map_err(io_err("truncate segment", &self.path))?;
+        }
+        self.size = pos;
+        Ok(problem)
+    }
+
+    /// CRC and offset checks of one scanned batch; `Some(reason)` if it is bad.
+    fn check_scanned(&self, pos: u64, header: &BatchHeader) -> Result<Option<String>, LogError> {
+        if header.base_offset < self.next_offset || header.last_offset_delta < 0 {
+            return Ok(Some(format!(
+                "batch offsets {}..={} do not follow {}",
+                header.base_offset,
+                header.last_offset(),
+                self.next_offset
+            )));
+        }
+        if header.last_offset() - self.base_offset > i64::from(u32::MAX) {
+            return Ok(Some("batch offset too far from the segment base".into()));
+        }
+        let bytes = self.read_bytes(pos, header.size())?;
+        Ok(verify_crc(&bytes).err().map(|e| e.to_string()))
+    }
+
+    fn reset_state(&mut self) {
+        self.size = 0;
+        self.bytes_since_index = 0;
+        self.next_offset = self.base_offset;
+        self.max_timestamp = -1;
+        self.offset_of_max_timestamp = self.base_offset;
+        self.first_batch_timestamp = None;
+    }
+
+    fn step(&self, pos: u64) -> Result<Step, LogError> {
+        scan_step(&self.file, &self.path, self.size, pos)
+    }
+
+    fn read_bytes(&self, pos: u64, len: usize) -> Result<Vec<u8>, LogError> {
+        let mut buf = vec![0u8; len];
+        self.file
+            .read_exact_at(&mut buf, pos)
+            .map_err(io_err("read segment", &self.path))?;
+        Ok(buf)
+    }
+
+    /// Updates indexes and state for a batch written at `pos` (Kafka's indexing rule: an
+    /// entry once more than `index.interval.bytes` were written since the last one).
+    fn note_batch(&mut self, pos: u64, header: &BatchHeader) -> Result<(), LogError> {
+        if self.first_batch_timestamp.is_none() {
+            self.first_batch_timestamp = Some(header.max_timestamp);
+        }
+        if header.max_timestamp > self.max_timestamp {
+            self.max_timestamp = header.max_timestamp;
+            self.offset_of_max_timestamp = header.last_offset();
+        }
+        if self.bytes_since_index > self.index_interval {
+            self.index.append(header.last_offset(), pos as u32)?;
+            self.time_index
+                .maybe_append(self.max_timestamp, self.offset_of_max_timestamp)?;
+            self.bytes_since_index = 0;
+        }
+        self.bytes_since_index += header.size() as u64;
+        self.next_offset = header.next_offset();
+        Ok(())
+    }
+
+    /// Appends validated batches (already patched) and indexes them.
+    pub(crate) fn append(
+        &mut self,
+        records: &[u8],
+        headers: &[BatchHeader],
+    ) -> Result<(), LogError> {
+        let start = self.size;
+        self.file
+            .write_all_at(records, start)
+            .map_err(io_err("append to segment", &self.path))?;
+        self.size += records.len() as u64;
+        let mut pos = start;
+        for h in headers {
+            self.note_batch(pos, h)?;
+            pos += h.size() as u64;
+        }
+        Ok(())
+    }
+
+    /// Position and header of the first batch whose last offset is ≥ `target`.
+    fn locate(&self, target: i64) -> Result<Option<(u64, BatchHeader)>, LogError> {
+        let mut pos = u64::from(self.index.lookup(target));
+        loop {
+            match self.step(pos)? {
+                Step::Batch(h) if h.last_offset() >= target => return Ok(Some((pos, h))),
+                Step::Batch(h) => pos += h.size() as u64,
+                Step::End => return Ok(None),
+                Step::Bad(reason) => return Err(self.corrupt(pos, reason)),
+            }
+        }
+    }
+
+    fn corrupt(&self, position: u64, reason: String) -> LogError {
+        LogError::CorruptSegment {
+            path: self.path.clone(),
+            position,
+            reason,
+        }
+    }
+
+    /// Appends to `out` whole batches from the one containing `start`, stopping before a batch
+    /// that reaches `max_offset` or would take `out` past `max_bytes` (unless `min_one` and
+    /// `out` is still empty: then the first batch is taken whole).
+    pub(crate) fn read(
+        &self,
+        start: i64,
+        max_offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+        out: &mut Vec<u8>,
+    ) -> Result<SegmentRead, LogError> {
+        let Some((first, _)) = self.locate(start)? else {
+            return Ok(SegmentRead { limited: false });
+        };
+        let mut end = first;
+        let mut limited = false;
+        loop {
+            let h = match self.step(end)? {
+                Step::Batch(h) => h,
+                Step::End => break,
+                Step::Bad(reason) => return Err(self.corrupt(end, reason)),
+            };
+            let total = out.len() + (end - first) as usize + h.size();
+            let first_of_read = out.is_empty() && end == first;
+            if h.last_offset() >= max_offset || (total > max_bytes && !(min_one && first_of_read)) {
+                limited = true;
+                break;
+            }
+            end += h.size() as u64;
+        }
+        out.extend_from_slice(&self.read_bytes(first, (end - first) as usize)?);
+        Ok(SegmentRead { limited })
+    }
+
+    /// The first batch (raw bytes) whose max timestamp is ≥ `timestamp` and whose last offset
+    /// is ≥ `min_offset`.
+    pub(crate) fn first_batch_with_timestamp(
+        &self,
+        timestamp: i64,
+        min_offset: i64,
+    ) -> Result<Option<Vec<u8>>, LogError> {
+        let from = self.time_index.lookup(timestamp).max(min_offset);
+        let mut pos = u64::from(self.index.lookup(from));
+        loop {
+            match self.step(pos)? {
+                Step::Batch(h) if h.max_timestamp >= timestamp && h.last_offset() >= min_offset => {
+                    return Ok(Some(self.read_bytes(pos, h.size())?))
+                }
+                Step::Batch(h) => pos += h.size() as u64,
+                Step::End => return Ok(None),
+                Step::Bad(reason) => return Err(self.corrupt(pos, reason)),
+            }
+        }
+    }
+
+    /// Removes the batch containing `offset` and everything after it, then rescans to rebuild
+    /// indexes and state. Returns the bytes removed.
+    pub(crate) fn truncate_to(
+        &mut self,
+        dir: &Path,
+        offset: i64,
+        config: &LogConfig,
+    ) -> Result<u64, LogError> {
+        let Some((pos, _)) = self.locate(offset)? else {
+            return Ok(0);
+        };
+        let removed = self.size - pos;
+        self.file
+            .set_len(pos)
+            .map_err(io_err("truncate segment", &self.path))?;
+        self.size = pos;
+        self.recover(dir, config)?;
+        Ok(removed)
+    }
+
+    /// Adds the final time index entry when the segment stops being active (as Kafka does).
+    pub(crate) fn seal(&mut self) -> Result<(), LogError> {
+        if self.max_timestamp >= 0 {
+            self.time_index
+                .maybe_append(self.max_timestamp, self.offset_of_max_timestamp)?;
+        }
+        Ok(())
+    }
+
+    /// Fsyncs the log file and both indexes.
+    pub(crate) fn sync(&self) -> Result<(), LogError> {
+        self.file
+            .sync_all()
+            .map_err(io_err("fsync segment", &self.path))?;
+        self.index.sync()?;
+        self.time_index.sync()
+    }
+
+    /// Renames the three files to `*.deleted`, then removes them.
+    pub(crate) fn delete(self, dir: &Path) -> Result<(), LogError> {
+        let base = self.base_offset;
+        drop(self);
+        delete_segment_files(dir, base)
+    }
+
+    /// Roll triggers other than size: a full index or offsets that no longer fit 32 bits.
+    pub(crate) fn index_full_or_offset_overflow(&self, last_offset: i64) -> bool {
+        self.index.is_full()
+            || self.time_index.is_full()
+            || last_offset - self.base_offset > i64::from(i32::MAX)
+    }
+
+    pub(crate) fn base_offset(&self) -> i64 {
+        self.base_offset
+    }
+    pub(crate) fn size(&self) -> u64 {
+        self.size
+    }
+    pub(crate) fn next_offset(&self) -> i64 {
+        self.next_offset
+    }
+    pub(crate) fn max_timestamp(&self) -> i64 {
+        self.max_timestamp
+    }
+    pub(crate) fn offset_of_max_timestamp(&self) -> i64 {
+        self.offset_of_max_timestamp
+    }
+    pub(crate) fn first_batch_timestamp(&self) -> Option<i64> {
+        self.first_batch_timestamp
+    }
+    pub(crate) fn is_empty(&self) -> bool {
+        self.size == 0
+    }
+}
