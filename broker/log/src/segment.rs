@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use tracing::warn;
 
 use crate::batch::{verify_crc, BatchHeader, BATCH_HEADER_LEN};
-use crate::batch_iter::{read_frame, Frame};
 use crate::config::LogConfig;
 use crate::error::{io_err, LogError};
 use crate::index::{OffsetIndex, TimeIndex};
@@ -65,14 +64,18 @@ fn scan_step(file: &File, path: &Path, size: u64, pos: u64) -> Result<Step, LogE
     let mut buf = vec![0u8; want];
     file.read_exact_at(&mut buf, pos)
         .map_err(io_err("read segment", path))?;
-    match read_frame(&buf, i32::MAX as usize) {
+    if want < BATCH_HEADER_LEN {
+        return Ok(Step::Bad(format!(
+            "partial batch header of {want} bytes at end of file"
+        )));
+    }
+    match BatchHeader::parse(&buf) {
         Err(e) => Ok(Step::Bad(e.to_string())),
-        Ok(Frame::Incomplete { .. }) => Ok(Step::Bad("partial batch header at end of file".into())),
-        Ok(Frame::Batch(h, _)) if pos + h.size() as u64 > size => Ok(Step::Bad(format!(
+        Ok(h) if pos + h.size() as u64 > size => Ok(Step::Bad(format!(
             "batch of {} bytes runs past the end of the file",
             h.size()
         ))),
-        Ok(Frame::Batch(h, _)) => Ok(Step::Batch(h)),
+        Ok(h) => Ok(Step::Batch(h)),
     }
 }
 
