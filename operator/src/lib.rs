@@ -7,3 +7,4 @@
 
 pub mod cluster;
 pub mod crd;
+pub mod admin;

@@ -1,0 +1,169 @@
+//! An in-memory `KafkaAdmin` for tests: topics with partitions, RF and config, a broker list, a
+//! record of every call made, and injectable failures. It follows the real broker's rules that
+//! matter to the reconcilers (partitions only grow, RF cannot exceed the broker count, deleting a
+//! missing topic is fine) and nothing more.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use futures::future::BoxFuture;
+use futures::FutureExt;
+
+use super::{codes, AdminConnector, AdminError, ClusterInfo, ConfigChange, KafkaAdmin, NewTopic, TopicInfo};
+
+/// A topic held by the fake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakeTopic {
+    pub id: String,
+    pub partitions: i32,
+    pub replication_factor: i32,
+    pub config: BTreeMap<String, String>,
+}
+
+/// Shared state of the fake cluster.
+#[derive(Debug, Default)]
+pub struct FakeState {
+    pub brokers: Vec<i32>,
+    pub controller: Option<i32>,
+    pub topics: BTreeMap<String, FakeTopic>,
+    /// Every admin call, e.g. `create_topic orders`.
+    pub calls: Vec<String>,
+    /// When set, `connect` fails (the cluster is unreachable).
+    pub unreachable: bool,
+    next_id: u32,
+}
+
+/// A cloneable handle to one fake cluster; also its own `AdminConnector`.
+#[derive(Debug, Clone, Default)]
+pub struct FakeAdmin {
+    pub state: Arc<Mutex<FakeState>>,
+}
+
+impl FakeAdmin {
+    /// A fake cluster with these broker ids, the first being the controller.
+    pub fn with_brokers(brokers: &[i32]) -> Self {
+        let admin = FakeAdmin::default();
+        {
+            let mut s = admin.lock();
+            s.brokers = brokers.to_vec();
+            s.controller = brokers.first().copied();
+        }
+        admin
+    }
+
+    /// Locks the state (tests only; a poisoned lock means a test already panicked).
+    pub fn lock(&self) -> std::sync::MutexGuard<'_, FakeState> {
+        self.state.lock().expect("fake admin state lock poisoned")
+    }
+
+    fn call<T>(&self, what: String, f: impl FnOnce(&mut FakeState) -> Result<T, AdminError>) -> BoxFuture<'_, Result<T, AdminError>>
+    where
+        T: Send + 'static,
+    {
+        let result = {
+            let mut s = self.lock();
+            s.calls.push(what);
+            f(&mut s)
+        };
+        futures::future::ready(result).boxed()
+    }
+}
+
+fn err(api: &'static str, name: &str, code: i16, message: &str) -> AdminError {
+    AdminError::Kafka { api, resource: name.to_owned(), code, message: Some(message.to_owned()) }
+}
+
+impl KafkaAdmin for FakeAdmin {
+    fn describe_cluster(&self) -> BoxFuture<'_, Result<ClusterInfo, AdminError>> {
+        self.call("describe_cluster".into(), |s| {
+            Ok(ClusterInfo { broker_ids: s.brokers.clone(), controller_id: s.controller })
+        })
+    }
+
+    fn describe_topic<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<TopicInfo>, AdminError>> {
+        self.call(format!("describe_topic {name}"), |s| {
+            Ok(s.topics.get(name).map(|t| TopicInfo {
+                name: name.to_owned(),
+                id: Some(t.id.clone()),
+                partitions: t.partitions,
+                replication_factor: t.replication_factor,
+            }))
+        })
+    }
+
+    fn create_topic<'a>(&'a self, topic: &'a NewTopic) -> BoxFuture<'a, Result<Option<String>, AdminError>> {
+        self.call(format!("create_topic {}", topic.name), |s| {
+            if s.topics.contains_key(&topic.name) {
+                return Err(err("CreateTopics", &topic.name, codes::TOPIC_ALREADY_EXISTS, "exists"));
+            }
+            if i32::from(topic.replication_factor) > s.brokers.len() as i32 {
+                return Err(err("CreateTopics", &topic.name, codes::INVALID_REPLICATION_FACTOR, "not enough brokers"));
+            }
+            s.next_id += 1;
+            let id = format!("00000000-0000-4000-8000-{:012}", s.next_id);
+            s.topics.insert(
+                topic.name.clone(),
+                FakeTopic {
+                    id: id.clone(),
+                    partitions: topic.partitions,
+                    replication_factor: i32::from(topic.replication_factor),
+                    config: topic.config.clone(),
+                },
+            );
+            Ok(Some(id))
+        })
+    }
+
+    fn create_partitions<'a>(&'a self, name: &'a str, total: i32) -> BoxFuture<'a, Result<(), AdminError>> {
+        self.call(format!("create_partitions {name} {total}"), |s| {
+            let t = s.topics.get_mut(name).ok_or_else(|| err("CreatePartitions", name, codes::UNKNOWN_TOPIC_OR_PARTITION, "unknown"))?;
+            if total <= t.partitions {
+                return Err(err("CreatePartitions", name, codes::INVALID_PARTITIONS, "must increase"));
+            }
+            t.partitions = total;
+            Ok(())
+        })
+    }
+
+    fn alter_topic_config<'a>(&'a self, name: &'a str, changes: &'a [ConfigChange]) -> BoxFuture<'a, Result<(), AdminError>> {
+        self.call(format!("alter_topic_config {name} {changes:?}"), |s| {
+            let t = s.topics.get_mut(name).ok_or_else(|| err("IncrementalAlterConfigs", name, codes::UNKNOWN_TOPIC_OR_PARTITION, "unknown"))?;
+            for c in changes {
+                match c {
+                    ConfigChange::Set { name: k, value } if k.ends_with(".ms") && value.parse::<i64>().is_err() => {
+                        return Err(err("IncrementalAlterConfigs", name, codes::INVALID_CONFIG, "not a number"));
+                    }
+                    ConfigChange::Set { name: k, value } => {
+                        t.config.insert(k.clone(), value.clone());
+                    }
+                    ConfigChange::Delete { name: k } => {
+                        t.config.remove(k);
+                    }
+                }
+            }
+            Ok(())
+        })
+    }
+
+    fn delete_topic<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), AdminError>> {
+        self.call(format!("delete_topic {name}"), |s| {
+            s.topics.remove(name);
+            Ok(())
+        })
+    }
+}
+
+impl AdminConnector for FakeAdmin {
+    fn connect<'a>(&'a self, bootstrap: &'a str) -> BoxFuture<'a, Result<Box<dyn KafkaAdmin>, AdminError>> {
+        let unreachable = self.lock().unreachable;
+        let result = if unreachable {
+            Err(AdminError::Connect {
+                addr: bootstrap.to_owned(),
+                source: std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "fake cluster unreachable"),
+            })
+        } else {
+            Ok(Box::new(self.clone()) as Box<dyn KafkaAdmin>)
+        };
+        futures::future::ready(result).boxed()
+    }
+}
