@@ -306,8 +306,7 @@ impl Segment {
                 break;
             }
             self.note_batch(pos, &header)?;
-            self.size = pos + header.size() as u64;
-            pos = self.size;
+            pos += header.size() as u64;
         }
         if let Some(reason) = &problem {
             warn!(file = %self.path.display(), position = pos, %reason, "truncating corrupt segment tail");
@@ -337,7 +336,6 @@ impl Segment {
     }
 
     fn reset_state(&mut self) {
-        self.size = 0;
         self.bytes_since_index = 0;
         self.next_offset = self.base_offset;
         self.max_timestamp = -1;
