@@ -3,7 +3,14 @@
 //! `config` loads Kafka-named properties; `metadata` holds the Raft-replicated cluster metadata
 //! and the controller; the partition logs live in the `tributary-log` crate.
 
+pub mod api;
+pub mod broker;
 pub mod config;
 pub mod fsutil;
+pub mod http;
+pub mod meta_properties;
 pub mod metadata;
+pub mod metrics;
+pub mod replica;
+pub mod server;
 pub mod topic_config;

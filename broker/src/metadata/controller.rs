@@ -121,10 +121,12 @@ impl Controller {
             .iter()
             .map(|(id, addr)| (node_id(*id), BasicNode::new(addr)))
             .collect();
-        // Only the first start of a fresh quorum initialises it; afterwards openraft refuses
-        // (the log is not empty), which is the expected outcome.
-        if let Err(e) = raft.initialize(members).await {
-            tracing::debug!(error = %e, "metadata quorum already initialised");
+        // Only the first start of a fresh quorum initialises it.
+        let initialized = raft.is_initialized().await.map_err(StartError::Raft)?;
+        if !initialized {
+            if let Err(e) = raft.initialize(members).await {
+                tracing::warn!(error = %e, "metadata quorum initialisation refused");
+            }
         }
         Ok(Arc::new(Controller {
             raft,
@@ -158,6 +160,12 @@ impl Controller {
     /// A receiver that sees every newly applied image.
     pub fn subscribe(&self) -> watch::Receiver<Arc<MetadataImage>> {
         self.image.clone()
+    }
+
+    /// The active controller's node id, if the quorum has a leader.
+    pub fn leader(&self) -> Option<i32> {
+        let leader = self.raft.metrics().borrow().current_leader;
+        leader.and_then(|id| i32::try_from(id).ok())
     }
 
     /// Stops the Raft node.

@@ -1,0 +1,313 @@
+//! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs for topics (overrides stored in the
+//! metadata log) and brokers (static configuration, described read-only; dynamic broker configs
+//! are refused with a clear message until they are built).
+
+use std::collections::BTreeMap;
+
+use kafka_protocol::messages::describe_configs_response::{
+    DescribeConfigsResourceResult, DescribeConfigsResult, DescribeConfigsSynonym,
+};
+use kafka_protocol::messages::{
+    alter_configs_response, incremental_alter_configs_response, AlterConfigsRequest,
+    AlterConfigsResponse, DescribeConfigsRequest, DescribeConfigsResponse,
+    IncrementalAlterConfigsRequest, IncrementalAlterConfigsResponse,
+};
+use kafka_protocol::protocol::StrBytes;
+use kafka_protocol::ResponseError;
+
+use super::s;
+use crate::broker::Broker;
+use crate::config::Source;
+use crate::metadata::ApiError;
+use crate::topic_config::{self, TopicValueSource, ValueType};
+
+const RESOURCE_TOPIC: i8 = 2;
+const RESOURCE_BROKER: i8 = 4;
+
+const SOURCE_DYNAMIC_TOPIC: i8 = 1;
+const SOURCE_STATIC_BROKER: i8 = 4;
+const SOURCE_DEFAULT: i8 = 5;
+
+/// DescribeConfigs' `config_source` code for a topic value's source.
+pub(super) fn source_code(source: TopicValueSource) -> i8 {
+    match source {
+        TopicValueSource::TopicOverride => SOURCE_DYNAMIC_TOPIC,
+        TopicValueSource::StaticBroker => SOURCE_STATIC_BROKER,
+        TopicValueSource::Default => SOURCE_DEFAULT,
+    }
+}
+
+fn type_code(t: ValueType) -> i8 {
+    match t {
+        ValueType::Bool => 1,
+        ValueType::Str | ValueType::Enum(_) => 2,
+        ValueType::Int => 3,
+        ValueType::Long => 5,
+        ValueType::List(_) => 7,
+    }
+}
+
+fn broker_source(s: Source) -> i8 {
+    match s {
+        Source::Static => SOURCE_STATIC_BROKER,
+        Source::Default => SOURCE_DEFAULT,
+    }
+}
+
+pub(super) async fn describe(
+    broker: &Broker,
+    req: DescribeConfigsRequest,
+    _version: i16,
+) -> DescribeConfigsResponse {
+    let results = req
+        .resources
+        .iter()
+        .map(|r| {
+            let keys: Option<Vec<String>> = r
+                .configuration_keys
+                .as_ref()
+                .map(|k| k.iter().map(ToString::to_string).collect());
+            let wanted = |name: &str| keys.as_ref().is_none_or(|k| k.iter().any(|x| x == name));
+            let result = match r.resource_type {
+                RESOURCE_TOPIC => {
+                    describe_topic(broker, &r.resource_name, req.include_synonyms, &wanted)
+                }
+                RESOURCE_BROKER => describe_broker(broker, &r.resource_name, &wanted),
+                other => Err(ApiError::new(
+                    ResponseError::InvalidRequest,
+                    format!("unsupported resource type {other}"),
+                )),
+            };
+            let base = DescribeConfigsResult::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone());
+            match result {
+                Ok(configs) => base.with_configs(configs),
+                Err(e) => base
+                    .with_error_code(e.code.code())
+                    .with_error_message(Some(s(e.message))),
+            }
+        })
+        .collect();
+    DescribeConfigsResponse::default().with_results(results)
+}
+
+fn describe_topic(
+    broker: &Broker,
+    name: &str,
+    synonyms: bool,
+    wanted: &dyn Fn(&str) -> bool,
+) -> Result<Vec<DescribeConfigsResourceResult>, ApiError> {
+    let image = broker.controller.image();
+    let topic = image.topics.get(name).ok_or_else(|| {
+        ApiError::new(
+            ResponseError::UnknownTopicOrPartition,
+            format!("topic {name} does not exist"),
+        )
+    })?;
+    Ok(topic_config::effective(&topic.configs, &broker.config)
+        .into_iter()
+        .filter(|(n, _)| wanted(n))
+        .map(|(n, (value, source))| {
+            let def = topic_config::lookup(n).expect("effective() lists only known configs");
+            let mut syn = Vec::new();
+            if synonyms {
+                if let Some(v) = topic.configs.get(n) {
+                    syn.push(synonym(n, v, SOURCE_DYNAMIC_TOPIC));
+                }
+                if let Some((v, src)) = broker.config.get(def.broker_key) {
+                    syn.push(synonym(def.broker_key, v, broker_source(src)));
+                }
+            }
+            DescribeConfigsResourceResult::default()
+                .with_name(s(n))
+                .with_value(Some(s(value)))
+                .with_config_source(source_code(source))
+                .with_config_type(type_code(def.value_type))
+                .with_synonyms(syn)
+        })
+        .collect())
+}
+
+fn synonym(name: &str, value: &str, source: i8) -> DescribeConfigsSynonym {
+    DescribeConfigsSynonym::default()
+        .with_name(s(name))
+        .with_value(Some(s(value)))
+        .with_source(source)
+}
+
+fn describe_broker(
+    broker: &Broker,
+    name: &str,
+    wanted: &dyn Fn(&str) -> bool,
+) -> Result<Vec<DescribeConfigsResourceResult>, ApiError> {
+    if !name.is_empty() && name.parse::<i32>().ok() != Some(broker.config.node_id) {
+        return Err(ApiError::new(
+            ResponseError::InvalidRequest,
+            format!(
+                "broker {name} is not this broker ({})",
+                broker.config.node_id
+            ),
+        ));
+    }
+    Ok(broker
+        .config
+        .all()
+        .filter(|(n, _, _)| wanted(n))
+        .map(|(n, v, src)| {
+            DescribeConfigsResourceResult::default()
+                .with_name(s(n))
+                .with_value(Some(s(v)))
+                .with_read_only(true)
+                .with_config_source(broker_source(src))
+                .with_config_type(2)
+        })
+        .collect())
+}
+
+fn broker_alter_refused() -> ApiError {
+    ApiError::new(
+        ResponseError::InvalidRequest,
+        "dynamic broker configs are not supported yet; set them in the broker's properties",
+    )
+}
+
+pub(super) async fn alter(
+    broker: &Broker,
+    req: AlterConfigsRequest,
+    _version: i16,
+) -> AlterConfigsResponse {
+    let mut responses = Vec::new();
+    for r in &req.resources {
+        let result = match r.resource_type {
+            RESOURCE_TOPIC => {
+                // AlterConfigs replaces the whole set of overrides.
+                let new: BTreeMap<String, String> = r
+                    .configs
+                    .iter()
+                    .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
+                    .collect();
+                broker
+                    .controller
+                    .alter_topic_configs(&r.resource_name, req.validate_only, |_| Ok(new))
+                    .await
+            }
+            RESOURCE_BROKER => Err(broker_alter_refused()),
+            other => Err(ApiError::new(
+                ResponseError::InvalidRequest,
+                format!("unsupported resource type {other}"),
+            )),
+        };
+        let (code, message) = super::error_parts(&result);
+        responses.push(
+            alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone())
+                .with_error_code(code)
+                .with_error_message(message),
+        );
+    }
+    broker.sync_replicas().await;
+    AlterConfigsResponse::default().with_responses(responses)
+}
+
+/// One incremental change: SET (0), DELETE (1), APPEND (2) or SUBTRACT (3).
+fn apply_op(
+    configs: &mut BTreeMap<String, String>,
+    effective: &BTreeMap<&'static str, (String, TopicValueSource)>,
+    name: &str,
+    op: i8,
+    value: Option<&StrBytes>,
+) -> Result<(), ApiError> {
+    let invalid = |m: String| ApiError::new(ResponseError::InvalidConfig, m);
+    let def = topic_config::lookup(name)
+        .ok_or_else(|| invalid(format!("unknown topic config name: {name}")))?;
+    let list_op = |f: &dyn Fn(&mut Vec<String>, &str)| -> Result<String, ApiError> {
+        if !matches!(def.value_type, ValueType::List(_)) {
+            return Err(invalid(format!("{name} is not a list config")));
+        }
+        let current = effective
+            .get(name)
+            .map(|(v, _)| v.clone())
+            .unwrap_or_default();
+        let mut items: Vec<String> = current
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(String::from)
+            .collect();
+        for v in value.map(|v| v.to_string()).unwrap_or_default().split(',') {
+            f(&mut items, v.trim());
+        }
+        Ok(items.join(","))
+    };
+    match op {
+        0 => {
+            let v = value.ok_or_else(|| invalid(format!("SET of {name} needs a value")))?;
+            configs.insert(name.to_owned(), v.to_string());
+        }
+        1 => {
+            configs.remove(name);
+        }
+        2 => {
+            let v = list_op(&|items, v| {
+                if !items.iter().any(|i| i == v) {
+                    items.push(v.to_owned());
+                }
+            })?;
+            configs.insert(name.to_owned(), v);
+        }
+        3 => {
+            let v = list_op(&|items, v| items.retain(|i| i != v))?;
+            configs.insert(name.to_owned(), v);
+        }
+        other => return Err(invalid(format!("unknown config operation {other}"))),
+    }
+    Ok(())
+}
+
+pub(super) async fn incremental_alter(
+    broker: &Broker,
+    req: IncrementalAlterConfigsRequest,
+    _version: i16,
+) -> IncrementalAlterConfigsResponse {
+    let mut responses = Vec::new();
+    for r in &req.resources {
+        let result = match r.resource_type {
+            RESOURCE_TOPIC => {
+                broker
+                    .controller
+                    .alter_topic_configs(&r.resource_name, req.validate_only, |current| {
+                        let effective = topic_config::effective(current, &broker.config);
+                        let mut new = current.clone();
+                        for c in &r.configs {
+                            apply_op(
+                                &mut new,
+                                &effective,
+                                &c.name,
+                                c.config_operation,
+                                c.value.as_ref(),
+                            )?;
+                        }
+                        Ok(new)
+                    })
+                    .await
+            }
+            RESOURCE_BROKER => Err(broker_alter_refused()),
+            other => Err(ApiError::new(
+                ResponseError::InvalidRequest,
+                format!("unsupported resource type {other}"),
+            )),
+        };
+        let (code, message) = super::error_parts(&result);
+        responses.push(
+            incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                .with_resource_type(r.resource_type)
+                .with_resource_name(r.resource_name.clone())
+                .with_error_code(code)
+                .with_error_message(message),
+        );
+    }
+    broker.sync_replicas().await;
+    IncrementalAlterConfigsResponse::default().with_responses(responses)
+}

@@ -1,0 +1,87 @@
+//! Kafka API handlers, one file per API, and the dispatch table that decodes each request with
+//! its version, calls its handler and encodes the response.
+//!
+//! Handlers turn every Kafka-level failure into an error code in the response; only a request
+//! that cannot be decoded (or a response that cannot be encoded) fails the connection.
+
+mod api_versions;
+mod configs;
+mod create_partitions;
+mod create_topics;
+mod delete_records;
+mod delete_topics;
+mod describe_cluster;
+mod fetch;
+mod list_offsets;
+mod metadata;
+mod produce;
+pub mod versions;
+
+use bytes::Bytes;
+use kafka_protocol::messages::*;
+use kafka_protocol::protocol::StrBytes;
+
+use crate::broker::Broker;
+use crate::server::{decode_body, encode_response, ConnectionError, Request};
+
+/// Serves one request; `None` when the protocol wants no response (Produce with acks=0).
+pub async fn dispatch(broker: &Broker, mut req: Request) -> Result<Option<Bytes>, ConnectionError> {
+    let version = req.header.request_api_version;
+    let correlation_id = req.header.correlation_id;
+    let api = req.api;
+    let s = versions::supported(api).ok_or(ConnectionError::UnsupportedVersion { api, version })?;
+    if version < s.min || version > s.max {
+        if api == ApiKey::ApiVersions {
+            let resp = api_versions::unsupported();
+            return encode_response(api, 0, correlation_id, &resp).map(Some);
+        }
+        return Err(ConnectionError::UnsupportedVersion { api, version });
+    }
+    if api == ApiKey::Produce && version < versions::PRODUCE_MIN_ACCEPTED {
+        return produce::unsupported_old_version(&mut req).map(Some);
+    }
+    macro_rules! serve {
+        ($ty:ty, $handler:path) => {{
+            let body: $ty = decode_body(&mut req, version)?;
+            let resp = $handler(broker, body, version).await;
+            encode_response(api, version, correlation_id, &resp).map(Some)
+        }};
+    }
+    match api {
+        ApiKey::ApiVersions => serve!(ApiVersionsRequest, api_versions::handle),
+        ApiKey::Metadata => serve!(MetadataRequest, metadata::handle),
+        ApiKey::CreateTopics => serve!(CreateTopicsRequest, create_topics::handle),
+        ApiKey::DeleteTopics => serve!(DeleteTopicsRequest, delete_topics::handle),
+        ApiKey::CreatePartitions => serve!(CreatePartitionsRequest, create_partitions::handle),
+        ApiKey::DescribeCluster => serve!(DescribeClusterRequest, describe_cluster::handle),
+        ApiKey::DescribeConfigs => serve!(DescribeConfigsRequest, configs::describe),
+        ApiKey::AlterConfigs => serve!(AlterConfigsRequest, configs::alter),
+        ApiKey::IncrementalAlterConfigs => {
+            serve!(IncrementalAlterConfigsRequest, configs::incremental_alter)
+        }
+        ApiKey::ListOffsets => serve!(ListOffsetsRequest, list_offsets::handle),
+        ApiKey::DeleteRecords => serve!(DeleteRecordsRequest, delete_records::handle),
+        ApiKey::Fetch => serve!(FetchRequest, fetch::handle),
+        ApiKey::Produce => {
+            let body: ProduceRequest = decode_body(&mut req, version)?;
+            match produce::handle(broker, body, version).await {
+                Some(resp) => encode_response(api, version, correlation_id, &resp).map(Some),
+                None => Ok(None),
+            }
+        }
+        _ => Err(ConnectionError::UnsupportedVersion { api, version }),
+    }
+}
+
+/// A Kafka string from a Rust one.
+pub(crate) fn s(v: impl Into<String>) -> StrBytes {
+    StrBytes::from_string(v.into())
+}
+
+/// An error code and optional message from an `ApiError` result.
+pub(crate) fn error_parts<T>(r: &Result<T, crate::metadata::ApiError>) -> (i16, Option<StrBytes>) {
+    match r {
+        Ok(_) => (0, None),
+        Err(e) => (e.code.code(), Some(s(e.message.clone()))),
+    }
+}

@@ -1,0 +1,225 @@
+//! Produce: validates and appends record batches (kept as wire bytes) to partition logs.
+//!
+//! acks=0 gets no response; acks=1 and acks=all complete once the batch is in the leader's log
+//! and, for acks=all, the ISR holds at least `min.insync.replicas` replicas. With replication
+//! factor 1 the leader is the whole ISR, so the high watermark moves with every append.
+
+use std::sync::atomic::Ordering;
+
+use bytes::{Buf, BufMut, Bytes, BytesMut};
+use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
+use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::ResponseError;
+
+use super::s;
+use crate::broker::{now_ms, Broker};
+use crate::server::{ConnectionError, Request};
+use crate::topic_config;
+
+const ACKS_NONE: i16 = 0;
+const ACKS_LEADER: i16 = 1;
+const ACKS_ALL: i16 = -1;
+
+pub(super) async fn handle(
+    broker: &Broker,
+    req: ProduceRequest,
+    version: i16,
+) -> Option<ProduceResponse> {
+    let mut responses = Vec::with_capacity(req.topic_data.len());
+    if broker.config.auto_create_topics {
+        let image = broker.controller.image();
+        let missing = req
+            .topic_data
+            .iter()
+            .map(|t| t.name.0.to_string())
+            .filter(|n| {
+                !image.topics.contains_key(n) && crate::metadata::validate::topic_name(n).is_ok()
+            })
+            .collect();
+        broker.auto_create_topics(missing).await;
+    }
+    let image = broker.controller.image();
+    for t in req.topic_data {
+        let name = if version >= 13 {
+            image
+                .topic_by_id(&t.topic_id)
+                .map(|t| t.name.clone())
+                .unwrap_or_default()
+        } else {
+            t.name.0.to_string()
+        };
+        let min_isr = image.topics.get(&name).map_or(1, |topic| {
+            topic_config::effective(&topic.configs, &broker.config)["min.insync.replicas"]
+                .0
+                .parse()
+                .unwrap_or(1)
+        });
+        let mut partitions = Vec::with_capacity(t.partition_data.len());
+        for p in t.partition_data {
+            let r = append(broker, &name, p.index, req.acks, min_isr, p.records).await;
+            partitions.push(r.with_index(p.index));
+        }
+        responses.push(
+            TopicProduceResponse::default()
+                .with_name(t.name)
+                .with_topic_id(t.topic_id)
+                .with_partition_responses(partitions),
+        );
+    }
+    if req.acks == ACKS_NONE {
+        return None;
+    }
+    Some(ProduceResponse::default().with_responses(responses))
+}
+
+fn failed(code: ResponseError, message: impl Into<String>) -> PartitionProduceResponse {
+    PartitionProduceResponse::default()
+        .with_error_code(code.code())
+        .with_error_message(Some(s(message.into())))
+        .with_base_offset(-1)
+}
+
+async fn append(
+    broker: &Broker,
+    topic: &str,
+    partition: i32,
+    acks: i16,
+    min_isr: usize,
+    records: Option<Bytes>,
+) -> PartitionProduceResponse {
+    if !matches!(acks, ACKS_NONE | ACKS_LEADER | ACKS_ALL) {
+        return failed(
+            ResponseError::InvalidRequiredAcks,
+            format!("acks must be -1, 0 or 1, not {acks}"),
+        );
+    }
+    let Some(part) = broker.replicas.get(topic, partition) else {
+        return failed(
+            ResponseError::UnknownTopicOrPartition,
+            format!("{topic}-{partition} is not hosted here"),
+        );
+    };
+    if part.leader.load(Ordering::Acquire) != broker.config.node_id {
+        return failed(
+            ResponseError::NotLeaderOrFollower,
+            format!("this broker does not lead {topic}-{partition}"),
+        );
+    }
+    let isr_len = broker
+        .controller
+        .image()
+        .topics
+        .get(topic)
+        .and_then(|t| t.partitions.get(&partition))
+        .map_or(0, |p| p.isr.len());
+    if acks == ACKS_ALL && isr_len < min_isr {
+        return failed(
+            ResponseError::NotEnoughReplicas,
+            format!("{topic}-{partition} has {isr_len} in-sync replicas, min.insync.replicas is {min_isr}"),
+        );
+    }
+    let Some(records) = records.filter(|r| !r.is_empty()) else {
+        return failed(
+            ResponseError::CorruptMessage,
+            "produce request carries no records",
+        );
+    };
+    let mut buf = BytesMut::from(&records[..]);
+    let epoch = part.leader_epoch.load(Ordering::Acquire);
+    let log = part.log.clone();
+    let result = tokio::task::spawn_blocking(move || {
+        let mut log = log.write().expect("log lock poisoned");
+        let now = now_ms();
+        let info = log.append_as_leader(&mut buf, epoch, now);
+        if info.is_ok() {
+            // flush.messages / flush.ms; by default the OS decides (durability comes from
+            // replication, as in Kafka).
+            if let Err(e) = log.maybe_flush(now) {
+                tracing::warn!(error = %e, "flush after append failed");
+            }
+        }
+        (info, log.log_end_offset(), log.log_start_offset())
+    })
+    .await;
+    match result {
+        Ok((Ok(info), leo, log_start)) => {
+            // The leader alone is the ISR: everything appended is committed.
+            part.high_watermark.fetch_max(leo.0, Ordering::AcqRel);
+            broker
+                .metrics
+                .bytes_in
+                .fetch_add(records.len() as u64, Ordering::Relaxed);
+            broker
+                .metrics
+                .messages_in
+                .fetch_add(info.records, Ordering::Relaxed);
+            broker.replicas.notify_append();
+            PartitionProduceResponse::default()
+                .with_base_offset(info.first_offset.0)
+                .with_log_append_time_ms(info.log_append_time.unwrap_or(-1))
+                .with_log_start_offset(log_start.0)
+        }
+        Ok((Err(e), _, _)) => {
+            tracing::debug!(topic, partition, error = %e, "append refused");
+            let code = ResponseError::try_from_code(e.kafka_error_code())
+                .unwrap_or(ResponseError::UnknownServerError);
+            failed(code, e.to_string())
+        }
+        Err(e) => failed(
+            ResponseError::UnknownServerError,
+            format!("append task failed: {e}"),
+        ),
+    }
+}
+
+/// Produce v0–2 are advertised (as Kafka does for old librdkafka) but not served: answer every
+/// partition with UNSUPPORTED_VERSION in the old layout, which the crate cannot encode.
+pub(super) fn unsupported_old_version(req: &mut Request) -> Result<Bytes, ConnectionError> {
+    let version = req.header.request_api_version;
+    let malformed = |what: &str| ConnectionError::Malformed {
+        api: req.api,
+        version,
+        source: anyhow::anyhow!("truncated produce v{version} request ({what})"),
+    };
+    let mut b = req.body.clone();
+    let need = |b: &Bytes, n: usize| if b.remaining() >= n { Ok(()) } else { Err(()) };
+    let mut out = BytesMut::new();
+    out.put_i32(0);
+    out.put_i32(req.header.correlation_id);
+    need(&b, 6).map_err(|()| malformed("acks"))?;
+    let _acks = b.get_i16();
+    let _timeout = b.get_i32();
+    need(&b, 4).map_err(|()| malformed("topics"))?;
+    let topics = b.get_i32().max(0);
+    out.put_i32(topics);
+    for _ in 0..topics {
+        need(&b, 2).map_err(|()| malformed("topic"))?;
+        let len = usize::try_from(b.get_i16().max(0)).unwrap_or(0);
+        need(&b, len + 4).map_err(|()| malformed("topic"))?;
+        let name = b.copy_to_bytes(len);
+        out.put_i16(len as i16);
+        out.put_slice(&name);
+        let parts = b.get_i32().max(0);
+        out.put_i32(parts);
+        for _ in 0..parts {
+            need(&b, 8).map_err(|()| malformed("partition"))?;
+            let index = b.get_i32();
+            let size = usize::try_from(b.get_i32().max(0)).unwrap_or(0);
+            need(&b, size).map_err(|()| malformed("records"))?;
+            b.advance(size);
+            out.put_i32(index);
+            out.put_i16(ResponseError::UnsupportedVersion.code());
+            out.put_i64(-1);
+            if version >= 2 {
+                out.put_i64(-1);
+            }
+        }
+    }
+    if version >= 1 {
+        out.put_i32(0);
+    }
+    let len = i32::try_from(out.len() - 4).unwrap_or(i32::MAX);
+    out[..4].copy_from_slice(&len.to_be_bytes());
+    tracing::info!(version, "refused produce request of a removed version");
+    Ok(out.freeze())
+}

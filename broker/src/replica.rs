@@ -1,0 +1,249 @@
+//! The replica manager: the partitions this broker hosts, each with its log and high watermark,
+//! kept in step with the metadata image (logs opened or created for assigned partitions, configs
+//! updated, logs of deleted topics removed).
+//!
+//! With replication factor 1 (the single-node default) the leader is the whole ISR, so the high
+//! watermark follows the log end offset on every append. Follower fetching, ISR changes and
+//! acks=all across replicas are not built yet; a partition whose leader is another broker
+//! answers NOT_LEADER_OR_FOLLOWER.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tributary_log::{Log, LogConfig, LogError, LogManager, Offset, TimestampType, TopicPartition};
+use uuid::Uuid;
+
+use crate::config::BrokerConfig;
+use crate::metadata::MetadataImage;
+use crate::topic_config;
+
+/// The directory name (`<topic>-0`) of the metadata quorum's log inside the log directory.
+pub const METADATA_TOPIC: &str = "__cluster_metadata";
+
+/// One hosted partition.
+pub struct Partition {
+    pub topic_id: Uuid,
+    /// The log; writers hold the write lock only for the append itself.
+    pub log: Arc<RwLock<Log>>,
+    pub leader: AtomicI32,
+    pub leader_epoch: AtomicI32,
+    /// Offsets below this are committed and visible to consumers.
+    pub high_watermark: AtomicI64,
+}
+
+impl Partition {
+    /// The high watermark.
+    pub fn hw(&self) -> Offset {
+        Offset(self.high_watermark.load(Ordering::Acquire))
+    }
+}
+
+/// Owns the hosted partitions and their logs.
+pub struct ReplicaManager {
+    node_id: i32,
+    config: BrokerConfig,
+    logs: LogManager,
+    partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
+    /// Bumped after every append, to wake long-polling fetches.
+    appended: watch::Sender<u64>,
+    sync: tokio::sync::Mutex<()>,
+}
+
+impl ReplicaManager {
+    /// Opens the log directory (partitions are opened by [`ReplicaManager::sync`]).
+    pub fn open(config: &BrokerConfig) -> Result<Self, LogError> {
+        Ok(ReplicaManager {
+            node_id: config.node_id,
+            config: config.clone(),
+            logs: LogManager::open(&config.log_dir)?,
+            partitions: RwLock::new(HashMap::new()),
+            appended: watch::channel(0).0,
+            sync: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    /// The partition, if hosted here.
+    pub fn get(&self, topic: &str, partition: i32) -> Option<Arc<Partition>> {
+        let tp = TopicPartition::new(topic, partition);
+        self.partitions
+            .read()
+            .expect("partitions lock poisoned")
+            .get(&tp)
+            .cloned()
+    }
+
+    /// All hosted partitions.
+    pub fn all(&self) -> Vec<(TopicPartition, Arc<Partition>)> {
+        let map = self.partitions.read().expect("partitions lock poisoned");
+        map.iter().map(|(tp, p)| (tp.clone(), p.clone())).collect()
+    }
+
+    /// A receiver that changes after every append.
+    pub fn appends(&self) -> watch::Receiver<u64> {
+        self.appended.subscribe()
+    }
+
+    /// Tells long-polling fetches that data arrived.
+    pub fn notify_append(&self) {
+        self.appended.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// Brings hosted partitions in line with the image. Idempotent; callers run it after every
+    /// metadata change they make, and a background task after every image.
+    pub async fn sync(&self, image: &MetadataImage) {
+        let _guard = self.sync.lock().await;
+        let mut wanted: BTreeMap<TopicPartition, (Uuid, i32, i32, LogConfig)> = BTreeMap::new();
+        for t in image.topics.values() {
+            let cfg = log_config(&topic_config::effective(&t.configs, &self.config));
+            for p in t
+                .partitions
+                .values()
+                .filter(|p| p.replicas.contains(&self.node_id))
+            {
+                wanted.insert(
+                    TopicPartition::new(&t.name, p.partition),
+                    (t.topic_id, p.leader, p.leader_epoch, cfg.clone()),
+                );
+            }
+        }
+        let current = self.all();
+        for (tp, part) in &current {
+            if wanted.get(tp).is_none_or(|(id, ..)| *id != part.topic_id) {
+                self.remove(tp);
+            }
+        }
+        for tp in self.logs.existing() {
+            // The metadata quorum's own log lives beside the partitions, as in Kafka.
+            if tp.topic == METADATA_TOPIC {
+                continue;
+            }
+            if !wanted.contains_key(&tp) && self.get(&tp.topic, tp.partition).is_none() {
+                tracing::info!(partition = %tp, "deleting stray log not in the metadata");
+                if let Err(e) = self.logs.delete(&tp) {
+                    tracing::warn!(partition = %tp, error = %e, "failed to delete stray log");
+                }
+            }
+        }
+        for (tp, (topic_id, leader, epoch, cfg)) in wanted {
+            if let Err(e) = self.ensure(&tp, topic_id, leader, epoch, cfg) {
+                tracing::error!(partition = %tp, error = %e, "failed to open partition log");
+            }
+        }
+    }
+
+    fn ensure(
+        &self,
+        tp: &TopicPartition,
+        topic_id: Uuid,
+        leader: i32,
+        epoch: i32,
+        cfg: LogConfig,
+    ) -> Result<(), LogError> {
+        if let Some(p) = self.get(&tp.topic, tp.partition) {
+            p.leader.store(leader, Ordering::Release);
+            p.leader_epoch.store(epoch, Ordering::Release);
+            p.log.write().expect("log lock poisoned").set_config(cfg);
+            return Ok(());
+        }
+        let log = self.logs.open_or_create(tp, *topic_id.as_bytes(), cfg)?;
+        let leo = log.read().expect("log lock poisoned").log_end_offset();
+        let part = Arc::new(Partition {
+            topic_id,
+            log,
+            leader: AtomicI32::new(leader),
+            leader_epoch: AtomicI32::new(epoch),
+            high_watermark: AtomicI64::new(leo.0),
+        });
+        tracing::info!(partition = %tp, leader, epoch, log_end = leo.0, "hosting partition");
+        self.partitions
+            .write()
+            .expect("partitions lock poisoned")
+            .insert(tp.clone(), part);
+        Ok(())
+    }
+
+    fn remove(&self, tp: &TopicPartition) {
+        self.partitions
+            .write()
+            .expect("partitions lock poisoned")
+            .remove(tp);
+        if let Err(e) = self.logs.delete(tp) {
+            tracing::warn!(partition = %tp, error = %e, "failed to delete log");
+        }
+        tracing::info!(partition = %tp, "removed partition");
+    }
+
+    /// Applies retention to every log (background task).
+    pub fn run_retention(&self, now_ms: i64) {
+        for (tp, outcome) in self.logs.run_retention(now_ms) {
+            tracing::info!(
+                partition = %tp,
+                segments = outcome.deleted_segments,
+                bytes = outcome.deleted_bytes,
+                log_start = outcome.log_start_offset.0,
+                "retention deleted segments"
+            );
+        }
+    }
+
+    /// Flushes logs per their flush policy and writes the checkpoints (background task).
+    pub fn checkpoint(&self) {
+        if let Err(e) = self.logs.checkpoint() {
+            tracing::warn!(error = %e, "checkpoint failed");
+        }
+    }
+
+    /// Total bytes of all logs.
+    pub fn total_size(&self) -> u64 {
+        self.logs.total_size_bytes()
+    }
+
+    /// Flushes everything and marks a clean shutdown.
+    pub fn shutdown(&self) {
+        if let Err(e) = self.logs.shutdown() {
+            tracing::error!(error = %e, "log shutdown failed");
+        }
+    }
+}
+
+fn num(v: &str) -> i64 {
+    v.trim().parse().unwrap_or(-1)
+}
+
+fn positive(v: &str) -> Option<u64> {
+    u64::try_from(num(v)).ok()
+}
+
+/// Converts an effective topic config (already validated) to the log's config.
+pub fn log_config(
+    eff: &BTreeMap<&'static str, (String, topic_config::TopicValueSource)>,
+) -> LogConfig {
+    let get = |k: &str| eff.get(k).map(|(v, _)| v.as_str()).unwrap_or("");
+    let d = LogConfig::default();
+    // Kafka's "never" for flush settings is Long.MAX_VALUE.
+    let unless_max = |v: Option<u64>| v.filter(|n| *n < i64::MAX as u64);
+    LogConfig {
+        segment_bytes: positive(get("segment.bytes")).unwrap_or(d.segment_bytes),
+        segment_ms: positive(get("segment.ms")).map_or(d.segment_ms, Duration::from_millis),
+        index_interval_bytes: positive(get("index.interval.bytes"))
+            .unwrap_or(d.index_interval_bytes),
+        segment_index_bytes: positive(get("segment.index.bytes")).unwrap_or(d.segment_index_bytes),
+        retention_bytes: positive(get("retention.bytes")),
+        retention_ms: positive(get("retention.ms")).map(Duration::from_millis),
+        max_message_bytes: positive(get("max.message.bytes"))
+            .and_then(|n| usize::try_from(n).ok())
+            .unwrap_or(d.max_message_bytes),
+        message_timestamp_type: if get("message.timestamp.type") == "LogAppendTime" {
+            TimestampType::LogAppendTime
+        } else {
+            TimestampType::CreateTime
+        },
+        flush_messages: unless_max(positive(get("flush.messages"))),
+        flush_ms: unless_max(positive(get("flush.ms"))).map(Duration::from_millis),
+        file_delete_delay: positive(get("file.delete.delay.ms"))
+            .map_or(d.file_delete_delay, Duration::from_millis),
+    }
+}

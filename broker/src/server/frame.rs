@@ -1,0 +1,97 @@
+//! Kafka request framing: a 4-byte big-endian size, then the request. Oversized frames are
+//! refused from their size prefix alone, before any of the body is read into memory.
+
+use bytes::{Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt};
+
+/// The smallest possible request: api key, api version, correlation id, client id length.
+pub const MIN_REQUEST_LEN: usize = 10;
+
+/// Why a connection's framing failed; each closes that connection.
+#[derive(Debug, thiserror::Error)]
+pub enum FrameError {
+    #[error("request of {size} bytes exceeds socket.request.max.bytes ({max})")]
+    TooLarge { size: usize, max: usize },
+    #[error("invalid request size {0}")]
+    InvalidSize(i32),
+    #[error("connection closed in the middle of a request")]
+    Truncated,
+    #[error("failed to read from the connection")]
+    Io(#[source] std::io::Error),
+}
+
+/// Checks a frame's size prefix against the limits.
+pub fn check_size(size: i32, max: usize) -> Result<usize, FrameError> {
+    let len = usize::try_from(size).map_err(|_| FrameError::InvalidSize(size))?;
+    if len < MIN_REQUEST_LEN {
+        return Err(FrameError::InvalidSize(size));
+    }
+    if len > max {
+        return Err(FrameError::TooLarge { size: len, max });
+    }
+    Ok(len)
+}
+
+/// Reads one frame; `Ok(None)` at a clean end of stream between requests.
+pub async fn read_frame<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max: usize,
+) -> Result<Option<Bytes>, FrameError> {
+    let mut size = [0u8; 4];
+    match reader.read_exact(&mut size[..1]).await {
+        Ok(_) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(FrameError::Io(e)),
+    }
+    reader
+        .read_exact(&mut size[1..])
+        .await
+        .map_err(eof_is_truncated)?;
+    let len = check_size(i32::from_be_bytes(size), max)?;
+    let mut buf = BytesMut::zeroed(len);
+    reader
+        .read_exact(&mut buf)
+        .await
+        .map_err(eof_is_truncated)?;
+    Ok(Some(buf.freeze()))
+}
+
+fn eof_is_truncated(e: std::io::Error) -> FrameError {
+    if e.kind() == std::io::ErrorKind::UnexpectedEof {
+        FrameError::Truncated
+    } else {
+        FrameError::Io(e)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn frames_are_read_whole_and_limits_hold() {
+        let mut data: &[u8] = &[0, 0, 0, 10, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10];
+        let f = read_frame(&mut data, 100)
+            .await
+            .expect("frame")
+            .expect("some");
+        assert_eq!(f.len(), 10);
+        assert!(read_frame(&mut data, 100).await.expect("eof").is_none());
+
+        let mut big: &[u8] = &[0x7f, 0xff, 0xff, 0xff];
+        assert!(matches!(
+            read_frame(&mut big, 100).await,
+            Err(FrameError::TooLarge { .. })
+        ));
+        let mut neg: &[u8] = &[0xff, 0xff, 0xff, 0xff];
+        assert!(matches!(
+            read_frame(&mut neg, 100).await,
+            Err(FrameError::InvalidSize(-1))
+        ));
+        let mut short: &[u8] = &[0, 0, 0, 12, 1, 2];
+        assert!(matches!(
+            read_frame(&mut short, 100).await,
+            Err(FrameError::Truncated)
+        ));
+    }
+}
