@@ -1,0 +1,206 @@
+//! Computes a `KafkaClusterStatus` from what the reconciler observed (pods, the cluster's own
+//! view through the admin protocol) and what it wants (node list, pod template hashes). Pure:
+//! the reconciler only gathers the inputs and writes the result.
+
+use std::collections::BTreeMap;
+
+use super::build::{bootstrap_address, pod_name};
+use super::validate::ValidatedCluster;
+use crate::admin::ClusterInfo;
+use crate::crd::cluster::{KafkaClusterStatus, NodeState, NodeStatus, OperationKind, OperationStatus};
+use crate::crd::common::{find_condition, finalize_conditions, Condition};
+
+/// One pod as observed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PodObservation {
+    pub ready: bool,
+    /// The pod's `kafka.tributary.dev/config-hash` annotation.
+    pub hash: Option<String>,
+}
+
+/// Everything the status is computed from.
+#[derive(Debug, Clone)]
+pub struct Observed {
+    /// Pods of the cluster by name.
+    pub pods: BTreeMap<String, PodObservation>,
+    /// Desired pod hash per pool role suffix.
+    pub desired_hashes: BTreeMap<String, String>,
+    /// The cluster's own view, or why it could not be asked.
+    pub cluster: Result<ClusterInfo, String>,
+}
+
+/// Computes the new status. `previous` keeps condition transition times; `now` is RFC 3339.
+pub fn compute_status(
+    vc: &ValidatedCluster,
+    observed: &Observed,
+    previous: &KafkaClusterStatus,
+    generation: Option<i64>,
+    now: &str,
+) -> KafkaClusterStatus {
+    let nodes = node_statuses(vc, observed);
+    let total = nodes.len() as i32;
+    let ready = nodes.iter().filter(|n| n.ready).count() as i32;
+    let registered = nodes.iter().filter(|n| n.ready && n.registered).count() as i32;
+    let outdated: Vec<String> = nodes.iter().filter(|n| !n.up_to_date).map(|n| n.pod.clone()).collect();
+    let all_ready = total > 0 && registered == total;
+    let was_ready = find_condition(&previous.conditions, "Ready").is_some_and(Condition::is_true);
+    let extra_pods = observed.pods.keys().filter(|p| !nodes.iter().any(|n| &n.pod == *p)).count();
+
+    let operation = if all_ready && extra_pods == 0 {
+        OperationStatus::default()
+    } else {
+        let kind = if !was_ready && previous.operation.kind != OperationKind::Scaling && extra_pods == 0 {
+            OperationKind::Creating
+        } else {
+            OperationKind::Scaling
+        };
+        OperationStatus {
+            kind,
+            message: format!("{registered} of {total} nodes ready and registered"),
+            done: registered,
+            total,
+        }
+    };
+    let ready_message = match &observed.cluster {
+        Ok(_) => format!("{registered} of {total} nodes ready and registered"),
+        Err(e) => format!("{ready} of {total} pods ready; cluster not reachable: {e}"),
+    };
+    let mut conditions = vec![Condition::new(
+        "Ready",
+        all_ready,
+        if all_ready { "AllNodesReady" } else { "NodesNotReady" },
+        ready_message,
+    )];
+    conditions.push(if operation.kind != OperationKind::None {
+        Condition::new("Progressing", true, "Reconciling", operation.message.clone())
+    } else if !outdated.is_empty() {
+        Condition::new(
+            "Progressing",
+            false,
+            "RestartRequired",
+            format!(
+                "{} pods run an outdated configuration ({}); automatic rolling restart is not implemented yet: delete them one at a time",
+                outdated.len(),
+                outdated.join(", ")
+            ),
+        )
+    } else {
+        Condition::new("Progressing", false, "UpToDate", "cluster matches its spec")
+    });
+    let degraded = was_ready && !all_ready;
+    conditions.push(Condition::new(
+        "Degraded",
+        degraded,
+        if degraded { "NodesNotReady" } else { "AsExpected" },
+        if degraded { "a node that was ready is not" } else { "" },
+    ));
+    KafkaClusterStatus {
+        conditions: finalize_conditions(conditions, &previous.conditions, generation, now),
+        observed_generation: generation,
+        nodes,
+        controller_leader: observed.cluster.as_ref().ok().and_then(|c| c.controller_id),
+        operation,
+        bootstrap: Some(bootstrap_address(vc)),
+        outdated_pods: outdated,
+    }
+}
+
+fn node_statuses(vc: &ValidatedCluster, observed: &Observed) -> Vec<NodeStatus> {
+    let mut out = Vec::new();
+    for pool in &vc.pools {
+        let desired = observed.desired_hashes.get(pool.role.suffix());
+        for ordinal in 0..pool.replicas {
+            let pod = pod_name(vc, pool, ordinal);
+            let node_id = pool.role.node_id(ordinal);
+            let obs = observed.pods.get(&pod);
+            let ready = obs.is_some_and(|p| p.ready);
+            let registered = match &observed.cluster {
+                // Metadata lists brokers only; a controller-only node counts as registered when
+                // it is ready and the cluster answers.
+                Ok(info) if pool.role.is_broker() => info.broker_ids.contains(&node_id),
+                Ok(_) => ready,
+                Err(_) => false,
+            };
+            let up_to_date = obs.is_none_or(|p| p.hash.as_ref() == desired);
+            out.push(NodeStatus {
+                pod,
+                node_id,
+                roles: pool.role.process_roles().to_owned(),
+                state: if ready { NodeState::Active } else { NodeState::Pending },
+                ready,
+                registered,
+                up_to_date,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::fixtures::cluster;
+    use crate::cluster::validate::validate;
+
+    fn observed(ready: &[&str], brokers: &[i32], hash: &str) -> Observed {
+        Observed {
+            pods: ready
+                .iter()
+                .map(|p| (p.to_string(), PodObservation { ready: true, hash: Some(hash.to_owned()) }))
+                .collect(),
+            desired_hashes: [("controller", "h1"), ("broker", "h1")]
+                .into_iter()
+                .map(|(a, b)| (a.to_owned(), b.to_owned()))
+                .collect(),
+            cluster: Ok(ClusterInfo { broker_ids: brokers.to_vec(), controller_id: Some(1) }),
+        }
+    }
+
+    const ALL: [&str; 6] = ["demo-controller-0", "demo-controller-1", "demo-controller-2", "demo-broker-0", "demo-broker-1", "demo-broker-2"];
+
+    #[test]
+    fn ready_only_when_every_pod_is_ready_and_every_broker_registered() {
+        let vc = validate(&cluster("basic.yaml")).expect("valid");
+        let s = compute_status(&vc, &observed(&ALL, &[100, 101], "h1"), &Default::default(), Some(3), "t");
+        let ready = find_condition(&s.conditions, "Ready").expect("ready");
+        assert!(!ready.is_true());
+        assert_eq!(s.operation.kind, OperationKind::Creating);
+        assert_eq!((s.operation.done, s.operation.total), (5, 6));
+        assert!(!s.nodes.iter().find(|n| n.node_id == 102).expect("node").registered);
+
+        let s2 = compute_status(&vc, &observed(&ALL, &[100, 101, 102], "h1"), &s, Some(3), "t2");
+        let ready = find_condition(&s2.conditions, "Ready").expect("ready");
+        assert!(ready.is_true());
+        assert_eq!(ready.observed_generation, Some(3));
+        assert_eq!(s2.operation.kind, OperationKind::None);
+        assert_eq!(s2.controller_leader, Some(1));
+        assert_eq!(s2.bootstrap.as_deref(), Some("demo-bootstrap.kafka.svc:9092"));
+
+        // a broker pod goes away after the cluster was ready: Degraded
+        let s3 = compute_status(&vc, &observed(&ALL[..5], &[100, 101], "h1"), &s2, Some(3), "t3");
+        assert!(find_condition(&s3.conditions, "Degraded").expect("degraded").is_true());
+        assert_eq!(s3.operation.kind, OperationKind::Scaling);
+    }
+
+    #[test]
+    fn pods_with_an_old_hash_are_listed_as_outdated() {
+        let vc = validate(&cluster("basic.yaml")).expect("valid");
+        let mut obs = observed(&ALL, &[100, 101, 102], "h1");
+        obs.pods.get_mut("demo-broker-1").expect("pod").hash = Some("old".into());
+        let s = compute_status(&vc, &obs, &Default::default(), Some(1), "t");
+        assert_eq!(s.outdated_pods, vec!["demo-broker-1".to_owned()]);
+        let p = find_condition(&s.conditions, "Progressing").expect("progressing");
+        assert_eq!(p.reason, "RestartRequired");
+    }
+
+    #[test]
+    fn unreachable_cluster_is_not_ready_and_says_why() {
+        let vc = validate(&cluster("basic.yaml")).expect("valid");
+        let mut obs = observed(&ALL, &[], "h1");
+        obs.cluster = Err("connection refused".into());
+        let s = compute_status(&vc, &obs, &Default::default(), Some(1), "t");
+        let ready = find_condition(&s.conditions, "Ready").expect("ready");
+        assert!(!ready.is_true());
+        assert!(ready.message.contains("connection refused"), "{}", ready.message);
+    }
+}
