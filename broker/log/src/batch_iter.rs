@@ -238,7 +238,7 @@ mod tests {
             let mut it = BatchIter::new(&buf);
             let mut seen = 0usize;
             let mut steps = 0;
-            while let Some(item) = it.next() {
+            for item in it.by_ref() {
                 steps += 1;
                 assert!(steps <= buf.len(), "no progress");
                 if let Ok((h, bytes)) = item {

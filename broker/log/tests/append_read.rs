@@ -1,5 +1,7 @@
 //! Appends (leader and follower), validation and reads through the public `Log` API.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap (CONVENTIONS 8)
+
 mod common;
 
 use std::time::Duration;
@@ -156,7 +158,7 @@ fn index_lookups_find_every_offset_after_many_batches() {
     let index = partition_dir(dir.path()).join(format!("{:020}.index", 0));
     let len = std::fs::metadata(index).unwrap().len();
     assert!(
-        len > 8 * 50 && len % 8 == 0,
+        len > 8 * 50 && len.is_multiple_of(8),
         "sparse index has entries: {len}"
     );
 }

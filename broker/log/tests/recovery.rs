@@ -1,5 +1,7 @@
 //! Reopening a log: clean restarts, torn tails, corrupt bytes and damaged index files.
 
+#![allow(clippy::unwrap_used)] // tests may unwrap (CONVENTIONS 8)
+
 mod common;
 
 use std::fs::{self, OpenOptions};
@@ -161,7 +163,7 @@ fn missing_or_corrupt_index_files_are_rebuilt() {
     // The rebuilt time index lacks only the final entry that closing the segment added.
     let rebuilt = fs::metadata(&time_index).unwrap().len();
     assert!(
-        rebuilt % 12 == 0 && rebuilt >= time_len - 12,
+        rebuilt.is_multiple_of(12) && rebuilt >= time_len - 12,
         "{rebuilt} vs {time_len}"
     );
     assert_eq!(all_offsets(&log, 0), (0..60).collect::<Vec<_>>());
