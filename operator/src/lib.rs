@@ -5,6 +5,9 @@
 //! The crate deliberately keeps all decisions in pure functions (`cluster::validate`,
 //! `cluster::build`, `cluster::status`, `topic::plan`) and keeps I/O in thin reconcile layers.
 
-pub mod cluster;
-pub mod crd;
 pub mod admin;
+pub mod cluster;
+pub mod context;
+pub mod crd;
+pub mod error;
+pub mod runtime;

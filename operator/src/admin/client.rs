@@ -12,7 +12,9 @@ use futures::FutureExt;
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
-use kafka_protocol::messages::incremental_alter_configs_request::{AlterConfigsResource, AlterableConfig};
+use kafka_protocol::messages::incremental_alter_configs_request::{
+    AlterConfigsResource, AlterableConfig,
+};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
     ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
@@ -38,8 +40,14 @@ const RESOURCE_TYPE_TOPIC: i8 = 2;
 /// Versions this client can speak, per API: (name, key, min, max).
 const METADATA: (&str, i16, i16, i16) = ("Metadata", MetadataRequest::KEY, 1, 12);
 const CREATE_TOPICS: (&str, i16, i16, i16) = ("CreateTopics", CreateTopicsRequest::KEY, 2, 7);
-const CREATE_PARTITIONS: (&str, i16, i16, i16) = ("CreatePartitions", CreatePartitionsRequest::KEY, 0, 3);
-const ALTER_CONFIGS: (&str, i16, i16, i16) = ("IncrementalAlterConfigs", IncrementalAlterConfigsRequest::KEY, 0, 1);
+const CREATE_PARTITIONS: (&str, i16, i16, i16) =
+    ("CreatePartitions", CreatePartitionsRequest::KEY, 0, 3);
+const ALTER_CONFIGS: (&str, i16, i16, i16) = (
+    "IncrementalAlterConfigs",
+    IncrementalAlterConfigsRequest::KEY,
+    0,
+    1,
+);
 const DELETE_TOPICS: (&str, i16, i16, i16) = ("DeleteTopics", DeleteTopicsRequest::KEY, 1, 6);
 
 struct Conn {
@@ -60,7 +68,10 @@ pub struct KafkaAdminClient {
 pub struct TcpAdminConnector;
 
 impl AdminConnector for TcpAdminConnector {
-    fn connect<'a>(&'a self, bootstrap: &'a str) -> BoxFuture<'a, Result<Box<dyn KafkaAdmin>, AdminError>> {
+    fn connect<'a>(
+        &'a self,
+        bootstrap: &'a str,
+    ) -> BoxFuture<'a, Result<Box<dyn KafkaAdmin>, AdminError>> {
         async move {
             let client = KafkaAdminClient::connect(bootstrap).await?;
             Ok(Box::new(client) as Box<dyn KafkaAdmin>)
@@ -74,11 +85,20 @@ impl KafkaAdminClient {
     pub async fn connect(addr: &str) -> Result<Self, AdminError> {
         let stream = tokio::time::timeout(REQUEST_TIMEOUT, TcpStream::connect(addr))
             .await
-            .map_err(|_| AdminError::Timeout { addr: addr.to_owned(), api: "connect" })?
-            .map_err(|source| AdminError::Connect { addr: addr.to_owned(), source })?;
+            .map_err(|_| AdminError::Timeout {
+                addr: addr.to_owned(),
+                api: "connect",
+            })?
+            .map_err(|source| AdminError::Connect {
+                addr: addr.to_owned(),
+                source,
+            })?;
         let mut client = KafkaAdminClient {
             addr: addr.to_owned(),
-            conn: Mutex::new(Conn { stream, next_correlation_id: 1 }),
+            conn: Mutex::new(Conn {
+                stream,
+                next_correlation_id: 1,
+            }),
             versions: HashMap::new(),
         };
         let req = ApiVersionsRequest::default()
@@ -99,7 +119,11 @@ impl KafkaAdminClient {
     /// The highest version both sides support.
     fn version(&self, api: (&'static str, i16, i16, i16)) -> Result<i16, AdminError> {
         let (name, key, min, max) = api;
-        let unsupported = || AdminError::Unsupported { api: name, min, max };
+        let unsupported = || AdminError::Unsupported {
+            api: name,
+            min,
+            max,
+        };
         let (bmin, bmax) = *self.versions.get(&key).ok_or_else(unsupported)?;
         let v = max.min(bmax);
         if v < min.max(bmin) {
@@ -108,15 +132,35 @@ impl KafkaAdminClient {
         Ok(v)
     }
 
-    async fn round_trip<R: Request>(&self, api: &'static str, req: &R, version: i16) -> Result<R::Response, AdminError> {
+    async fn round_trip<R: Request>(
+        &self,
+        api: &'static str,
+        req: &R,
+        version: i16,
+    ) -> Result<R::Response, AdminError> {
         tokio::time::timeout(REQUEST_TIMEOUT, self.round_trip_inner(api, req, version))
             .await
-            .map_err(|_| AdminError::Timeout { addr: self.addr.clone(), api })?
+            .map_err(|_| AdminError::Timeout {
+                addr: self.addr.clone(),
+                api,
+            })?
     }
 
-    async fn round_trip_inner<R: Request>(&self, api: &'static str, req: &R, version: i16) -> Result<R::Response, AdminError> {
-        let codec = |e: anyhow::Error| AdminError::Codec { api, message: e.to_string() };
-        let io = |source| AdminError::Io { addr: self.addr.clone(), api, source };
+    async fn round_trip_inner<R: Request>(
+        &self,
+        api: &'static str,
+        req: &R,
+        version: i16,
+    ) -> Result<R::Response, AdminError> {
+        let codec = |e: anyhow::Error| AdminError::Codec {
+            api,
+            message: e.to_string(),
+        };
+        let io = |source| AdminError::Io {
+            addr: self.addr.clone(),
+            api,
+            source,
+        };
         let mut conn = self.conn.lock().await;
         let correlation_id = conn.next_correlation_id;
         conn.next_correlation_id = correlation_id.wrapping_add(1);
@@ -127,24 +171,33 @@ impl KafkaAdminClient {
             .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)));
         let mut buf = BytesMut::new();
         buf.put_i32(0);
-        header.encode(&mut buf, R::header_version(version)).map_err(codec)?;
+        header
+            .encode(&mut buf, R::header_version(version))
+            .map_err(codec)?;
         req.encode(&mut buf, version).map_err(codec)?;
         let len = i32::try_from(buf.len() - 4).map_err(|e| codec(e.into()))?;
         buf[..4].copy_from_slice(&len.to_be_bytes());
         conn.stream.write_all(&buf).await.map_err(io)?;
         let len = conn.stream.read_i32().await.map_err(io)?;
-        let len = usize::try_from(len).ok().filter(|l| *l <= MAX_RESPONSE_BYTES).ok_or_else(|| {
-            AdminError::Codec { api, message: format!("response length {len} out of range") }
-        })?;
+        let len = usize::try_from(len)
+            .ok()
+            .filter(|l| *l <= MAX_RESPONSE_BYTES)
+            .ok_or_else(|| AdminError::Codec {
+                api,
+                message: format!("response length {len} out of range"),
+            })?;
         let mut body = vec![0u8; len];
         conn.stream.read_exact(&mut body).await.map_err(io)?;
         let mut body = Bytes::from(body);
-        let resp_header =
-            ResponseHeader::decode(&mut body, R::Response::header_version(version)).map_err(codec)?;
+        let resp_header = ResponseHeader::decode(&mut body, R::Response::header_version(version))
+            .map_err(codec)?;
         if resp_header.correlation_id != correlation_id {
             return Err(AdminError::Codec {
                 api,
-                message: format!("correlation id {} != {correlation_id}", resp_header.correlation_id),
+                message: format!(
+                    "correlation id {} != {correlation_id}",
+                    resp_header.correlation_id
+                ),
             });
         }
         let resp = R::Response::decode(&mut body, version).map_err(codec)?;
@@ -154,7 +207,10 @@ impl KafkaAdminClient {
         Ok(resp)
     }
 
-    async fn metadata(&self, topics: Option<Vec<String>>) -> Result<kafka_protocol::messages::MetadataResponse, AdminError> {
+    async fn metadata(
+        &self,
+        topics: Option<Vec<String>>,
+    ) -> Result<kafka_protocol::messages::MetadataResponse, AdminError> {
         let v = self.version(METADATA)?;
         let topics = topics.map(|names| {
             names
@@ -162,7 +218,9 @@ impl KafkaAdminClient {
                 .map(|n| MetadataRequestTopic::default().with_name(Some(topic_name(&n))))
                 .collect()
         });
-        let req = MetadataRequest::default().with_topics(topics).with_allow_auto_topic_creation(false);
+        let req = MetadataRequest::default()
+            .with_topics(topics)
+            .with_allow_auto_topic_creation(false);
         self.round_trip(METADATA.0, &req, v).await
     }
 }
@@ -171,7 +229,12 @@ fn topic_name(name: &str) -> TopicName {
     TopicName(StrBytes::from_string(name.to_owned()))
 }
 
-fn kafka_error(api: &'static str, resource: &str, code: i16, message: Option<&StrBytes>) -> AdminError {
+fn kafka_error(
+    api: &'static str,
+    resource: &str,
+    code: i16,
+    message: Option<&StrBytes>,
+) -> AdminError {
     AdminError::Kafka {
         api,
         resource: resource.to_owned(),
@@ -194,10 +257,17 @@ impl KafkaAdmin for KafkaAdminClient {
         .boxed()
     }
 
-    fn describe_topic<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<TopicInfo>, AdminError>> {
+    fn describe_topic<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<TopicInfo>, AdminError>> {
         async move {
             let resp = self.metadata(Some(vec![name.to_owned()])).await?;
-            let Some(t) = resp.topics.into_iter().find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == name)) else {
+            let Some(t) = resp
+                .topics
+                .into_iter()
+                .find(|t| t.name.as_ref().is_some_and(|n| n.0.as_str() == name))
+            else {
                 return Ok(None);
             };
             match t.error_code {
@@ -220,7 +290,10 @@ impl KafkaAdmin for KafkaAdminClient {
         .boxed()
     }
 
-    fn create_topic<'a>(&'a self, topic: &'a NewTopic) -> BoxFuture<'a, Result<Option<String>, AdminError>> {
+    fn create_topic<'a>(
+        &'a self,
+        topic: &'a NewTopic,
+    ) -> BoxFuture<'a, Result<Option<String>, AdminError>> {
         async move {
             let v = self.version(CREATE_TOPICS)?;
             let configs = topic
@@ -241,32 +314,58 @@ impl KafkaAdmin for KafkaAdminClient {
                 .with_topics(vec![t])
                 .with_timeout_ms(REQUEST_TIMEOUT.as_millis() as i32);
             let resp = self.round_trip(CREATE_TOPICS.0, &req, v).await?;
-            let r = resp.topics.first().ok_or_else(|| missing(CREATE_TOPICS.0, &topic.name))?;
+            let r = resp
+                .topics
+                .first()
+                .ok_or_else(|| missing(CREATE_TOPICS.0, &topic.name))?;
             if r.error_code != 0 {
-                return Err(kafka_error(CREATE_TOPICS.0, &topic.name, r.error_code, r.error_message.as_ref()));
+                return Err(kafka_error(
+                    CREATE_TOPICS.0,
+                    &topic.name,
+                    r.error_code,
+                    r.error_message.as_ref(),
+                ));
             }
             Ok((!r.topic_id.is_nil()).then(|| r.topic_id.to_string()))
         }
         .boxed()
     }
 
-    fn create_partitions<'a>(&'a self, name: &'a str, total: i32) -> BoxFuture<'a, Result<(), AdminError>> {
+    fn create_partitions<'a>(
+        &'a self,
+        name: &'a str,
+        total: i32,
+    ) -> BoxFuture<'a, Result<(), AdminError>> {
         async move {
             let v = self.version(CREATE_PARTITIONS)?;
             let req = CreatePartitionsRequest::default()
-                .with_topics(vec![CreatePartitionsTopic::default().with_name(topic_name(name)).with_count(total)])
+                .with_topics(vec![CreatePartitionsTopic::default()
+                    .with_name(topic_name(name))
+                    .with_count(total)])
                 .with_timeout_ms(REQUEST_TIMEOUT.as_millis() as i32);
             let resp = self.round_trip(CREATE_PARTITIONS.0, &req, v).await?;
-            let r = resp.results.first().ok_or_else(|| missing(CREATE_PARTITIONS.0, name))?;
+            let r = resp
+                .results
+                .first()
+                .ok_or_else(|| missing(CREATE_PARTITIONS.0, name))?;
             if r.error_code != 0 {
-                return Err(kafka_error(CREATE_PARTITIONS.0, name, r.error_code, r.error_message.as_ref()));
+                return Err(kafka_error(
+                    CREATE_PARTITIONS.0,
+                    name,
+                    r.error_code,
+                    r.error_message.as_ref(),
+                ));
             }
             Ok(())
         }
         .boxed()
     }
 
-    fn alter_topic_config<'a>(&'a self, name: &'a str, changes: &'a [ConfigChange]) -> BoxFuture<'a, Result<(), AdminError>> {
+    fn alter_topic_config<'a>(
+        &'a self,
+        name: &'a str,
+        changes: &'a [ConfigChange],
+    ) -> BoxFuture<'a, Result<(), AdminError>> {
         async move {
             let v = self.version(ALTER_CONFIGS)?;
             let configs = changes
@@ -281,14 +380,24 @@ impl KafkaAdmin for KafkaAdminClient {
                         .with_config_operation(1),
                 })
                 .collect();
-            let req = IncrementalAlterConfigsRequest::default().with_resources(vec![AlterConfigsResource::default()
-                .with_resource_type(RESOURCE_TYPE_TOPIC)
-                .with_resource_name(StrBytes::from_string(name.to_owned()))
-                .with_configs(configs)]);
+            let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
+                AlterConfigsResource::default()
+                    .with_resource_type(RESOURCE_TYPE_TOPIC)
+                    .with_resource_name(StrBytes::from_string(name.to_owned()))
+                    .with_configs(configs),
+            ]);
             let resp = self.round_trip(ALTER_CONFIGS.0, &req, v).await?;
-            let r = resp.responses.first().ok_or_else(|| missing(ALTER_CONFIGS.0, name))?;
+            let r = resp
+                .responses
+                .first()
+                .ok_or_else(|| missing(ALTER_CONFIGS.0, name))?;
             if r.error_code != 0 {
-                return Err(kafka_error(ALTER_CONFIGS.0, name, r.error_code, r.error_message.as_ref()));
+                return Err(kafka_error(
+                    ALTER_CONFIGS.0,
+                    name,
+                    r.error_code,
+                    r.error_message.as_ref(),
+                ));
             }
             Ok(())
         }
@@ -298,17 +407,28 @@ impl KafkaAdmin for KafkaAdminClient {
     fn delete_topic<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), AdminError>> {
         async move {
             let v = self.version(DELETE_TOPICS)?;
-            let mut req = DeleteTopicsRequest::default().with_timeout_ms(REQUEST_TIMEOUT.as_millis() as i32);
+            let mut req =
+                DeleteTopicsRequest::default().with_timeout_ms(REQUEST_TIMEOUT.as_millis() as i32);
             if v >= 6 {
-                req = req.with_topics(vec![DeleteTopicState::default().with_name(Some(topic_name(name)))]);
+                req = req.with_topics(vec![
+                    DeleteTopicState::default().with_name(Some(topic_name(name)))
+                ]);
             } else {
                 req = req.with_topic_names(vec![topic_name(name)]);
             }
             let resp = self.round_trip(DELETE_TOPICS.0, &req, v).await?;
-            let r = resp.responses.first().ok_or_else(|| missing(DELETE_TOPICS.0, name))?;
+            let r = resp
+                .responses
+                .first()
+                .ok_or_else(|| missing(DELETE_TOPICS.0, name))?;
             match r.error_code {
                 0 | codes::UNKNOWN_TOPIC_OR_PARTITION => Ok(()),
-                code => Err(kafka_error(DELETE_TOPICS.0, name, code, r.error_message.as_ref())),
+                code => Err(kafka_error(
+                    DELETE_TOPICS.0,
+                    name,
+                    code,
+                    r.error_message.as_ref(),
+                )),
             }
         }
         .boxed()
@@ -316,5 +436,8 @@ impl KafkaAdmin for KafkaAdminClient {
 }
 
 fn missing(api: &'static str, resource: &str) -> AdminError {
-    AdminError::Codec { api, message: format!("response has no result for {resource:?}") }
+    AdminError::Codec {
+        api,
+        message: format!("response has no result for {resource:?}"),
+    }
 }

@@ -9,7 +9,9 @@ use std::sync::{Arc, Mutex};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 
-use super::{codes, AdminConnector, AdminError, ClusterInfo, ConfigChange, KafkaAdmin, NewTopic, TopicInfo};
+use super::{
+    codes, AdminConnector, AdminError, ClusterInfo, ConfigChange, KafkaAdmin, NewTopic, TopicInfo,
+};
 
 /// A topic held by the fake.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -56,7 +58,11 @@ impl FakeAdmin {
         self.state.lock().expect("fake admin state lock poisoned")
     }
 
-    fn call<T>(&self, what: String, f: impl FnOnce(&mut FakeState) -> Result<T, AdminError>) -> BoxFuture<'_, Result<T, AdminError>>
+    fn call<T>(
+        &self,
+        what: String,
+        f: impl FnOnce(&mut FakeState) -> Result<T, AdminError>,
+    ) -> BoxFuture<'_, Result<T, AdminError>>
     where
         T: Send + 'static,
     {
@@ -70,17 +76,28 @@ impl FakeAdmin {
 }
 
 fn err(api: &'static str, name: &str, code: i16, message: &str) -> AdminError {
-    AdminError::Kafka { api, resource: name.to_owned(), code, message: Some(message.to_owned()) }
+    AdminError::Kafka {
+        api,
+        resource: name.to_owned(),
+        code,
+        message: Some(message.to_owned()),
+    }
 }
 
 impl KafkaAdmin for FakeAdmin {
     fn describe_cluster(&self) -> BoxFuture<'_, Result<ClusterInfo, AdminError>> {
         self.call("describe_cluster".into(), |s| {
-            Ok(ClusterInfo { broker_ids: s.brokers.clone(), controller_id: s.controller })
+            Ok(ClusterInfo {
+                broker_ids: s.brokers.clone(),
+                controller_id: s.controller,
+            })
         })
     }
 
-    fn describe_topic<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<TopicInfo>, AdminError>> {
+    fn describe_topic<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<TopicInfo>, AdminError>> {
         self.call(format!("describe_topic {name}"), |s| {
             Ok(s.topics.get(name).map(|t| TopicInfo {
                 name: name.to_owned(),
@@ -91,13 +108,26 @@ impl KafkaAdmin for FakeAdmin {
         })
     }
 
-    fn create_topic<'a>(&'a self, topic: &'a NewTopic) -> BoxFuture<'a, Result<Option<String>, AdminError>> {
+    fn create_topic<'a>(
+        &'a self,
+        topic: &'a NewTopic,
+    ) -> BoxFuture<'a, Result<Option<String>, AdminError>> {
         self.call(format!("create_topic {}", topic.name), |s| {
             if s.topics.contains_key(&topic.name) {
-                return Err(err("CreateTopics", &topic.name, codes::TOPIC_ALREADY_EXISTS, "exists"));
+                return Err(err(
+                    "CreateTopics",
+                    &topic.name,
+                    codes::TOPIC_ALREADY_EXISTS,
+                    "exists",
+                ));
             }
             if i32::from(topic.replication_factor) > s.brokers.len() as i32 {
-                return Err(err("CreateTopics", &topic.name, codes::INVALID_REPLICATION_FACTOR, "not enough brokers"));
+                return Err(err(
+                    "CreateTopics",
+                    &topic.name,
+                    codes::INVALID_REPLICATION_FACTOR,
+                    "not enough brokers",
+                ));
             }
             s.next_id += 1;
             let id = format!("00000000-0000-4000-8000-{:012}", s.next_id);
@@ -114,24 +144,58 @@ impl KafkaAdmin for FakeAdmin {
         })
     }
 
-    fn create_partitions<'a>(&'a self, name: &'a str, total: i32) -> BoxFuture<'a, Result<(), AdminError>> {
+    fn create_partitions<'a>(
+        &'a self,
+        name: &'a str,
+        total: i32,
+    ) -> BoxFuture<'a, Result<(), AdminError>> {
         self.call(format!("create_partitions {name} {total}"), |s| {
-            let t = s.topics.get_mut(name).ok_or_else(|| err("CreatePartitions", name, codes::UNKNOWN_TOPIC_OR_PARTITION, "unknown"))?;
+            let t = s.topics.get_mut(name).ok_or_else(|| {
+                err(
+                    "CreatePartitions",
+                    name,
+                    codes::UNKNOWN_TOPIC_OR_PARTITION,
+                    "unknown",
+                )
+            })?;
             if total <= t.partitions {
-                return Err(err("CreatePartitions", name, codes::INVALID_PARTITIONS, "must increase"));
+                return Err(err(
+                    "CreatePartitions",
+                    name,
+                    codes::INVALID_PARTITIONS,
+                    "must increase",
+                ));
             }
             t.partitions = total;
             Ok(())
         })
     }
 
-    fn alter_topic_config<'a>(&'a self, name: &'a str, changes: &'a [ConfigChange]) -> BoxFuture<'a, Result<(), AdminError>> {
+    fn alter_topic_config<'a>(
+        &'a self,
+        name: &'a str,
+        changes: &'a [ConfigChange],
+    ) -> BoxFuture<'a, Result<(), AdminError>> {
         self.call(format!("alter_topic_config {name} {changes:?}"), |s| {
-            let t = s.topics.get_mut(name).ok_or_else(|| err("IncrementalAlterConfigs", name, codes::UNKNOWN_TOPIC_OR_PARTITION, "unknown"))?;
+            let t = s.topics.get_mut(name).ok_or_else(|| {
+                err(
+                    "IncrementalAlterConfigs",
+                    name,
+                    codes::UNKNOWN_TOPIC_OR_PARTITION,
+                    "unknown",
+                )
+            })?;
             for c in changes {
                 match c {
-                    ConfigChange::Set { name: k, value } if k.ends_with(".ms") && value.parse::<i64>().is_err() => {
-                        return Err(err("IncrementalAlterConfigs", name, codes::INVALID_CONFIG, "not a number"));
+                    ConfigChange::Set { name: k, value }
+                        if k.ends_with(".ms") && value.parse::<i64>().is_err() =>
+                    {
+                        return Err(err(
+                            "IncrementalAlterConfigs",
+                            name,
+                            codes::INVALID_CONFIG,
+                            "not a number",
+                        ));
                     }
                     ConfigChange::Set { name: k, value } => {
                         t.config.insert(k.clone(), value.clone());
@@ -154,12 +218,18 @@ impl KafkaAdmin for FakeAdmin {
 }
 
 impl AdminConnector for FakeAdmin {
-    fn connect<'a>(&'a self, bootstrap: &'a str) -> BoxFuture<'a, Result<Box<dyn KafkaAdmin>, AdminError>> {
+    fn connect<'a>(
+        &'a self,
+        bootstrap: &'a str,
+    ) -> BoxFuture<'a, Result<Box<dyn KafkaAdmin>, AdminError>> {
         let unreachable = self.lock().unreachable;
         let result = if unreachable {
             Err(AdminError::Connect {
                 addr: bootstrap.to_owned(),
-                source: std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "fake cluster unreachable"),
+                source: std::io::Error::new(
+                    std::io::ErrorKind::ConnectionRefused,
+                    "fake cluster unreachable",
+                ),
             })
         } else {
             Ok(Box::new(self.clone()) as Box<dyn KafkaAdmin>)

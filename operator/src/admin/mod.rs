@@ -52,7 +52,11 @@ pub enum AdminError {
     #[error("failed to encode or decode {api}: {message}")]
     Codec { api: &'static str, message: String },
     #[error("broker does not support {api} (our versions {min}..={max})")]
-    Unsupported { api: &'static str, min: i16, max: i16 },
+    Unsupported {
+        api: &'static str,
+        min: i16,
+        max: i16,
+    },
     #[error("{api} for {resource:?} failed with Kafka error {code}{}", message.as_deref().map(|m| format!(": {m}")).unwrap_or_default())]
     Kafka {
         api: &'static str,
@@ -132,13 +136,27 @@ pub trait KafkaAdmin: Send + Sync {
     /// Registered brokers and the active controller (Metadata).
     fn describe_cluster(&self) -> BoxFuture<'_, Result<ClusterInfo, AdminError>>;
     /// The topic, or `None` when the cluster does not have it (Metadata).
-    fn describe_topic<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<Option<TopicInfo>, AdminError>>;
+    fn describe_topic<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Option<TopicInfo>, AdminError>>;
     /// Creates the topic; returns its id when the broker reports one (CreateTopics).
-    fn create_topic<'a>(&'a self, topic: &'a NewTopic) -> BoxFuture<'a, Result<Option<String>, AdminError>>;
+    fn create_topic<'a>(
+        &'a self,
+        topic: &'a NewTopic,
+    ) -> BoxFuture<'a, Result<Option<String>, AdminError>>;
     /// Raises the partition count to `total` (CreatePartitions).
-    fn create_partitions<'a>(&'a self, name: &'a str, total: i32) -> BoxFuture<'a, Result<(), AdminError>>;
+    fn create_partitions<'a>(
+        &'a self,
+        name: &'a str,
+        total: i32,
+    ) -> BoxFuture<'a, Result<(), AdminError>>;
     /// Applies config changes to a topic (IncrementalAlterConfigs).
-    fn alter_topic_config<'a>(&'a self, name: &'a str, changes: &'a [ConfigChange]) -> BoxFuture<'a, Result<(), AdminError>>;
+    fn alter_topic_config<'a>(
+        &'a self,
+        name: &'a str,
+        changes: &'a [ConfigChange],
+    ) -> BoxFuture<'a, Result<(), AdminError>>;
     /// Deletes the topic; `Ok` also when it did not exist (DeleteTopics).
     fn delete_topic<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), AdminError>>;
 }
@@ -146,7 +164,10 @@ pub trait KafkaAdmin: Send + Sync {
 /// Opens admin sessions to a cluster by bootstrap address.
 pub trait AdminConnector: Send + Sync {
     /// Connects to `bootstrap` (`host:port`).
-    fn connect<'a>(&'a self, bootstrap: &'a str) -> BoxFuture<'a, Result<Box<dyn KafkaAdmin>, AdminError>>;
+    fn connect<'a>(
+        &'a self,
+        bootstrap: &'a str,
+    ) -> BoxFuture<'a, Result<Box<dyn KafkaAdmin>, AdminError>>;
 }
 
 #[cfg(test)]
@@ -168,7 +189,10 @@ mod tests {
         assert!(!kafka(codes::INVALID_REPLICATION_FACTOR).is_transient());
         assert!(kafka(codes::NOT_CONTROLLER).is_transient());
         assert!(kafka(codes::REQUEST_TIMED_OUT).is_transient());
-        let timeout = AdminError::Timeout { addr: "a:1".into(), api: "Metadata" };
+        let timeout = AdminError::Timeout {
+            addr: "a:1".into(),
+            api: "Metadata",
+        };
         assert!(timeout.is_transient());
         assert_eq!(
             kafka(codes::INVALID_CONFIG).to_string(),

@@ -2,6 +2,7 @@
 //! `status` (observed state → status), all pure; `reconcile` applies them through the API.
 
 pub mod build;
+pub mod reconcile;
 pub mod status;
 pub mod validate;
 

@@ -7,8 +7,10 @@ use std::collections::BTreeMap;
 use super::build::{bootstrap_address, pod_name};
 use super::validate::ValidatedCluster;
 use crate::admin::ClusterInfo;
-use crate::crd::cluster::{KafkaClusterStatus, NodeState, NodeStatus, OperationKind, OperationStatus};
-use crate::crd::common::{find_condition, finalize_conditions, Condition};
+use crate::crd::cluster::{
+    KafkaClusterStatus, NodeState, NodeStatus, OperationKind, OperationStatus,
+};
+use crate::crd::common::{finalize_conditions, find_condition, Condition};
 
 /// One pod as observed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -41,19 +43,28 @@ pub fn compute_status(
     let total = nodes.len() as i32;
     let ready = nodes.iter().filter(|n| n.ready).count() as i32;
     let registered = nodes.iter().filter(|n| n.ready && n.registered).count() as i32;
-    let outdated: Vec<String> = nodes.iter().filter(|n| !n.up_to_date).map(|n| n.pod.clone()).collect();
+    let outdated: Vec<String> = nodes
+        .iter()
+        .filter(|n| !n.up_to_date)
+        .map(|n| n.pod.clone())
+        .collect();
     let all_ready = total > 0 && registered == total;
     let was_ready = find_condition(&previous.conditions, "Ready").is_some_and(Condition::is_true);
-    let extra_pods = observed.pods.keys().filter(|p| !nodes.iter().any(|n| &n.pod == *p)).count();
+    let extra_pods = observed
+        .pods
+        .keys()
+        .filter(|p| !nodes.iter().any(|n| &n.pod == *p))
+        .count();
 
     let operation = if all_ready && extra_pods == 0 {
         OperationStatus::default()
     } else {
-        let kind = if !was_ready && previous.operation.kind != OperationKind::Scaling && extra_pods == 0 {
-            OperationKind::Creating
-        } else {
-            OperationKind::Scaling
-        };
+        let kind =
+            if !was_ready && previous.operation.kind != OperationKind::Scaling && extra_pods == 0 {
+                OperationKind::Creating
+            } else {
+                OperationKind::Scaling
+            };
         OperationStatus {
             kind,
             message: format!("{registered} of {total} nodes ready and registered"),
@@ -68,7 +79,11 @@ pub fn compute_status(
     let mut conditions = vec![Condition::new(
         "Ready",
         all_ready,
-        if all_ready { "AllNodesReady" } else { "NodesNotReady" },
+        if all_ready {
+            "AllNodesReady"
+        } else {
+            "NodesNotReady"
+        },
         ready_message,
     )];
     conditions.push(if operation.kind != OperationKind::None {
@@ -91,8 +106,16 @@ pub fn compute_status(
     conditions.push(Condition::new(
         "Degraded",
         degraded,
-        if degraded { "NodesNotReady" } else { "AsExpected" },
-        if degraded { "a node that was ready is not" } else { "" },
+        if degraded {
+            "NodesNotReady"
+        } else {
+            "AsExpected"
+        },
+        if degraded {
+            "a node that was ready is not"
+        } else {
+            ""
+        },
     ));
     KafkaClusterStatus {
         conditions: finalize_conditions(conditions, &previous.conditions, generation, now),
@@ -126,7 +149,11 @@ fn node_statuses(vc: &ValidatedCluster, observed: &Observed) -> Vec<NodeStatus> 
                 pod,
                 node_id,
                 roles: pool.role.process_roles().to_owned(),
-                state: if ready { NodeState::Active } else { NodeState::Pending },
+                state: if ready {
+                    NodeState::Active
+                } else {
+                    NodeState::Pending
+                },
                 ready,
                 registered,
                 up_to_date,
@@ -146,39 +173,86 @@ mod tests {
         Observed {
             pods: ready
                 .iter()
-                .map(|p| (p.to_string(), PodObservation { ready: true, hash: Some(hash.to_owned()) }))
+                .map(|p| {
+                    (
+                        p.to_string(),
+                        PodObservation {
+                            ready: true,
+                            hash: Some(hash.to_owned()),
+                        },
+                    )
+                })
                 .collect(),
             desired_hashes: [("controller", "h1"), ("broker", "h1")]
                 .into_iter()
                 .map(|(a, b)| (a.to_owned(), b.to_owned()))
                 .collect(),
-            cluster: Ok(ClusterInfo { broker_ids: brokers.to_vec(), controller_id: Some(1) }),
+            cluster: Ok(ClusterInfo {
+                broker_ids: brokers.to_vec(),
+                controller_id: Some(1),
+            }),
         }
     }
 
-    const ALL: [&str; 6] = ["demo-controller-0", "demo-controller-1", "demo-controller-2", "demo-broker-0", "demo-broker-1", "demo-broker-2"];
+    const ALL: [&str; 6] = [
+        "demo-controller-0",
+        "demo-controller-1",
+        "demo-controller-2",
+        "demo-broker-0",
+        "demo-broker-1",
+        "demo-broker-2",
+    ];
 
     #[test]
     fn ready_only_when_every_pod_is_ready_and_every_broker_registered() {
         let vc = validate(&cluster("basic.yaml")).expect("valid");
-        let s = compute_status(&vc, &observed(&ALL, &[100, 101], "h1"), &Default::default(), Some(3), "t");
+        let s = compute_status(
+            &vc,
+            &observed(&ALL, &[100, 101], "h1"),
+            &Default::default(),
+            Some(3),
+            "t",
+        );
         let ready = find_condition(&s.conditions, "Ready").expect("ready");
         assert!(!ready.is_true());
         assert_eq!(s.operation.kind, OperationKind::Creating);
         assert_eq!((s.operation.done, s.operation.total), (5, 6));
-        assert!(!s.nodes.iter().find(|n| n.node_id == 102).expect("node").registered);
+        assert!(
+            !s.nodes
+                .iter()
+                .find(|n| n.node_id == 102)
+                .expect("node")
+                .registered
+        );
 
-        let s2 = compute_status(&vc, &observed(&ALL, &[100, 101, 102], "h1"), &s, Some(3), "t2");
+        let s2 = compute_status(
+            &vc,
+            &observed(&ALL, &[100, 101, 102], "h1"),
+            &s,
+            Some(3),
+            "t2",
+        );
         let ready = find_condition(&s2.conditions, "Ready").expect("ready");
         assert!(ready.is_true());
         assert_eq!(ready.observed_generation, Some(3));
         assert_eq!(s2.operation.kind, OperationKind::None);
         assert_eq!(s2.controller_leader, Some(1));
-        assert_eq!(s2.bootstrap.as_deref(), Some("demo-bootstrap.kafka.svc:9092"));
+        assert_eq!(
+            s2.bootstrap.as_deref(),
+            Some("demo-bootstrap.kafka.svc:9092")
+        );
 
         // a broker pod goes away after the cluster was ready: Degraded
-        let s3 = compute_status(&vc, &observed(&ALL[..5], &[100, 101], "h1"), &s2, Some(3), "t3");
-        assert!(find_condition(&s3.conditions, "Degraded").expect("degraded").is_true());
+        let s3 = compute_status(
+            &vc,
+            &observed(&ALL[..5], &[100, 101], "h1"),
+            &s2,
+            Some(3),
+            "t3",
+        );
+        assert!(find_condition(&s3.conditions, "Degraded")
+            .expect("degraded")
+            .is_true());
         assert_eq!(s3.operation.kind, OperationKind::Scaling);
     }
 
@@ -201,6 +275,10 @@ mod tests {
         let s = compute_status(&vc, &obs, &Default::default(), Some(1), "t");
         let ready = find_condition(&s.conditions, "Ready").expect("ready");
         assert!(!ready.is_true());
-        assert!(ready.message.contains("connection refused"), "{}", ready.message);
+        assert!(
+            ready.message.contains("connection refused"),
+            "{}",
+            ready.message
+        );
     }
 }

@@ -1,0 +1,185 @@
+//! The KafkaCluster reconciler against the in-memory API server and a fake Kafka cluster.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::fake_api::FakeApi;
+use common::{coll, context, fixture};
+use kube::runtime::controller::Action;
+use operator::admin::fake::FakeAdmin;
+use operator::cluster::reconcile::{error_policy, reconcile, REQUEUE_CONVERGING, REQUEUE_READY};
+use operator::crd::cluster::KafkaCluster;
+use serde_json::{json, Value};
+
+const NS: &str = "kafka";
+
+async fn reconcile_once(
+    api: &FakeApi,
+    ctx: &Arc<operator::context::Context>,
+) -> Result<Action, operator::error::Error> {
+    let obj = api
+        .get(&coll(NS, "kafkaclusters"), "demo")
+        .expect("cluster exists");
+    let kc: KafkaCluster = serde_json::from_value(obj).expect("parses");
+    reconcile(Arc::new(kc), ctx.clone()).await
+}
+
+fn condition(api: &FakeApi, type_: &str) -> Value {
+    let kc = api
+        .get(&coll(NS, "kafkaclusters"), "demo")
+        .expect("cluster");
+    kc["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_).cloned())
+        .unwrap_or(Value::Null)
+}
+
+/// Makes a ready pod for every StatefulSet replica, with the template's hash (what the
+/// StatefulSet controller and kubelet would do).
+fn run_pods(api: &FakeApi) {
+    for sts in api.names(&coll(NS, "statefulsets")) {
+        let s = api.get(&coll(NS, "statefulsets"), &sts).expect("sts");
+        let replicas = s["spec"]["replicas"].as_i64().expect("replicas");
+        let meta = &s["spec"]["template"]["metadata"];
+        for i in 0..replicas {
+            api.insert(
+                &coll(NS, "pods"),
+                json!({
+                    "apiVersion": "v1", "kind": "Pod",
+                    "metadata": { "name": format!("{sts}-{i}"), "namespace": NS, "labels": meta["labels"], "annotations": meta["annotations"] },
+                    "status": { "conditions": [{ "type": "Ready", "status": "True" }] }
+                }),
+            );
+        }
+    }
+}
+
+#[tokio::test]
+async fn new_cluster_gets_its_objects_then_becomes_ready() {
+    let (client, api) = FakeApi::start();
+    api.insert(&coll(NS, "kafkaclusters"), fixture("basic.yaml"));
+    let admin = FakeAdmin::with_brokers(&[100, 101, 102]);
+    let ctx = context(client, admin);
+
+    let action = reconcile_once(&api, &ctx).await.expect("reconcile");
+    assert_eq!(action, Action::requeue(REQUEUE_CONVERGING));
+    assert_eq!(
+        api.names(&coll(NS, "statefulsets")),
+        ["demo-broker", "demo-controller"]
+    );
+    assert_eq!(
+        api.names(&coll(NS, "services")),
+        ["demo-bootstrap", "demo-broker", "demo-controller"]
+    );
+    assert_eq!(
+        api.names(&coll(NS, "configmaps")),
+        ["demo-broker-config", "demo-controller-config"]
+    );
+    assert_eq!(
+        api.names(&coll(NS, "poddisruptionbudgets")),
+        ["demo-broker", "demo-controller"]
+    );
+    // every write is a server-side apply by our field manager
+    let applies = api.requests("PATCH /apis/apps/v1/namespaces/kafka/statefulsets/");
+    assert_eq!(applies.len(), 2);
+    let sts = api
+        .get(&coll(NS, "statefulsets"), "demo-broker")
+        .expect("sts");
+    assert_eq!(sts["spec"]["updateStrategy"]["type"], "OnDelete");
+    assert_eq!(
+        sts["metadata"]["ownerReferences"][0]["kind"],
+        "KafkaCluster"
+    );
+    let ready = condition(&api, "Ready");
+    assert_eq!(ready["status"], "False");
+    let kc = api
+        .get(&coll(NS, "kafkaclusters"), "demo")
+        .expect("cluster");
+    assert_eq!(kc["status"]["operation"]["kind"], "Creating");
+
+    run_pods(&api);
+    let action = reconcile_once(&api, &ctx).await.expect("reconcile");
+    assert_eq!(action, Action::requeue(REQUEUE_READY));
+    let ready = condition(&api, "Ready");
+    assert_eq!(ready["status"], "True", "{ready}");
+    assert_eq!(ready["observedGeneration"], 3);
+    let kc = api
+        .get(&coll(NS, "kafkaclusters"), "demo")
+        .expect("cluster");
+    assert_eq!(kc["status"]["operation"]["kind"], "None");
+    assert_eq!(kc["status"]["nodes"].as_array().map(Vec::len), Some(6));
+    assert_eq!(kc["status"]["controllerLeader"], 100);
+    // becoming ready is recorded as an Event
+    let events = api.names(&coll(NS, "events"));
+    assert!(!events.is_empty(), "an Event was recorded");
+}
+
+#[tokio::test]
+async fn deleted_service_comes_back_and_unneeded_objects_go() {
+    let (client, api) = FakeApi::start();
+    api.insert(&coll(NS, "kafkaclusters"), fixture("basic.yaml"));
+    let ctx = context(client, FakeAdmin::with_brokers(&[100, 101, 102]));
+    reconcile_once(&api, &ctx).await.expect("reconcile");
+    api.remove(&coll(NS, "services"), "demo-bootstrap")
+        .expect("was there");
+    // a leftover from an older spec, labelled as ours
+    api.insert(
+        &coll(NS, "configmaps"),
+        json!({ "metadata": { "name": "demo-old-config", "namespace": NS, "labels": { "kafka.tributary.dev/cluster": "demo" } } }),
+    );
+    reconcile_once(&api, &ctx).await.expect("reconcile");
+    assert!(
+        api.get(&coll(NS, "services"), "demo-bootstrap").is_some(),
+        "bootstrap Service restored"
+    );
+    assert!(
+        api.get(&coll(NS, "configmaps"), "demo-old-config")
+            .is_none(),
+        "stale ConfigMap deleted"
+    );
+}
+
+#[tokio::test]
+async fn invalid_spec_is_degraded_with_an_event_and_waits_for_a_change() {
+    let (client, api) = FakeApi::start();
+    let mut kc = fixture("basic.yaml");
+    kc["spec"]["controllers"]["replicas"] = json!(2);
+    api.insert(&coll(NS, "kafkaclusters"), kc);
+    let ctx = context(client, FakeAdmin::default());
+    let err = reconcile_once(&api, &ctx).await.expect_err("invalid spec");
+    assert!(!err.is_transient());
+    let obj: KafkaCluster =
+        serde_json::from_value(api.get(&coll(NS, "kafkaclusters"), "demo").expect("kc"))
+            .expect("kc");
+    assert_eq!(
+        error_policy(Arc::new(obj), &err, ctx.clone()),
+        Action::await_change()
+    );
+    let degraded = condition(&api, "Degraded");
+    assert_eq!(degraded["status"], "True");
+    assert_eq!(degraded["reason"], "InvalidSpec");
+    assert!(
+        degraded["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("controllers.replicas is 2"),
+        "{degraded}"
+    );
+    assert!(
+        api.names(&coll(NS, "statefulsets")).is_empty(),
+        "nothing built from an invalid spec"
+    );
+    let events: Vec<Value> = api
+        .names(&coll(NS, "events"))
+        .iter()
+        .filter_map(|n| api.get(&coll(NS, "events"), n))
+        .collect();
+    assert!(
+        events
+            .iter()
+            .any(|e| e["reason"] == "InvalidSpec" && e["type"] == "Warning"),
+        "{events:?}"
+    );
+    assert!(ctx.metrics.render().contains(r#"kind="invalid_spec"} 1"#));
+}

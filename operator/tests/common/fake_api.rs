@@ -1,0 +1,364 @@
+//! A small in-memory Kubernetes API server behind a `kube::Client` (through `tower-test`'s mock
+//! service), enough for the reconcilers: get, list (label selectors), create, delete (with
+//! finalizers and deletionTimestamp), server-side apply (approximated as a deep merge), merge
+//! patch, JSON patch, and the status subresource. Every request is logged as `VERB path`.
+//! It is not a conformance-grade apiserver: no watches, no field ownership, no validation.
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
+
+use http::{Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use kube::client::Body;
+use kube::Client;
+use serde_json::{json, Value};
+
+/// Handle to the fake server's state.
+#[derive(Clone, Default)]
+pub struct FakeApi {
+    /// Objects by collection path (`/api/v1/namespaces/ns/services`) and name.
+    pub objects: Arc<Mutex<BTreeMap<(String, String), Value>>>,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl FakeApi {
+    /// Starts the server; returns a client talking to it.
+    pub fn start() -> (Client, FakeApi) {
+        let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let api = FakeApi::default();
+        let server = api.clone();
+        tokio::spawn(async move {
+            while let Some((req, send)) = handle.next_request().await {
+                let resp = server.handle(req).await;
+                send.send_response(resp);
+            }
+        });
+        (Client::new(svc, "default"), api)
+    }
+
+    /// Puts an object (as YAML or JSON value) at its collection path.
+    pub fn insert(&self, collection: &str, obj: Value) {
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .expect("object has a name")
+            .to_owned();
+        let obj = stamp_new(obj);
+        self.objects
+            .lock()
+            .expect("lock")
+            .insert((collection.to_owned(), name), obj);
+    }
+
+    /// The object at `collection`/`name`.
+    pub fn get(&self, collection: &str, name: &str) -> Option<Value> {
+        self.objects
+            .lock()
+            .expect("lock")
+            .get(&(collection.to_owned(), name.to_owned()))
+            .cloned()
+    }
+
+    /// Removes an object directly (as if someone ran `kubectl delete`).
+    pub fn remove(&self, collection: &str, name: &str) -> Option<Value> {
+        self.objects
+            .lock()
+            .expect("lock")
+            .remove(&(collection.to_owned(), name.to_owned()))
+    }
+
+    /// Names in a collection.
+    pub fn names(&self, collection: &str) -> Vec<String> {
+        self.objects
+            .lock()
+            .expect("lock")
+            .keys()
+            .filter(|(c, _)| c == collection)
+            .map(|(_, n)| n.clone())
+            .collect()
+    }
+
+    /// Logged requests matching `prefix`.
+    pub fn requests(&self, prefix: &str) -> Vec<String> {
+        self.log
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|l| l.starts_with(prefix))
+            .cloned()
+            .collect()
+    }
+
+    async fn handle(&self, req: Request<Body>) -> Response<Body> {
+        let method = req.method().clone();
+        let path = req.uri().path().to_owned();
+        let query = req.uri().query().unwrap_or("").to_owned();
+        let ctype = req
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_owned();
+        let body = req
+            .into_body()
+            .collect()
+            .await
+            .map(|b| b.to_bytes())
+            .unwrap_or_default();
+        self.log
+            .lock()
+            .expect("lock")
+            .push(format!("{method} {path}"));
+        let body: Value = if body.is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_slice(&body).unwrap_or(Value::Null)
+        };
+        let (collection, name, sub) = split_path(&path);
+        let (code, value) = match (method.as_str(), name) {
+            ("GET", None) => (200, self.list(&collection, &query)),
+            ("GET", Some(n)) => self
+                .get(&collection, &n)
+                .map_or_else(|| not_found(&n), |o| (200, o)),
+            ("POST", _) => self.create(&collection, body),
+            ("PATCH", Some(n)) => self.patch(&collection, &n, sub.as_deref(), &ctype, body),
+            ("DELETE", Some(n)) => self.delete(&collection, &n),
+            _ => (405, status(405, "MethodNotAllowed", "unsupported")),
+        };
+        Response::builder()
+            .status(StatusCode::from_u16(code).expect("valid status"))
+            .header("content-type", "application/json")
+            .body(Body::from(serde_json::to_vec(&value).expect("json")))
+            .expect("response")
+    }
+
+    fn list(&self, collection: &str, query: &str) -> Value {
+        let selector = query
+            .split('&')
+            .find_map(|kv| kv.strip_prefix("labelSelector="))
+            .map(|s| {
+                s.replace("%3D", "=")
+                    .replace("%2F", "/")
+                    .replace("%2C", ",")
+            })
+            .unwrap_or_default();
+        let wanted: Vec<(String, String)> = selector
+            .split(',')
+            .filter_map(|kv| kv.split_once('='))
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+        let items: Vec<Value> = self
+            .objects
+            .lock()
+            .expect("lock")
+            .iter()
+            .filter(|((c, _), o)| {
+                c == collection
+                    && wanted
+                        .iter()
+                        .all(|(k, v)| o["metadata"]["labels"][k] == json!(v))
+            })
+            .map(|(_, o)| o.clone())
+            .collect();
+        json!({ "apiVersion": "v1", "kind": "List", "metadata": { "resourceVersion": "1" }, "items": items })
+    }
+
+    fn create(&self, collection: &str, obj: Value) -> (u16, Value) {
+        let mut obj = obj;
+        if obj["metadata"]["name"].is_null() {
+            let prefix = obj["metadata"]["generateName"]
+                .as_str()
+                .unwrap_or("obj-")
+                .to_owned();
+            let n = self.objects.lock().expect("lock").len();
+            obj["metadata"]["name"] = json!(format!("{prefix}{n}"));
+        }
+        let name = obj["metadata"]["name"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned();
+        if self.get(collection, &name).is_some() {
+            return (409, status(409, "AlreadyExists", &name));
+        }
+        self.insert(collection, obj);
+        (201, self.get(collection, &name).unwrap_or_default())
+    }
+
+    fn patch(
+        &self,
+        collection: &str,
+        name: &str,
+        sub: Option<&str>,
+        ctype: &str,
+        body: Value,
+    ) -> (u16, Value) {
+        let existing = self.get(collection, name);
+        let is_apply = ctype.starts_with("application/apply-patch");
+        let Some(mut obj) = existing.or_else(|| is_apply.then(|| stamp_new(json!({})))) else {
+            return not_found(name);
+        };
+        let before_spec = obj["spec"].clone();
+        match (ctype, sub) {
+            (c, _) if c.starts_with("application/json-patch") => {
+                if let Err(e) = json_patch(&mut obj, &body) {
+                    return (422, status(422, "Invalid", &e));
+                }
+            }
+            (_, Some("status")) => merge(&mut obj["status"], &body["status"]),
+            _ => merge(&mut obj, &body),
+        }
+        if obj["spec"] != before_spec {
+            let g = obj["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
+            obj["metadata"]["generation"] = json!(g);
+        }
+        let finalizers_empty = obj["metadata"]["finalizers"]
+            .as_array()
+            .is_none_or(Vec::is_empty);
+        let key = (collection.to_owned(), name.to_owned());
+        let mut objects = self.objects.lock().expect("lock");
+        if !obj["metadata"]["deletionTimestamp"].is_null() && finalizers_empty {
+            objects.remove(&key);
+        } else {
+            objects.insert(key, obj.clone());
+        }
+        (200, obj)
+    }
+
+    fn delete(&self, collection: &str, name: &str) -> (u16, Value) {
+        let key = (collection.to_owned(), name.to_owned());
+        let mut objects = self.objects.lock().expect("lock");
+        let Some(obj) = objects.get_mut(&key) else {
+            return not_found(name);
+        };
+        if obj["metadata"]["finalizers"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty())
+        {
+            obj["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+            return (200, obj.clone());
+        }
+        let obj = objects.remove(&key).unwrap_or_default();
+        (200, obj)
+    }
+}
+
+fn stamp_new(mut obj: Value) -> Value {
+    let meta = &mut obj["metadata"];
+    if meta["uid"].is_null() {
+        meta["uid"] = json!("00000000-0000-4000-8000-00000000aaaa");
+    }
+    if meta["generation"].is_null() {
+        meta["generation"] = json!(1);
+    }
+    meta["resourceVersion"] = json!("1");
+    obj
+}
+
+/// `(collection, name, subresource)` of an API path.
+fn split_path(path: &str) -> (String, Option<String>, Option<String>) {
+    let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
+    // /api/v1/namespaces/ns/kind[/name[/sub]]  or  /apis/g/v/namespaces/ns/kind[/name[/sub]]
+    let base = if parts.get(1) == Some(&"api") { 6 } else { 7 };
+    let collection = parts[..base.min(parts.len())].join("/");
+    (
+        collection,
+        parts.get(base).map(|s| (*s).to_owned()),
+        parts.get(base + 1).map(|s| (*s).to_owned()),
+    )
+}
+
+fn status(code: u16, reason: &str, message: &str) -> Value {
+    json!({ "kind": "Status", "apiVersion": "v1", "status": "Failure", "code": code, "reason": reason, "message": message, "metadata": {} })
+}
+
+fn not_found(name: &str) -> (u16, Value) {
+    (404, status(404, "NotFound", &format!("{name} not found")))
+}
+
+/// RFC 7386 merge patch (also used to approximate server-side apply).
+fn merge(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = json!({});
+            }
+            let t = target.as_object_mut().expect("object");
+            for (k, v) in p {
+                if v.is_null() {
+                    t.remove(k);
+                } else {
+                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
+
+/// RFC 6902 subset: test, add, remove, replace.
+fn json_patch(obj: &mut Value, ops: &Value) -> Result<(), String> {
+    for op in ops.as_array().ok_or("patch is not a list")? {
+        let path = op["path"].as_str().ok_or("op without path")?;
+        let (parent_path, last) = path.rsplit_once('/').ok_or("bad path")?;
+        let value = op["value"].clone();
+        match op["op"].as_str() {
+            Some("test") => {
+                if obj.pointer(path) != Some(&value) {
+                    return Err(format!("test failed at {path}"));
+                }
+            }
+            Some("add") | Some("replace") => {
+                if parent_path.is_empty() || obj.pointer(parent_path).is_none() {
+                    merge_pointer(obj, parent_path);
+                }
+                let parent = obj.pointer_mut(parent_path).ok_or("no parent")?;
+                match parent {
+                    Value::Array(a) if last == "-" => a.push(value),
+                    Value::Array(a) => {
+                        let i: usize = last.parse().map_err(|_| "bad index")?;
+                        if op["op"] == "add" {
+                            a.insert(i, value)
+                        } else {
+                            a[i] = value
+                        }
+                    }
+                    Value::Object(m) => {
+                        m.insert(last.to_owned(), value);
+                    }
+                    _ => return Err("parent is not a container".into()),
+                }
+            }
+            Some("remove") => {
+                let parent = obj.pointer_mut(parent_path).ok_or("no parent")?;
+                match parent {
+                    Value::Array(a) => {
+                        let i: usize = last.parse().map_err(|_| "bad index")?;
+                        if i >= a.len() {
+                            return Err("index out of range".into());
+                        }
+                        a.remove(i);
+                    }
+                    Value::Object(m) => {
+                        m.remove(last);
+                    }
+                    _ => return Err("parent is not a container".into()),
+                }
+            }
+            other => return Err(format!("unsupported op {other:?}")),
+        }
+    }
+    Ok(())
+}
+
+fn merge_pointer(obj: &mut Value, pointer: &str) {
+    let mut cur = obj;
+    for seg in pointer.split('/').skip(1) {
+        if !cur.is_object() {
+            *cur = json!({});
+        }
+        cur = cur
+            .as_object_mut()
+            .expect("object")
+            .entry(seg.to_owned())
+            .or_insert(json!({}));
+    }
+}

@@ -1,0 +1,40 @@
+//! Helpers shared by the operator's integration tests.
+#![allow(dead_code, unreachable_pub)]
+
+pub mod fake_api;
+
+use std::sync::Arc;
+
+use operator::admin::fake::FakeAdmin;
+use operator::context::Context;
+use operator::runtime::metrics::Metrics;
+use serde_json::Value;
+
+/// Collection paths the reconcilers touch, in namespace `ns`.
+pub fn coll(ns: &str, kind: &str) -> String {
+    match kind {
+        "kafkaclusters" | "kafkatopics" => {
+            format!("/apis/kafka.tributary.dev/v1alpha1/namespaces/{ns}/{kind}")
+        }
+        "statefulsets" => format!("/apis/apps/v1/namespaces/{ns}/{kind}"),
+        "poddisruptionbudgets" => format!("/apis/policy/v1/namespaces/{ns}/{kind}"),
+        "events" => format!("/apis/events.k8s.io/v1/namespaces/{ns}/{kind}"),
+        _ => format!("/api/v1/namespaces/{ns}/{kind}"),
+    }
+}
+
+/// A fixture from `tests/fixtures/` as JSON.
+pub fn fixture(name: &str) -> Value {
+    let path = format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+    serde_yaml::from_str(&text).unwrap_or_else(|e| panic!("parse {path}: {e}"))
+}
+
+/// A context over the fake API and a fake Kafka cluster.
+pub fn context(client: kube::Client, admin: FakeAdmin) -> Arc<Context> {
+    Arc::new(Context::new(
+        client,
+        Arc::new(admin),
+        Arc::new(Metrics::default()),
+    ))
+}
