@@ -30,6 +30,10 @@ pub const DELETE_DIR_SUFFIX: &str = "-delete";
 pub type SharedLog = Arc<RwLock<Log>>;
 
 /// The logs of one log directory.
+///
+/// Lock order: the manager's own lock, then a log's lock. Callers must not call manager
+/// methods while holding a log's lock (`checkpoint`, `flush_all`, `shutdown`,
+/// `run_retention` and `open_or_create` take log locks).
 #[derive(Debug)]
 pub struct LogManager {
     dir: PathBuf,

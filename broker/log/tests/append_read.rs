@@ -323,3 +323,22 @@ fn follower_appends_keep_offsets_and_learn_epochs() {
     assert_eq!(log.log_end_offset(), Offset(5));
     assert_eq!(all_offsets(&log, 0), vec![0, 1, 2, 3, 4]);
 }
+
+#[test]
+fn batches_without_timestamps_never_roll_by_time() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_ms: Duration::from_millis(1_000),
+        ..config()
+    };
+    let mut log = new_log(dir.path(), cfg);
+    let no_ts = || {
+        build_test_batch(&TestBatch {
+            base_timestamp: -1,
+            ..TestBatch::default()
+        })
+    };
+    log.append_as_leader(&mut no_ts(), 0, 1_000_000).unwrap();
+    log.append_as_leader(&mut no_ts(), 0, 9_000_000).unwrap();
+    assert_eq!(log.segment_count(), 1);
+}

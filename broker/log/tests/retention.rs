@@ -262,3 +262,35 @@ fn flush_messages_advances_the_recovery_point() {
         "nothing left to flush"
     );
 }
+
+#[test]
+fn retention_by_time_falls_back_to_file_mtime_without_timestamps() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = new_log(
+        dir.path(),
+        LogConfig {
+            retention_ms: Some(Duration::from_secs(3_600)),
+            ..small_segments(1)
+        },
+    );
+    for _ in 0..3 {
+        let mut b = tributary_log::testing::build_test_batch(&tributary_log::testing::TestBatch {
+            base_timestamp: -1,
+            ..Default::default()
+        });
+        log.append_as_leader(&mut b, 0, 0).unwrap();
+    }
+    assert_eq!(log.segment_count(), 3);
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    assert_eq!(
+        log.enforce_retention(now).unwrap().deleted_segments,
+        0,
+        "files are fresh"
+    );
+    let outcome = log.enforce_retention(now + 2 * 3_600_000).unwrap();
+    assert_eq!(outcome.deleted_segments, 3);
+    assert_eq!(log.log_start_offset(), Offset(3));
+}

@@ -204,9 +204,10 @@ impl Log {
             return false;
         }
         let by_size = active.size() + append_bytes > self.config.effective_segment_bytes();
-        let by_time = active
-            .first_batch_timestamp()
-            .is_some_and(|t| now_ms.saturating_sub(t) > self.config.segment_ms.as_millis() as i64);
+        // As Kafka: batches without a timestamp (negative) never trigger a time roll.
+        let by_time = active.first_batch_timestamp().is_some_and(|t| {
+            t >= 0 && now_ms.saturating_sub(t) > self.config.segment_ms.as_millis() as i64
+        });
         by_size || by_time || active.index_full_or_offset_overflow(last_offset)
     }
 }

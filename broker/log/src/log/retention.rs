@@ -31,7 +31,8 @@ impl Log {
         Ok(self.log_start_offset)
     }
 
-    /// Kafka's retention: segments whose largest timestamp is older than `retention.ms`, then
+    /// Kafka's retention: segments whose largest timestamp (file modification time if no batch
+    /// has a timestamp) is older than `retention.ms`, then
     /// the oldest inactive segments while the rest stays ≥ `retention.bytes`, then segments
     /// wholly below the log start offset. If every segment, the active one included, is past
     /// `retention.ms`, the log rolls first so an (empty) active segment remains.
@@ -46,7 +47,9 @@ impl Log {
             let expired = self
                 .segments
                 .values()
-                .take_while(|s| !s.is_empty() && now_ms.saturating_sub(s.max_timestamp()) > limit)
+                .take_while(|s| {
+                    !s.is_empty() && now_ms.saturating_sub(s.largest_timestamp()) > limit
+                })
                 .count();
             if expired == self.segments.len() {
                 self.roll()?;

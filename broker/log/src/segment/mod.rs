@@ -423,6 +423,19 @@ impl Segment {
     pub(crate) fn next_offset(&self) -> i64 {
         self.next_offset
     }
+    /// Kafka's `largestTimestamp`: the max batch timestamp, or the file's modification time
+    /// when no batch carries a timestamp.
+    pub(crate) fn largest_timestamp(&self) -> i64 {
+        if self.max_timestamp >= 0 {
+            return self.max_timestamp;
+        }
+        self.file
+            .metadata()
+            .and_then(|m| m.modified())
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(-1, |d| d.as_millis() as i64)
+    }
     pub(crate) fn max_timestamp(&self) -> i64 {
         self.max_timestamp
     }
