@@ -11,3 +11,4 @@ pub mod context;
 pub mod crd;
 pub mod error;
 pub mod runtime;
+pub mod topic;

@@ -84,6 +84,11 @@ fn err(api: &'static str, name: &str, code: i16, message: &str) -> AdminError {
     }
 }
 
+/// The one config rule the fake enforces: `*.ms` and `*.bytes` values are integers.
+fn valid_value(key: &str, value: &str) -> bool {
+    !(key.ends_with(".ms") || key.ends_with(".bytes")) || value.parse::<i64>().is_ok()
+}
+
 impl KafkaAdmin for FakeAdmin {
     fn describe_cluster(&self) -> BoxFuture<'_, Result<ClusterInfo, AdminError>> {
         self.call("describe_cluster".into(), |s| {
@@ -119,6 +124,14 @@ impl KafkaAdmin for FakeAdmin {
                     &topic.name,
                     codes::TOPIC_ALREADY_EXISTS,
                     "exists",
+                ));
+            }
+            if let Some(bad) = topic.config.iter().find(|(k, v)| !valid_value(k, v)) {
+                return Err(err(
+                    "CreateTopics",
+                    &topic.name,
+                    codes::INVALID_CONFIG,
+                    &format!("{} is not a number", bad.0),
                 ));
             }
             if i32::from(topic.replication_factor) > s.brokers.len() as i32 {

@@ -302,7 +302,7 @@ fn json_patch(obj: &mut Value, ops: &Value) -> Result<(), String> {
         let value = op["value"].clone();
         match op["op"].as_str() {
             Some("test") => {
-                if obj.pointer(path) != Some(&value) {
+                if obj.pointer(path).unwrap_or(&Value::Null) != &value {
                     return Err(format!("test failed at {path}"));
                 }
             }

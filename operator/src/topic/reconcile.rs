@@ -1,0 +1,324 @@
+//! The `KafkaTopic` reconciler: finalizer first (so deletion always passes through us), then
+//! observe the cluster and the topic through the admin client, plan (`plan::plan_topic`), act one
+//! admin call per action, and report. Deleting the resource deletes the topic when
+//! `deletionPolicy: Delete` (the default) and leaves it with `Retain`; the finalizer is removed
+//! only once that is done.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kube::api::{Api, Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::finalizer::{finalizer, Error as FinalizerError, Event as FinalizerEvent};
+use kube::ResourceExt;
+use serde_json::{json, Value};
+use tracing::{info, instrument, warn};
+
+use super::plan::{applied_status, plan_topic, topic_name, TopicAction, TopicName};
+use crate::admin::KafkaAdmin;
+use crate::context::{now_rfc3339, Context};
+use crate::crd::cluster::KafkaCluster;
+use crate::crd::common::{finalize_conditions, find_condition, Condition};
+use crate::crd::topic::{DeletionPolicy, KafkaTopic, KafkaTopicStatus, TOPIC_FINALIZER};
+use crate::error::{Error, Result};
+
+/// Name of this controller in metrics and logs.
+pub const CONTROLLER: &str = "kafkatopic";
+/// Requeue while waiting for the cluster.
+pub const REQUEUE_WAITING: Duration = Duration::from_secs(15);
+/// Periodic drift check once in sync.
+pub const REQUEUE_SYNCED: Duration = Duration::from_secs(300);
+
+/// One reconcile pass, through the finalizer; counts it and its failure kind.
+#[instrument(skip_all, fields(namespace = kt.namespace().unwrap_or_default(), name = kt.name_any()))]
+pub async fn reconcile(kt: Arc<KafkaTopic>, ctx: Arc<Context>) -> Result<Action> {
+    let start = Instant::now();
+    let api: Api<KafkaTopic> =
+        Api::namespaced(ctx.client.clone(), &kt.namespace().unwrap_or_default());
+    let result = finalizer(&api, TOPIC_FINALIZER, kt, |event| async {
+        match event {
+            FinalizerEvent::Apply(kt) => apply(&kt, &ctx).await,
+            FinalizerEvent::Cleanup(kt) => cleanup(&kt, &ctx).await,
+        }
+    })
+    .await
+    .map_err(|e| match e {
+        FinalizerError::ApplyFailed(e) | FinalizerError::CleanupFailed(e) => e,
+        other => Error::Finalizer(other.to_string()),
+    });
+    ctx.metrics.reconciled(CONTROLLER, start.elapsed());
+    if let Err(e) = &result {
+        ctx.metrics.failed(CONTROLLER, e.kind());
+    }
+    result
+}
+
+/// Permanent errors wait for a spec change; transient ones requeue.
+pub fn error_policy(kt: Arc<KafkaTopic>, err: &Error, _ctx: Arc<Context>) -> Action {
+    warn!(name = kt.name_any(), error = %err, source = ?std::error::Error::source(err), transient = err.is_transient(), "reconcile failed");
+    if err.is_transient() {
+        Action::requeue(REQUEUE_WAITING)
+    } else {
+        Action::await_change()
+    }
+}
+
+/// Connects to the topic's cluster, or says why not (`Ok(Err(reason, message))` = wait).
+async fn connect(
+    kt: &KafkaTopic,
+    ctx: &Context,
+) -> Result<std::result::Result<Box<dyn KafkaAdmin>, (&'static str, String)>> {
+    let ns = kt.namespace().unwrap_or_default();
+    let clusters: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), &ns);
+    let name = &kt.spec.cluster_ref.name;
+    let Some(kc) = clusters
+        .get_opt(name)
+        .await
+        .map_err(Error::kube("get KafkaCluster"))?
+    else {
+        return Ok(Err((
+            "ClusterNotFound",
+            format!("KafkaCluster {name:?} does not exist in namespace {ns:?}"),
+        )));
+    };
+    let status = kc.status.unwrap_or_default();
+    if !find_condition(&status.conditions, "Ready").is_some_and(Condition::is_true) {
+        return Ok(Err((
+            "ClusterNotReady",
+            format!("KafkaCluster {name:?} is not ready"),
+        )));
+    }
+    let Some(bootstrap) = ctx.bootstrap_override.clone().or(status.bootstrap) else {
+        return Ok(Err((
+            "ClusterNotReady",
+            format!("KafkaCluster {name:?} reports no bootstrap address"),
+        )));
+    };
+    ctx.admin
+        .connect(&bootstrap)
+        .await
+        .map(Ok)
+        .map_err(Error::Admin)
+}
+
+async fn apply(kt: &KafkaTopic, ctx: &Context) -> Result<Action> {
+    let name = match topic_name(kt) {
+        Ok(n) => n,
+        Err(msg) => {
+            write_status(
+                kt,
+                ctx,
+                None,
+                vec![Condition::new(
+                    "Ready",
+                    false,
+                    "InvalidTopicName",
+                    msg.clone(),
+                )],
+            )
+            .await?;
+            ctx.publish(
+                kt,
+                EventType::Warning,
+                "InvalidTopicName",
+                "Validate",
+                Some(msg.clone()),
+            )
+            .await;
+            return Err(Error::InvalidTopic(msg));
+        }
+    };
+    let admin = match connect(kt, ctx).await? {
+        Ok(a) => a,
+        Err((reason, msg)) => {
+            write_status(
+                kt,
+                ctx,
+                None,
+                vec![Condition::new("Ready", false, reason, msg)],
+            )
+            .await?;
+            return Ok(Action::requeue(REQUEUE_WAITING));
+        }
+    };
+    let observed = admin
+        .describe_topic(name.as_str())
+        .await
+        .map_err(Error::Admin)?;
+    let plan = plan_topic(kt, &name, observed.as_ref());
+    if let Err(e) = act(kt, ctx, admin.as_ref(), &name, &plan.actions).await {
+        if !e.is_transient() {
+            let msg = format!(
+                "{e}: {}",
+                std::error::Error::source(&e)
+                    .map(ToString::to_string)
+                    .unwrap_or_default()
+            );
+            write_status(
+                kt,
+                ctx,
+                None,
+                vec![Condition::new("Ready", false, "KafkaRejected", msg.clone())],
+            )
+            .await?;
+            ctx.publish(kt, EventType::Warning, "KafkaRejected", "Apply", Some(msg))
+                .await;
+        }
+        return Err(e);
+    }
+    let info = admin
+        .describe_topic(name.as_str())
+        .await
+        .map_err(Error::Admin)?;
+    let mut conditions = vec![Condition::new(
+        "Ready",
+        plan.refusals.is_empty(),
+        "Synced",
+        "topic matches its spec",
+    )];
+    if let Some(r) = plan.refusals.first() {
+        let msg = plan
+            .refusals
+            .iter()
+            .map(|r| r.message.clone())
+            .collect::<Vec<_>>()
+            .join("; ");
+        conditions = vec![
+            Condition::new("Ready", false, r.reason, msg.clone()),
+            Condition::new("Degraded", true, r.reason, msg.clone()),
+        ];
+        ctx.publish(kt, EventType::Warning, r.reason, "Plan", Some(msg))
+            .await;
+    }
+    write_status(
+        kt,
+        ctx,
+        Some(applied_status(kt, &name, info.as_ref())),
+        conditions,
+    )
+    .await?;
+    Ok(Action::requeue(REQUEUE_SYNCED))
+}
+
+async fn act(
+    kt: &KafkaTopic,
+    ctx: &Context,
+    admin: &dyn KafkaAdmin,
+    name: &TopicName,
+    actions: &[TopicAction],
+) -> Result<()> {
+    for action in actions {
+        let (reason, note) = match action {
+            TopicAction::Create(t) => {
+                admin.create_topic(t).await.map_err(Error::Admin)?;
+                (
+                    "Created",
+                    format!("created topic {} with {} partitions", t.name, t.partitions),
+                )
+            }
+            TopicAction::CreatePartitions(n) => {
+                admin
+                    .create_partitions(name.as_str(), *n)
+                    .await
+                    .map_err(Error::Admin)?;
+                (
+                    "PartitionsIncreased",
+                    format!("raised partitions of {} to {n}", name.as_str()),
+                )
+            }
+            TopicAction::AlterConfig(changes) => {
+                admin
+                    .alter_topic_config(name.as_str(), changes)
+                    .await
+                    .map_err(Error::Admin)?;
+                (
+                    "ConfigUpdated",
+                    format!(
+                        "applied {} config changes to {}",
+                        changes.len(),
+                        name.as_str()
+                    ),
+                )
+            }
+        };
+        info!(topic = name.as_str(), reason, "{note}");
+        ctx.publish(kt, EventType::Normal, reason, "Apply", Some(note))
+            .await;
+    }
+    Ok(())
+}
+
+async fn cleanup(kt: &KafkaTopic, ctx: &Context) -> Result<Action> {
+    if kt.spec.deletion_policy == DeletionPolicy::Retain {
+        info!("deletionPolicy is Retain: leaving the Kafka topic");
+        return Ok(Action::await_change());
+    }
+    let Ok(name) = topic_name(kt) else {
+        return Ok(Action::await_change()); // an invalid name was never created
+    };
+    match connect(kt, ctx).await? {
+        Ok(admin) => {
+            admin
+                .delete_topic(name.as_str())
+                .await
+                .map_err(Error::Admin)?;
+            ctx.publish(
+                kt,
+                EventType::Normal,
+                "Deleted",
+                "Cleanup",
+                Some(format!("deleted topic {}", name.as_str())),
+            )
+            .await;
+            Ok(Action::await_change())
+        }
+        // No cluster: there is no topic left to delete.
+        Err(("ClusterNotFound", _)) => Ok(Action::await_change()),
+        // The cluster exists but cannot be asked: keep the finalizer and retry.
+        Err((_, msg)) => Err(Error::Finalizer(format!("cannot delete topic yet: {msg}"))),
+    }
+}
+
+/// Patches status: `status` fields (when given) and `conditions`, removing config keys the
+/// operator no longer sets (a merge patch needs explicit nulls for that).
+async fn write_status(
+    kt: &KafkaTopic,
+    ctx: &Context,
+    status: Option<KafkaTopicStatus>,
+    conditions: Vec<Condition>,
+) -> Result<()> {
+    let previous = kt.status.clone().unwrap_or_default();
+    let conditions = finalize_conditions(
+        conditions,
+        &previous.conditions,
+        kt.metadata.generation,
+        &now_rfc3339(),
+    );
+    let mut patch = match status {
+        Some(s) => {
+            let mut v = serde_json::to_value(&s).unwrap_or(Value::Null);
+            for k in previous
+                .config
+                .keys()
+                .filter(|k| !s.config.contains_key(*k))
+            {
+                v["config"][k] = Value::Null;
+            }
+            v
+        }
+        None => json!({}),
+    };
+    patch["conditions"] = serde_json::to_value(conditions).unwrap_or(Value::Null);
+    patch["observedGeneration"] = json!(kt.metadata.generation);
+    let api: Api<KafkaTopic> =
+        Api::namespaced(ctx.client.clone(), &kt.namespace().unwrap_or_default());
+    api.patch_status(
+        &kt.name_any(),
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "status": patch })),
+    )
+    .await
+    .map_err(Error::kube("patch KafkaTopic status"))?;
+    Ok(())
+}

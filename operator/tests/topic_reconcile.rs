@@ -1,0 +1,202 @@
+//! The KafkaTopic reconciler against the in-memory API server and the fake Kafka admin.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::fake_api::FakeApi;
+use common::{coll, context};
+use kube::runtime::controller::Action;
+use operator::admin::fake::FakeAdmin;
+use operator::crd::topic::KafkaTopic;
+use operator::topic::reconcile::{error_policy, reconcile};
+use serde_json::{json, Value};
+
+const NS: &str = "kafka";
+
+fn ready_cluster(api: &FakeApi) {
+    api.insert(
+        &coll(NS, "kafkaclusters"),
+        json!({
+            "apiVersion": "kafka.tributary.dev/v1alpha1", "kind": "KafkaCluster",
+            "metadata": { "name": "demo", "namespace": NS },
+            "spec": { "combined": true, "brokers": { "replicas": 3, "storage": { "size": "1Gi" } } },
+            "status": { "bootstrap": "demo-bootstrap.kafka.svc:9092", "conditions": [{ "type": "Ready", "status": "True", "reason": "AllNodesReady", "message": "" }] }
+        }),
+    );
+}
+
+fn topic_obj(partitions: i32, config: Value) -> Value {
+    json!({
+        "apiVersion": "kafka.tributary.dev/v1alpha1", "kind": "KafkaTopic",
+        "metadata": { "name": "orders", "namespace": NS },
+        "spec": { "clusterRef": { "name": "demo" }, "partitions": partitions, "replicationFactor": 3, "config": config }
+    })
+}
+
+async fn pass(
+    api: &FakeApi,
+    ctx: &Arc<operator::context::Context>,
+) -> Result<Action, operator::error::Error> {
+    let Some(obj) = api.get(&coll(NS, "kafkatopics"), "orders") else {
+        panic!("topic resource is gone");
+    };
+    let kt: KafkaTopic = serde_json::from_value(obj).expect("parses");
+    reconcile(Arc::new(kt), ctx.clone()).await
+}
+
+fn status(api: &FakeApi) -> Value {
+    api.get(&coll(NS, "kafkatopics"), "orders")
+        .map(|o| o["status"].clone())
+        .unwrap_or(Value::Null)
+}
+
+fn condition(api: &FakeApi, type_: &str) -> Value {
+    status(api)["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == type_).cloned())
+        .unwrap_or(Value::Null)
+}
+
+#[tokio::test]
+async fn topic_is_created_altered_and_deleted_through_the_admin_client() {
+    let (client, api) = FakeApi::start();
+    ready_cluster(&api);
+    api.insert(
+        &coll(NS, "kafkatopics"),
+        topic_obj(3, json!({ "retention.ms": "60000" })),
+    );
+    let kafka = FakeAdmin::with_brokers(&[0, 1, 2]);
+    let ctx = context(client, kafka.clone());
+
+    // first pass only adds the finalizer
+    pass(&api, &ctx).await.expect("finalizer pass");
+    let obj = api.get(&coll(NS, "kafkatopics"), "orders").expect("topic");
+    assert_eq!(
+        obj["metadata"]["finalizers"],
+        json!(["kafka.tributary.dev/topic"])
+    );
+    assert!(kafka.lock().topics.is_empty());
+
+    pass(&api, &ctx).await.expect("create pass");
+    {
+        let k = kafka.lock();
+        let t = &k.topics["orders"];
+        assert_eq!((t.partitions, t.replication_factor), (3, 3));
+        assert_eq!(t.config["retention.ms"], "60000");
+    }
+    assert_eq!(condition(&api, "Ready")["status"], "True");
+    assert_eq!(
+        status(&api)["topicId"],
+        "00000000-0000-4000-8000-000000000001"
+    );
+    assert_eq!(status(&api)["partitions"], 3);
+
+    // raise partitions, change one key and drop another
+    let mut obj = api.get(&coll(NS, "kafkatopics"), "orders").expect("topic");
+    obj["spec"]["partitions"] = json!(6);
+    obj["spec"]["config"] = json!({ "cleanup.policy": "compact" });
+    api.insert(&coll(NS, "kafkatopics"), obj);
+    pass(&api, &ctx).await.expect("alter pass");
+    {
+        let k = kafka.lock();
+        let t = &k.topics["orders"];
+        assert_eq!(t.partitions, 6);
+        assert_eq!(t.config.get("retention.ms"), None, "removed key is deleted");
+        assert_eq!(t.config["cleanup.policy"], "compact");
+    }
+    assert_eq!(
+        status(&api)["config"],
+        json!({ "cleanup.policy": "compact" })
+    );
+    assert_eq!(status(&api)["partitions"], 6);
+
+    // delete: the finalizer goes only after the topic is gone
+    kafka.lock().unreachable = true;
+    let mut obj = api.get(&coll(NS, "kafkatopics"), "orders").expect("topic");
+    obj["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
+    api.insert(&coll(NS, "kafkatopics"), obj);
+    let err = pass(&api, &ctx).await.expect_err("cluster unreachable");
+    assert!(err.is_transient());
+    assert!(
+        api.get(&coll(NS, "kafkatopics"), "orders").is_some(),
+        "finalizer kept while the topic exists"
+    );
+    assert!(kafka.lock().topics.contains_key("orders"));
+    kafka.lock().unreachable = false;
+    pass(&api, &ctx).await.expect("cleanup pass");
+    assert!(!kafka.lock().topics.contains_key("orders"), "topic deleted");
+    assert!(
+        api.get(&coll(NS, "kafkatopics"), "orders").is_none(),
+        "finalizer removed, resource gone"
+    );
+}
+
+#[tokio::test]
+async fn existing_topic_is_adopted_and_unsafe_changes_are_refused() {
+    let (client, api) = FakeApi::start();
+    ready_cluster(&api);
+    let mut obj = topic_obj(2, json!({}));
+    obj["metadata"]["finalizers"] = json!(["kafka.tributary.dev/topic"]);
+    api.insert(&coll(NS, "kafkatopics"), obj);
+    let kafka = FakeAdmin::with_brokers(&[0, 1, 2]);
+    kafka.lock().topics.insert(
+        "orders".into(),
+        operator::admin::fake::FakeTopic {
+            id: "keep-me".into(),
+            partitions: 4,
+            replication_factor: 1,
+            config: Default::default(),
+        },
+    );
+    let ctx = context(client, kafka.clone());
+    pass(&api, &ctx).await.expect("pass");
+    let calls = kafka.lock().calls.clone();
+    assert!(
+        !calls
+            .iter()
+            .any(|c| c.starts_with("create_topic") || c.starts_with("delete_topic")),
+        "{calls:?}"
+    );
+    assert_eq!(kafka.lock().topics["orders"].id, "keep-me", "data kept");
+    assert_eq!(status(&api)["topicId"], "keep-me");
+    let degraded = condition(&api, "Degraded");
+    assert_eq!(degraded["status"], "True");
+    assert_eq!(degraded["reason"], "PartitionsDecrease");
+    assert!(
+        degraded["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("replication factor 1"),
+        "{degraded}"
+    );
+}
+
+#[tokio::test]
+async fn topic_waits_for_a_missing_or_unready_cluster_and_rejections_are_permanent() {
+    let (client, api) = FakeApi::start();
+    let mut obj = topic_obj(3, json!({ "retention.ms": "soon" }));
+    obj["metadata"]["finalizers"] = json!(["kafka.tributary.dev/topic"]);
+    api.insert(&coll(NS, "kafkatopics"), obj);
+    let kafka = FakeAdmin::with_brokers(&[0, 1, 2]);
+    let ctx = context(client, kafka.clone());
+    let action = pass(&api, &ctx).await.expect("waits");
+    assert_eq!(
+        action,
+        Action::requeue(operator::topic::reconcile::REQUEUE_WAITING)
+    );
+    assert_eq!(condition(&api, "Ready")["reason"], "ClusterNotFound");
+
+    ready_cluster(&api);
+    // the fake rejects a non-numeric *.ms value like a broker would (INVALID_CONFIG)
+    let err = pass(&api, &ctx).await.expect_err("rejected");
+    assert!(!err.is_transient(), "{err}");
+    let kt: KafkaTopic =
+        serde_json::from_value(api.get(&coll(NS, "kafkatopics"), "orders").expect("kt"))
+            .expect("kt");
+    assert_eq!(
+        error_policy(Arc::new(kt), &err, ctx.clone()),
+        Action::await_change()
+    );
+    assert_eq!(condition(&api, "Ready")["reason"], "KafkaRejected");
+}
