@@ -1,0 +1,187 @@
+//! Leader election on a `coordination.k8s.io/v1` Lease, so two operator replicas can run and only
+//! one reconciles. The rule (`decide`) is pure: take the lease when it is free or expired, renew
+//! it while we hold it, follow otherwise. Writes use the Lease's resourceVersion, so two
+//! candidates racing for an expired lease cannot both win. A leader that fails to renew within
+//! the lease duration must stop reconciling; the binary exits and restarts as a follower.
+
+use std::time::Duration;
+
+use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
+use k8s_openapi::jiff::{SignedDuration, Timestamp};
+use kube::api::{Api, PostParams};
+use kube::Client;
+use tracing::info;
+
+use crate::error::{Error, Result};
+
+/// How long a lease is valid without renewal.
+pub const LEASE_DURATION: Duration = Duration::from_secs(15);
+/// How often the holder renews (well inside the duration).
+pub const RENEW_INTERVAL: Duration = Duration::from_secs(5);
+
+/// What a candidate should do with the lease it read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    /// Take the lease (absent, unheld or expired); increments transitions.
+    Acquire,
+    /// We hold it: renew.
+    Renew,
+    /// Someone else holds a live lease.
+    Follow { holder: String },
+}
+
+/// Decides from the lease's spec (`None` = no lease yet).
+pub fn decide(spec: Option<&LeaseSpec>, me: &str, now: Timestamp) -> Decision {
+    let Some(spec) = spec else {
+        return Decision::Acquire;
+    };
+    let holder = spec.holder_identity.clone().unwrap_or_default();
+    if holder == me {
+        return Decision::Renew;
+    }
+    let duration = i64::from(spec.lease_duration_seconds.unwrap_or(0));
+    let last = spec
+        .renew_time
+        .as_ref()
+        .or(spec.acquire_time.as_ref())
+        .map(|t| t.0);
+    let expired = match last {
+        Some(t) => t + SignedDuration::from_secs(duration) < now,
+        None => true,
+    };
+    if holder.is_empty() || expired {
+        Decision::Acquire
+    } else {
+        Decision::Follow { holder }
+    }
+}
+
+/// The lease spec after `decision` by `me` at `now`.
+pub fn next_spec(
+    previous: Option<&LeaseSpec>,
+    decision: &Decision,
+    me: &str,
+    now: Timestamp,
+) -> LeaseSpec {
+    let mut spec = previous.cloned().unwrap_or_default();
+    if *decision == Decision::Acquire {
+        spec.acquire_time = Some(MicroTime(now));
+        spec.lease_transitions =
+            Some(spec.lease_transitions.unwrap_or(0) + i32::from(previous.is_some()));
+    }
+    spec.holder_identity = Some(me.to_owned());
+    spec.lease_duration_seconds = Some(LEASE_DURATION.as_secs() as i32);
+    spec.renew_time = Some(MicroTime(now));
+    spec
+}
+
+/// A candidate for one Lease.
+pub struct LeaderElector {
+    api: Api<Lease>,
+    name: String,
+    me: String,
+}
+
+impl LeaderElector {
+    /// A candidate named `me` for lease `name` in `namespace`.
+    pub fn new(client: Client, namespace: &str, name: &str, me: &str) -> Self {
+        LeaderElector {
+            api: Api::namespaced(client, namespace),
+            name: name.to_owned(),
+            me: me.to_owned(),
+        }
+    }
+
+    /// One election round: returns whether we hold the lease afterwards. A lost write race
+    /// (409 Conflict) counts as "not leader", not as an error.
+    pub async fn try_lead(&self) -> Result<bool> {
+        let now = Timestamp::now();
+        let current = self
+            .api
+            .get_opt(&self.name)
+            .await
+            .map_err(Error::kube("get Lease"))?;
+        let decision = decide(
+            current.as_ref().and_then(|l| l.spec.as_ref()),
+            &self.me,
+            now,
+        );
+        if let Decision::Follow { holder } = &decision {
+            tracing::debug!(%holder, "following");
+            return Ok(false);
+        }
+        let spec = next_spec(
+            current.as_ref().and_then(|l| l.spec.as_ref()),
+            &decision,
+            &self.me,
+            now,
+        );
+        let result = match current {
+            Some(mut lease) => {
+                lease.spec = Some(spec);
+                self.api
+                    .replace(&self.name, &PostParams::default(), &lease)
+                    .await
+            }
+            None => {
+                let lease = Lease {
+                    metadata: ObjectMeta {
+                        name: Some(self.name.clone()),
+                        ..ObjectMeta::default()
+                    },
+                    spec: Some(spec),
+                };
+                self.api.create(&PostParams::default(), &lease).await
+            }
+        };
+        match result {
+            Ok(_) => {
+                if decision == Decision::Acquire {
+                    info!(lease = %self.name, identity = %self.me, "acquired leadership");
+                }
+                Ok(true)
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+            Err(e) => Err(Error::Kube {
+                action: "write Lease".to_owned(),
+                source: e,
+            }),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(secs: i64) -> Timestamp {
+        Timestamp::from_second(1_800_000_000 + secs).expect("valid time")
+    }
+
+    #[test]
+    fn free_or_expired_leases_are_taken_live_ones_followed() {
+        assert_eq!(decide(None, "a", at(0)), Decision::Acquire);
+        let held = next_spec(None, &Decision::Acquire, "b", at(0));
+        assert_eq!(held.lease_transitions, Some(0));
+        assert_eq!(decide(Some(&held), "b", at(1)), Decision::Renew);
+        assert_eq!(
+            decide(Some(&held), "a", at(10)),
+            Decision::Follow { holder: "b".into() }
+        );
+        // 15 s duration: expired at 16 s without renewal
+        assert_eq!(decide(Some(&held), "a", at(16)), Decision::Acquire);
+        let taken = next_spec(Some(&held), &Decision::Acquire, "a", at(16));
+        assert_eq!(taken.holder_identity.as_deref(), Some("a"));
+        assert_eq!(taken.lease_transitions, Some(1));
+        let renewed = next_spec(Some(&taken), &Decision::Renew, "a", at(20));
+        assert_eq!(
+            renewed.acquire_time, taken.acquire_time,
+            "renewal keeps the acquire time"
+        );
+        assert_eq!(
+            decide(Some(&renewed), "b", at(30)),
+            Decision::Follow { holder: "a".into() }
+        );
+    }
+}
