@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Builds a container image from a compiled binary without pulling anything: assembles a root
+# filesystem (the binary, the shared libraries `ldd` reports, /etc/passwd and /etc/group with the
+# user tributary:10001, a writable /tmp and data directory) and builds docker/<name>.Dockerfile
+# FROM scratch on it. Prints the image size.
+#
+#   scripts/build-image.sh broker|operator [BINARY] [TAG]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+name="${1:?usage: build-image.sh broker|operator [BINARY] [TAG]}"
+binary="${2:-target/debug/$name}"
+tag="${3:-tributary/$name:dev}"
+[ -x "$binary" ] || { echo "error: $binary is not an executable; build it first" >&2; exit 1; }
+
+ctx="$(mktemp -d)"
+trap 'rm -rf "$ctx"' EXIT
+root="$ctx/rootfs"
+mkdir -p "$root/usr/local/bin" "$root/etc" "$root/tmp" "$root/var/lib/tributary"
+cp "$binary" "$root/usr/local/bin/$name"
+strip "$root/usr/local/bin/$name" 2>/dev/null || true
+# Every library the dynamic loader resolves, at the same path, plus the loader itself.
+ldd "$binary" | awk '$2 == "=>" && $3 ~ /^\// {print $3} $1 ~ /^\// {print $1}' | sort -u | while read -r lib; do
+  mkdir -p "$root$(dirname "$lib")"
+  cp -L "$lib" "$root$lib"
+done
+cat > "$root/etc/passwd" <<'PASSWD'
+root:x:0:0:root:/root:/sbin/nologin
+tributary:x:10001:10001:tributary:/var/lib/tributary:/sbin/nologin
+PASSWD
+cat > "$root/etc/group" <<'GROUP'
+root:x:0:
+tributary:x:10001:
+GROUP
+echo "hosts: files dns" > "$root/etc/nsswitch.conf"
+chmod 1777 "$root/tmp"
+cp "docker/$name.Dockerfile" "$ctx/Dockerfile"
+# Ownership of the data dir: set in a tar stream so no root privileges are needed on the host.
+tar -C "$ctx" --owner=0 --group=0 --numeric-owner -cf "$ctx/context.tar" Dockerfile rootfs/usr rootfs/etc rootfs/tmp $(cd "$ctx" && ls -d rootfs/lib* 2>/dev/null)
+tar -C "$ctx" --owner=10001 --group=10001 --numeric-owner -rf "$ctx/context.tar" rootfs/var
+docker build -q -t "$tag" - < "$ctx/context.tar" >/dev/null
+size=$(docker image inspect -f '{{.Size}}' "$tag")
+echo "built $tag from $binary: $((size / 1024 / 1024)) MiB ($size bytes)"
