@@ -111,6 +111,7 @@ impl StateMachine {
         self.publish.send_replace(Arc::new(self.image.clone()));
     }
 
+    #[allow(clippy::result_large_err)] // openraft's error type, returned as openraft wants it
     fn snapshot_of(file: &SnapshotFile) -> Result<Snapshot<TypeConfig>, StorageError<NodeId>> {
         let bytes = serde_json::to_vec(file).map_err(sm_err)?;
         Ok(Snapshot {
