@@ -5,6 +5,8 @@
 #   scripts/build-image.sh broker [BINARY]   # default target/debug/broker
 FROM scratch
 COPY rootfs/ /
+# COPY makes files root-owned; the user's writable home is the one exception.
+COPY --chown=10001:10001 home/ /var/lib/tributary/
 USER 10001:10001
 WORKDIR /var/lib/tributary
 EXPOSE 9092 9093 9644

@@ -5,6 +5,8 @@
 #   scripts/build-image.sh operator [BINARY]   # default target/debug/operator
 FROM scratch
 COPY rootfs/ /
+# COPY makes files root-owned; the user's writable home is the one exception.
+COPY --chown=10001:10001 home/ /home/tributary/
 USER 10001:10001
 EXPOSE 8080
 ENTRYPOINT ["/usr/local/bin/operator"]

@@ -15,7 +15,7 @@ tag="${3:-tributary/$name:dev}"
 ctx="$(mktemp -d)"
 trap 'rm -rf "$ctx"' EXIT
 root="$ctx/rootfs"
-mkdir -p "$root/usr/local/bin" "$root/etc" "$root/tmp" "$root/var/lib/tributary"
+mkdir -p "$root/usr/local/bin" "$root/etc" "$root/tmp" "$ctx/home"
 cp "$binary" "$root/usr/local/bin/$name"
 strip "$root/usr/local/bin/$name" 2>/dev/null || true
 # Every library the dynamic loader resolves, at the same path, plus the loader itself.
@@ -34,9 +34,6 @@ GROUP
 echo "hosts: files dns" > "$root/etc/nsswitch.conf"
 chmod 1777 "$root/tmp"
 cp "docker/$name.Dockerfile" "$ctx/Dockerfile"
-# Ownership of the data dir: set in a tar stream so no root privileges are needed on the host.
-tar -C "$ctx" --owner=0 --group=0 --numeric-owner -cf "$ctx/context.tar" Dockerfile rootfs/usr rootfs/etc rootfs/tmp $(cd "$ctx" && ls -d rootfs/lib* 2>/dev/null)
-tar -C "$ctx" --owner=10001 --group=10001 --numeric-owner -rf "$ctx/context.tar" rootfs/var
-docker build -q -t "$tag" - < "$ctx/context.tar" >/dev/null
+docker build -q -t "$tag" "$ctx" >/dev/null
 size=$(docker image inspect -f '{{.Size}}' "$tag")
 echo "built $tag from $binary: $((size / 1024 / 1024)) MiB ($size bytes)"
