@@ -29,3 +29,13 @@ cargo nextest run --workspace --no-fail-fast
 
 step "real clients against the broker binary"
 TRIBUTARY_BROKER_BIN="$PWD/target/debug/broker" .venv/bin/python -m pytest -q e2e/python
+
+step "operator: generated CRDs match the Rust types"
+scripts/check-crds.sh
+
+step "operator: Helm chart lint/render and schema validation (Helm engine, Kubernetes schemas)"
+.venv/bin/pip install -q --disable-pip-version-check -r scripts/chart-requirements.txt
+.venv/bin/python scripts/check-chart.py target/debug/crdgen
+
+step "container images: build (FROM scratch) and serve kcat through the broker image"
+scripts/image-test.sh
