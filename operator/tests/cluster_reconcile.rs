@@ -183,3 +183,40 @@ async fn invalid_spec_is_degraded_with_an_event_and_waits_for_a_change() {
     );
     assert!(ctx.metrics.render().contains(r#"kind="invalid_spec"} 1"#));
 }
+
+#[tokio::test]
+async fn scale_down_is_refused_and_the_statefulset_keeps_its_nodes() {
+    let (client, api) = FakeApi::start();
+    api.insert(&coll(NS, "kafkaclusters"), fixture("basic.yaml"));
+    let ctx = context(client, FakeAdmin::with_brokers(&[100, 101, 102]));
+    reconcile_once(&api, &ctx).await.expect("reconcile");
+    let mut kc = api.get(&coll(NS, "kafkaclusters"), "demo").expect("kc");
+    kc["spec"]["brokers"]["replicas"] = json!(1);
+    api.insert(&coll(NS, "kafkaclusters"), kc);
+    reconcile_once(&api, &ctx).await.expect("reconcile");
+    let sts = api
+        .get(&coll(NS, "statefulsets"), "demo-broker")
+        .expect("sts");
+    assert_eq!(
+        sts["spec"]["replicas"], 3,
+        "brokers are not removed without draining"
+    );
+    let cm = api
+        .get(&coll(NS, "configmaps"), "demo-broker-config")
+        .expect("cm");
+    assert!(
+        cm["data"]["demo-broker-2.properties"].is_string(),
+        "config of kept pods stays"
+    );
+    let degraded = condition(&api, "Degraded");
+    assert_eq!(degraded["reason"], "ScaleDownRefused", "{degraded}");
+    let events: Vec<Value> = api
+        .names(&coll(NS, "events"))
+        .iter()
+        .filter_map(|n| api.get(&coll(NS, "events"), n))
+        .collect();
+    assert!(
+        events.iter().any(|e| e["reason"] == "ScaleDownRefused"),
+        "{events:?}"
+    );
+}

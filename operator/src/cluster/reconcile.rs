@@ -23,7 +23,7 @@ use tracing::{info, instrument, warn};
 
 use super::build::{build_all, DesiredObjects, CLUSTER_LABEL, CONFIG_HASH_ANNOTATION, ROLE_LABEL};
 use super::status::{compute_status, Observed, PodObservation};
-use super::validate::{validate, SpecError, ValidatedCluster};
+use super::validate::{refuse_scale_down, validate, SpecError, ValidatedCluster};
 use crate::context::{now_rfc3339, Context, FIELD_MANAGER};
 use crate::crd::cluster::KafkaCluster;
 use crate::crd::common::{finalize_conditions, find_condition, Condition};
@@ -62,17 +62,36 @@ pub fn error_policy(kc: Arc<KafkaCluster>, err: &Error, _ctx: Arc<Context>) -> A
 }
 
 async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
-    let vc = match validate(kc) {
+    let mut vc = match validate(kc) {
         Ok(vc) => vc,
         Err(e) => {
             record_invalid_spec(kc, ctx, &e).await?;
             return Err(Error::InvalidSpec(e));
         }
     };
+    let current = current_replicas(ctx, &vc).await?;
+    let refusals = refuse_scale_down(&mut vc, &current);
     let desired = build_all(&vc);
     apply_all(ctx, &vc, &desired).await?;
     prune(ctx, kc, &vc, &desired).await?;
-    let observed = observe(ctx, &vc, &desired).await?;
+    let mut observed = observe(ctx, &vc, &desired).await?;
+    if !refusals.is_empty()
+        && find_condition(
+            &kc.status.clone().unwrap_or_default().conditions,
+            "Degraded",
+        )
+        .is_none_or(|c| c.reason != "ScaleDownRefused")
+    {
+        ctx.publish(
+            kc,
+            EventType::Warning,
+            "ScaleDownRefused",
+            "Plan",
+            Some(refusals.join("; ")),
+        )
+        .await;
+    }
+    observed.refusals = refusals;
     let previous = kc.status.clone().unwrap_or_default();
     let status = compute_status(
         &vc,
@@ -257,6 +276,29 @@ where
     Ok(())
 }
 
+/// Replicas of the pools' existing StatefulSets, by role suffix.
+async fn current_replicas(
+    ctx: &Context,
+    vc: &ValidatedCluster,
+) -> Result<std::collections::BTreeMap<String, i32>> {
+    let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &vc.namespace);
+    let mut out = std::collections::BTreeMap::new();
+    for pool in &vc.pools {
+        let name = super::build::pool_name(vc, pool);
+        if let Some(sts) = api
+            .get_opt(&name)
+            .await
+            .map_err(Error::kube(format!("get StatefulSet {name}")))?
+        {
+            out.insert(
+                pool.role.suffix().to_owned(),
+                sts.spec.and_then(|s| s.replicas).unwrap_or(0),
+            );
+        }
+    }
+    Ok(out)
+}
+
 /// Reads pods and, when a broker pod is ready, the cluster's broker list.
 async fn observe(ctx: &Context, vc: &ValidatedCluster, d: &DesiredObjects) -> Result<Observed> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &vc.namespace);
@@ -310,5 +352,6 @@ async fn observe(ctx: &Context, vc: &ValidatedCluster, d: &DesiredObjects) -> Re
         pods,
         desired_hashes,
         cluster,
+        refusals: Vec::new(),
     })
 }

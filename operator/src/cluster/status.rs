@@ -29,6 +29,8 @@ pub struct Observed {
     pub desired_hashes: BTreeMap<String, String>,
     /// The cluster's own view, or why it could not be asked.
     pub cluster: Result<ClusterInfo, String>,
+    /// Spec changes the operator refused this pass (e.g. scale-down).
+    pub refusals: Vec<String>,
 }
 
 /// Computes the new status. `previous` keeps condition transition times; `now` is RFC 3339.
@@ -103,20 +105,23 @@ pub fn compute_status(
         Condition::new("Progressing", false, "UpToDate", "cluster matches its spec")
     });
     let degraded = was_ready && !all_ready;
-    conditions.push(Condition::new(
-        "Degraded",
-        degraded,
-        if degraded {
-            "NodesNotReady"
-        } else {
-            "AsExpected"
-        },
-        if degraded {
-            "a node that was ready is not"
-        } else {
-            ""
-        },
-    ));
+    conditions.push(if !observed.refusals.is_empty() {
+        Condition::new(
+            "Degraded",
+            true,
+            "ScaleDownRefused",
+            observed.refusals.join("; "),
+        )
+    } else if degraded {
+        Condition::new(
+            "Degraded",
+            true,
+            "NodesNotReady",
+            "a node that was ready is not",
+        )
+    } else {
+        Condition::new("Degraded", false, "AsExpected", "")
+    });
     KafkaClusterStatus {
         conditions: finalize_conditions(conditions, &previous.conditions, generation, now),
         observed_generation: generation,
@@ -191,6 +196,7 @@ mod tests {
                 broker_ids: brokers.to_vec(),
                 controller_id: Some(1),
             }),
+            refusals: Vec::new(),
         }
     }
 

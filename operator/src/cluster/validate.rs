@@ -190,6 +190,30 @@ pub fn validate(kc: &KafkaCluster) -> Result<ValidatedCluster, SpecError> {
     })
 }
 
+/// Refuses shrinking a pool below what its StatefulSet runs (`current`, by role suffix): leaving
+/// brokers must be drained first and the voter set cannot change yet. Keeps the current replica
+/// count in `vc` and returns one message per refused pool.
+pub fn refuse_scale_down(
+    vc: &mut ValidatedCluster,
+    current: &BTreeMap<String, i32>,
+) -> Vec<String> {
+    let mut refused = Vec::new();
+    for pool in &mut vc.pools {
+        let Some(&now) = current.get(pool.role.suffix()) else {
+            continue;
+        };
+        if pool.replicas < now {
+            refused.push(format!(
+                "{} replicas stay at {now} (spec asks for {}): removing nodes safely (draining partitions, changing the quorum) is not implemented yet",
+                pool.role.suffix(),
+                pool.replicas
+            ));
+            pool.replicas = now;
+        }
+    }
+    refused
+}
+
 fn pools(kc: &KafkaCluster) -> Result<Vec<Pool>, SpecError> {
     let spec = &kc.spec;
     let mut out = Vec::new();
@@ -382,6 +406,21 @@ mod tests {
             })
         });
         assert!(matches!(e, SpecError::RackKey { .. }));
+    }
+
+    #[test]
+    fn scale_down_is_refused_and_scale_up_allowed() {
+        let mut vc = validate(&cluster("basic.yaml")).expect("valid");
+        let current = BTreeMap::from([("broker".to_owned(), 5), ("controller".to_owned(), 1)]);
+        let refused = refuse_scale_down(&mut vc, &current);
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert!(
+            refused[0].starts_with("broker replicas stay at 5 (spec asks for 3)"),
+            "{}",
+            refused[0]
+        );
+        assert_eq!(vc.broker_pool().replicas, 5);
+        assert_eq!(vc.voter_pool().replicas, 3, "growing is fine");
     }
 
     #[test]
