@@ -15,6 +15,11 @@ use kafka_protocol::ResponseError;
 
 const TOPIC: &str = "bad-input";
 
+/// Current timestamps: old ones would be removed by retention.ms (7 days) right away.
+fn now() -> i64 {
+    broker::broker::now_ms()
+}
+
 fn name() -> TopicName {
     TopicName(StrBytes::from_static_str(TOPIC))
 }
@@ -79,7 +84,7 @@ async fn bad_frames_close_only_their_connection_and_keep_data() {
     let addr = running.kafka_addr;
     let mut good = Conn::connect(addr).await;
     create_topic(&mut good).await;
-    let (code, base) = produce(&mut good, tributary_log::testing::simple_batch(10, 1_000)).await;
+    let (code, base) = produce(&mut good, tributary_log::testing::simple_batch(10, now())).await;
     assert_eq!((code, base), (0, 0));
     let (hw, before) = fetch_all(&mut good).await;
     assert_eq!(hw, 10);
@@ -159,24 +164,25 @@ async fn corrupt_and_oversized_batches_are_refused_and_not_stored() {
     let mut conn = Conn::connect(running.kafka_addr).await;
     create_topic(&mut conn).await;
     assert_eq!(
-        produce(&mut conn, tributary_log::testing::simple_batch(3, 1_000)).await,
+        produce(&mut conn, tributary_log::testing::simple_batch(3, now())).await,
         (0, 0)
     );
     let (_, before) = fetch_all(&mut conn).await;
 
-    let mut bad_crc = tributary_log::testing::simple_batch(3, 1_000);
+    let mut bad_crc = tributary_log::testing::simple_batch(3, now());
     let last = bad_crc.len() - 1;
     bad_crc[last] ^= 0x55;
     let (code, _) = produce(&mut conn, bad_crc).await;
     assert_eq!(code, ResponseError::CorruptMessage.code());
 
-    let mut truncated = tributary_log::testing::simple_batch(3, 1_000);
+    let mut truncated = tributary_log::testing::simple_batch(3, now());
     truncated.truncate(truncated.len() - 5);
     let (code, _) = produce(&mut conn, truncated).await;
     assert_eq!(code, ResponseError::CorruptMessage.code());
 
     let big = tributary_log::testing::build_test_batch(&tributary_log::testing::TestBatch {
         records: vec![(None, vec![7u8; 5000])],
+        base_timestamp: now(),
         ..Default::default()
     });
     let (code, _) = produce(&mut conn, big).await;
@@ -185,7 +191,7 @@ async fn corrupt_and_oversized_batches_are_refused_and_not_stored() {
     assert_eq!(fetch_all(&mut conn).await, (3, before));
     // And the partition still takes good data at the next offset.
     assert_eq!(
-        produce(&mut conn, tributary_log::testing::simple_batch(2, 2_000)).await,
+        produce(&mut conn, tributary_log::testing::simple_batch(2, now())).await,
         (0, 3)
     );
     running.shutdown().await;

@@ -117,3 +117,24 @@ def test_log_append_time_topic(broker, topic):
     kind, ts = m.timestamp()
     assert kind == 2  # TIMESTAMP_LOG_APPEND_TIME
     assert before - 1 <= ts <= after + 1
+
+
+def test_list_offsets_max_timestamp(broker, topic):
+    """OffsetSpec.max_timestamp (ListOffsets v7, -3) answers the exact record with the largest
+    timestamp, even in the middle of a batch."""
+    from confluent_kafka import Producer
+    from confluent_kafka.admin import AdminClient, OffsetSpec
+    create_topic(broker.bootstrap, topic)
+    p = Producer({"bootstrap.servers": broker.bootstrap, "linger.ms": 100})
+    now = int(time.time() * 1000)
+    stamps = [now - 5000 + i for i in range(50)]
+    stamps[17] = now  # the newest record sits inside the batch
+    for ts in stamps:
+        p.produce(topic, value=b"x", timestamp=ts)
+    p.flush(10)
+    a = AdminClient({"bootstrap.servers": broker.bootstrap})
+    tp = TopicPartition(topic, 0)
+    res = a.list_offsets({tp: OffsetSpec.max_timestamp()})[tp].result(10)
+    assert (res.offset, res.timestamp) == (17, now)
+    assert a.list_offsets({tp: OffsetSpec.earliest()})[tp].result(10).offset == 0
+    assert a.list_offsets({tp: OffsetSpec.latest()})[tp].result(10).offset == 50

@@ -74,7 +74,15 @@ fn lookup(part: &Partition, ts: i64) -> Result<Option<(i64, i64)>, ResponseError
     match ts {
         LATEST => Ok(Some((hw.0, -1))),
         EARLIEST => Ok(Some((log.log_start_offset().0, -1))),
-        MAX_TIMESTAMP => Ok(log.max_timestamp_and_offset().map(|(t, o)| (o.0, t))),
+        MAX_TIMESTAMP => {
+            // The log knows the batch (its last offset) holding the largest timestamp; the
+            // exact record comes from decoding that batch.
+            let Some((max_ts, last)) = log.max_timestamp_and_offset() else {
+                return Ok(None);
+            };
+            let batch = log.read(last, 1, hw, true).map_err(storage)?;
+            Ok(first_record(batch.records, |ts| ts == max_ts, hw.0)?.or(Some((last.0, max_ts))))
+        }
         ts if ts < 0 => Err(ResponseError::UnsupportedVersion),
         ts => {
             let Some(batch) = log
@@ -83,16 +91,28 @@ fn lookup(part: &Partition, ts: i64) -> Result<Option<(i64, i64)>, ResponseError
             else {
                 return Ok(None);
             };
-            let mut bytes = Bytes::from(batch);
-            let set = RecordBatchDecoder::decode(&mut bytes).map_err(|e| {
-                tracing::warn!(error = %e, "undecodable batch in timestamp lookup");
-                ResponseError::CorruptMessage
-            })?;
-            Ok(set
-                .records
-                .iter()
-                .find(|r| r.timestamp >= ts && r.offset < hw.0)
-                .map(|r| (r.offset, r.timestamp)))
+            first_record(batch, |t| t >= ts, hw.0)
         }
     }
+}
+
+/// The first record below `hw` in the first batch of `batch` whose timestamp passes `wanted`.
+fn first_record(
+    batch: Vec<u8>,
+    wanted: impl Fn(i64) -> bool,
+    hw: i64,
+) -> Result<Option<(i64, i64)>, ResponseError> {
+    if batch.is_empty() {
+        return Ok(None);
+    }
+    let mut bytes = Bytes::from(batch);
+    let set = RecordBatchDecoder::decode(&mut bytes).map_err(|e| {
+        tracing::warn!(error = %e, "undecodable batch in timestamp lookup");
+        ResponseError::CorruptMessage
+    })?;
+    Ok(set
+        .records
+        .iter()
+        .find(|r| wanted(r.timestamp) && r.offset < hw)
+        .map(|r| (r.offset, r.timestamp)))
 }

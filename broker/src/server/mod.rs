@@ -128,6 +128,9 @@ async fn serve_one(
 
 /// Decodes the request header, leaving the body undecoded.
 pub fn parse_header(mut frame: Bytes) -> Result<Request, ConnectionError> {
+    if frame.len() < frame::MIN_REQUEST_LEN {
+        return Err(frame::FrameError::InvalidSize(i32::try_from(frame.len()).unwrap_or(0)).into());
+    }
     let key = frame.get_i16();
     let version = frame.get_i16();
     let api = ApiKey::try_from(key).map_err(|()| ConnectionError::UnknownApi(key))?;
