@@ -14,6 +14,7 @@ use crate::metadata::controller::StartError;
 use crate::metadata::records::BrokerRegistration;
 use crate::metadata::{Controller, NewTopic, QuorumConfig};
 use crate::metrics::Metrics;
+use crate::producer_ids::ProducerIdManager;
 use crate::replica::ReplicaManager;
 use crate::{http, meta_properties, server};
 
@@ -24,6 +25,7 @@ pub struct Broker {
     pub controller: Arc<Controller>,
     pub replicas: ReplicaManager,
     pub metrics: Metrics,
+    pub producer_ids: ProducerIdManager,
     /// True once registered and caught up with metadata (`/readyz`).
     pub ready: AtomicBool,
 }
@@ -165,6 +167,7 @@ pub async fn start(config: BrokerConfig) -> Result<Running, BrokerError> {
         controller,
         replicas,
         metrics: Metrics::default(),
+        producer_ids: ProducerIdManager::default(),
         ready: AtomicBool::new(false),
     });
     broker.sync_replicas().await;

@@ -11,6 +11,7 @@ pub mod http;
 pub mod meta_properties;
 pub mod metadata;
 pub mod metrics;
+pub mod producer_ids;
 pub mod replica;
 pub mod server;
 pub mod topic_config;

@@ -12,6 +12,7 @@ mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod fetch;
+mod init_producer_id;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -62,6 +63,7 @@ pub async fn dispatch(broker: &Broker, mut req: Request) -> Result<Option<Bytes>
         ApiKey::ListOffsets => serve!(ListOffsetsRequest, list_offsets::handle),
         ApiKey::DeleteRecords => serve!(DeleteRecordsRequest, delete_records::handle),
         ApiKey::Fetch => serve!(FetchRequest, fetch::handle),
+        ApiKey::InitProducerId => serve!(InitProducerIdRequest, init_producer_id::handle),
         ApiKey::Produce => {
             let body: ProduceRequest = decode_body(&mut req, version)?;
             match produce::handle(broker, body, version).await {

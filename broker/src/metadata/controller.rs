@@ -203,6 +203,26 @@ impl Controller {
         self.commit(vec![MetadataRecord::RegisterBroker(reg)]).await
     }
 
+    /// Hands `count` producer ids to `broker_id`: they are never handed out again, across
+    /// restarts and brokers, because the block is committed before it is returned.
+    pub async fn allocate_producer_ids(
+        &self,
+        broker_id: i32,
+        count: i64,
+    ) -> Result<std::ops::Range<i64>, ApiError> {
+        let _guard = self.write.lock().await;
+        let start = self.image().next_producer_id;
+        let end = start.checked_add(count).ok_or_else(|| {
+            ApiError::new(ResponseError::UnknownServerError, "producer ids exhausted")
+        })?;
+        self.commit(vec![MetadataRecord::ProducerIds {
+            broker_id,
+            next_producer_id: end,
+        }])
+        .await?;
+        Ok(start..end)
+    }
+
     /// Creates topics; each gets its own result. With `validate_only` nothing is written.
     pub async fn create_topics(
         &self,
@@ -546,6 +566,20 @@ mod tests {
             ResponseError::UnknownTopicOrPartition
         );
         assert!(c.image().topics.is_empty());
+        c.shutdown().await;
+    }
+
+    #[tokio::test]
+    async fn producer_id_blocks_never_repeat_across_restarts() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let c = start(dir.path()).await;
+        let a = c.allocate_producer_ids(1, 1000).await.expect("a");
+        let b = c.allocate_producer_ids(1, 1000).await.expect("b");
+        assert_eq!((a.clone(), b.clone()), (0..1000, 1000..2000));
+        c.shutdown().await;
+        drop(c);
+        let c = start(dir.path()).await;
+        assert_eq!(c.allocate_producer_ids(1, 10).await.expect("c"), 2000..2010);
         c.shutdown().await;
     }
 

@@ -30,6 +30,9 @@ pub struct MetadataImage {
     pub topic_names: BTreeMap<Uuid, String>,
     /// Dynamic broker configs (`None` key: cluster default).
     pub broker_configs: BTreeMap<Option<i32>, BTreeMap<String, String>>,
+    /// The first producer id not yet handed out.
+    #[serde(default)]
+    pub next_producer_id: i64,
     /// Index of the last applied Raft entry (0 before any).
     pub applied_index: u64,
 }
@@ -79,6 +82,11 @@ impl MetadataImage {
                 name,
                 value,
             } => self.apply_config(resource, name, value.as_deref()),
+            MetadataRecord::ProducerIds {
+                next_producer_id, ..
+            } => {
+                self.next_producer_id = self.next_producer_id.max(*next_producer_id);
+            }
         }
     }
 

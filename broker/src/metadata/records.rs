@@ -25,6 +25,12 @@ pub enum MetadataRecord {
     Partition(PartitionRecord),
     /// A topic and all its partitions are gone.
     RemoveTopic { topic_id: Uuid },
+    /// A block of producer ids was handed to a broker; the next block starts at
+    /// `next_producer_id`.
+    ProducerIds {
+        broker_id: i32,
+        next_producer_id: i64,
+    },
     /// Set (`Some`) or remove (`None`) a config of a resource.
     Config {
         resource: ConfigResource,
