@@ -45,6 +45,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("process.roles", "broker,controller"),
     ("listeners", "PLAINTEXT://127.0.0.1:9092"),
     ("controller.quorum.voters", "1@127.0.0.1:9093"),
+    ("controller.listener.names", "CONTROLLER"),
     ("log.dirs", "./data"),
     ("http.listener", "127.0.0.1:9644"),
     ("num.partitions", "1"),
@@ -138,12 +139,19 @@ impl BrokerConfig {
         }
         let get = |k: &str| props.get(k).map(|(v, _)| v.as_str()).unwrap_or("");
         let roles = get("process.roles");
-        let listener = parse_listener("listeners", get("listeners"))?;
+        let controller_names: Vec<&str> = get("controller.listener.names")
+            .split(',')
+            .map(str::trim)
+            .collect();
+        let listener = parse_listener(
+            "listeners",
+            client_listener(get("listeners"), &controller_names),
+        )?;
         let advertised = match props.get("advertised.listeners") {
-            Some((v, _)) => {
-                let url = strip_scheme(v);
-                split_host_port("advertised.listeners", url)?
-            }
+            Some((v, _)) => split_host_port(
+                "advertised.listeners",
+                strip_scheme(client_listener(v, &controller_names)),
+            )?,
             None => (listener.ip().to_string(), listener.port()),
         };
         let voters = get("controller.quorum.voters")
@@ -222,9 +230,23 @@ where
     v.trim().parse().map_err(|e: T::Err| invalid(name, v, e))
 }
 
+/// The client-facing entry of a listener list: the first whose name is not a controller
+/// listener (`NAME://host:port`), else the first.
+fn client_listener<'a>(list: &'a str, controller_names: &[&str]) -> &'a str {
+    let entries: Vec<&str> = list.split(',').map(str::trim).collect();
+    entries
+        .iter()
+        .find(|e| {
+            let name = e.split_once("://").map_or("", |(n, _)| n);
+            !controller_names.contains(&name)
+        })
+        .or(entries.first())
+        .copied()
+        .unwrap_or("")
+}
+
 fn strip_scheme(v: &str) -> &str {
-    let first = v.split(',').next().unwrap_or("");
-    first.split_once("://").map_or(first, |(_, rest)| rest)
+    v.split_once("://").map_or(v, |(_, rest)| rest)
 }
 
 fn split_host_port(name: &str, v: &str) -> Result<(String, u16), ConfigError> {
@@ -301,6 +323,23 @@ mod tests {
         assert_eq!(c.log_dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.listener.port(), 19092);
         assert_eq!(c.get("node.id"), Some(("3", Source::Static)));
+    }
+
+    #[test]
+    fn the_client_listener_is_not_the_controller_listener() {
+        let set = BTreeMap::from([
+            (
+                "listeners".to_owned(),
+                "CONTROLLER://0.0.0.0:9093,PLAINTEXT://0.0.0.0:9092".to_owned(),
+            ),
+            (
+                "advertised.listeners".to_owned(),
+                "PLAINTEXT://b-1.b.kafka.svc:9092".to_owned(),
+            ),
+        ]);
+        let c = BrokerConfig::from_properties(set).expect("config");
+        assert_eq!(c.listener, "0.0.0.0:9092".parse().expect("addr"));
+        assert_eq!(c.advertised, ("b-1.b.kafka.svc".to_owned(), 9092));
     }
 
     #[test]
