@@ -1,0 +1,140 @@
+"""Client-side load: producer and consumer worker processes and the paced latency probe.
+
+Owns: confluent-kafka (librdkafka) clients configured for throughput (batching producers,
+assign()-based consumers with large fetches) or for latency (linger.ms=0, one message at a time).
+Workers run in separate processes (spawned, never forked after librdkafka started threads) so
+several Python interpreters can drive the broker; each waits on a shared start event after its
+connection is warm, so the parent's timing and CPU snapshots cover only the transfer.
+Does not: read /proc of the broker or create topics.
+"""
+
+import os
+import time
+
+from confluent_kafka import Consumer, Producer, TopicPartition
+
+PRODUCER_THROUGHPUT = {
+    "linger.ms": 10,
+    "batch.size": 1_000_000,
+    "queue.buffering.max.messages": 2_000_000,
+    "queue.buffering.max.kbytes": 1_048_576,
+    "compression.type": "none",
+    "enable.idempotence": False,
+    "delivery.report.only.error": True,
+}
+
+CONSUMER_THROUGHPUT = {
+    # Required by the Python wrapper; offsets are never committed (no group coordinator yet).
+    "group.id": "tributary-bench",
+    "enable.auto.commit": False,
+    "auto.offset.reset": "earliest",
+    "fetch.max.bytes": 52_428_800,
+    "max.partition.fetch.bytes": 4_194_304,
+    "fetch.wait.max.ms": 100,
+    # Bounds how far a consumer reading an offset range prefetches past its end.
+    "queued.max.messages.kbytes": 16_384,
+}
+
+
+def _client_cpu():
+    t = os.times()
+    return t.user + t.system
+
+
+def produce_worker(bootstrap, topic, partitions, count, size, acks, start, results):
+    """Produces `count` messages of `size` random bytes round-robin over `partitions`."""
+    errors = []
+    p = Producer({"bootstrap.servers": bootstrap, "acks": str(acks),
+                  "on_delivery": lambda err, msg: errors.append(err) if err else None,
+                  **PRODUCER_THROUGHPUT})
+    p.list_topics(topic, timeout=10)  # connect and learn leaders before the clock starts
+    payload = os.urandom(size)
+    results.put(("ready", os.getpid()))
+    start.wait()
+    cpu0, t0 = _client_cpu(), time.perf_counter()
+    produce, poll = p.produce, p.poll
+    for i in range(count):
+        while True:
+            try:
+                produce(topic, payload, partition=i % partitions)
+                break
+            except BufferError:
+                poll(0.005)
+    left = p.flush(120)
+    results.put(("done", {"sent": count - left, "errors": [str(e) for e in errors[:5]],
+                          "n_errors": len(errors), "seconds": time.perf_counter() - t0,
+                          "client_cpu": _client_cpu() - cpu0}))
+
+
+def split_ranges(ends, consumers):
+    """Divides {partition: end offset} into `consumers` lists of (partition, start, end), whole
+    partitions when there are enough of them, else offset ranges of each partition."""
+    parts = sorted(ends)
+    if len(parts) >= consumers:
+        return [[(p, 0, ends[p]) for p in parts[i::consumers]] for i in range(consumers)]
+    per = consumers // len(parts)
+    out = []
+    for p in parts:
+        step = max(1, -(-ends[p] // per))
+        out += [[(p, lo, min(lo + step, ends[p]))] for lo in range(0, ends[p], step)]
+    return [r for r in out if r]
+
+
+def consume_worker(bootstrap, topic, ranges, size, start, results):
+    """Reads each (partition, start, end) range once; counts only offsets inside the ranges."""
+    c = Consumer({"bootstrap.servers": bootstrap, **CONSUMER_THROUGHPUT})
+    c.list_topics(topic, timeout=10)
+    results.put(("ready", os.getpid()))
+    start.wait()
+    cpu0, t0 = _client_cpu(), time.perf_counter()
+    end = {p: hi for p, _, hi in ranges}
+    got = dict.fromkeys(end, 0)
+    c.assign([TopicPartition(topic, p, lo) for p, lo, _ in ranges])
+    open_parts, bad = {p for p, lo, hi in ranges if hi > lo}, 0
+    while open_parts and time.perf_counter() - t0 < 300:
+        for m in c.consume(10_000, 1.0):
+            if m.error():
+                bad += 1
+                continue
+            p = m.partition()
+            if p in open_parts and m.offset() < end[p]:
+                got[p] += 1
+                if m.offset() == end[p] - 1:
+                    open_parts.discard(p)
+                    c.pause([TopicPartition(topic, p)])
+    seconds = time.perf_counter() - t0
+    c.close()
+    results.put(("done", {"received": sum(got.values()), "errors": bad, "seconds": seconds,
+                          "client_cpu": _client_cpu() - cpu0, "size_checked": size}))
+
+
+def latency_probe(bootstrap, topic, rate, seconds, warmup, size, acks, results):
+    """Sends one `size`-byte message every 1/rate s with linger.ms=0 and records, per message,
+    the time from produce() to its delivery report; the first `warmup` seconds are dropped."""
+    p = Producer({"bootstrap.servers": bootstrap, "acks": str(acks), "linger.ms": 0,
+                  "enable.idempotence": False, "compression.type": "none"})
+    p.list_topics(topic, timeout=10)
+    payload = os.urandom(size)
+    lat, errors = [], [0]
+
+    def report(err, _msg, sent):
+        if err:
+            errors[0] += 1
+        else:
+            lat.append(time.perf_counter() - sent)
+
+    total = int(rate * (seconds + warmup))
+    t0 = time.perf_counter()
+    for i in range(total):
+        target = t0 + i / rate
+        while (now := time.perf_counter()) < target:
+            p.poll(target - now)
+        sent = time.perf_counter()
+        p.produce(topic, payload, partition=0,
+                  on_delivery=lambda err, msg, s=sent: report(err, msg, s))
+        p.poll(0)
+    p.flush(30)
+    elapsed = time.perf_counter() - t0
+    skip = int(rate * warmup)
+    results.put({"latencies": lat[skip:], "errors": errors[0], "sent": total,
+                 "achieved_rate": total / elapsed})
