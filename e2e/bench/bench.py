@@ -206,6 +206,16 @@ def main_broker(args):
 
 
 def run(args):
+    """Runs everything; a broker this tool started is stopped even if a phase fails."""
+    started = []
+    try:
+        return _run(args, started)
+    finally:
+        for b in started:
+            b.stop()
+
+
+def _run(args, started):
     res = {"machine": machine(), "args": vars(args)}
     os.makedirs(args.data_dir, exist_ok=True)
     if args.perf:
@@ -217,6 +227,7 @@ def run(args):
         log("start-to-ready, empty data dir")
         res["ready_empty"] = ready_times(args)
     broker, target = main_broker(args)
+    started += [broker] if broker else []
     time.sleep(1.0)
     res["rss_idle_empty_kib"] = status_kib(target.pid, "VmRSS")
     target.create_topic("bench-idle-100", 100)
