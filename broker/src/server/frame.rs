@@ -48,11 +48,14 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         .await
         .map_err(eof_is_truncated)?;
     let len = check_size(i32::from_be_bytes(size), max)?;
-    let mut buf = BytesMut::zeroed(len);
-    reader
-        .read_exact(&mut buf)
-        .await
-        .map_err(eof_is_truncated)?;
+    // Read into spare capacity: no zero-filling of a buffer about to be overwritten.
+    let mut buf = BytesMut::with_capacity(len);
+    while buf.len() < len {
+        let mut limited = (&mut *reader).take((len - buf.len()) as u64);
+        if limited.read_buf(&mut buf).await.map_err(FrameError::Io)? == 0 {
+            return Err(FrameError::Truncated);
+        }
+    }
     Ok(Some(buf.freeze()))
 }
 

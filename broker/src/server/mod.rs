@@ -10,7 +10,7 @@ pub mod frame;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncWriteExt, BufReader};
@@ -131,18 +131,13 @@ pub fn parse_header(mut frame: Bytes) -> Result<Request, ConnectionError> {
     if frame.len() < frame::MIN_REQUEST_LEN {
         return Err(frame::FrameError::InvalidSize(i32::try_from(frame.len()).unwrap_or(0)).into());
     }
-    let key = frame.get_i16();
-    let version = frame.get_i16();
+    // Peek at key and version; the header decoder reads them again from the same bytes, so the
+    // body is never copied.
+    let key = i16::from_be_bytes([frame[0], frame[1]]);
+    let version = i16::from_be_bytes([frame[2], frame[3]]);
     let api = ApiKey::try_from(key).map_err(|()| ConnectionError::UnknownApi(key))?;
     let header_version = api.request_header_version(version);
-    let mut all = frame.clone();
-    // Re-read from the start with the crate's decoder (it wants key and version too).
-    let mut full = BytesMut::with_capacity(all.len() + 4);
-    full.put_i16(key);
-    full.put_i16(version);
-    full.put(&mut all);
-    let mut full = full.freeze();
-    let header = RequestHeader::decode(&mut full, header_version).map_err(|source| {
+    let header = RequestHeader::decode(&mut frame, header_version).map_err(|source| {
         ConnectionError::Malformed {
             api,
             version,
@@ -158,7 +153,7 @@ pub fn parse_header(mut frame: Bytes) -> Result<Request, ConnectionError> {
     Ok(Request {
         header,
         api,
-        body: full,
+        body: frame,
     })
 }
 
