@@ -3,6 +3,7 @@
 //! `config` loads Kafka-named properties; `metadata` holds the Raft-replicated cluster metadata
 //! and the controller; the partition logs live in the `tributary-log` crate.
 
+pub mod alloc;
 pub mod api;
 pub mod broker;
 pub mod config;
@@ -15,3 +16,7 @@ pub mod producer_ids;
 pub mod replica;
 pub mod server;
 pub mod topic_config;
+
+/// Every binary and test linking the broker uses its allocator (see `alloc`).
+#[global_allocator]
+static GLOBAL: alloc::Allocator = alloc::Allocator;

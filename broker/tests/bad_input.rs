@@ -152,6 +152,20 @@ async fn bad_frames_close_only_their_connection_and_keep_data() {
     assert_eq!(resp.error_code, ResponseError::UnsupportedVersion.code());
     assert!(!resp.api_keys.is_empty());
 
+    // Array lengths far beyond the frame (found by fuzzing): kafka-protocol reserves
+    // `count` elements up front; the broker must answer with a closed connection, not abort.
+    for count in [0x0800_ff00_u32, 0x7fff_ffff] {
+        let mut c = Conn::connect(addr).await;
+        let mut frame = vec![0, 44, 0, 0, 0, 0, 0, 0, 0xff, 0xff]; // IncrementalAlterConfigs v0
+        frame.extend_from_slice(&count.to_be_bytes());
+        frame.extend_from_slice(&[0; 8]);
+        c.send_raw_frame(&frame).await;
+        assert!(
+            c.closed_by_broker().await,
+            "array of {count} elements in a tiny frame"
+        );
+    }
+
     // Through all of that, the good connection and the stored data are untouched.
     api_versions_works(&mut good).await;
     assert_eq!(fetch_all(&mut good).await, (10, before));
