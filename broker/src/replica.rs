@@ -8,7 +8,7 @@
 //! answers NOT_LEADER_OR_FOLLOWER.
 
 use std::collections::{BTreeMap, HashMap};
-use std::sync::atomic::{AtomicI32, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
@@ -30,6 +30,10 @@ pub struct Partition {
     pub log: Arc<RwLock<Log>>,
     pub leader: AtomicI32,
     pub leader_epoch: AtomicI32,
+    /// ISR size and the topic's `min.insync.replicas`, for acks=all (kept here so the produce
+    /// path never consults the metadata image).
+    pub isr_len: AtomicUsize,
+    pub min_insync_replicas: AtomicUsize,
     /// Offsets below this are committed and visible to consumers.
     pub high_watermark: AtomicI64,
 }
@@ -39,6 +43,16 @@ impl Partition {
     pub fn hw(&self) -> Offset {
         Offset(self.high_watermark.load(Ordering::Acquire))
     }
+}
+
+/// What the metadata image says about a partition hosted here.
+struct Assignment {
+    topic_id: Uuid,
+    leader: i32,
+    leader_epoch: i32,
+    isr_len: usize,
+    min_insync_replicas: usize,
+    config: LogConfig,
 }
 
 /// Owns the hosted partitions and their logs.
@@ -95,9 +109,11 @@ impl ReplicaManager {
     /// metadata change they make, and a background task after every image.
     pub async fn sync(&self, image: &MetadataImage) {
         let _guard = self.sync.lock().await;
-        let mut wanted: BTreeMap<TopicPartition, (Uuid, i32, i32, LogConfig)> = BTreeMap::new();
+        let mut wanted: BTreeMap<TopicPartition, Assignment> = BTreeMap::new();
         for t in image.topics.values() {
-            let cfg = log_config(&topic_config::effective(&t.configs, &self.config));
+            let effective = topic_config::effective(&t.configs, &self.config);
+            let cfg = log_config(&effective);
+            let min_isr = effective["min.insync.replicas"].0.parse().unwrap_or(1);
             for p in t
                 .partitions
                 .values()
@@ -105,13 +121,20 @@ impl ReplicaManager {
             {
                 wanted.insert(
                     TopicPartition::new(&t.name, p.partition),
-                    (t.topic_id, p.leader, p.leader_epoch, cfg.clone()),
+                    Assignment {
+                        topic_id: t.topic_id,
+                        leader: p.leader,
+                        leader_epoch: p.leader_epoch,
+                        isr_len: p.isr.len(),
+                        min_insync_replicas: min_isr,
+                        config: cfg.clone(),
+                    },
                 );
             }
         }
         let current = self.all();
         for (tp, part) in &current {
-            if wanted.get(tp).is_none_or(|(id, ..)| *id != part.topic_id) {
+            if wanted.get(tp).is_none_or(|a| a.topic_id != part.topic_id) {
                 self.remove(tp);
             }
         }
@@ -127,37 +150,40 @@ impl ReplicaManager {
                 }
             }
         }
-        for (tp, (topic_id, leader, epoch, cfg)) in wanted {
-            if let Err(e) = self.ensure(&tp, topic_id, leader, epoch, cfg) {
+        for (tp, assignment) in wanted {
+            if let Err(e) = self.ensure(&tp, assignment) {
                 tracing::error!(partition = %tp, error = %e, "failed to open partition log");
             }
         }
     }
 
-    fn ensure(
-        &self,
-        tp: &TopicPartition,
-        topic_id: Uuid,
-        leader: i32,
-        epoch: i32,
-        cfg: LogConfig,
-    ) -> Result<(), LogError> {
+    fn ensure(&self, tp: &TopicPartition, a: Assignment) -> Result<(), LogError> {
         if let Some(p) = self.get(&tp.topic, tp.partition) {
-            p.leader.store(leader, Ordering::Release);
-            p.leader_epoch.store(epoch, Ordering::Release);
-            p.log.write().expect("log lock poisoned").set_config(cfg);
+            p.leader.store(a.leader, Ordering::Release);
+            p.leader_epoch.store(a.leader_epoch, Ordering::Release);
+            p.isr_len.store(a.isr_len, Ordering::Release);
+            p.min_insync_replicas
+                .store(a.min_insync_replicas, Ordering::Release);
+            p.log
+                .write()
+                .expect("log lock poisoned")
+                .set_config(a.config);
             return Ok(());
         }
-        let log = self.logs.open_or_create(tp, *topic_id.as_bytes(), cfg)?;
+        let log = self
+            .logs
+            .open_or_create(tp, *a.topic_id.as_bytes(), a.config)?;
         let leo = log.read().expect("log lock poisoned").log_end_offset();
         let part = Arc::new(Partition {
-            topic_id,
+            topic_id: a.topic_id,
             log,
-            leader: AtomicI32::new(leader),
-            leader_epoch: AtomicI32::new(epoch),
+            leader: AtomicI32::new(a.leader),
+            leader_epoch: AtomicI32::new(a.leader_epoch),
+            isr_len: AtomicUsize::new(a.isr_len),
+            min_insync_replicas: AtomicUsize::new(a.min_insync_replicas),
             high_watermark: AtomicI64::new(leo.0),
         });
-        tracing::info!(partition = %tp, leader, epoch, log_end = leo.0, "hosting partition");
+        tracing::info!(partition = %tp, leader = a.leader, epoch = a.leader_epoch, log_end = leo.0, "hosting partition");
         self.partitions
             .write()
             .expect("partitions lock poisoned")

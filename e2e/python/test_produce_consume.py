@@ -143,3 +143,22 @@ def test_list_offsets_max_timestamp(broker, topic):
     assert (res.offset, res.timestamp) == (17, now)
     assert a.list_offsets({tp: OffsetSpec.earliest()})[tp].result(10).offset == 0
     assert a.list_offsets({tp: OffsetSpec.latest()})[tp].result(10).offset == 50
+
+
+def test_acks_all_needs_min_insync_replicas(broker, topic):
+    """With min.insync.replicas above the ISR size, acks=all is refused with
+    NOT_ENOUGH_REPLICAS and nothing is stored; acks=1 still works."""
+    from confluent_kafka import KafkaError, Producer
+    create_topic(broker.bootstrap, topic, config={"min.insync.replicas": "2"})
+    errors = []
+    p = Producer({"bootstrap.servers": broker.bootstrap, "acks": "all", "message.timeout.ms": 2000,
+                  "enable.idempotence": False})
+    p.produce(topic, value=b"x", on_delivery=lambda e, m: errors.append(e))
+    p.flush(10)
+    assert errors and errors[0] is not None
+    assert errors[0].code() in (KafkaError.NOT_ENOUGH_REPLICAS, KafkaError._MSG_TIMED_OUT)
+    p1 = Producer({"bootstrap.servers": broker.bootstrap, "acks": 1})
+    ok = []
+    p1.produce(topic, value=b"y", on_delivery=lambda e, m: ok.append((e, m.offset())))
+    p1.flush(10)
+    assert ok == [(None, 0)], "acks=1 is stored at offset 0: the refused acks=all write left nothing"

@@ -14,7 +14,6 @@ use kafka_protocol::ResponseError;
 use super::s;
 use crate::broker::{now_ms, Broker};
 use crate::server::{ConnectionError, Request};
-use crate::topic_config;
 
 const ACKS_NONE: i16 = 0;
 const ACKS_LEADER: i16 = 1;
@@ -48,15 +47,9 @@ pub(super) async fn handle(
         } else {
             t.name.0.to_string()
         };
-        let min_isr = image.topics.get(&name).map_or(1, |topic| {
-            topic_config::effective(&topic.configs, &broker.config)["min.insync.replicas"]
-                .0
-                .parse()
-                .unwrap_or(1)
-        });
         let mut partitions = Vec::with_capacity(t.partition_data.len());
         for p in t.partition_data {
-            let r = append(broker, &name, p.index, req.acks, min_isr, p.records).await;
+            let r = append(broker, &name, p.index, req.acks, p.records).await;
             partitions.push(r.with_index(p.index));
         }
         responses.push(
@@ -84,7 +77,6 @@ async fn append(
     topic: &str,
     partition: i32,
     acks: i16,
-    min_isr: usize,
     records: Option<Bytes>,
 ) -> PartitionProduceResponse {
     if !matches!(acks, ACKS_NONE | ACKS_LEADER | ACKS_ALL) {
@@ -105,13 +97,8 @@ async fn append(
             format!("this broker does not lead {topic}-{partition}"),
         );
     }
-    let isr_len = broker
-        .controller
-        .image()
-        .topics
-        .get(topic)
-        .and_then(|t| t.partitions.get(&partition))
-        .map_or(0, |p| p.isr.len());
+    let isr_len = part.isr_len.load(Ordering::Acquire);
+    let min_isr = part.min_insync_replicas.load(Ordering::Acquire);
     if acks == ACKS_ALL && isr_len < min_isr {
         return failed(
             ResponseError::NotEnoughReplicas,
