@@ -8,6 +8,7 @@ pub mod api;
 pub mod broker;
 pub mod config;
 pub mod fsutil;
+pub mod group;
 pub mod http;
 pub mod meta_properties;
 pub mod metadata;
