@@ -165,6 +165,33 @@ fn describe_broker(
         .collect())
 }
 
+/// Alters one resource: topic overrides through the controller (`change` maps the current
+/// overrides to the new ones); everything else is refused.
+async fn alter_one<F>(
+    broker: &Broker,
+    resource_type: i8,
+    name: &str,
+    validate_only: bool,
+    change: F,
+) -> Result<(), ApiError>
+where
+    F: FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, ApiError>,
+{
+    match resource_type {
+        RESOURCE_TOPIC => {
+            broker
+                .controller
+                .alter_topic_configs(name, validate_only, change)
+                .await
+        }
+        RESOURCE_BROKER => Err(broker_alter_refused()),
+        other => Err(ApiError::new(
+            ResponseError::InvalidRequest,
+            format!("unsupported resource type {other}"),
+        )),
+    }
+}
+
 fn broker_alter_refused() -> ApiError {
     ApiError::new(
         ResponseError::InvalidRequest,
@@ -179,25 +206,20 @@ pub(super) async fn alter(
 ) -> AlterConfigsResponse {
     let mut responses = Vec::new();
     for r in &req.resources {
-        let result = match r.resource_type {
-            RESOURCE_TOPIC => {
-                // AlterConfigs replaces the whole set of overrides.
-                let new: BTreeMap<String, String> = r
-                    .configs
-                    .iter()
-                    .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
-                    .collect();
-                broker
-                    .controller
-                    .alter_topic_configs(&r.resource_name, req.validate_only, |_| Ok(new))
-                    .await
-            }
-            RESOURCE_BROKER => Err(broker_alter_refused()),
-            other => Err(ApiError::new(
-                ResponseError::InvalidRequest,
-                format!("unsupported resource type {other}"),
-            )),
-        };
+        // AlterConfigs replaces the whole set of overrides.
+        let new: BTreeMap<String, String> = r
+            .configs
+            .iter()
+            .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
+            .collect();
+        let result = alter_one(
+            broker,
+            r.resource_type,
+            &r.resource_name,
+            req.validate_only,
+            |_| Ok(new),
+        )
+        .await;
         let (code, message) = super::error_parts(&result);
         responses.push(
             alter_configs_response::AlterConfigsResourceResponse::default()
@@ -273,32 +295,27 @@ pub(super) async fn incremental_alter(
 ) -> IncrementalAlterConfigsResponse {
     let mut responses = Vec::new();
     for r in &req.resources {
-        let result = match r.resource_type {
-            RESOURCE_TOPIC => {
-                broker
-                    .controller
-                    .alter_topic_configs(&r.resource_name, req.validate_only, |current| {
-                        let effective = topic_config::effective(current, &broker.config);
-                        let mut new = current.clone();
-                        for c in &r.configs {
-                            apply_op(
-                                &mut new,
-                                &effective,
-                                &c.name,
-                                c.config_operation,
-                                c.value.as_ref(),
-                            )?;
-                        }
-                        Ok(new)
-                    })
-                    .await
-            }
-            RESOURCE_BROKER => Err(broker_alter_refused()),
-            other => Err(ApiError::new(
-                ResponseError::InvalidRequest,
-                format!("unsupported resource type {other}"),
-            )),
-        };
+        let result = alter_one(
+            broker,
+            r.resource_type,
+            &r.resource_name,
+            req.validate_only,
+            |current| {
+                let effective = topic_config::effective(current, &broker.config);
+                let mut new = current.clone();
+                for c in &r.configs {
+                    apply_op(
+                        &mut new,
+                        &effective,
+                        &c.name,
+                        c.config_operation,
+                        c.value.as_ref(),
+                    )?;
+                }
+                Ok(new)
+            },
+        )
+        .await;
         let (code, message) = super::error_parts(&result);
         responses.push(
             incremental_alter_configs_response::AlterConfigsResourceResponse::default()
