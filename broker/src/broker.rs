@@ -26,6 +26,8 @@ pub struct Broker {
     pub replicas: ReplicaManager,
     pub metrics: Metrics,
     pub producer_ids: ProducerIdManager,
+    /// The group coordinator for the `__consumer_offsets` partitions led here.
+    pub groups: Arc<crate::group::GroupCoordinator>,
     /// True once registered and caught up with metadata (`/readyz`).
     pub ready: AtomicBool,
 }
@@ -161,7 +163,12 @@ pub async fn start(config: BrokerConfig) -> Result<Running, BrokerError> {
         })
         .await
         .map_err(|e| BrokerError::Register(e.message))?;
-    let broker = Arc::new(Broker {
+    let group_config = crate::group::GroupConfig::from_broker(&config);
+    let broker = Arc::new_cyclic(|me| Broker {
+        groups: crate::group::GroupCoordinator::new(
+            group_config,
+            Arc::new(crate::group::storage::ReplicaGroupLog::new(me.clone())),
+        ),
         config,
         cluster_id,
         controller,
@@ -171,6 +178,7 @@ pub async fn start(config: BrokerConfig) -> Result<Running, BrokerError> {
         ready: AtomicBool::new(false),
     });
     broker.sync_replicas().await;
+    crate::group::storage::follow_leadership(&broker);
     broker.ready.store(true, Ordering::Release);
     info!(elapsed_ms = started.elapsed().as_millis() as u64, kafka = %kafka_addr, http = %http_addr, "broker ready");
 
@@ -179,6 +187,10 @@ pub async fn start(config: BrokerConfig) -> Result<Running, BrokerError> {
     tasks.spawn(server::serve(kafka, broker.clone(), stop_rx.clone()));
     tasks.spawn(http::serve(http_listener, broker.clone(), stop_rx.clone()));
     tasks.spawn(follow_metadata(broker.clone(), stop_rx.clone()));
+    tasks.spawn(crate::group::coordinator::run_timers(
+        broker.groups.clone(),
+        stop_rx.clone(),
+    ));
     tasks.spawn(housekeeping(broker.clone(), stop_rx));
     Ok(Running {
         broker,
@@ -211,6 +223,7 @@ async fn follow_metadata(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
             changed = images.changed() => {
                 if changed.is_err() { return; }
                 broker.sync_replicas().await;
+                crate::group::storage::on_metadata(&broker).await;
             }
             _ = stop.changed() => return,
         }

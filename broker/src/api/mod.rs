@@ -8,14 +8,25 @@ mod api_versions;
 mod configs;
 mod create_partitions;
 mod create_topics;
+mod delete_groups;
 mod delete_records;
 mod delete_topics;
 mod describe_cluster;
+mod describe_groups;
 mod fetch;
+mod find_coordinator;
+mod heartbeat;
 mod init_producer_id;
+mod join_group;
+mod leave_group;
+mod list_groups;
 mod list_offsets;
 mod metadata;
+mod offset_commit;
+mod offset_delete;
+mod offset_fetch;
 mod produce;
+mod sync_group;
 pub mod versions;
 
 use bytes::Bytes;
@@ -64,6 +75,22 @@ pub async fn dispatch(broker: &Broker, mut req: Request) -> Result<Option<Bytes>
         ApiKey::DeleteRecords => serve!(DeleteRecordsRequest, delete_records::handle),
         ApiKey::Fetch => serve!(FetchRequest, fetch::handle),
         ApiKey::InitProducerId => serve!(InitProducerIdRequest, init_producer_id::handle),
+        ApiKey::FindCoordinator => serve!(FindCoordinatorRequest, find_coordinator::handle),
+        ApiKey::JoinGroup => {
+            let body: JoinGroupRequest = decode_body(&mut req, version)?;
+            let client_id = req.header.client_id.as_deref().unwrap_or("").to_owned();
+            let resp = join_group::handle(broker, body, version, client_id).await;
+            encode_response(api, version, correlation_id, &resp).map(Some)
+        }
+        ApiKey::SyncGroup => serve!(SyncGroupRequest, sync_group::handle),
+        ApiKey::Heartbeat => serve!(HeartbeatRequest, heartbeat::handle),
+        ApiKey::LeaveGroup => serve!(LeaveGroupRequest, leave_group::handle),
+        ApiKey::OffsetCommit => serve!(OffsetCommitRequest, offset_commit::handle),
+        ApiKey::OffsetFetch => serve!(OffsetFetchRequest, offset_fetch::handle),
+        ApiKey::OffsetDelete => serve!(OffsetDeleteRequest, offset_delete::handle),
+        ApiKey::ListGroups => serve!(ListGroupsRequest, list_groups::handle),
+        ApiKey::DescribeGroups => serve!(DescribeGroupsRequest, describe_groups::handle),
+        ApiKey::DeleteGroups => serve!(DeleteGroupsRequest, delete_groups::handle),
         ApiKey::Produce => {
             let body: ProduceRequest = decode_body(&mut req, version)?;
             match produce::handle(broker, body, version).await {
