@@ -394,3 +394,7 @@ pub async fn run_timers(coordinator: Arc<GroupCoordinator>, mut stop: watch::Rec
         }
     }
 }
+
+#[cfg(test)]
+#[path = "coordinator_tests.rs"]
+mod tests;
