@@ -345,7 +345,9 @@ pub fn encode_batch(records: &[GroupRecord], now_ms: i64) -> Result<BytesMut, Re
             producer_epoch: -1,
             timestamp_type: TimestampType::Creation,
             offset: i as i64,
-            sequence: -1,
+            // The encoder starts a new batch whenever offset - sequence changes; keeping it
+            // constant (base sequence -1: not idempotent) gives exactly one batch.
+            sequence: i as i32 - 1,
             timestamp: now_ms,
             key: Some(r.key()),
             value: r.value(),
@@ -470,8 +472,17 @@ mod tests {
     #[test]
     fn batches_round_trip_and_unknown_keys_are_skipped() {
         let batch = encode_batch(&[offset(Some(1)), group(), offset(None)], 1000).expect("encode");
-        let records = decode_batches(batch.freeze()).expect("decode");
+        let records = decode_batches(batch.clone().freeze()).expect("decode");
         assert_eq!(records, vec![offset(Some(1)), group(), offset(None)]);
+        let mut raw = batch.clone().freeze();
+        let info = RecordBatchDecoder::decode_batch_info(&mut raw).expect("headers");
+        assert_eq!(
+            info.len(),
+            1,
+            "one batch, so the log accepts it as one append"
+        );
+        assert_eq!((info[0].min_offset, info[0].record_count), (0, 3));
+        assert_eq!(info[0].base_sequence, -1);
         let mut k = BytesMut::new();
         k.put_i16(11);
         assert_eq!(GroupRecord::parse(k.freeze(), None).expect("other"), None);

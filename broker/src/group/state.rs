@@ -542,6 +542,7 @@ impl Group {
                 }
             }
         }
+        tracing::info!(group = %self.id, from = self.state.name(), "preparing rebalance");
         let timeout = self.max_rebalance_timeout();
         if self.state == GroupState::Empty {
             let delay = self.timeouts.initial_rebalance_delay.min(timeout);
@@ -608,6 +609,13 @@ impl Group {
                 .or_else(|| self.members.values().next())
                 .map(|m| m.member_id.clone());
         }
+        tracing::info!(
+            group = %self.id,
+            generation = self.generation,
+            members = self.members.len(),
+            protocol = self.protocol.as_deref().unwrap_or(""),
+            "join phase complete"
+        );
         self.set_state(GroupState::CompletingRebalance, now_ms);
         self.sync_deadline = Some(now + self.max_rebalance_timeout());
         let joined: Vec<String> = self
