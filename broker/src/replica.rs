@@ -249,6 +249,9 @@ pub fn log_config(
 ) -> LogConfig {
     let get = |k: &str| eff.get(k).map(|(v, _)| v.as_str()).unwrap_or("");
     let d = LogConfig::default();
+    let deletes = get("cleanup.policy")
+        .split(',')
+        .any(|p| p.trim() == "delete");
     // Kafka's "never" for flush settings is Long.MAX_VALUE.
     let unless_max = |v: Option<u64>| v.filter(|n| *n < i64::MAX as u64);
     LogConfig {
@@ -257,8 +260,12 @@ pub fn log_config(
         index_interval_bytes: positive(get("index.interval.bytes"))
             .unwrap_or(d.index_interval_bytes),
         segment_index_bytes: positive(get("segment.index.bytes")).unwrap_or(d.segment_index_bytes),
-        retention_bytes: positive(get("retention.bytes")),
-        retention_ms: positive(get("retention.ms")).map(Duration::from_millis),
+        // Time and size retention delete segments only under cleanup.policy=delete (a compacted
+        // topic such as __consumer_offsets keeps its latest value per key however old).
+        retention_bytes: positive(get("retention.bytes")).filter(|_| deletes),
+        retention_ms: positive(get("retention.ms"))
+            .map(Duration::from_millis)
+            .filter(|_| deletes),
         max_message_bytes: positive(get("max.message.bytes"))
             .and_then(|n| usize::try_from(n).ok())
             .unwrap_or(d.max_message_bytes),
@@ -271,5 +278,48 @@ pub fn log_config(
         flush_ms: unless_max(positive(get("flush.ms"))).map(Duration::from_millis),
         file_delete_delay: positive(get("file.delete.delay.ms"))
             .map_or(d.file_delete_delay, Duration::from_millis),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::config::BrokerConfig;
+
+    fn cfg(overrides: &[(&str, &str)]) -> LogConfig {
+        let broker = BrokerConfig::from_properties(BTreeMap::new()).expect("config");
+        let topic = overrides
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        log_config(&topic_config::effective(&topic, &broker))
+    }
+
+    #[test]
+    fn topic_configs_become_log_configs() {
+        let c = cfg(&[
+            ("segment.bytes", "2048"),
+            ("retention.bytes", "4096"),
+            ("flush.messages", "1"),
+        ]);
+        assert_eq!(c.segment_bytes, 2048);
+        assert_eq!(c.retention_bytes, Some(4096));
+        assert_eq!(c.retention_ms, Some(Duration::from_millis(604_800_000)));
+        assert_eq!(c.flush_messages, Some(1));
+        assert_eq!(c.flush_ms, None, "Long.MAX_VALUE means never");
+        assert_eq!(cfg(&[("retention.ms", "-1")]).retention_ms, None);
+    }
+
+    #[test]
+    fn compacted_topics_are_not_deleted_by_time_or_size() {
+        let c = cfg(&[("cleanup.policy", "compact"), ("retention.bytes", "4096")]);
+        assert_eq!((c.retention_ms, c.retention_bytes), (None, None));
+        let both = cfg(&[
+            ("cleanup.policy", "compact,delete"),
+            ("retention.bytes", "4096"),
+        ]);
+        assert_eq!(both.retention_bytes, Some(4096));
     }
 }
