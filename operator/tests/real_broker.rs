@@ -1,5 +1,6 @@
 //! The KafkaTopic reconcile path (plan + our kafka-protocol admin client) against the real
-//! broker binary from this repository: create, raise partitions, alter config, delete. The
+//! broker binary from this repository: create, raise partitions, alter config (read back with
+//! DescribeConfigs, drift undone, a key removed from the spec deleted), delete. The
 //! Kubernetes side is the in-memory API server. Needs `target/debug/broker` (built by
 //! `cargo build --workspace --bins`) or `TRIBUTARY_BROKER_BIN`.
 
@@ -14,7 +15,7 @@ use std::time::{Duration, Instant};
 use common::coll;
 use common::fake_api::FakeApi;
 use operator::admin::client::{KafkaAdminClient, TcpAdminConnector};
-use operator::admin::KafkaAdmin;
+use operator::admin::{topic_overrides, ConfigChange, ConfigSource, KafkaAdmin};
 use operator::context::Context;
 use operator::crd::topic::KafkaTopic;
 use operator::runtime::metrics::Metrics;
@@ -107,6 +108,15 @@ async fn pass(api: &FakeApi, ctx: &Arc<Context>) {
         .expect("reconcile succeeds");
 }
 
+/// The topic's overrides as the broker reports them (DescribeConfigs), as JSON.
+async fn overrides(admin: &KafkaAdminClient) -> serde_json::Value {
+    let entries = admin
+        .describe_topic_config("orders")
+        .await
+        .expect("describe configs");
+    json!(topic_overrides(&entries))
+}
+
 fn edit(api: &FakeApi, f: impl FnOnce(&mut serde_json::Value)) {
     let mut obj = api
         .get(&coll(NS, "kafkatopics"), "orders")
@@ -184,6 +194,61 @@ async fn topic_lifecycle_against_the_real_broker() {
         json!({ "retention.ms": "120000", "cleanup.policy": "delete" })
     );
     assert_eq!(status["conditions"][0]["status"], "True", "{status}");
+    assert_eq!(
+        overrides(&admin).await,
+        json!({ "retention.ms": "120000", "cleanup.policy": "delete" }),
+        "the broker holds exactly the spec's overrides"
+    );
+
+    // drift made behind the operator's back is read back and undone; a foreign override stays
+    admin
+        .alter_topic_config(
+            "orders",
+            &[
+                ConfigChange::Set {
+                    name: "retention.ms".into(),
+                    value: "1000".into(),
+                },
+                ConfigChange::Set {
+                    name: "max.message.bytes".into(),
+                    value: "2048".into(),
+                },
+            ],
+        )
+        .await
+        .expect("out-of-band alter");
+    pass(&api, &ctx).await;
+    assert_eq!(
+        overrides(&admin).await,
+        json!({ "retention.ms": "120000", "cleanup.policy": "delete", "max.message.bytes": "2048" })
+    );
+
+    // removing a key from the spec deletes the override: the broker falls back to a
+    // non-override source for it
+    edit(&api, |o| {
+        o["spec"]["config"] = json!({ "retention.ms": "120000" });
+    });
+    pass(&api, &ctx).await;
+    assert_eq!(
+        overrides(&admin).await,
+        json!({ "retention.ms": "120000", "max.message.bytes": "2048" })
+    );
+    let entries = admin
+        .describe_topic_config("orders")
+        .await
+        .expect("describe configs");
+    let cleanup = entries
+        .iter()
+        .find(|e| e.name == "cleanup.policy")
+        .expect("cleanup.policy is described");
+    assert_ne!(cleanup.source, ConfigSource::DynamicTopic, "{cleanup:?}");
+    let status = api.get(&coll(NS, "kafkatopics"), "orders").expect("kt")["status"].clone();
+    assert_eq!(
+        status["config"],
+        json!({ "retention.ms": "120000", "max.message.bytes": "2048" }),
+        "status reports the broker's overrides"
+    );
+    assert_eq!(status["managedConfigKeys"], json!(["retention.ms"]));
 
     // deleting the resource deletes the topic, then releases the finalizer
     edit(&api, |o| {

@@ -200,3 +200,106 @@ async fn topic_waits_for_a_missing_or_unready_cluster_and_rejections_are_permane
     );
     assert_eq!(condition(&api, "Ready")["reason"], "KafkaRejected");
 }
+
+#[tokio::test]
+async fn config_drift_is_corrected_from_what_the_broker_reports() {
+    let (client, api) = FakeApi::start();
+    ready_cluster(&api);
+    let mut obj = topic_obj(
+        3,
+        json!({ "retention.ms": "60000", "segment.bytes": "1048576" }),
+    );
+    obj["metadata"]["finalizers"] = json!(["kafka.tributary.dev/topic"]);
+    api.insert(&coll(NS, "kafkatopics"), obj);
+    let kafka = FakeAdmin::with_brokers(&[0, 1, 2]);
+    let ctx = context(client, kafka.clone());
+    pass(&api, &ctx).await.expect("create pass");
+    // status.config is read back from the broker: overrides only, not the fake's defaults
+    assert_eq!(
+        status(&api)["config"],
+        json!({ "retention.ms": "60000", "segment.bytes": "1048576" })
+    );
+    assert_eq!(
+        status(&api)["managedConfigKeys"],
+        json!(["retention.ms", "segment.bytes"])
+    );
+
+    // someone changes a managed key and adds their own override behind the operator's back
+    {
+        let mut k = kafka.lock();
+        let t = k.topics.get_mut("orders").expect("topic");
+        t.config.insert("retention.ms".into(), "1".into());
+        t.config.insert("max.message.bytes".into(), "2048".into());
+        k.calls.clear();
+    }
+    pass(&api, &ctx).await.expect("drift pass");
+    let calls = kafka.lock().calls.clone();
+    let alters: Vec<_> = calls
+        .iter()
+        .filter(|c| c.starts_with("alter_topic_config"))
+        .collect();
+    assert_eq!(
+        alters,
+        [r#"alter_topic_config orders [Set { name: "retention.ms", value: "60000" }]"#],
+        "only the difference is applied"
+    );
+    assert_eq!(
+        kafka.lock().topics["orders"].config["retention.ms"],
+        "60000"
+    );
+    assert_eq!(
+        status(&api)["config"]["max.message.bytes"],
+        "2048",
+        "status shows foreign overrides too"
+    );
+
+    // in sync: no alter at all
+    kafka.lock().calls.clear();
+    pass(&api, &ctx).await.expect("steady pass");
+    assert!(
+        !kafka
+            .lock()
+            .calls
+            .iter()
+            .any(|c| c.starts_with("alter_topic_config")),
+        "{:?}",
+        kafka.lock().calls
+    );
+
+    // dropping a managed key deletes its override; the foreign one stays
+    let mut obj = api.get(&coll(NS, "kafkatopics"), "orders").expect("topic");
+    obj["spec"]["config"] = json!({ "retention.ms": "60000" });
+    api.insert(&coll(NS, "kafkatopics"), obj);
+    pass(&api, &ctx).await.expect("delete-key pass");
+    let config = kafka.lock().topics["orders"].config.clone();
+    assert_eq!(config.get("segment.bytes"), None);
+    assert_eq!(config["max.message.bytes"], "2048");
+    assert_eq!(
+        status(&api)["config"],
+        json!({ "retention.ms": "60000", "max.message.bytes": "2048" })
+    );
+    assert_eq!(condition(&api, "Ready")["reason"], "Synced");
+
+    // a broker that acknowledges a change without keeping it is not reported as Synced
+    kafka.lock().ignore_alters = true;
+    let mut obj = api.get(&coll(NS, "kafkatopics"), "orders").expect("topic");
+    obj["spec"]["config"] = json!({ "retention.ms": "120000" });
+    api.insert(&coll(NS, "kafkatopics"), obj);
+    let action = pass(&api, &ctx).await.expect("pass");
+    assert_eq!(
+        action,
+        Action::requeue(operator::topic::reconcile::REQUEUE_WAITING)
+    );
+    let ready = condition(&api, "Ready");
+    assert_eq!(
+        (ready["status"].as_str(), ready["reason"].as_str()),
+        (Some("False"), Some("ConfigDrift"))
+    );
+    assert!(
+        ready["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("retention.ms=60000 (spec: 120000)"),
+        "{ready}"
+    );
+}

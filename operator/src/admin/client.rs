@@ -12,13 +12,15 @@ use futures::FutureExt;
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
     ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
-    IncrementalAlterConfigsRequest, MetadataRequest, RequestHeader, ResponseHeader, TopicName,
+    DescribeConfigsRequest, IncrementalAlterConfigsRequest, MetadataRequest, RequestHeader,
+    ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -26,8 +28,8 @@ use tokio::net::TcpStream;
 use tokio::sync::Mutex;
 
 use super::{
-    codes, AdminConnector, AdminError, ClusterInfo, ConfigChange, KafkaAdmin, NewTopic, TopicInfo,
-    REQUEST_TIMEOUT,
+    codes, AdminConnector, AdminError, ClusterInfo, ConfigChange, ConfigEntry, ConfigSource,
+    KafkaAdmin, NewTopic, TopicInfo, REQUEST_TIMEOUT,
 };
 
 /// `client.id` sent with every request.
@@ -48,6 +50,9 @@ const ALTER_CONFIGS: (&str, i16, i16, i16) = (
     0,
     1,
 );
+/// From v1 on, entries carry `config_source` (v0 only has `is_default`).
+const DESCRIBE_CONFIGS: (&str, i16, i16, i16) =
+    ("DescribeConfigs", DescribeConfigsRequest::KEY, 1, 4);
 const DELETE_TOPICS: (&str, i16, i16, i16) = ("DeleteTopics", DeleteTopicsRequest::KEY, 1, 6);
 
 struct Conn {
@@ -357,6 +362,46 @@ impl KafkaAdmin for KafkaAdminClient {
                 ));
             }
             Ok(())
+        }
+        .boxed()
+    }
+
+    fn describe_topic_config<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ConfigEntry>, AdminError>> {
+        async move {
+            let v = self.version(DESCRIBE_CONFIGS)?;
+            let req = DescribeConfigsRequest::default()
+                .with_resources(vec![DescribeConfigsResource::default()
+                    .with_resource_type(RESOURCE_TYPE_TOPIC)
+                    .with_resource_name(StrBytes::from_string(name.to_owned()))
+                    .with_configuration_keys(None)])
+                .with_include_synonyms(false);
+            let resp = self.round_trip(DESCRIBE_CONFIGS.0, &req, v).await?;
+            let r = resp
+                .results
+                .into_iter()
+                .find(|r| {
+                    r.resource_type == RESOURCE_TYPE_TOPIC && r.resource_name.as_str() == name
+                })
+                .ok_or_else(|| missing(DESCRIBE_CONFIGS.0, name))?;
+            if r.error_code != 0 {
+                return Err(kafka_error(
+                    DESCRIBE_CONFIGS.0,
+                    name,
+                    r.error_code,
+                    r.error_message.as_ref(),
+                ));
+            }
+            Ok(r.configs
+                .into_iter()
+                .map(|c| ConfigEntry {
+                    name: c.name.to_string(),
+                    value: c.value.map(|v| v.to_string()),
+                    source: ConfigSource::from_code(c.config_source),
+                })
+                .collect())
         }
         .boxed()
     }

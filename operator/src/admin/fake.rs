@@ -10,8 +10,17 @@ use futures::future::BoxFuture;
 use futures::FutureExt;
 
 use super::{
-    codes, AdminConnector, AdminError, ClusterInfo, ConfigChange, KafkaAdmin, NewTopic, TopicInfo,
+    codes, AdminConnector, AdminError, ClusterInfo, ConfigChange, ConfigEntry, ConfigSource,
+    KafkaAdmin, NewTopic, TopicInfo,
 };
+
+/// Defaults the fake reports for every topic (source `DEFAULT`) unless overridden, so that
+/// callers must filter by source rather than take every entry as an override.
+pub const FAKE_DEFAULTS: &[(&str, &str)] = &[
+    ("cleanup.policy", "delete"),
+    ("retention.ms", "604800000"),
+    ("segment.bytes", "1073741824"),
+];
 
 /// A topic held by the fake.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -19,6 +28,7 @@ pub struct FakeTopic {
     pub id: String,
     pub partitions: i32,
     pub replication_factor: i32,
+    /// Topic-level overrides (what DescribeConfigs reports as `DYNAMIC_TOPIC_CONFIG`).
     pub config: BTreeMap<String, String>,
 }
 
@@ -32,6 +42,9 @@ pub struct FakeState {
     pub calls: Vec<String>,
     /// When set, `connect` fails (the cluster is unreachable).
     pub unreachable: bool,
+    /// When set, IncrementalAlterConfigs answers success but changes nothing (a broker that
+    /// loses the change), so callers that trust the answer are caught.
+    pub ignore_alters: bool,
     next_id: u32,
 }
 
@@ -184,12 +197,49 @@ impl KafkaAdmin for FakeAdmin {
         })
     }
 
+    fn describe_topic_config<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ConfigEntry>, AdminError>> {
+        self.call(format!("describe_topic_config {name}"), |s| {
+            let t = s.topics.get(name).ok_or_else(|| {
+                err(
+                    "DescribeConfigs",
+                    name,
+                    codes::UNKNOWN_TOPIC_OR_PARTITION,
+                    "unknown",
+                )
+            })?;
+            let mut entries: BTreeMap<String, ConfigEntry> = FAKE_DEFAULTS
+                .iter()
+                .map(|(k, v)| {
+                    let entry = ConfigEntry {
+                        name: (*k).to_owned(),
+                        value: Some((*v).to_owned()),
+                        source: ConfigSource::Default,
+                    };
+                    ((*k).to_owned(), entry)
+                })
+                .collect();
+            for (k, v) in &t.config {
+                let entry = ConfigEntry {
+                    name: k.clone(),
+                    value: Some(v.clone()),
+                    source: ConfigSource::DynamicTopic,
+                };
+                entries.insert(k.clone(), entry);
+            }
+            Ok(entries.into_values().collect())
+        })
+    }
+
     fn alter_topic_config<'a>(
         &'a self,
         name: &'a str,
         changes: &'a [ConfigChange],
     ) -> BoxFuture<'a, Result<(), AdminError>> {
         self.call(format!("alter_topic_config {name} {changes:?}"), |s| {
+            let ignore_alters = s.ignore_alters;
             let t = s.topics.get_mut(name).ok_or_else(|| {
                 err(
                     "IncrementalAlterConfigs",
@@ -198,6 +248,9 @@ impl KafkaAdmin for FakeAdmin {
                     "unknown",
                 )
             })?;
+            if ignore_alters {
+                return Ok(());
+            }
             for c in changes {
                 match c {
                     ConfigChange::Set { name: k, value }

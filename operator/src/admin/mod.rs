@@ -123,6 +123,57 @@ pub struct NewTopic {
     pub config: BTreeMap<String, String>,
 }
 
+/// Where a config value comes from: DescribeConfigs' `config_source` (v1+).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConfigSource {
+    /// A topic-level override (`DYNAMIC_TOPIC_CONFIG`, 1): the only kind the operator manages.
+    DynamicTopic,
+    /// A dynamic per-broker value (2).
+    DynamicBroker,
+    /// A dynamic cluster-wide broker default (3).
+    DynamicDefaultBroker,
+    /// The broker's static configuration file (4).
+    StaticBroker,
+    /// Kafka's built-in default (5).
+    Default,
+    /// Any other code (6 = dynamic broker logger, 0 = unknown, or future ones).
+    Other(i8),
+}
+
+impl ConfigSource {
+    /// Maps a wire `config_source` code.
+    pub fn from_code(code: i8) -> Self {
+        match code {
+            1 => ConfigSource::DynamicTopic,
+            2 => ConfigSource::DynamicBroker,
+            3 => ConfigSource::DynamicDefaultBroker,
+            4 => ConfigSource::StaticBroker,
+            5 => ConfigSource::Default,
+            other => ConfigSource::Other(other),
+        }
+    }
+}
+
+/// One entry of a topic's effective configuration (DescribeConfigs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigEntry {
+    pub name: String,
+    /// `None` for sensitive values the broker does not reveal.
+    pub value: Option<String>,
+    pub source: ConfigSource,
+}
+
+/// The topic-level overrides among a topic's effective config: only `DYNAMIC_TOPIC_CONFIG`
+/// entries count (values inherited from the broker or Kafka's defaults are not overrides, even
+/// when equal to a spec value). Entries without a value are skipped: they cannot be compared.
+pub fn topic_overrides(entries: &[ConfigEntry]) -> BTreeMap<String, String> {
+    entries
+        .iter()
+        .filter(|e| e.source == ConfigSource::DynamicTopic)
+        .filter_map(|e| Some((e.name.clone(), e.value.clone()?)))
+        .collect()
+}
+
 /// One incremental config change (IncrementalAlterConfigs `SET` / `DELETE`).
 #[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
 pub enum ConfigChange {
@@ -151,6 +202,12 @@ pub trait KafkaAdmin: Send + Sync {
         name: &'a str,
         total: i32,
     ) -> BoxFuture<'a, Result<(), AdminError>>;
+    /// The topic's effective configuration with each value's source (DescribeConfigs v1+).
+    /// A missing topic is a Kafka error `UNKNOWN_TOPIC_OR_PARTITION`.
+    fn describe_topic_config<'a>(
+        &'a self,
+        name: &'a str,
+    ) -> BoxFuture<'a, Result<Vec<ConfigEntry>, AdminError>>;
     /// Applies config changes to a topic (IncrementalAlterConfigs).
     fn alter_topic_config<'a>(
         &'a self,
@@ -198,5 +255,27 @@ mod tests {
             kafka(codes::INVALID_CONFIG).to_string(),
             "CreateTopics for \"t\" failed with Kafka error 40: nope"
         );
+    }
+
+    #[test]
+    fn only_dynamic_topic_entries_are_overrides() {
+        let entry = |name: &str, value: Option<&str>, code: i8| ConfigEntry {
+            name: name.into(),
+            value: value.map(Into::into),
+            source: ConfigSource::from_code(code),
+        };
+        let entries = [
+            entry("retention.ms", Some("60000"), 1),
+            entry("segment.bytes", Some("1073741824"), 5),
+            entry("cleanup.policy", Some("delete"), 4),
+            entry("max.message.bytes", Some("100"), 2),
+            entry("secret", None, 1),
+        ];
+        let overrides = topic_overrides(&entries);
+        assert_eq!(
+            overrides.into_iter().collect::<Vec<_>>(),
+            [("retention.ms".to_owned(), "60000".to_owned())]
+        );
+        assert_eq!(ConfigSource::from_code(6), ConfigSource::Other(6));
     }
 }

@@ -100,9 +100,15 @@ pub struct KafkaTopicStatus {
     /// Replication factor the cluster reports (replicas of partition 0).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replication_factor: Option<i32>,
-    /// Topic configuration the operator set and the cluster confirmed.
+    /// The topic's configuration overrides as the cluster reports them (DescribeConfigs entries
+    /// with source `DYNAMIC_TOPIC_CONFIG`), including overrides set outside the operator.
     #[serde(default)]
     pub config: BTreeMap<String, String>,
+    /// Config keys the operator manages: the `spec.config` keys of the last successful pass.
+    /// Removing one from `spec.config` deletes its override; overrides not listed here are left
+    /// alone.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub managed_config_keys: Option<Vec<String>>,
 }
 
 #[cfg(test)]

@@ -2,9 +2,11 @@
 //! and what the operator last applied (status). Pure. The rules: create when missing (adopting an
 //! existing topic of the same name as is, never recreating it); raise partitions, never lower
 //! them; never change the replication factor (a reassignment, later) — both refused with a
-//! condition; config is applied incrementally against what the operator last set.
+//! condition; config is compared with the overrides the broker reports (DescribeConfigs) and only
+//! the differences are applied incrementally, deleting overrides the operator manages that the
+//! spec dropped and leaving alone overrides it never managed.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crate::admin::{ConfigChange, NewTopic, TopicInfo};
 use crate::crd::topic::{KafkaTopic, KafkaTopicStatus};
@@ -70,11 +72,23 @@ pub struct TopicPlan {
     pub refusals: Vec<Refusal>,
 }
 
+/// The topic as the cluster reports it: metadata plus its topic-level overrides (only
+/// `DYNAMIC_TOPIC_CONFIG` entries, see `admin::topic_overrides`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ObservedTopic {
+    pub info: TopicInfo,
+    pub overrides: BTreeMap<String, String>,
+}
+
 /// Plans the actions for `kt` given the cluster's view of the topic (`None` = absent).
-pub fn plan_topic(kt: &KafkaTopic, name: &TopicName, observed: Option<&TopicInfo>) -> TopicPlan {
+pub fn plan_topic(
+    kt: &KafkaTopic,
+    name: &TopicName,
+    observed: Option<&ObservedTopic>,
+) -> TopicPlan {
     let spec = &kt.spec;
     let mut plan = TopicPlan::default();
-    let Some(t) = observed else {
+    let Some(observed) = observed else {
         plan.actions.push(TopicAction::Create(NewTopic {
             name: name.as_str().to_owned(),
             partitions: spec.partitions,
@@ -83,6 +97,7 @@ pub fn plan_topic(kt: &KafkaTopic, name: &TopicName, observed: Option<&TopicInfo
         }));
         return plan;
     };
+    let t = &observed.info;
     if spec.partitions > t.partitions {
         plan.actions
             .push(TopicAction::CreatePartitions(spec.partitions));
@@ -104,46 +119,77 @@ pub fn plan_topic(kt: &KafkaTopic, name: &TopicName, observed: Option<&TopicInfo
             ),
         });
     }
-    let previous = kt.status.as_ref().map(|s| &s.config);
-    let changes = config_changes(&spec.config, previous);
+    let managed = managed_keys(kt.status.as_ref());
+    let changes = config_changes(&spec.config, &observed.overrides, &managed);
     if !changes.is_empty() {
         plan.actions.push(TopicAction::AlterConfig(changes));
     }
     plan
 }
 
-/// Incremental changes from what the operator last applied to what the spec wants. With nothing
-/// applied yet (a new or adopted topic) every desired key is set; keys the operator never set are
-/// left alone.
+/// The config keys the operator manages on this topic: the spec's keys at its last successful
+/// pass (`status.managedConfigKeys`). Statuses written before that field existed held only what
+/// the operator had applied in `status.config`, so those keys are used instead.
+pub fn managed_keys(status: Option<&KafkaTopicStatus>) -> BTreeSet<String> {
+    match status {
+        Some(s) => match &s.managed_config_keys {
+            Some(keys) => keys.iter().cloned().collect(),
+            None => s.config.keys().cloned().collect(),
+        },
+        None => BTreeSet::new(),
+    }
+}
+
+/// Incremental changes from the overrides the broker reports (`actual`) to what the spec wants:
+/// `SET` every desired key whose override is missing or different (drift included), `DELETE`
+/// every override the operator manages that the spec no longer has. Overrides the operator never
+/// managed (set by someone else, or present on an adopted topic) are left alone.
 pub fn config_changes(
     desired: &BTreeMap<String, String>,
-    applied: Option<&BTreeMap<String, String>>,
+    actual: &BTreeMap<String, String>,
+    managed: &BTreeSet<String>,
 ) -> Vec<ConfigChange> {
-    let empty = BTreeMap::new();
-    let applied = applied.unwrap_or(&empty);
     let mut out: Vec<ConfigChange> = desired
         .iter()
-        .filter(|(k, v)| applied.get(*k) != Some(*v))
+        .filter(|(k, v)| actual.get(*k) != Some(*v))
         .map(|(k, v)| ConfigChange::Set {
             name: k.clone(),
             value: v.clone(),
         })
         .collect();
     out.extend(
-        applied
+        actual
             .keys()
-            .filter(|k| !desired.contains_key(*k))
+            .filter(|k| managed.contains(*k) && !desired.contains_key(*k))
             .map(|k| ConfigChange::Delete { name: k.clone() }),
     );
     out
 }
 
-/// The status after a successful pass: what the cluster reports plus the config now applied.
+/// Desired keys whose override the broker does not report as the spec says (after acting, this
+/// means the broker accepted a change but did not keep it, or someone changed it meanwhile).
+pub fn config_drift(
+    desired: &BTreeMap<String, String>,
+    actual: &BTreeMap<String, String>,
+) -> Vec<String> {
+    desired
+        .iter()
+        .filter(|(k, v)| actual.get(*k) != Some(*v))
+        .map(|(k, v)| match actual.get(k) {
+            Some(a) => format!("{k}={a} (spec: {v})"),
+            None => format!("{k} not set (spec: {v})"),
+        })
+        .collect()
+}
+
+/// The status after a successful pass: what the cluster reports (metadata and the topic's
+/// overrides as read back with DescribeConfigs) and the keys the operator now manages.
 pub fn applied_status(
     kt: &KafkaTopic,
     name: &TopicName,
-    info: Option<&TopicInfo>,
+    observed: Option<&ObservedTopic>,
 ) -> KafkaTopicStatus {
+    let info = observed.map(|o| &o.info);
     KafkaTopicStatus {
         conditions: Vec::new(),
         observed_generation: kt.metadata.generation,
@@ -151,7 +197,8 @@ pub fn applied_status(
         topic_id: info.and_then(|i| i.id.clone()),
         partitions: info.map(|i| i.partitions),
         replication_factor: info.map(|i| i.replication_factor),
-        config: kt.spec.config.clone(),
+        config: observed.map(|o| o.overrides.clone()).unwrap_or_default(),
+        managed_config_keys: Some(kt.spec.config.keys().cloned().collect()),
     }
 }
 
@@ -176,13 +223,48 @@ status:
   config: {retention.ms: '60000', segment.bytes: '1048576'}
 ";
 
-    fn info(partitions: i32, rf: i32) -> TopicInfo {
-        TopicInfo {
-            name: "orders".into(),
-            id: Some("id".into()),
-            partitions,
-            replication_factor: rf,
+    const ORDERS_MANAGED: &str = "
+apiVersion: kafka.tributary.dev/v1alpha1
+kind: KafkaTopic
+metadata: {name: orders, namespace: kafka, generation: 3}
+spec:
+  clusterRef: {name: demo}
+  partitions: 6
+  replicationFactor: 3
+  config: {retention.ms: '3600000'}
+status:
+  config: {retention.ms: '3600000', segment.bytes: '1048576', max.message.bytes: '1000'}
+  managedConfigKeys: [retention.ms, segment.bytes]
+";
+
+    fn map(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    fn observed(partitions: i32, rf: i32, overrides: &[(&str, &str)]) -> ObservedTopic {
+        ObservedTopic {
+            info: TopicInfo {
+                name: "orders".into(),
+                id: Some("id".into()),
+                partitions,
+                replication_factor: rf,
+            },
+            overrides: map(overrides),
         }
+    }
+
+    fn set(k: &str, v: &str) -> ConfigChange {
+        ConfigChange::Set {
+            name: k.into(),
+            value: v.into(),
+        }
+    }
+
+    fn delete(k: &str) -> ConfigChange {
+        ConfigChange::Delete { name: k.into() }
     }
 
     #[test]
@@ -201,35 +283,75 @@ status:
     }
 
     #[test]
-    fn existing_topic_gets_partitions_raised_and_config_diffed() {
+    fn existing_topic_gets_partitions_raised_and_config_diffed_against_the_broker() {
+        // Legacy status (no managedConfigKeys): status.config names what the operator applied.
         let kt = topic(ORDERS);
         let name = topic_name(&kt).expect("valid");
-        let plan = plan_topic(&kt, &name, Some(&info(3, 3)));
+        // The broker already has cleanup.policy=delete (nothing to do), retention.ms drifted,
+        // segment.bytes was applied before and dropped from the spec, and someone else set
+        // max.message.bytes.
+        let obs = observed(
+            3,
+            3,
+            &[
+                ("cleanup.policy", "delete"),
+                ("retention.ms", "5"),
+                ("segment.bytes", "1048576"),
+                ("max.message.bytes", "1000"),
+            ],
+        );
+        let plan = plan_topic(&kt, &name, Some(&obs));
         assert!(plan.refusals.is_empty());
         assert_eq!(plan.actions[0], TopicAction::CreatePartitions(6));
         assert_eq!(
             plan.actions[1],
             TopicAction::AlterConfig(vec![
-                ConfigChange::Set {
-                    name: "cleanup.policy".into(),
-                    value: "delete".into()
-                },
-                ConfigChange::Set {
-                    name: "retention.ms".into(),
-                    value: "3600000".into()
-                },
-                ConfigChange::Delete {
-                    name: "segment.bytes".into()
-                },
+                set("retention.ms", "3600000"),
+                delete("segment.bytes")
             ])
         );
+    }
+
+    #[test]
+    fn in_sync_topic_needs_no_action() {
+        let kt = topic(ORDERS);
+        let name = topic_name(&kt).expect("valid");
+        let obs = observed(
+            6,
+            3,
+            &[("cleanup.policy", "delete"), ("retention.ms", "3600000")],
+        );
+        assert_eq!(plan_topic(&kt, &name, Some(&obs)), TopicPlan::default());
+    }
+
+    #[test]
+    fn managed_keys_decide_what_is_deleted() {
+        let kt = topic(ORDERS_MANAGED);
+        let name = topic_name(&kt).expect("valid");
+        let obs = observed(
+            6,
+            3,
+            &[
+                ("retention.ms", "3600000"),
+                ("segment.bytes", "1048576"),
+                ("max.message.bytes", "1000"),
+            ],
+        );
+        // max.message.bytes is in status.config (observed) but not managed: kept.
+        assert_eq!(
+            plan_topic(&kt, &name, Some(&obs)).actions,
+            vec![TopicAction::AlterConfig(vec![delete("segment.bytes")])]
+        );
+        // A managed key already gone from the broker needs no DELETE.
+        let obs = observed(6, 3, &[("retention.ms", "3600000")]);
+        assert!(plan_topic(&kt, &name, Some(&obs)).actions.is_empty());
     }
 
     #[test]
     fn fewer_partitions_and_rf_changes_are_refused() {
         let kt = topic(ORDERS);
         let name = topic_name(&kt).expect("valid");
-        let plan = plan_topic(&kt, &name, Some(&info(12, 1)));
+        let plan = plan_topic(&kt, &name, Some(&observed(12, 1, &[])));
         let reasons: Vec<_> = plan.refusals.iter().map(|r| r.reason).collect();
         assert_eq!(reasons, ["PartitionsDecrease", "ReplicationFactorChange"]);
         assert!(!plan
@@ -239,14 +361,34 @@ status:
     }
 
     #[test]
-    fn adopted_topic_without_applied_config_gets_every_key_set() {
+    fn adopted_topic_keeps_foreign_overrides_and_gets_spec_keys_set() {
         let mut kt = topic(ORDERS);
         kt.status = None;
-        let changes = config_changes(&kt.spec.config, None);
-        assert_eq!(changes.len(), 2);
-        assert!(changes
-            .iter()
-            .all(|c| matches!(c, ConfigChange::Set { .. })));
+        let actual = map(&[("retention.ms", "-1"), ("cleanup.policy", "delete")]);
+        let changes = config_changes(&kt.spec.config, &actual, &managed_keys(None));
+        assert_eq!(changes, vec![set("retention.ms", "3600000")]);
+        let actual = map(&[("segment.bytes", "1")]);
+        let changes = config_changes(&BTreeMap::new(), &actual, &managed_keys(None));
+        assert!(changes.is_empty(), "never managed: left alone");
+    }
+
+    #[test]
+    fn status_reports_broker_overrides_and_spec_keys_as_managed() {
+        let kt = topic(ORDERS_MANAGED);
+        let name = topic_name(&kt).expect("valid");
+        let obs = observed(6, 3, &[("retention.ms", "3600000"), ("x.y", "1")]);
+        let status = applied_status(&kt, &name, Some(&obs));
+        assert_eq!(status.config, obs.overrides);
+        assert_eq!(
+            status.managed_config_keys,
+            Some(vec!["retention.ms".into()])
+        );
+        let empty = applied_status(&topic(ORDERS), &name, None);
+        assert!(empty.config.is_empty());
+        assert_eq!(
+            config_drift(&kt.spec.config, &map(&[("retention.ms", "1")])),
+            vec!["retention.ms=1 (spec: 3600000)".to_owned()]
+        );
     }
 
     #[test]

@@ -15,8 +15,10 @@ use kube::ResourceExt;
 use serde_json::{json, Value};
 use tracing::{info, instrument, warn};
 
-use super::plan::{applied_status, plan_topic, topic_name, TopicAction, TopicName};
-use crate::admin::KafkaAdmin;
+use super::plan::{
+    applied_status, config_drift, plan_topic, topic_name, ObservedTopic, TopicAction, TopicName,
+};
+use crate::admin::{topic_overrides, KafkaAdmin};
 use crate::context::{now_rfc3339, Context};
 use crate::crd::cluster::KafkaCluster;
 use crate::crd::common::{finalize_conditions, find_condition, Condition};
@@ -142,10 +144,7 @@ async fn apply(kt: &KafkaTopic, ctx: &Context) -> Result<Action> {
             return Ok(Action::requeue(REQUEUE_WAITING));
         }
     };
-    let observed = admin
-        .describe_topic(name.as_str())
-        .await
-        .map_err(Error::Admin)?;
+    let observed = observe(admin.as_ref(), &name).await?;
     let plan = plan_topic(kt, &name, observed.as_ref());
     if let Err(e) = act(kt, ctx, admin.as_ref(), &name, &plan.actions).await {
         if !e.is_transient() {
@@ -167,16 +166,26 @@ async fn apply(kt: &KafkaTopic, ctx: &Context) -> Result<Action> {
         }
         return Err(e);
     }
-    let info = admin
-        .describe_topic(name.as_str())
-        .await
-        .map_err(Error::Admin)?;
+    // Read back what the broker now has: status reports it, and a change the broker accepted
+    // but does not show is not "Synced".
+    let after = observe(admin.as_ref(), &name).await?;
+    let drift = after
+        .as_ref()
+        .map(|o| config_drift(&kt.spec.config, &o.overrides))
+        .unwrap_or_default();
+    let mut requeue = REQUEUE_SYNCED;
     let mut conditions = vec![Condition::new(
         "Ready",
         plan.refusals.is_empty(),
         "Synced",
         "topic matches its spec",
     )];
+    if !drift.is_empty() {
+        let msg = format!("the cluster reports {}", drift.join(", "));
+        warn!(topic = name.as_str(), %msg, "config not applied");
+        conditions = vec![Condition::new("Ready", false, "ConfigDrift", msg)];
+        requeue = REQUEUE_WAITING;
+    }
     if let Some(r) = plan.refusals.first() {
         let msg = plan
             .refusals
@@ -194,11 +203,30 @@ async fn apply(kt: &KafkaTopic, ctx: &Context) -> Result<Action> {
     write_status(
         kt,
         ctx,
-        Some(applied_status(kt, &name, info.as_ref())),
+        Some(applied_status(kt, &name, after.as_ref())),
         conditions,
     )
     .await?;
-    Ok(Action::requeue(REQUEUE_SYNCED))
+    Ok(Action::requeue(requeue))
+}
+
+/// The topic's metadata and overrides (Metadata, then DescribeConfigs), `None` when absent.
+async fn observe(admin: &dyn KafkaAdmin, name: &TopicName) -> Result<Option<ObservedTopic>> {
+    let Some(info) = admin
+        .describe_topic(name.as_str())
+        .await
+        .map_err(Error::Admin)?
+    else {
+        return Ok(None);
+    };
+    let entries = admin
+        .describe_topic_config(name.as_str())
+        .await
+        .map_err(Error::Admin)?;
+    Ok(Some(ObservedTopic {
+        info,
+        overrides: topic_overrides(&entries),
+    }))
 }
 
 async fn act(
@@ -281,7 +309,7 @@ async fn cleanup(kt: &KafkaTopic, ctx: &Context) -> Result<Action> {
 }
 
 /// Patches status: `status` fields (when given) and `conditions`, removing config keys the
-/// operator no longer sets (a merge patch needs explicit nulls for that).
+/// cluster no longer reports (a merge patch needs explicit nulls for that).
 async fn write_status(
     kt: &KafkaTopic,
     ctx: &Context,
