@@ -2,6 +2,7 @@
 //! Event reporter. Also the small helpers around them (publishing Events, the clock).
 
 use std::sync::Arc;
+use std::time::Duration;
 
 use kube::runtime::events::{Event, EventType, Recorder, Reporter};
 use kube::{Client, Resource};
@@ -10,6 +11,7 @@ use tracing::warn;
 use crate::admin::AdminConnector;
 use crate::cluster::build::bootstrap_address;
 use crate::cluster::validate::ValidatedCluster;
+use crate::runtime::backoff::Backoff;
 use crate::runtime::metrics::Metrics;
 
 /// Field manager of every server-side apply and the Events' reporting controller.
@@ -21,6 +23,8 @@ pub struct Context {
     pub admin: Arc<dyn AdminConnector>,
     pub metrics: Arc<Metrics>,
     pub reporter: Reporter,
+    /// Consecutive transient failures per object, for the requeue delay.
+    pub backoff: Backoff,
     /// Replaces every cluster's bootstrap address (for an operator running outside the cluster,
     /// e.g. `127.0.0.1:9092` through a port-forward, and for tests).
     pub bootstrap_override: Option<String>,
@@ -38,7 +42,25 @@ impl Context {
                 instance: std::env::var("POD_NAME").ok(),
             },
             bootstrap_override: None,
+            backoff: Backoff::default(),
         }
+    }
+
+    /// Records a transient failure of `obj`; returns the delay before retrying it (exponential
+    /// per object with jitter, see `runtime::backoff`).
+    pub fn backoff_failed<K>(&self, obj: &K) -> Duration
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        self.backoff.failed(&backoff_key(obj))
+    }
+
+    /// Resets `obj`'s backoff (it reconciled, or failed permanently and waits for a change).
+    pub fn backoff_reset<K>(&self, obj: &K)
+    where
+        K: Resource<DynamicType = ()>,
+    {
+        self.backoff.reset(&backoff_key(obj));
     }
 
     /// Where to reach the cluster's brokers.
@@ -71,6 +93,16 @@ impl Context {
             warn!(error = %e, reason, "failed to record event");
         }
     }
+}
+
+/// `Kind/namespace/name`: one backoff per object.
+fn backoff_key<K: Resource<DynamicType = ()>>(obj: &K) -> String {
+    format!(
+        "{}/{}/{}",
+        K::kind(&()),
+        obj.meta().namespace.as_deref().unwrap_or_default(),
+        obj.meta().name.as_deref().unwrap_or_default()
+    )
 }
 
 /// The current time in RFC 3339, for condition transition times.

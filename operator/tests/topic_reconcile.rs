@@ -303,3 +303,67 @@ async fn config_drift_is_corrected_from_what_the_broker_reports() {
         "{ready}"
     );
 }
+
+/// The requeue delay `action` asks for (kube's `Action` has no accessor; read its Debug form,
+/// `Action { requeue_after: Some(1.234s) }`; backoff delays are whole milliseconds).
+fn delay(action: &Action) -> std::time::Duration {
+    let text = format!("{action:?}");
+    let inner = text
+        .split_once("Some(")
+        .and_then(|(_, rest)| rest.split_once(')'))
+        .map(|(d, _)| d.to_owned())
+        .unwrap_or_else(|| panic!("not a requeue: {text}"));
+    let parsed = match inner.strip_suffix("ms") {
+        Some(ms) => ms.parse::<f64>().map(|v| v / 1000.0),
+        None => inner.trim_end_matches('s').parse::<f64>(),
+    };
+    let d = std::time::Duration::from_secs_f64(parsed.unwrap_or_else(|_| panic!("{text}")));
+    assert_eq!(Action::requeue(d), *action, "parsed {text} exactly");
+    d
+}
+
+#[tokio::test]
+async fn transient_failures_back_off_per_object_and_reset_after_success() {
+    let (client, api) = FakeApi::start();
+    ready_cluster(&api);
+    let mut obj = topic_obj(3, json!({}));
+    obj["metadata"]["finalizers"] = json!(["kafka.tributary.dev/topic"]);
+    api.insert(&coll(NS, "kafkatopics"), obj);
+    let kafka = FakeAdmin::with_brokers(&[0, 1, 2]);
+    let ctx = context(client, kafka.clone());
+    let kt = || -> Arc<KafkaTopic> {
+        Arc::new(
+            serde_json::from_value(api.get(&coll(NS, "kafkatopics"), "orders").expect("kt"))
+                .expect("kt"),
+        )
+    };
+
+    kafka.lock().unreachable = true;
+    let mut delays = Vec::new();
+    for _ in 0..4 {
+        let err = pass(&api, &ctx).await.expect_err("unreachable");
+        assert!(err.is_transient());
+        delays.push(delay(&error_policy(kt(), &err, ctx.clone())));
+    }
+    // 1 s doubling, each with jitter in the upper half of its step
+    for (i, d) in delays.iter().enumerate() {
+        let step = std::time::Duration::from_secs(1 << i);
+        assert!(*d >= step / 2 && *d <= step, "failure {}: {d:?}", i + 1);
+    }
+    assert!(delays[3] > delays[0]);
+
+    // another object's failures do not add to this one's
+    let mut other = (*kt()).clone();
+    other.metadata.name = Some("other".into());
+    let err = pass(&api, &ctx).await.expect_err("unreachable");
+    let d = delay(&error_policy(Arc::new(other), &err, ctx.clone()));
+    assert!(d <= std::time::Duration::from_secs(1), "{d:?}");
+
+    // a successful pass resets the backoff
+    kafka.lock().unreachable = false;
+    pass(&api, &ctx).await.expect("reachable again");
+    kafka.lock().unreachable = true;
+    let err = pass(&api, &ctx).await.expect_err("unreachable");
+    let d = delay(&error_policy(kt(), &err, ctx.clone()));
+    assert!(d <= std::time::Duration::from_secs(1), "reset: {d:?}");
+}

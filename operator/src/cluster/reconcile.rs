@@ -35,8 +35,6 @@ pub const CONTROLLER: &str = "kafkacluster";
 pub const REQUEUE_CONVERGING: Duration = Duration::from_secs(10);
 /// Requeue interval once ready (periodic drift check).
 pub const REQUEUE_READY: Duration = Duration::from_secs(300);
-/// Requeue interval after a transient failure.
-pub const REQUEUE_TRANSIENT: Duration = Duration::from_secs(15);
 
 /// One reconcile pass; counts it and its failure kind in the metrics.
 #[instrument(skip_all, fields(namespace = kc.namespace().unwrap_or_default(), name = kc.name_any()))]
@@ -44,18 +42,22 @@ pub async fn reconcile(kc: Arc<KafkaCluster>, ctx: Arc<Context>) -> Result<Actio
     let start = Instant::now();
     let result = reconcile_inner(&kc, &ctx).await;
     ctx.metrics.reconciled(CONTROLLER, start.elapsed());
-    if let Err(e) = &result {
-        ctx.metrics.failed(CONTROLLER, e.kind());
+    match &result {
+        Ok(_) => ctx.backoff_reset(kc.as_ref()),
+        Err(e) => ctx.metrics.failed(CONTROLLER, e.kind()),
     }
     result
 }
 
-/// Permanent errors wait for a spec change; transient ones requeue.
-pub fn error_policy(kc: Arc<KafkaCluster>, err: &Error, _ctx: Arc<Context>) -> Action {
+/// Permanent errors wait for a spec change; transient ones requeue with per-object exponential
+/// backoff (`runtime::backoff`).
+pub fn error_policy(kc: Arc<KafkaCluster>, err: &Error, ctx: Arc<Context>) -> Action {
     if err.is_transient() {
-        warn!(name = kc.name_any(), error = %err, source = ?std::error::Error::source(err), "transient failure, requeueing");
-        Action::requeue(REQUEUE_TRANSIENT)
+        let delay = ctx.backoff_failed(kc.as_ref());
+        warn!(name = kc.name_any(), error = %err, source = ?std::error::Error::source(err), ?delay, "transient failure, requeueing");
+        Action::requeue(delay)
     } else {
+        ctx.backoff_reset(kc.as_ref());
         warn!(name = kc.name_any(), error = %err, source = ?std::error::Error::source(err), "permanent failure, waiting for a spec change");
         Action::await_change()
     }

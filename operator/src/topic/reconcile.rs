@@ -38,7 +38,7 @@ pub async fn reconcile(kt: Arc<KafkaTopic>, ctx: Arc<Context>) -> Result<Action>
     let start = Instant::now();
     let api: Api<KafkaTopic> =
         Api::namespaced(ctx.client.clone(), &kt.namespace().unwrap_or_default());
-    let result = finalizer(&api, TOPIC_FINALIZER, kt, |event| async {
+    let result = finalizer(&api, TOPIC_FINALIZER, kt.clone(), |event| async {
         match event {
             FinalizerEvent::Apply(kt) => apply(&kt, &ctx).await,
             FinalizerEvent::Cleanup(kt) => cleanup(&kt, &ctx).await,
@@ -50,18 +50,23 @@ pub async fn reconcile(kt: Arc<KafkaTopic>, ctx: Arc<Context>) -> Result<Action>
         other => Error::Finalizer(other.to_string()),
     });
     ctx.metrics.reconciled(CONTROLLER, start.elapsed());
-    if let Err(e) = &result {
-        ctx.metrics.failed(CONTROLLER, e.kind());
+    match &result {
+        Ok(_) => ctx.backoff_reset(kt.as_ref()),
+        Err(e) => ctx.metrics.failed(CONTROLLER, e.kind()),
     }
     result
 }
 
-/// Permanent errors wait for a spec change; transient ones requeue.
-pub fn error_policy(kt: Arc<KafkaTopic>, err: &Error, _ctx: Arc<Context>) -> Action {
-    warn!(name = kt.name_any(), error = %err, source = ?std::error::Error::source(err), transient = err.is_transient(), "reconcile failed");
+/// Permanent errors wait for a spec change; transient ones requeue with per-object exponential
+/// backoff (`runtime::backoff`).
+pub fn error_policy(kt: Arc<KafkaTopic>, err: &Error, ctx: Arc<Context>) -> Action {
     if err.is_transient() {
-        Action::requeue(REQUEUE_WAITING)
+        let delay = ctx.backoff_failed(kt.as_ref());
+        warn!(name = kt.name_any(), error = %err, source = ?std::error::Error::source(err), ?delay, "transient failure, requeueing");
+        Action::requeue(delay)
     } else {
+        ctx.backoff_reset(kt.as_ref());
+        warn!(name = kt.name_any(), error = %err, source = ?std::error::Error::source(err), "permanent failure, waiting for a spec change");
         Action::await_change()
     }
 }
