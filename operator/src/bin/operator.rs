@@ -24,7 +24,7 @@ use operator::admin::client::TcpAdminConnector;
 use operator::context::Context;
 use operator::crd::{KafkaCluster, KafkaTopic};
 use operator::runtime::http::{serve, HttpState};
-use operator::runtime::leader::{LeaderElector, LEASE_DURATION, RENEW_INTERVAL};
+use operator::runtime::leader::LeaderElector;
 use operator::runtime::metrics::Metrics;
 use operator::{cluster, topic};
 use tracing::{error, info, warn};
@@ -76,30 +76,15 @@ async fn main() -> anyhow::Result<()> {
         let lease = env("LEASE_NAME").unwrap_or_else(|| "tributary-operator".into());
         let elector = LeaderElector::new(client.clone(), &ns, &lease, &me);
         info!(%lease, %me, "waiting for leadership");
-        while !elector.try_lead().await.unwrap_or_else(|e| {
-            warn!(error = %e, "leader election round failed");
-            false
-        }) {
-            tokio::time::sleep(RENEW_INTERVAL).await;
-        }
+        let since = elector.acquire().await;
         metrics.leader.set(1);
         tokio::spawn(async move {
-            let mut last_renewal = tokio::time::Instant::now();
-            loop {
-                tokio::time::sleep(RENEW_INTERVAL).await;
-                match elector.try_lead().await {
-                    Ok(true) => last_renewal = tokio::time::Instant::now(),
-                    Ok(false) => {
-                        error!("lost leadership; exiting so a fresh process can follow");
-                        std::process::exit(1);
-                    }
-                    Err(e) if last_renewal.elapsed() > LEASE_DURATION => {
-                        error!(error = %e, "could not renew the lease in time; exiting");
-                        std::process::exit(1);
-                    }
-                    Err(e) => warn!(error = %e, "lease renewal failed; retrying"),
-                }
-            }
+            let lost = elector.hold(since).await;
+            error!(
+                ?lost,
+                "lost leadership; exiting so a fresh process can follow"
+            );
+            std::process::exit(1);
         });
     } else {
         metrics.leader.set(1);

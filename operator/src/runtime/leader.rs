@@ -1,9 +1,12 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease, so two operator replicas can run and only
 //! one reconciles. The rule (`decide`) is pure: take the lease when it is free or expired, renew
 //! it while we hold it, follow otherwise. Writes use the Lease's resourceVersion, so two
-//! candidates racing for an expired lease cannot both win. A leader that fails to renew within
-//! the lease duration must stop reconciling; the binary exits and restarts as a follower.
+//! candidates racing for an expired lease cannot both win. A leader steps down (`hold` returns;
+//! the binary exits and restarts as a follower) when a renewal finds another holder, or when no
+//! renewal has succeeded within `RENEW_DEADLINE` — shorter than `LEASE_DURATION`, so it has
+//! stopped before anyone else may take the lease.
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};
@@ -11,14 +14,30 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{MicroTime, ObjectMeta};
 use k8s_openapi::jiff::{SignedDuration, Timestamp};
 use kube::api::{Api, PostParams};
 use kube::Client;
-use tracing::info;
+use tokio::time::Instant;
+use tracing::{info, warn};
 
 use crate::error::{Error, Result};
 
 /// How long a lease is valid without renewal.
 pub const LEASE_DURATION: Duration = Duration::from_secs(15);
-/// How often the holder renews (well inside the duration).
+/// How often the holder renews (well inside the duration); also how often followers retry.
 pub const RENEW_INTERVAL: Duration = Duration::from_secs(5);
+/// How soon a leader retries a failed renewal.
+pub const RETRY_INTERVAL: Duration = Duration::from_secs(2);
+/// A leader whose last successful renewal began this long ago steps down. Measured from when
+/// the renewal was sent (the lease's renewTime is taken then) and below `LEASE_DURATION`, so the
+/// leader stops before other candidates consider the lease expired (clock skew aside).
+pub const RENEW_DEADLINE: Duration = Duration::from_secs(10);
+
+/// Why a leader stopped leading.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LostLeadership {
+    /// A renewal found the lease held by someone else (or lost a write race for it).
+    Taken,
+    /// No renewal succeeded within `RENEW_DEADLINE` (errors or an unresponsive API server).
+    RenewalFailed { last_error: String },
+}
 
 /// What a candidate should do with the lease it read.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,11 +95,15 @@ pub fn next_spec(
     spec
 }
 
+/// The wall clock written into the Lease (replaceable in tests).
+pub type Clock = Arc<dyn Fn() -> Timestamp + Send + Sync>;
+
 /// A candidate for one Lease.
 pub struct LeaderElector {
     api: Api<Lease>,
     name: String,
     me: String,
+    clock: Clock,
 }
 
 impl LeaderElector {
@@ -90,13 +113,66 @@ impl LeaderElector {
             api: Api::namespaced(client, namespace),
             name: name.to_owned(),
             me: me.to_owned(),
+            clock: Arc::new(Timestamp::now),
+        }
+    }
+
+    /// Uses `clock` instead of the system clock for lease times.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// Waits until this candidate holds the lease, trying every `RENEW_INTERVAL`; returns when
+    /// the successful attempt started (the base for `hold`'s deadline).
+    pub async fn acquire(&self) -> Instant {
+        loop {
+            let started = Instant::now();
+            match self.try_lead().await {
+                Ok(true) => return started,
+                Ok(false) => {}
+                Err(e) => warn!(error = %e, "leader election round failed"),
+            }
+            tokio::time::sleep(RENEW_INTERVAL).await;
+        }
+    }
+
+    /// Leads from `since` (when the last successful write began): renews every
+    /// `RENEW_INTERVAL` (retrying failures every `RETRY_INTERVAL`) and returns as soon as leadership is lost. Each renewal may take only
+    /// what is left until `RENEW_DEADLINE`, so a hanging API server cannot keep a stale leader.
+    pub async fn hold(&self, since: Instant) -> LostLeadership {
+        let mut last_renewal = since;
+        let mut wait = RENEW_INTERVAL;
+        let mut last_error = String::new();
+        loop {
+            tokio::time::sleep(wait).await;
+            let started = Instant::now();
+            let left = RENEW_DEADLINE.saturating_sub(started.duration_since(last_renewal));
+            if left.is_zero() {
+                return LostLeadership::RenewalFailed { last_error };
+            }
+            match tokio::time::timeout(left, self.try_lead()).await {
+                Ok(Ok(true)) => {
+                    last_renewal = started;
+                    wait = RENEW_INTERVAL;
+                    continue;
+                }
+                Ok(Ok(false)) => return LostLeadership::Taken,
+                Ok(Err(e)) => {
+                    let source = std::error::Error::source(&e).map(ToString::to_string);
+                    last_error = format!("{e}: {}", source.unwrap_or_default());
+                }
+                Err(_) => last_error = "lease renewal timed out".to_owned(),
+            }
+            warn!(error = %last_error, "lease renewal failed");
+            wait = RETRY_INTERVAL.min(RENEW_DEADLINE.saturating_sub(last_renewal.elapsed()));
         }
     }
 
     /// One election round: returns whether we hold the lease afterwards. A lost write race
     /// (409 Conflict) counts as "not leader", not as an error.
     pub async fn try_lead(&self) -> Result<bool> {
-        let now = Timestamp::now();
+        let now = (self.clock)();
         let current = self
             .api
             .get_opt(&self.name)

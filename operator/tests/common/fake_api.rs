@@ -1,8 +1,12 @@
 //! A small in-memory Kubernetes API server behind a `kube::Client` (through `tower-test`'s mock
-//! service), enough for the reconcilers: get, list (label selectors), create, delete (with
-//! finalizers and deletionTimestamp), server-side apply (approximated as a deep merge), merge
-//! patch, JSON patch, and the status subresource. Every request is logged as `VERB path`.
-//! It is not a conformance-grade apiserver: no watches, no field ownership, no validation.
+//! service), enough for the reconcilers and the leader election: get, list (label selectors),
+//! create (409 when the name exists), replace (PUT, with the apiserver's optimistic concurrency:
+//! a stale `metadata.resourceVersion` is a 409 Conflict), delete (with finalizers and
+//! deletionTimestamp), server-side apply (approximated as a deep merge), merge patch, JSON patch,
+//! and the status subresource. Every write gives the object a new resourceVersion. Faults can be
+//! injected per request (`fail`, `hang`). Every request is logged as `VERB path`.
+//! It is not a conformance-grade apiserver: no watches, no field ownership (so apply never
+//! removes fields another manager or an earlier apply set, and never conflicts), no validation.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -19,6 +23,25 @@ pub struct FakeApi {
     /// Objects by collection path (`/api/v1/namespaces/ns/services`) and name.
     pub objects: Arc<Mutex<BTreeMap<(String, String), Value>>>,
     pub log: Arc<Mutex<Vec<String>>>,
+    /// Injected faults, checked in order against `VERB path`; see `fail` and `hang`.
+    faults: Arc<Mutex<Vec<Fault>>>,
+    /// Last resourceVersion handed out.
+    version: Arc<Mutex<u64>>,
+}
+
+/// What an injected fault does to a matching request.
+#[derive(Clone, Debug)]
+enum FaultKind {
+    /// Answer with this HTTP status (a `Status` body).
+    Status(u16),
+    /// Never answer (an unresponsive API server).
+    Hang,
+}
+
+#[derive(Clone, Debug)]
+struct Fault {
+    prefix: String,
+    kind: FaultKind,
 }
 
 impl FakeApi {
@@ -28,21 +51,71 @@ impl FakeApi {
         let api = FakeApi::default();
         let server = api.clone();
         tokio::spawn(async move {
+            let mut hung = Vec::new();
             while let Some((req, send)) = handle.next_request().await {
-                let resp = server.handle(req).await;
-                send.send_response(resp);
+                let line = format!("{} {}", req.method(), req.uri().path());
+                match server.fault_for(&line) {
+                    Some(FaultKind::Hang) => {
+                        server.log.lock().expect("lock").push(line);
+                        hung.push(send); // keep the responder alive: the caller waits forever
+                    }
+                    Some(FaultKind::Status(code)) => {
+                        server.log.lock().expect("lock").push(line);
+                        send.send_response(respond(code, &status(code, "Injected", "fault")));
+                    }
+                    None => send.send_response(server.handle(req).await),
+                }
             }
         });
         (Client::new(svc, "default"), api)
     }
 
-    /// Puts an object (as YAML or JSON value) at its collection path.
+    /// From now on, requests whose `VERB path` starts with `prefix` fail with HTTP `code`.
+    pub fn fail(&self, prefix: &str, code: u16) {
+        self.add_fault(prefix, FaultKind::Status(code));
+    }
+
+    /// From now on, requests whose `VERB path` starts with `prefix` are never answered.
+    pub fn hang(&self, prefix: &str) {
+        self.add_fault(prefix, FaultKind::Hang);
+    }
+
+    /// Removes every injected fault.
+    pub fn heal(&self) {
+        self.faults.lock().expect("lock").clear();
+    }
+
+    fn add_fault(&self, prefix: &str, kind: FaultKind) {
+        self.faults.lock().expect("lock").push(Fault {
+            prefix: prefix.to_owned(),
+            kind,
+        });
+    }
+
+    fn fault_for(&self, line: &str) -> Option<FaultKind> {
+        self.faults
+            .lock()
+            .expect("lock")
+            .iter()
+            .find(|f| line.starts_with(&f.prefix))
+            .map(|f| f.kind.clone())
+    }
+
+    fn next_version(&self) -> String {
+        let mut v = self.version.lock().expect("lock");
+        *v += 1;
+        v.to_string()
+    }
+
+    /// Puts an object (as YAML or JSON value) at its collection path, as a write would: it gets
+    /// a new resourceVersion (and a uid and generation when new).
     pub fn insert(&self, collection: &str, obj: Value) {
         let name = obj["metadata"]["name"]
             .as_str()
             .expect("object has a name")
             .to_owned();
-        let obj = stamp_new(obj);
+        let mut obj = stamp_new(obj);
+        obj["metadata"]["resourceVersion"] = json!(self.next_version());
         self.objects
             .lock()
             .expect("lock")
@@ -120,15 +193,12 @@ impl FakeApi {
                 .get(&collection, &n)
                 .map_or_else(|| not_found(&n), |o| (200, o)),
             ("POST", _) => self.create(&collection, body),
+            ("PUT", Some(n)) => self.replace(&collection, &n, body),
             ("PATCH", Some(n)) => self.patch(&collection, &n, sub.as_deref(), &ctype, body),
             ("DELETE", Some(n)) => self.delete(&collection, &n),
             _ => (405, status(405, "MethodNotAllowed", "unsupported")),
         };
-        Response::builder()
-            .status(StatusCode::from_u16(code).expect("valid status"))
-            .header("content-type", "application/json")
-            .body(Body::from(serde_json::to_vec(&value).expect("json")))
-            .expect("response")
+        respond(code, &value)
     }
 
     fn list(&self, collection: &str, query: &str) -> Value {
@@ -183,6 +253,33 @@ impl FakeApi {
         (201, self.get(collection, &name).unwrap_or_default())
     }
 
+    /// PUT: the whole object, only when its resourceVersion is the current one (what makes
+    /// read-modify-write safe, e.g. two candidates writing the same Lease).
+    fn replace(&self, collection: &str, name: &str, mut obj: Value) -> (u16, Value) {
+        let Some(current) = self.get(collection, name) else {
+            return not_found(name);
+        };
+        if obj["metadata"]["name"] != json!(name) {
+            return (
+                400,
+                status(400, "BadRequest", "name in body does not match the path"),
+            );
+        }
+        let sent = &obj["metadata"]["resourceVersion"];
+        if !sent.is_null() && *sent != current["metadata"]["resourceVersion"] {
+            let msg = format!("the object has been modified; please apply your changes to the latest version and try again ({name})");
+            return (409, status(409, "Conflict", &msg));
+        }
+        obj["metadata"]["uid"] = current["metadata"]["uid"].clone();
+        obj["metadata"]["generation"] = current["metadata"]["generation"].clone();
+        if obj["spec"] != current["spec"] {
+            let g = current["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
+            obj["metadata"]["generation"] = json!(g);
+        }
+        self.insert(collection, obj);
+        (200, self.get(collection, name).unwrap_or_default())
+    }
+
     fn patch(
         &self,
         collection: &str,
@@ -213,6 +310,7 @@ impl FakeApi {
         let finalizers_empty = obj["metadata"]["finalizers"]
             .as_array()
             .is_none_or(Vec::is_empty);
+        obj["metadata"]["resourceVersion"] = json!(self.next_version());
         let key = (collection.to_owned(), name.to_owned());
         let mut objects = self.objects.lock().expect("lock");
         if !obj["metadata"]["deletionTimestamp"].is_null() && finalizers_empty {
@@ -234,7 +332,10 @@ impl FakeApi {
             .is_some_and(|f| !f.is_empty())
         {
             obj["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
-            return (200, obj.clone());
+            let obj = obj.clone();
+            drop(objects);
+            self.insert(collection, obj.clone());
+            return (200, self.get(collection, name).unwrap_or(obj));
         }
         let obj = objects.remove(&key).unwrap_or_default();
         (200, obj)
@@ -249,8 +350,15 @@ fn stamp_new(mut obj: Value) -> Value {
     if meta["generation"].is_null() {
         meta["generation"] = json!(1);
     }
-    meta["resourceVersion"] = json!("1");
     obj
+}
+
+fn respond(code: u16, value: &Value) -> Response<Body> {
+    Response::builder()
+        .status(StatusCode::from_u16(code).expect("valid status"))
+        .header("content-type", "application/json")
+        .body(Body::from(serde_json::to_vec(value).expect("json")))
+        .expect("response")
 }
 
 /// `(collection, name, subresource)` of an API path.

@@ -18,6 +18,7 @@ pub fn coll(ns: &str, kind: &str) -> String {
         }
         "statefulsets" => format!("/apis/apps/v1/namespaces/{ns}/{kind}"),
         "poddisruptionbudgets" => format!("/apis/policy/v1/namespaces/{ns}/{kind}"),
+        "leases" => format!("/apis/coordination.k8s.io/v1/namespaces/{ns}/{kind}"),
         "events" => format!("/apis/events.k8s.io/v1/namespaces/{ns}/{kind}"),
         _ => format!("/api/v1/namespaces/{ns}/{kind}"),
     }
