@@ -220,3 +220,34 @@ async fn scale_down_is_refused_and_the_statefulset_keeps_its_nodes() {
         "{events:?}"
     );
 }
+
+#[tokio::test]
+async fn ready_pods_are_not_ready_until_the_cluster_lists_their_broker_as_registered() {
+    let (client, api) = FakeApi::start();
+    api.insert(&coll(NS, "kafkaclusters"), fixture("basic.yaml"));
+    // the cluster's registration view (DescribeCluster) lacks broker 102
+    let admin = FakeAdmin::with_brokers(&[100, 101]);
+    let ctx = context(client, admin.clone());
+    reconcile_once(&api, &ctx).await.expect("reconcile");
+    run_pods(&api);
+    let action = reconcile_once(&api, &ctx).await.expect("reconcile");
+    assert_eq!(action, Action::requeue(REQUEUE_CONVERGING));
+    let ready = condition(&api, "Ready");
+    assert_eq!(ready["status"], "False", "{ready}");
+    let kc = api.get(&coll(NS, "kafkaclusters"), "demo").expect("kc");
+    let node = |pod: &str| {
+        kc["status"]["nodes"]
+            .as_array()
+            .and_then(|ns| ns.iter().find(|n| n["pod"] == pod).cloned())
+            .unwrap_or_else(|| panic!("no node {pod}: {}", kc["status"]))
+    };
+    assert_eq!(node("demo-broker-2")["ready"], true);
+    assert_eq!(node("demo-broker-2")["registered"], false);
+    assert_eq!(node("demo-broker-1")["registered"], true);
+    assert!(admin.lock().calls.iter().any(|c| c == "describe_cluster"));
+
+    admin.lock().brokers.push(102);
+    let action = reconcile_once(&api, &ctx).await.expect("reconcile");
+    assert_eq!(action, Action::requeue(REQUEUE_READY));
+    assert_eq!(condition(&api, "Ready")["status"], "True");
+}

@@ -19,8 +19,8 @@ use kafka_protocol::messages::incremental_alter_configs_request::{
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
     ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
-    DescribeConfigsRequest, IncrementalAlterConfigsRequest, MetadataRequest, RequestHeader,
-    ResponseHeader, TopicName,
+    DescribeClusterRequest, DescribeConfigsRequest, IncrementalAlterConfigsRequest,
+    MetadataRequest, RequestHeader, ResponseHeader, TopicName,
 };
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -50,6 +50,8 @@ const ALTER_CONFIGS: (&str, i16, i16, i16) = (
     0,
     1,
 );
+const DESCRIBE_CLUSTER: (&str, i16, i16, i16) =
+    ("DescribeCluster", DescribeClusterRequest::KEY, 0, 1);
 /// From v1 on, entries carry `config_source` (v0 only has `is_default`).
 const DESCRIBE_CONFIGS: (&str, i16, i16, i16) =
     ("DescribeConfigs", DescribeConfigsRequest::KEY, 1, 4);
@@ -251,12 +253,34 @@ fn kafka_error(
 impl KafkaAdmin for KafkaAdminClient {
     fn describe_cluster(&self) -> BoxFuture<'_, Result<ClusterInfo, AdminError>> {
         async move {
-            let resp = self.metadata(Some(Vec::new())).await?;
-            let mut broker_ids: Vec<i32> = resp.brokers.iter().map(|b| b.node_id.0).collect();
+            // The cluster's registration view (DescribeCluster); Metadata only for brokers that
+            // do not serve it.
+            let (mut broker_ids, controller) = match self.version(DESCRIBE_CLUSTER) {
+                Ok(v) => {
+                    let resp = self
+                        .round_trip(DESCRIBE_CLUSTER.0, &DescribeClusterRequest::default(), v)
+                        .await?;
+                    if resp.error_code != 0 {
+                        return Err(kafka_error(
+                            DESCRIBE_CLUSTER.0,
+                            &self.addr,
+                            resp.error_code,
+                            resp.error_message.as_ref(),
+                        ));
+                    }
+                    let ids: Vec<i32> = resp.brokers.iter().map(|b| b.broker_id.0).collect();
+                    (ids, resp.controller_id.0)
+                }
+                Err(_) => {
+                    let resp = self.metadata(Some(Vec::new())).await?;
+                    let ids: Vec<i32> = resp.brokers.iter().map(|b| b.node_id.0).collect();
+                    (ids, resp.controller_id.0)
+                }
+            };
             broker_ids.sort_unstable();
             Ok(ClusterInfo {
                 broker_ids,
-                controller_id: (resp.controller_id.0 >= 0).then_some(resp.controller_id.0),
+                controller_id: (controller >= 0).then_some(controller),
             })
         }
         .boxed()

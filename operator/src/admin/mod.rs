@@ -184,7 +184,8 @@ pub enum ConfigChange {
 /// The admin operations the reconcilers use. Every call is one request/response round trip; a
 /// call that returns `Ok` has been accepted by the cluster's controller.
 pub trait KafkaAdmin: Send + Sync {
-    /// Registered brokers and the active controller (Metadata).
+    /// Registered brokers and the active controller, from the cluster's registration view
+    /// (DescribeCluster; Metadata when the broker does not serve DescribeCluster).
     fn describe_cluster(&self) -> BoxFuture<'_, Result<ClusterInfo, AdminError>>;
     /// The topic, or `None` when the cluster does not have it (Metadata).
     fn describe_topic<'a>(

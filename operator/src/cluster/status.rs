@@ -143,7 +143,7 @@ fn node_statuses(vc: &ValidatedCluster, observed: &Observed) -> Vec<NodeStatus> 
             let obs = observed.pods.get(&pod);
             let ready = obs.is_some_and(|p| p.ready);
             let registered = match &observed.cluster {
-                // Metadata lists brokers only; a controller-only node counts as registered when
+                // DescribeCluster lists brokers only; a controller-only node counts as registered when
                 // it is ready and the cluster answers.
                 Ok(info) if pool.role.is_broker() => info.broker_ids.contains(&node_id),
                 Ok(_) => ready,
