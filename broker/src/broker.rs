@@ -239,7 +239,12 @@ async fn housekeeping(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
             _ = retention.tick() => {
                 let b = broker.clone();
                 let now = now_ms();
-                let _ = tokio::task::spawn_blocking(move || b.replicas.run_retention(now)).await;
+                let expiration = broker.config.producer_id_expiration_ms;
+                let _ = tokio::task::spawn_blocking(move || {
+                    b.replicas.run_retention(now);
+                    b.replicas.expire_producers(now, expiration);
+                })
+                .await;
             }
             _ = checkpoint.tick() => {
                 let b = broker.clone();

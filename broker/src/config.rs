@@ -71,6 +71,7 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("unclean.leader.election.enable", "false"),
     ("replica.lag.time.max.ms", "30000"),
     ("group.initial.rebalance.delay.ms", "3000"),
+    ("producer.id.expiration.ms", "86400000"),
 ];
 
 /// The broker's typed configuration, plus every raw property for DescribeConfigs.
@@ -90,6 +91,9 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     pub socket_request_max_bytes: usize,
     pub retention_check_interval: Duration,
+    /// `producer.id.expiration.ms`: a partition forgets an idempotent producer this long after
+    /// its last batch (checked with retention).
+    pub producer_id_expiration_ms: i64,
     props: BTreeMap<String, (String, Source)>,
 }
 
@@ -198,6 +202,10 @@ impl BrokerConfig {
                 "log.retention.check.interval.ms",
                 get("log.retention.check.interval.ms"),
             )?),
+            producer_id_expiration_ms: parse_num(
+                "producer.id.expiration.ms",
+                get("producer.id.expiration.ms"),
+            )?,
             props,
         })
     }

@@ -215,6 +215,14 @@ impl ReplicaManager {
         }
     }
 
+    /// Forgets idempotent producers idle for longer than `expiration_ms` (background task).
+    pub fn expire_producers(&self, now_ms: i64, expiration_ms: i64) {
+        let removed = self.logs.expire_producers(now_ms, expiration_ms);
+        if removed > 0 {
+            tracing::info!(removed, "expired idle producer ids");
+        }
+    }
+
     /// Flushes logs per their flush policy and writes the checkpoints (background task).
     pub fn checkpoint(&self) {
         if let Err(e) = self.logs.checkpoint() {

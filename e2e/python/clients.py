@@ -24,7 +24,8 @@ def message(i, tag=""):
 def produce_confluent(bootstrap, topic, n, codec="none", acks="all", tag=""):
     """Produces n messages; returns the delivery reports (partition, offset, key, value)."""
     p = Producer({"bootstrap.servers": bootstrap, "compression.type": codec, "acks": acks,
-                  "linger.ms": 5, "enable.idempotence": False})
+                  # Idempotent whenever acks allow it, like the Java producer's defaults.
+                  "linger.ms": 5, "enable.idempotence": str(acks) in ("all", "-1")})
     acked, errors = [], []
 
     def report(err, msg):

@@ -61,7 +61,10 @@ class FaultProxy:
 
         def up():
             while True:
-                frame = _read_frame(client)
+                try:
+                    frame = _read_frame(client)
+                except OSError:
+                    break
                 if frame is None:
                     break
                 api, _ver, corr = struct.unpack(">hhi", frame[4:12])
@@ -78,7 +81,10 @@ class FaultProxy:
 
         threading.Thread(target=up, daemon=True).start()
         while True:
-            frame = _read_frame(upstream)
+            try:
+                frame = _read_frame(upstream)
+            except OSError:
+                break
             if frame is None:
                 break
             (corr,) = struct.unpack(">i", frame[4:8])
@@ -96,6 +102,13 @@ class FaultProxy:
                 client.sendall(frame)
             except OSError:
                 break
+        # shutdown before close: a close alone does not reach the peer while the other thread
+        # is still blocked reading the same socket.
+        for s in (client, upstream):
+            try:
+                s.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
         for s in (client, upstream):
             try:
                 s.close()

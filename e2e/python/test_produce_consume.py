@@ -27,8 +27,8 @@ def test_confluent_round_trip(broker, topic, codec):
 @pytest.mark.parametrize("codec", CODECS)
 def test_kafka_python_round_trip(broker, topic, codec):
     create_topic(broker.bootstrap, topic, partitions=3)
-    # Idempotence (kafka-python 3 defaults to it) needs InitProducerId: issue 3.
-    p = KafkaProducer(bootstrap_servers=broker.bootstrap, acks="all", linger_ms=5, enable_idempotence=False,
+    # kafka-python's defaults (idempotence on, acks=all).
+    p = KafkaProducer(bootstrap_servers=broker.bootstrap, linger_ms=5,
                       compression_type=None if codec == "none" else codec)
     futures = []
     for i in range(N):

@@ -24,6 +24,8 @@ pub mod codes {
     pub const KAFKA_STORAGE_ERROR: i16 = 56;
     pub const INCONSISTENT_TOPIC_ID: i16 = 103;
     pub const INVALID_RECORD: i16 = 87;
+    pub const OUT_OF_ORDER_SEQUENCE_NUMBER: i16 = 45;
+    pub const INVALID_PRODUCER_EPOCH: i16 = 47;
 }
 
 /// A failed log operation.
@@ -52,6 +54,21 @@ pub enum LogError {
     /// A well-framed batch whose content breaks the rules (count, offsets).
     #[error("invalid record batch at byte {position}: {reason}")]
     InvalidRecord { position: usize, reason: String },
+    /// An idempotent producer's batch does not follow its previous one.
+    #[error("producer {producer_id} epoch {epoch}: expected sequence {expected}, got {got}")]
+    OutOfOrderSequence {
+        producer_id: i64,
+        epoch: i16,
+        expected: i32,
+        got: i32,
+    },
+    /// A batch from an older epoch of a producer id than the log has seen (a fenced producer).
+    #[error("producer {producer_id} epoch {epoch} is older than the current epoch {current}")]
+    InvalidProducerEpoch {
+        producer_id: i64,
+        epoch: i16,
+        current: i16,
+    },
     /// A follower append that does not start at the log end offset or is not increasing.
     #[error("follower append starts at offset {got}, expected {expected}")]
     UnexpectedOffset { expected: Offset, got: Offset },
@@ -108,6 +125,8 @@ impl LogError {
             LogError::MessageTooLarge { .. } => codes::MESSAGE_TOO_LARGE,
             LogError::RecordBatchTooLarge { .. } => codes::RECORD_LIST_TOO_LARGE,
             LogError::InvalidRecord { .. } => codes::INVALID_RECORD,
+            LogError::OutOfOrderSequence { .. } => codes::OUT_OF_ORDER_SEQUENCE_NUMBER,
+            LogError::InvalidProducerEpoch { .. } => codes::INVALID_PRODUCER_EPOCH,
             LogError::OffsetOutOfRange { .. } => codes::OFFSET_OUT_OF_RANGE,
             LogError::InconsistentTopicId { .. } => codes::INCONSISTENT_TOPIC_ID,
             LogError::UnknownPartition { .. } => codes::UNKNOWN_TOPIC_OR_PARTITION,

@@ -16,6 +16,7 @@ mod error;
 mod index;
 mod log;
 mod manager;
+mod producer_state;
 mod segment;
 pub mod testing;
 mod types;
@@ -29,4 +30,5 @@ pub use manager::{
     LogManager, SharedLog, CLEAN_SHUTDOWN_MARKER, DELETE_DIR_SUFFIX, LOG_START_OFFSET_CHECKPOINT,
     RECOVERY_POINT_CHECKPOINT,
 };
+pub use producer_state::{BatchMetadata, MAX_CACHED_BATCHES};
 pub use types::{Offset, ParseTopicPartitionError, TopicPartition};

@@ -266,6 +266,16 @@ impl LogManager {
         out
     }
 
+    /// Forgets, in every log, idempotent producers whose last batch is older than
+    /// `expiration_ms`. Returns how many producer states were removed in all.
+    pub fn expire_producers(&self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.all_logs()
+            .iter()
+            .filter_map(|(tp, log)| write_log(tp, log).ok())
+            .map(|mut l| l.expire_producers(now_ms, expiration_ms))
+            .sum()
+    }
+
     /// Total bytes of all open logs.
     pub fn total_size_bytes(&self) -> u64 {
         self.all_logs()

@@ -129,6 +129,19 @@ async fn append(
     })
     .await;
     match result {
+        Ok((Ok(info), _, log_start)) if info.duplicate => {
+            // An idempotent producer's retry of a batch already stored: the original offsets.
+            tracing::debug!(
+                topic,
+                partition,
+                base_offset = info.first_offset.0,
+                "duplicate batch"
+            );
+            PartitionProduceResponse::default()
+                .with_base_offset(info.first_offset.0)
+                .with_log_append_time_ms(-1)
+                .with_log_start_offset(log_start.0)
+        }
         Ok((Ok(info), leo, log_start)) => {
             // The leader alone is the ISR: everything appended is committed.
             part.high_watermark.fetch_max(leo.0, Ordering::AcqRel);

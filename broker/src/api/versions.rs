@@ -45,6 +45,7 @@ pub const SUPPORTED: &[Supported] = &[
     api(ApiKey::ListGroups, 0, 5),
     api(ApiKey::DeleteGroups, 0, 2),
     api(ApiKey::OffsetDelete, 0, 0),
+    api(ApiKey::InitProducerId, 0, 5),
 ];
 
 /// The supported range for an API, if it is served at all.

@@ -14,6 +14,7 @@ use crate::batch::{
 use crate::batch_iter::BatchIter;
 use crate::config::LogConfig;
 use crate::error::LogError;
+use crate::producer_state::Check;
 use crate::types::Offset;
 
 /// Who produced the batches: leaders accept producer batches (base offset 0, dense offsets),
@@ -109,6 +110,19 @@ impl Log {
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
         let batches = validate_batches(records, &self.config, Origin::Leader)?;
+        let produced: Vec<BatchHeader> = batches.iter().map(|(_, h)| *h).collect();
+        if let Check::Duplicate(d) = self.producers.check(&produced)? {
+            debug!(partition = %self.partition, first = d.first_offset, "duplicate producer batch");
+            return Ok(AppendInfo {
+                first_offset: Offset(d.first_offset),
+                last_offset: Offset(d.last_offset),
+                log_append_time: None,
+                max_timestamp: d.max_timestamp,
+                records: 0,
+                bytes: 0,
+                duplicate: true,
+            });
+        }
         let first = self.log_end_offset();
         let append_time = self.config.message_timestamp_type == TimestampType::LogAppendTime;
         let mut next = first.0;
@@ -132,6 +146,9 @@ impl Log {
             self.epochs.assign(leader_epoch, first)?;
         }
         let mut info = self.write_batches(records, &headers, now_ms)?;
+        for h in &headers {
+            self.producers.update(h);
+        }
         info.log_append_time = append_time.then_some(now_ms);
         self.maybe_flush(now_ms)?;
         Ok(info)
@@ -159,6 +176,9 @@ impl Log {
         let headers: Vec<BatchHeader> = batches.into_iter().map(|(_, h)| h).collect();
         let now_ms = wall_clock_ms();
         let info = self.write_batches(records, &headers, now_ms)?;
+        for h in &headers {
+            self.producers.update(h);
+        }
         self.maybe_flush(now_ms)?;
         Ok(info)
     }
@@ -179,6 +199,7 @@ impl Log {
                 max_timestamp: -1,
                 records: 0,
                 bytes: 0,
+                duplicate: false,
             });
         };
         if self.should_roll(records.len() as u64, last.last_offset(), now_ms) {
@@ -193,6 +214,7 @@ impl Log {
             max_timestamp: headers.iter().map(|h| h.max_timestamp).max().unwrap_or(-1),
             records: headers.iter().map(|h| h.records_count.max(0) as u64).sum(),
             bytes: records.len() as u64,
+            duplicate: false,
         })
     }
 

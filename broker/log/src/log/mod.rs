@@ -18,6 +18,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use crate::config::LogConfig;
 use crate::epoch_cache::EpochCache;
 use crate::error::LogError;
+use crate::producer_state::{BatchMetadata, ProducerState};
 use crate::segment::Segment;
 use crate::types::{Offset, TopicPartition};
 
@@ -41,6 +42,9 @@ pub struct AppendInfo {
     pub records: u64,
     /// Bytes written.
     pub bytes: u64,
+    /// The append was an idempotent producer's retry of a batch already in the log: nothing
+    /// was written and the offsets are the original ones.
+    pub duplicate: bool,
 }
 
 /// Whole batches returned by [`Log::read`].
@@ -75,6 +79,8 @@ pub struct Log {
     recovery_point: Offset,
     epochs: EpochCache,
     last_flush_ms: i64,
+    /// Idempotent producers' last batches, for deduplication and sequence checks.
+    producers: ProducerState,
 }
 
 pub(crate) fn wall_clock_ms() -> i64 {
@@ -163,6 +169,53 @@ impl Log {
         best
     }
 
+    /// Number of producer ids the log keeps state for.
+    pub fn producer_count(&self) -> usize {
+        self.producers.len()
+    }
+
+    /// Epoch and last batch the log knows of a producer id.
+    pub fn last_producer_batch(&self, producer_id: i64) -> Option<(i16, BatchMetadata)> {
+        self.producers.last_batch(producer_id)
+    }
+
+    /// Forgets producers idle for longer than `expiration_ms` (`producer.id.expiration.ms`),
+    /// judged by their last batch's max timestamp. Returns how many were removed.
+    pub fn expire_producers(&mut self, now_ms: i64, expiration_ms: i64) -> usize {
+        self.producers.expire(now_ms, expiration_ms)
+    }
+
+    /// Rebuilds the producer state: the newest snapshot at or below the log end, then the
+    /// headers of every batch after it (all batches from the log start without a snapshot).
+    fn rebuild_producer_state(&mut self) -> Result<(), LogError> {
+        let leo = self.log_end_offset().0;
+        let (mut state, from) = ProducerState::load_latest(&self.dir, leo)?;
+        let first_base = *self
+            .segments
+            .keys()
+            .next()
+            .expect("a log always has a segment");
+        let from = from.unwrap_or(first_base).max(first_base);
+        let start_seg = self
+            .segments
+            .range(..=from)
+            .next_back()
+            .map_or(i64::MIN, |(b, _)| *b);
+        let mut replayed = 0u64;
+        for seg in self.segments.range(start_seg..).map(|(_, s)| s) {
+            seg.for_each_header(from, |h| {
+                state.update(h);
+                replayed += 1;
+            })?;
+        }
+        if replayed > 0 {
+            tracing::info!(partition = %self.partition, from, batches = replayed,
+                producers = state.len(), "rebuilt producer state from the log");
+        }
+        self.producers = state;
+        Ok(())
+    }
+
     /// Fsyncs every segment holding offsets at or above the recovery point, then advances the
     /// recovery point to the log end. Returns once the data is on disk.
     pub fn flush(&mut self) -> Result<(), LogError> {
@@ -206,7 +259,9 @@ impl Log {
     /// stays usable; dropping it afterwards is a clean close.
     pub fn close(&mut self) -> Result<(), LogError> {
         self.active_mut().seal()?;
-        self.flush()
+        self.flush()?;
+        let leo = self.log_end_offset().0;
+        self.producers.write_snapshot(&self.dir, leo)
     }
 
     fn active(&self) -> &Segment {
@@ -233,6 +288,9 @@ impl Log {
         self.flush()?;
         let seg = Segment::create(&self.dir, next, &self.config)?;
         self.segments.insert(next, seg);
+        // The producer state as of the new segment's base, so a restart replays at most the
+        // active segment.
+        self.producers.write_snapshot(&self.dir, next)?;
         tracing::info!(partition = %self.partition, base_offset = next, "rolled new segment");
         Ok(())
     }

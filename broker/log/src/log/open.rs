@@ -13,6 +13,7 @@ use crate::checkpoint::{read_partition_metadata, sync_dir, write_partition_metad
 use crate::config::LogConfig;
 use crate::epoch_cache::EpochCache;
 use crate::error::{io_err, LogError};
+use crate::producer_state::ProducerState;
 use crate::segment::{
     delete_segment_files, segment_file, Segment, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
 };
@@ -82,6 +83,7 @@ impl Log {
             log_start_offset: Offset(0),
             recovery_point: Offset(0),
             last_flush_ms: wall_clock_ms(),
+            producers: ProducerState::default(),
         })
     }
 
@@ -125,6 +127,7 @@ impl Log {
             recovery_point,
             segments,
             last_flush_ms: wall_clock_ms(),
+            producers: ProducerState::default(),
         };
         if log.segments.is_empty() {
             let seg = Segment::create(dir, 0, &log.config)?;
@@ -136,6 +139,7 @@ impl Log {
         log.recovery_point = log.recovery_point.min(leo);
         log.epochs.truncate_from_end(leo)?;
         log.epochs.truncate_from_start(log.log_start_offset)?;
+        log.rebuild_producer_state()?;
         info!(partition = %log.partition, log_start = %log.log_start_offset, log_end = %leo,
             segments = log.segments.len(), "opened log");
         Ok(log)

@@ -6,6 +6,7 @@ use tracing::info;
 
 use super::{Log, RetentionOutcome};
 use crate::error::LogError;
+use crate::producer_state;
 use crate::segment::Segment;
 use crate::types::Offset;
 
@@ -114,6 +115,7 @@ impl Log {
                 .next()
                 .expect("a log always has a segment"),
         );
+        producer_state::delete_snapshots_below(&self.dir, first.0)?;
         if first > self.log_start_offset {
             self.log_start_offset = first;
             self.epochs.truncate_from_start(first)?;
@@ -135,6 +137,10 @@ impl Log {
             deleted.0 += 1;
             deleted.1 += seg.size();
             seg.delete(&self.dir)?;
+        }
+        if deleted.0 > 0 {
+            let first = *self.segments.keys().next().expect("len > 1 was checked");
+            producer_state::delete_snapshots_below(&self.dir, first)?;
         }
         Ok(deleted)
     }
@@ -164,6 +170,8 @@ impl Log {
         self.active_mut().truncate_to(&dir, offset.0, &config)?;
         let log_end = self.log_end_offset();
         self.epochs.truncate_from_end(log_end)?;
+        producer_state::delete_snapshots_above(&self.dir, log_end.0)?;
+        self.rebuild_producer_state()?;
         self.recovery_point = self.recovery_point.min(log_end);
         info!(partition = %self.partition, log_end = %log_end, "truncated log");
         Ok(())
@@ -181,6 +189,8 @@ impl Log {
         self.log_start_offset = offset;
         self.recovery_point = offset;
         self.epochs.clear()?;
+        producer_state::delete_snapshots_above(&self.dir, i64::MIN)?;
+        self.producers.clear();
         info!(partition = %self.partition, offset = %offset, "truncated log fully");
         Ok(())
     }

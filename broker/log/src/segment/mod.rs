@@ -299,6 +299,28 @@ impl Segment {
         }
     }
 
+    /// Calls `f` with the header of every batch whose last offset is ≥ `from`, in order
+    /// (header reads only: producer-state replay).
+    pub(crate) fn for_each_header(
+        &self,
+        from: i64,
+        mut f: impl FnMut(&BatchHeader),
+    ) -> Result<(), LogError> {
+        let Some((mut pos, _)) = self.locate(from)? else {
+            return Ok(());
+        };
+        loop {
+            match self.step(pos)? {
+                Step::Batch(h) => {
+                    f(&h);
+                    pos += h.size() as u64;
+                }
+                Step::End => return Ok(()),
+                Step::Bad(reason) => return Err(self.corrupt(pos, reason)),
+            }
+        }
+    }
+
     fn corrupt(&self, position: u64, reason: String) -> LogError {
         LogError::CorruptSegment {
             path: self.path.clone(),
