@@ -7,6 +7,7 @@
 //! [`crate::LogManager`]'s checkpoint, not by the log itself.
 
 mod append;
+mod clean;
 mod open;
 mod read;
 mod retention;
@@ -22,6 +23,7 @@ use crate::segment::Segment;
 use crate::types::{Offset, TopicPartition};
 
 pub use append::{validate_batches, Origin};
+pub use clean::{BuiltClean, CleanOutcome, CleanPlan};
 
 /// File holding the topic id inside the partition directory.
 pub(crate) const PARTITION_METADATA: &str = "partition.metadata";
@@ -75,6 +77,9 @@ pub struct Log {
     recovery_point: Offset,
     epochs: EpochCache,
     last_flush_ms: i64,
+    /// Offsets below this were compacted by the last clean (Kafka's cleaner checkpoint); kept
+    /// by the [`crate::LogManager`] in `cleaner-offset-checkpoint`.
+    first_dirty_offset: Offset,
 }
 
 pub(crate) fn wall_clock_ms() -> i64 {

@@ -82,6 +82,7 @@ impl Log {
             log_start_offset: Offset(0),
             recovery_point: Offset(0),
             last_flush_ms: wall_clock_ms(),
+            first_dirty_offset: Offset(0),
         })
     }
 
@@ -113,6 +114,7 @@ impl Log {
                 [0; 16]
             }
         };
+        super::clean::complete_swaps(dir)?;
         let bases = scan_dir(dir)?;
         let segments = open_segments(dir, &bases, &config, recovery_point, clean_shutdown)?;
         let mut log = Log {
@@ -125,6 +127,7 @@ impl Log {
             recovery_point,
             segments,
             last_flush_ms: wall_clock_ms(),
+            first_dirty_offset: Offset(0),
         };
         if log.segments.is_empty() {
             let seg = Segment::create(dir, 0, &log.config)?;
