@@ -65,6 +65,11 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("log.cleanup.policy", "delete"),
     ("log.segment.delete.delay.ms", "60000"),
     ("log.cleaner.delete.retention.ms", "86400000"),
+    ("log.cleaner.enable", "true"),
+    ("log.cleaner.backoff.ms", "15000"),
+    ("log.cleaner.min.cleanable.ratio", "0.5"),
+    ("log.cleaner.min.compaction.lag.ms", "0"),
+    ("log.cleaner.max.compaction.lag.ms", "9223372036854775807"),
     ("log.flush.interval.messages", "9223372036854775807"),
     ("log.flush.interval.ms", "9223372036854775807"),
     ("compression.type", "producer"),
@@ -90,6 +95,10 @@ pub struct BrokerConfig {
     pub auto_create_topics: bool,
     pub socket_request_max_bytes: usize,
     pub retention_check_interval: Duration,
+    /// `log.cleaner.enable`: whether compacted topics are cleaned.
+    pub cleaner_enable: bool,
+    /// `log.cleaner.backoff.ms`: pause between cleaner passes over the logs.
+    pub cleaner_backoff: Duration,
     props: BTreeMap<String, (String, Source)>,
 }
 
@@ -197,6 +206,11 @@ impl BrokerConfig {
             retention_check_interval: Duration::from_millis(parse_num(
                 "log.retention.check.interval.ms",
                 get("log.retention.check.interval.ms"),
+            )?),
+            cleaner_enable: parse_num::<bool>("log.cleaner.enable", get("log.cleaner.enable"))?,
+            cleaner_backoff: Duration::from_millis(parse_num(
+                "log.cleaner.backoff.ms",
+                get("log.cleaner.backoff.ms"),
             )?),
             props,
         })
