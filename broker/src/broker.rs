@@ -230,10 +230,11 @@ async fn follow_metadata(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
     }
 }
 
-/// Retention and checkpoints on their intervals.
+/// Retention, log cleaning (compaction) and checkpoints on their intervals.
 async fn housekeeping(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
     let mut retention = tokio::time::interval(broker.config.retention_check_interval);
     let mut checkpoint = tokio::time::interval(Duration::from_secs(5));
+    let mut cleaner = tokio::time::interval(broker.config.cleaner_backoff);
     loop {
         tokio::select! {
             _ = retention.tick() => {
@@ -249,6 +250,15 @@ async fn housekeeping(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
             _ = checkpoint.tick() => {
                 let b = broker.clone();
                 let _ = tokio::task::spawn_blocking(move || b.replicas.checkpoint()).await;
+            }
+            _ = cleaner.tick(), if broker.config.cleaner_enable => {
+                let b = broker.clone();
+                let now = now_ms();
+                let _ = tokio::task::spawn_blocking(move || {
+                    let removed = b.replicas.run_cleaner(now);
+                    b.metrics.cleaner_run(removed);
+                })
+                .await;
             }
             _ = stop.changed() => return,
         }

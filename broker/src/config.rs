@@ -65,6 +65,11 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("log.cleanup.policy", "delete"),
     ("log.segment.delete.delay.ms", "60000"),
     ("log.cleaner.delete.retention.ms", "86400000"),
+    ("log.cleaner.enable", "true"),
+    ("log.cleaner.backoff.ms", "15000"),
+    ("log.cleaner.min.cleanable.ratio", "0.5"),
+    ("log.cleaner.min.compaction.lag.ms", "0"),
+    ("log.cleaner.max.compaction.lag.ms", "9223372036854775807"),
     ("log.flush.interval.messages", "9223372036854775807"),
     ("log.flush.interval.ms", "9223372036854775807"),
     ("compression.type", "producer"),
@@ -94,6 +99,10 @@ pub struct BrokerConfig {
     /// `producer.id.expiration.ms`: a partition forgets an idempotent producer this long after
     /// its last batch (checked with retention).
     pub producer_id_expiration_ms: i64,
+    /// `log.cleaner.enable`: whether compacted topics are cleaned.
+    pub cleaner_enable: bool,
+    /// `log.cleaner.backoff.ms`: pause between cleaner passes over the logs.
+    pub cleaner_backoff: Duration,
     props: BTreeMap<String, (String, Source)>,
 }
 
@@ -206,6 +215,11 @@ impl BrokerConfig {
                 "producer.id.expiration.ms",
                 get("producer.id.expiration.ms"),
             )?,
+            cleaner_enable: parse_num::<bool>("log.cleaner.enable", get("log.cleaner.enable"))?,
+            cleaner_backoff: Duration::from_millis(parse_num(
+                "log.cleaner.backoff.ms",
+                get("log.cleaner.backoff.ms"),
+            )?),
             props,
         })
     }

@@ -27,6 +27,8 @@ pub struct Metrics {
     pub bytes_out: AtomicU64,
     pub messages_in: AtomicU64,
     connection_errors: AtomicU64,
+    cleaner_runs: AtomicU64,
+    cleaner_bytes_removed: AtomicU64,
     apis: Mutex<BTreeMap<i16, ApiStats>>,
 }
 
@@ -48,6 +50,13 @@ impl Metrics {
     /// Counts a connection closed because of bad input or an I/O failure.
     pub fn connection_closed_on_error(&self) {
         self.connection_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one pass of the log cleaner and the bytes it removed.
+    pub fn cleaner_run(&self, bytes_removed: u64) {
+        self.cleaner_runs.fetch_add(1, Ordering::Relaxed);
+        self.cleaner_bytes_removed
+            .fetch_add(bytes_removed, Ordering::Relaxed);
     }
 
     /// Prometheus text exposition; `partitions` and `log_bytes` are read at scrape time.
@@ -82,6 +91,18 @@ impl Metrics {
             "tributary_connection_errors_total",
             "Connections closed because of bad input or I/O errors.",
             self.connection_errors.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "tributary_log_cleaner_runs_total",
+            "Passes of the log cleaner over the compacted logs.",
+            self.cleaner_runs.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "tributary_log_cleaner_bytes_removed_total",
+            "Bytes removed from compacted logs by the cleaner.",
+            self.cleaner_bytes_removed.load(Ordering::Relaxed),
         );
         let _ = writeln!(out, "# HELP tributary_partitions Partitions hosted by this broker.\n# TYPE tributary_partitions gauge\ntributary_partitions {partitions}");
         let _ = writeln!(out, "# HELP tributary_log_size_bytes Bytes of all partition logs.\n# TYPE tributary_log_size_bytes gauge\ntributary_log_size_bytes {log_bytes}");

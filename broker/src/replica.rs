@@ -223,6 +223,27 @@ impl ReplicaManager {
         }
     }
 
+    /// Cleans the compacted logs that are due, each below its high watermark (background
+    /// task). Returns the bytes removed, for the metrics.
+    pub fn run_cleaner(&self, now_ms: i64) -> u64 {
+        let hws: HashMap<TopicPartition, Offset> =
+            self.all().into_iter().map(|(tp, p)| (tp, p.hw())).collect();
+        let mut removed = 0;
+        for (tp, o) in self.logs.run_cleaner(now_ms, |tp| hws.get(tp).copied()) {
+            removed += o.bytes_before.saturating_sub(o.bytes_after);
+            tracing::info!(
+                partition = %tp,
+                segments_before = o.segments_before,
+                segments_after = o.segments_after,
+                bytes_before = o.bytes_before,
+                bytes_after = o.bytes_after,
+                records_removed = o.records_removed,
+                "cleaned log"
+            );
+        }
+        removed
+    }
+
     /// Flushes logs per their flush policy and writes the checkpoints (background task).
     pub fn checkpoint(&self) {
         if let Err(e) = self.logs.checkpoint() {
@@ -257,9 +278,8 @@ pub fn log_config(
 ) -> LogConfig {
     let get = |k: &str| eff.get(k).map(|(v, _)| v.as_str()).unwrap_or("");
     let d = LogConfig::default();
-    let deletes = get("cleanup.policy")
-        .split(',')
-        .any(|p| p.trim() == "delete");
+    let policy = |name: &str| get("cleanup.policy").split(',').any(|p| p.trim() == name);
+    let deletes = policy("delete");
     // Kafka's "never" for flush settings is Long.MAX_VALUE.
     let unless_max = |v: Option<u64>| v.filter(|n| *n < i64::MAX as u64);
     LogConfig {
@@ -286,6 +306,17 @@ pub fn log_config(
         flush_ms: unless_max(positive(get("flush.ms"))).map(Duration::from_millis),
         file_delete_delay: positive(get("file.delete.delay.ms"))
             .map_or(d.file_delete_delay, Duration::from_millis),
+        compact: policy("compact"),
+        delete_retention: positive(get("delete.retention.ms"))
+            .map_or(d.delete_retention, Duration::from_millis),
+        min_cleanable_dirty_ratio: get("min.cleanable.dirty.ratio")
+            .trim()
+            .parse()
+            .unwrap_or(d.min_cleanable_dirty_ratio),
+        min_compaction_lag: positive(get("min.compaction.lag.ms"))
+            .map_or(d.min_compaction_lag, Duration::from_millis),
+        max_compaction_lag: unless_max(positive(get("max.compaction.lag.ms")))
+            .map(Duration::from_millis),
     }
 }
 
@@ -318,6 +349,25 @@ mod tests {
         assert_eq!(c.flush_messages, Some(1));
         assert_eq!(c.flush_ms, None, "Long.MAX_VALUE means never");
         assert_eq!(cfg(&[("retention.ms", "-1")]).retention_ms, None);
+    }
+
+    #[test]
+    fn compaction_settings_reach_the_log_config() {
+        let c = cfg(&[
+            ("cleanup.policy", "compact"),
+            ("min.cleanable.dirty.ratio", "0.01"),
+            ("delete.retention.ms", "100"),
+            ("min.compaction.lag.ms", "5"),
+        ]);
+        assert!(c.compact);
+        assert_eq!(c.min_cleanable_dirty_ratio, 0.01);
+        assert_eq!(c.delete_retention, Duration::from_millis(100));
+        assert_eq!(c.min_compaction_lag, Duration::from_millis(5));
+        assert_eq!(c.max_compaction_lag, None, "Long.MAX_VALUE means never");
+        let d = cfg(&[]);
+        assert!(!d.compact);
+        assert_eq!(d.min_cleanable_dirty_ratio, 0.5);
+        assert_eq!(d.delete_retention, Duration::from_millis(86_400_000));
     }
 
     #[test]

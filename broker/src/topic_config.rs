@@ -11,6 +11,8 @@ use crate::config::{BrokerConfig, Source};
 pub enum ValueType {
     Long,
     Int,
+    /// A floating-point number in `[min, 1]` (Kafka's ratios).
+    Double,
     Bool,
     /// One of the listed words.
     Enum(&'static [&'static str]),
@@ -92,6 +94,24 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         0,
     ),
     def(
+        "max.compaction.lag.ms",
+        "log.cleaner.max.compaction.lag.ms",
+        ValueType::Long,
+        1,
+    ),
+    def(
+        "min.cleanable.dirty.ratio",
+        "log.cleaner.min.cleanable.ratio",
+        ValueType::Double,
+        0,
+    ),
+    def(
+        "min.compaction.lag.ms",
+        "log.cleaner.min.compaction.lag.ms",
+        ValueType::Long,
+        0,
+    ),
+    def(
         "min.insync.replicas",
         "min.insync.replicas",
         ValueType::Int,
@@ -137,6 +157,12 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
             }
             if n < def.min {
                 return Err(bad(&format!("value must be at least {}", def.min)));
+            }
+        }
+        ValueType::Double => {
+            let n: f64 = value.trim().parse().map_err(|_| bad("not a number"))?;
+            if !(def.min as f64..=1.0).contains(&n) {
+                return Err(bad(&format!("value must be in [{}, 1]", def.min)));
             }
         }
         ValueType::Bool => {
@@ -200,6 +226,11 @@ mod tests {
         assert!(validate("segment.bytes", "99999999999").is_err());
         assert!(validate("cleanup.policy", "compact,delete").is_ok());
         assert!(validate("cleanup.policy", "shred").is_err());
+        assert!(validate("min.cleanable.dirty.ratio", "0.01").is_ok());
+        assert!(validate("min.cleanable.dirty.ratio", "1.5").is_err());
+        assert!(validate("min.cleanable.dirty.ratio", "x").is_err());
+        assert!(validate("min.compaction.lag.ms", "-1").is_err());
+        assert!(validate("max.compaction.lag.ms", "0").is_err());
         assert!(validate("message.timestamp.type", "LogAppendTime").is_ok());
         assert!(validate("no.such.config", "1").is_err());
         assert!(validate("unclean.leader.election.enable", "maybe").is_err());

@@ -20,8 +20,13 @@ pub const DEFAULT_MAX_MESSAGE_BYTES: usize = 1_048_588;
 /// `file.delete.delay.ms` default.
 pub const DEFAULT_FILE_DELETE_DELAY: Duration = Duration::from_secs(60);
 
+/// `delete.retention.ms` default: 1 day.
+pub const DEFAULT_DELETE_RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// `min.cleanable.dirty.ratio` default.
+pub const DEFAULT_MIN_CLEANABLE_DIRTY_RATIO: f64 = 0.5;
+
 /// Configuration of one partition log.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
     /// `segment.bytes`: roll when an append would make the active segment larger.
     pub segment_bytes: u64,
@@ -47,6 +52,18 @@ pub struct LogConfig {
     /// `.deleted` files immediately after renaming them (no reader can hold a file position
     /// across calls, since reads copy bytes under the log's lock).
     pub file_delete_delay: Duration,
+    /// `cleanup.policy` contains `compact`: [`crate::Log::clean`] keeps the latest record per key.
+    pub compact: bool,
+    /// `delete.retention.ms`: how long a tombstone (null value) survives cleaning, counted from
+    /// its batch's max timestamp.
+    pub delete_retention: Duration,
+    /// `min.cleanable.dirty.ratio`: clean once dirty bytes / cleanable bytes reach this.
+    pub min_cleanable_dirty_ratio: f64,
+    /// `min.compaction.lag.ms`: segments with a batch newer than this are not cleaned yet.
+    pub min_compaction_lag: Duration,
+    /// `max.compaction.lag.ms`: a dirty segment whose first batch is older than this is cleaned
+    /// whatever the dirty ratio; `None` is Kafka's Long.MAX_VALUE.
+    pub max_compaction_lag: Option<Duration>,
 }
 
 impl Default for LogConfig {
@@ -63,6 +80,11 @@ impl Default for LogConfig {
             flush_messages: None,
             flush_ms: None,
             file_delete_delay: DEFAULT_FILE_DELETE_DELAY,
+            compact: false,
+            delete_retention: DEFAULT_DELETE_RETENTION,
+            min_cleanable_dirty_ratio: DEFAULT_MIN_CLEANABLE_DIRTY_RATIO,
+            min_compaction_lag: Duration::ZERO,
+            max_compaction_lag: None,
         }
     }
 }

@@ -17,6 +17,7 @@ mod index;
 mod log;
 mod manager;
 mod producer_state;
+pub mod records;
 mod segment;
 pub mod testing;
 mod types;
@@ -25,10 +26,13 @@ pub use batch::{BatchError, BatchHeader, Compression, TimestampType, BATCH_HEADE
 pub use batch_iter::{read_frame, BatchIter, Frame, TruncatedTail};
 pub use config::LogConfig;
 pub use error::{codes, LogError};
-pub use log::{validate_batches, AppendInfo, Log, Origin, ReadResult, RetentionOutcome};
+pub use log::{
+    validate_batches, AppendInfo, BuiltClean, CleanOutcome, CleanPlan, Log, Origin, ReadResult,
+    RetentionOutcome,
+};
 pub use manager::{
-    LogManager, SharedLog, CLEAN_SHUTDOWN_MARKER, DELETE_DIR_SUFFIX, LOG_START_OFFSET_CHECKPOINT,
-    RECOVERY_POINT_CHECKPOINT,
+    LogManager, SharedLog, CLEANER_OFFSET_CHECKPOINT, CLEAN_SHUTDOWN_MARKER, DELETE_DIR_SUFFIX,
+    LOG_START_OFFSET_CHECKPOINT, RECOVERY_POINT_CHECKPOINT,
 };
 pub use producer_state::{BatchMetadata, MAX_CACHED_BATCHES};
 pub use types::{Offset, ParseTopicPartitionError, TopicPartition};

@@ -17,12 +17,14 @@ use tracing::{info, warn};
 use crate::checkpoint::{read_offset_checkpoint, sync_dir, write_offset_checkpoint};
 use crate::config::LogConfig;
 use crate::error::{io_err, LogError};
-use crate::log::{Log, RetentionOutcome};
+use crate::log::{CleanOutcome, Log, RetentionOutcome};
 use crate::types::{Offset, TopicPartition};
 
 pub const RECOVERY_POINT_CHECKPOINT: &str = "recovery-point-offset-checkpoint";
 pub const LOG_START_OFFSET_CHECKPOINT: &str = "log-start-offset-checkpoint";
 pub const CLEAN_SHUTDOWN_MARKER: &str = ".kafka_cleanshutdown";
+/// Kafka's per-directory file of first dirty offsets of compacted logs.
+pub const CLEANER_OFFSET_CHECKPOINT: &str = "cleaner-offset-checkpoint";
 /// Suffix of a partition directory being deleted: `<topic>-<partition>.<hex id>-delete`.
 pub const DELETE_DIR_SUFFIX: &str = "-delete";
 
@@ -49,6 +51,7 @@ struct State {
     unopened: BTreeSet<TopicPartition>,
     recovery_points: BTreeMap<TopicPartition, Offset>,
     log_starts: BTreeMap<TopicPartition, Offset>,
+    cleaner_offsets: BTreeMap<TopicPartition, Offset>,
 }
 
 fn read_log<'a>(
@@ -83,6 +86,7 @@ impl LogManager {
         let mut state = State {
             recovery_points: read_offset_checkpoint(&dir.join(RECOVERY_POINT_CHECKPOINT))?,
             log_starts: read_offset_checkpoint(&dir.join(LOG_START_OFFSET_CHECKPOINT))?,
+            cleaner_offsets: read_offset_checkpoint(&dir.join(CLEANER_OFFSET_CHECKPOINT))?,
             ..State::default()
         };
         for entry in fs::read_dir(dir).map_err(io_err("list log directory", dir))? {
@@ -157,6 +161,9 @@ impl LogManager {
             if let Some(start) = state.log_starts.get(tp) {
                 log.restore_log_start_offset(*start)?;
             }
+            if let Some(dirty) = state.cleaner_offsets.get(tp) {
+                log.restore_first_dirty_offset(*dirty);
+            }
             log
         } else {
             Log::create(&self.dir, tp, topic_id, config)?
@@ -179,6 +186,7 @@ impl LogManager {
         }
         state.recovery_points.remove(tp);
         state.log_starts.remove(tp);
+        state.cleaner_offsets.remove(tp);
         let nanos = SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos());
@@ -206,7 +214,10 @@ impl LogManager {
             state
                 .recovery_points
                 .insert(tp.clone(), log.recovery_point());
-            state.log_starts.insert(tp, log.log_start_offset());
+            state.log_starts.insert(tp.clone(), log.log_start_offset());
+            if log.config().compact {
+                state.cleaner_offsets.insert(tp, log.first_dirty_offset());
+            }
         }
         write_offset_checkpoint(
             &self.dir.join(RECOVERY_POINT_CHECKPOINT),
@@ -216,7 +227,66 @@ impl LogManager {
             &self.dir.join(LOG_START_OFFSET_CHECKPOINT),
             &state.log_starts,
         )?;
+        write_offset_checkpoint(
+            &self.dir.join(CLEANER_OFFSET_CHECKPOINT),
+            &state.cleaner_offsets,
+        )?;
         Ok(())
+    }
+
+    /// Cleans one compacted log if due (see [`Log::plan_clean`]), below `upper` (the high
+    /// watermark). The cleaned segments are built under the log's read lock, so appends and
+    /// reads go on meanwhile; only the swap takes the write lock (and is abandoned if the
+    /// section changed). On success the cleaner checkpoint is written at once, so a restart
+    /// does not clean the same section again.
+    pub fn clean(
+        &self,
+        tp: &TopicPartition,
+        log: &SharedLog,
+        now_ms: i64,
+        upper: Offset,
+    ) -> Result<Option<CleanOutcome>, LogError> {
+        let built = {
+            let guard = read_log(tp, log)?;
+            let Some(plan) = guard.plan_clean(now_ms, upper) else {
+                return Ok(None);
+            };
+            guard.build_clean(plan)?
+        };
+        let outcome = write_log(tp, log)?.install_clean(built)?;
+        if let Some(o) = &outcome {
+            let mut state = self.state();
+            state
+                .cleaner_offsets
+                .insert(tp.clone(), o.first_dirty_offset);
+            write_offset_checkpoint(
+                &self.dir.join(CLEANER_OFFSET_CHECKPOINT),
+                &state.cleaner_offsets,
+            )?;
+        }
+        Ok(outcome)
+    }
+
+    /// Cleans every open compacted log that is due; `upper` gives each partition's bound
+    /// (`None` skips it). A failing log is logged and skipped.
+    pub fn run_cleaner(
+        &self,
+        now_ms: i64,
+        upper: impl Fn(&TopicPartition) -> Option<Offset>,
+    ) -> Vec<(TopicPartition, CleanOutcome)> {
+        let mut out = Vec::new();
+        for (tp, log) in self.all_logs() {
+            let compact = read_log(&tp, &log).is_ok_and(|l| l.config().compact);
+            let Some(bound) = upper(&tp).filter(|_| compact) else {
+                continue;
+            };
+            match self.clean(&tp, &log, now_ms, bound) {
+                Ok(Some(o)) => out.push((tp, o)),
+                Ok(None) => {}
+                Err(e) => warn!(partition = %tp, error = %e, "cleaning failed"),
+            }
+        }
+        out
     }
 
     fn all_logs(&self) -> Vec<(TopicPartition, SharedLog)> {

@@ -148,6 +148,69 @@ pub fn decode_test_records(batch: &[u8]) -> Option<Vec<(i64, Option<Vec<u8>>, Ve
     Some(out)
 }
 
+/// A keyed record for [`encode_batch`]: `(key, value)`, `None` for null.
+pub type KeyValue<'a> = (Option<&'a [u8]>, Option<&'a [u8]>);
+
+/// Producer fields for [`encode_batch`]: `(producer id, epoch, base sequence)`.
+pub type ProducerFields = (i64, i16, i32);
+
+/// Encodes one batch (base offset 0, record `i` at timestamp `base_timestamp + i`) with
+/// `kafka-protocol`'s encoder and the given codec, as a real client would send it.
+pub fn encode_batch(
+    records: &[KeyValue<'_>],
+    codec: kafka_protocol::records::Compression,
+    base_timestamp: i64,
+    producer: ProducerFields,
+) -> Vec<u8> {
+    use kafka_protocol::records::{Record, RecordBatchEncoder, RecordEncodeOptions};
+    let records: Vec<Record> = records
+        .iter()
+        .enumerate()
+        .map(|(i, (k, v))| Record {
+            transactional: false,
+            control: false,
+            delete_horizon: false,
+            partition_leader_epoch: -1,
+            producer_id: producer.0,
+            producer_epoch: producer.1,
+            timestamp_type: kafka_protocol::records::TimestampType::Creation,
+            offset: i as i64,
+            // The encoder splits batches where offset - sequence changes, so -1 + i for "none".
+            sequence: producer.2.wrapping_add(i as i32),
+            timestamp: base_timestamp + i as i64,
+            key: k.map(bytes::Bytes::copy_from_slice),
+            value: v.map(bytes::Bytes::copy_from_slice),
+            headers: Default::default(),
+        })
+        .collect();
+    let mut out = bytes::BytesMut::new();
+    let options = RecordEncodeOptions {
+        version: 2,
+        compression: codec,
+    };
+    RecordBatchEncoder::encode(&mut out, &records, &options).expect("test batch encodes");
+    out.to_vec()
+}
+
+/// `(offset, key, value)` of every record in concatenated batches, decoded (and decompressed)
+/// with `kafka-protocol`'s decoder. Panics on a malformed buffer (test helper).
+#[allow(clippy::type_complexity)]
+pub fn decode_batches(records: &[u8]) -> Vec<(i64, Option<Vec<u8>>, Option<Vec<u8>>)> {
+    use kafka_protocol::records::RecordBatchDecoder;
+    let mut buf = bytes::Bytes::copy_from_slice(records);
+    let sets = RecordBatchDecoder::decode_all(&mut buf).expect("batches decode");
+    sets.into_iter()
+        .flat_map(|s| s.records)
+        .map(|r| {
+            (
+                r.offset,
+                r.key.map(|k| k.to_vec()),
+                r.value.map(|v| v.to_vec()),
+            )
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

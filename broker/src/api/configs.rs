@@ -43,6 +43,7 @@ fn type_code(t: ValueType) -> i8 {
         ValueType::Str | ValueType::Enum(_) => 2,
         ValueType::Int => 3,
         ValueType::Long => 5,
+        ValueType::Double => 6,
         ValueType::List(_) => 7,
     }
 }

@@ -5,11 +5,13 @@
 //! factor 1 the leader is the whole ISR, so the high watermark moves with every append.
 
 use std::sync::atomic::Ordering;
+use std::sync::RwLock;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
 use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
+use tributary_log::{Log, LogError};
 
 use super::s;
 use crate::broker::{now_ms, Broker};
@@ -115,6 +117,10 @@ async fn append(
     let epoch = part.leader_epoch.load(Ordering::Acquire);
     let log = part.log.clone();
     let result = tokio::task::spawn_blocking(move || {
+        if let Err(e) = check_keys_if_compacted(&log, &buf) {
+            let log = log.read().expect("log lock poisoned");
+            return (Err(e), log.log_end_offset(), log.log_start_offset());
+        }
         let mut log = log.write().expect("log lock poisoned");
         let now = now_ms();
         let info = log.append_as_leader(&mut buf, epoch, now);
@@ -169,6 +175,25 @@ async fn append(
             ResponseError::UnknownServerError,
             format!("append task failed: {e}"),
         ),
+    }
+}
+
+/// A compacted topic refuses records without a key (INVALID_RECORD, nothing appended), as
+/// Kafka does. Only compacted topics pay for reading (and decompressing) the records.
+fn check_keys_if_compacted(log: &RwLock<Log>, records: &[u8]) -> Result<(), LogError> {
+    if !log.read().expect("log lock poisoned").config().compact {
+        return Ok(());
+    }
+    let invalid = |reason: String| LogError::InvalidRecord {
+        position: 0,
+        reason,
+    };
+    match tributary_log::records::all_records_keyed(records) {
+        Ok(true) => Ok(()),
+        Ok(false) => Err(invalid(
+            "compacted topic cannot accept a record without a key".into(),
+        )),
+        Err(e) => Err(invalid(format!("records cannot be read: {e}"))),
     }
 }
 

@@ -7,6 +7,7 @@
 //! [`crate::LogManager`]'s checkpoint, not by the log itself.
 
 mod append;
+mod clean;
 mod open;
 mod read;
 mod retention;
@@ -23,6 +24,7 @@ use crate::segment::Segment;
 use crate::types::{Offset, TopicPartition};
 
 pub use append::{validate_batches, Origin};
+pub use clean::{BuiltClean, CleanOutcome, CleanPlan};
 
 /// File holding the topic id inside the partition directory.
 pub(crate) const PARTITION_METADATA: &str = "partition.metadata";
@@ -81,6 +83,9 @@ pub struct Log {
     last_flush_ms: i64,
     /// Idempotent producers' last batches, for deduplication and sequence checks.
     producers: ProducerState,
+    /// Offsets below this were compacted by the last clean (Kafka's cleaner checkpoint); kept
+    /// by the [`crate::LogManager`] in `cleaner-offset-checkpoint`.
+    first_dirty_offset: Offset,
 }
 
 pub(crate) fn wall_clock_ms() -> i64 {
@@ -203,7 +208,7 @@ impl Log {
             .map_or(i64::MIN, |(b, _)| *b);
         let mut replayed = 0u64;
         for seg in self.segments.range(start_seg..).map(|(_, s)| s) {
-            seg.for_each_header(from, |h| {
+            seg.headers_from(from, |h| {
                 state.update(h);
                 replayed += 1;
             })?;

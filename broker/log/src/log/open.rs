@@ -84,6 +84,7 @@ impl Log {
             recovery_point: Offset(0),
             last_flush_ms: wall_clock_ms(),
             producers: ProducerState::default(),
+            first_dirty_offset: Offset(0),
         })
     }
 
@@ -115,6 +116,7 @@ impl Log {
                 [0; 16]
             }
         };
+        super::clean::complete_swaps(dir)?;
         let bases = scan_dir(dir)?;
         let segments = open_segments(dir, &bases, &config, recovery_point, clean_shutdown)?;
         let mut log = Log {
@@ -128,6 +130,7 @@ impl Log {
             segments,
             last_flush_ms: wall_clock_ms(),
             producers: ProducerState::default(),
+            first_dirty_offset: Offset(0),
         };
         if log.segments.is_empty() {
             let seg = Segment::create(dir, 0, &log.config)?;

@@ -20,6 +20,27 @@ pub(crate) fn segment_file(dir: &Path, base_offset: i64, suffix: &str) -> PathBu
     dir.join(format!("{base_offset:020}.{suffix}"))
 }
 
+/// `path` with `suffix` appended to its file name (`x.log` + `.cleaned`).
+pub(crate) fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push(suffix);
+    PathBuf::from(name)
+}
+
+/// The offset after the last whole batch of a segment file (header scan, no CRC check);
+/// `None` if it holds no batch.
+pub(crate) fn file_next_offset(path: &Path) -> Result<Option<i64>, LogError> {
+    let file = File::open(path).map_err(io_err("open segment", path))?;
+    let size = file.metadata().map_err(io_err("stat segment", path))?.len();
+    let mut pos = 0;
+    let mut next = None;
+    while let Step::Batch(h) = scan_step(&file, path, size, pos)? {
+        next = Some(h.next_offset());
+        pos += h.size() as u64;
+    }
+    Ok(next)
+}
+
 /// What one header read at a file position found.
 pub(super) enum Step {
     Batch(BatchHeader),

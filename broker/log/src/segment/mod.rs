@@ -13,7 +13,8 @@ use std::path::{Path, PathBuf};
 use tracing::warn;
 
 pub(crate) use files::{
-    delete_segment_files, segment_file, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
+    delete_segment_files, file_next_offset, segment_file, with_suffix, INDEX_SUFFIX, LOG_SUFFIX,
+    TIME_INDEX_SUFFIX,
 };
 use files::{load_trusted, scan_step, Step};
 
@@ -54,7 +55,20 @@ impl Segment {
         base_offset: i64,
         config: &LogConfig,
     ) -> Result<Self, LogError> {
-        let path = segment_file(dir, base_offset, LOG_SUFFIX);
+        Segment::create_named(dir, base_offset, config, "")
+    }
+
+    /// Creates an empty segment whose three files carry `suffix` after Kafka's names (the
+    /// cleaner's `.cleaned` files). Such a segment is written and synced, never opened again:
+    /// after renaming its files the log opens them with [`Segment::open`].
+    pub(crate) fn create_named(
+        dir: &Path,
+        base_offset: i64,
+        config: &LogConfig,
+        suffix: &str,
+    ) -> Result<Self, LogError> {
+        let named = |kind| with_suffix(&segment_file(dir, base_offset, kind), suffix);
+        let path = named(LOG_SUFFIX);
         let file = OpenOptions::new()
             .read(true)
             .write(true)
@@ -63,12 +77,12 @@ impl Segment {
             .open(&path)
             .map_err(io_err("create segment", &path))?;
         let index = OffsetIndex::create(
-            &segment_file(dir, base_offset, INDEX_SUFFIX),
+            &named(INDEX_SUFFIX),
             base_offset,
             config.segment_index_bytes,
         )?;
         let time_index = TimeIndex::create(
-            &segment_file(dir, base_offset, TIME_INDEX_SUFFIX),
+            &named(TIME_INDEX_SUFFIX),
             base_offset,
             config.segment_index_bytes,
         )?;
@@ -286,6 +300,29 @@ impl Segment {
         Ok(())
     }
 
+    /// Calls `f` with the position and header of every batch, in order.
+    pub(crate) fn for_each_header(
+        &self,
+        mut f: impl FnMut(u64, &BatchHeader) -> Result<(), LogError>,
+    ) -> Result<(), LogError> {
+        let mut pos = 0;
+        loop {
+            match self.step(pos)? {
+                Step::Batch(h) => {
+                    f(pos, &h)?;
+                    pos += h.size() as u64;
+                }
+                Step::End => return Ok(()),
+                Step::Bad(reason) => return Err(self.corrupt(pos, reason)),
+            }
+        }
+    }
+
+    /// The whole batch at `pos` whose header is `header` (from [`Segment::for_each_header`]).
+    pub(crate) fn read_batch(&self, pos: u64, header: &BatchHeader) -> Result<Vec<u8>, LogError> {
+        self.read_bytes(pos, header.size())
+    }
+
     /// Position and header of the first batch whose last offset is ≥ `target`.
     fn locate(&self, target: i64) -> Result<Option<(u64, BatchHeader)>, LogError> {
         let mut pos = u64::from(self.index.lookup(target));
@@ -301,7 +338,7 @@ impl Segment {
 
     /// Calls `f` with the header of every batch whose last offset is ≥ `from`, in order
     /// (header reads only: producer-state replay).
-    pub(crate) fn for_each_header(
+    pub(crate) fn headers_from(
         &self,
         from: i64,
         mut f: impl FnMut(&BatchHeader),

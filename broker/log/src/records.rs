@@ -1,0 +1,276 @@
+//! Record-level access to one v2 batch, for the cleaner and for the broker's produce checks on
+//! compacted topics: decompressing the records section, framing the records in it (offset and
+//! timestamp deltas, key, whether the value is null) and rebuilding a batch from a subset of its
+//! records.
+//!
+//! Compression and decompression are `kafka-protocol`'s codecs. The records themselves are only
+//! framed here, not decoded into owned values: a retained record is copied byte for byte, so its
+//! headers (duplicates included) and deltas stay exactly as the producer wrote them. That works
+//! because a rebuilt batch keeps its base offset and base timestamp, which the deltas are
+//! relative to.
+
+use std::ops::Range;
+
+use bytes::{Bytes, BytesMut};
+use kafka_protocol::compression::{Compressor, Decompressor, Gzip, Lz4, Snappy, Zstd};
+use thiserror::Error;
+
+use crate::batch::{compute_crc, BatchHeader, Compression, TimestampType, BATCH_HEADER_LEN};
+
+/// Offsets of fields in the v2 header that a rebuilt batch rewrites.
+const BATCH_LENGTH_AT: usize = 8;
+const CRC_AT: usize = 17;
+const ATTRIBUTES_AT: usize = 21;
+const BASE_TIMESTAMP_AT: usize = 27;
+const MAX_TIMESTAMP_AT: usize = 35;
+const RECORDS_COUNT_AT: usize = 57;
+const COMPRESSION_MASK: i16 = 0x07;
+
+/// A batch whose records cannot be read or written.
+#[derive(Debug, Error, Clone, PartialEq, Eq)]
+pub enum RecordsError {
+    #[error("batch header is invalid: {reason}")]
+    Header { reason: String },
+    #[error("compression codec {codec:?} is not supported")]
+    UnsupportedCodec { codec: Compression },
+    #[error("failed to decompress {codec:?} records: {reason}")]
+    Decompress { codec: Compression, reason: String },
+    #[error("failed to compress {codec:?} records: {reason}")]
+    Compress { codec: Compression, reason: String },
+    #[error("record {index} is malformed: {reason}")]
+    Malformed { index: usize, reason: &'static str },
+}
+
+/// One record framed inside a decompressed records section.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RecordView {
+    pub offset_delta: i32,
+    pub timestamp_delta: i64,
+    /// Byte range of the key in the records section; `None` for a null key.
+    pub key: Option<Range<usize>>,
+    /// Whether the value is null (a tombstone).
+    pub value_is_null: bool,
+    /// The whole record, length prefix included.
+    pub raw: Range<usize>,
+}
+
+/// The decompressed records section of a batch with its framed records.
+#[derive(Debug, Clone)]
+pub struct BatchRecords {
+    pub header: BatchHeader,
+    pub body: Bytes,
+    pub records: Vec<RecordView>,
+}
+
+impl BatchRecords {
+    /// Decompresses and frames the records of one whole batch (header included).
+    pub fn parse(batch: &[u8]) -> Result<BatchRecords, RecordsError> {
+        let header = BatchHeader::parse(batch).map_err(|e| RecordsError::Header {
+            reason: e.to_string(),
+        })?;
+        let section =
+            batch
+                .get(BATCH_HEADER_LEN..header.size())
+                .ok_or_else(|| RecordsError::Header {
+                    reason: "batch is shorter than its length".into(),
+                })?;
+        let body = decompress(header.compression(), section)?;
+        let records = frame_records(&body, header.records_count)?;
+        Ok(BatchRecords {
+            header,
+            body,
+            records,
+        })
+    }
+
+    pub fn key(&self, record: &RecordView) -> Option<&[u8]> {
+        record.key.clone().map(|r| &self.body[r])
+    }
+
+    /// Offset of a record.
+    pub fn offset(&self, record: &RecordView) -> i64 {
+        self.header.base_offset + i64::from(record.offset_delta)
+    }
+
+    /// Rebuilds the batch with only `keep` (indexes into `records`, in order): same base
+    /// offset, last offset delta, base timestamp, producer fields, leader epoch, attributes and
+    /// codec; new record count, length, CRC and (for CreateTime) max timestamp.
+    pub fn rebuild(&self, keep: &[usize]) -> Result<Vec<u8>, RecordsError> {
+        let mut section = BytesMut::new();
+        let mut max_ts = i64::MIN;
+        for &i in keep {
+            let r = &self.records[i];
+            section.extend_from_slice(&self.body[r.raw.clone()]);
+            max_ts = max_ts.max(self.header.base_timestamp + r.timestamp_delta);
+        }
+        let codec = self.header.compression();
+        let mut out = Vec::with_capacity(BATCH_HEADER_LEN + section.len());
+        out.extend_from_slice(&header_bytes(&self.header));
+        compress(codec, &section, &mut out)?;
+        if self.header.timestamp_type() == TimestampType::LogAppendTime {
+            max_ts = self.header.max_timestamp;
+        }
+        finish(&mut out, keep.len() as i32, max_ts);
+        Ok(out)
+    }
+}
+
+/// An empty batch standing for `header`'s offsets (Kafka's `writeEmptyHeader`): no records,
+/// no compression, base and max timestamp set to the original max timestamp.
+pub fn empty_batch(header: &BatchHeader) -> Vec<u8> {
+    let mut out = header_bytes(header).to_vec();
+    let attributes = header.attributes & !COMPRESSION_MASK;
+    out[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+    out[BASE_TIMESTAMP_AT..BASE_TIMESTAMP_AT + 8]
+        .copy_from_slice(&header.max_timestamp.to_be_bytes());
+    finish(&mut out, 0, header.max_timestamp);
+    out
+}
+
+/// The header fields as encoded (the batch's first 61 bytes, rebuilt from the parsed header).
+fn header_bytes(h: &BatchHeader) -> [u8; BATCH_HEADER_LEN] {
+    let mut out = [0u8; BATCH_HEADER_LEN];
+    let mut put = |at: usize, bytes: &[u8]| out[at..at + bytes.len()].copy_from_slice(bytes);
+    put(0, &h.base_offset.to_be_bytes());
+    put(12, &h.partition_leader_epoch.to_be_bytes());
+    put(16, &[h.magic as u8]);
+    put(ATTRIBUTES_AT, &h.attributes.to_be_bytes());
+    put(23, &h.last_offset_delta.to_be_bytes());
+    put(BASE_TIMESTAMP_AT, &h.base_timestamp.to_be_bytes());
+    put(MAX_TIMESTAMP_AT, &h.max_timestamp.to_be_bytes());
+    put(43, &h.producer_id.to_be_bytes());
+    put(51, &h.producer_epoch.to_be_bytes());
+    put(53, &h.base_sequence.to_be_bytes());
+    out
+}
+
+/// Sets count, max timestamp and length, then the CRC.
+fn finish(out: &mut [u8], count: i32, max_timestamp: i64) {
+    out[RECORDS_COUNT_AT..RECORDS_COUNT_AT + 4].copy_from_slice(&count.to_be_bytes());
+    out[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&max_timestamp.to_be_bytes());
+    let length = (out.len() - 12) as i32;
+    out[BATCH_LENGTH_AT..BATCH_LENGTH_AT + 4].copy_from_slice(&length.to_be_bytes());
+    let crc = compute_crc(out).expect("the buffer holds a whole header");
+    out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+}
+
+fn decompress(codec: Compression, section: &[u8]) -> Result<Bytes, RecordsError> {
+    let mut input = Bytes::copy_from_slice(section);
+    let take = |b: &mut Bytes| Ok(std::mem::take(b));
+    let result = match codec {
+        Compression::None => return Ok(input),
+        Compression::Gzip => Gzip::decompress(&mut input, take),
+        Compression::Snappy => Snappy::decompress(&mut input, take),
+        Compression::Lz4 => Lz4::decompress(&mut input, take),
+        Compression::Zstd => Zstd::decompress(&mut input, take),
+        Compression::Unknown(_) => return Err(RecordsError::UnsupportedCodec { codec }),
+    };
+    result.map_err(|e| RecordsError::Decompress {
+        codec,
+        reason: format!("{e:#}"),
+    })
+}
+
+fn compress(codec: Compression, section: &[u8], out: &mut Vec<u8>) -> Result<(), RecordsError> {
+    let fill = |b: &mut BytesMut| {
+        b.extend_from_slice(section);
+        Ok(())
+    };
+    let result = match codec {
+        Compression::None => {
+            out.extend_from_slice(section);
+            return Ok(());
+        }
+        Compression::Gzip => Gzip::compress(out, fill),
+        Compression::Snappy => Snappy::compress(out, fill),
+        Compression::Lz4 => Lz4::compress(out, fill),
+        Compression::Zstd => Zstd::compress(out, fill),
+        Compression::Unknown(_) => return Err(RecordsError::UnsupportedCodec { codec }),
+    };
+    result.map_err(|e| RecordsError::Compress {
+        codec,
+        reason: format!("{e:#}"),
+    })
+}
+
+/// Frames `count` records: `length varint, attributes i8, timestamp delta varlong, offset delta
+/// varint, key (varint length, -1 = null), value (same), headers` — only the fields needed
+/// are read, the rest is skipped by the length prefix.
+fn frame_records(body: &[u8], count: i32) -> Result<Vec<RecordView>, RecordsError> {
+    let mut out = Vec::with_capacity(count.max(0) as usize);
+    let mut pos = 0usize;
+    for index in 0..count.max(0) as usize {
+        let bad = |reason| RecordsError::Malformed { index, reason };
+        let start = pos;
+        let len = varlong(body, &mut pos).ok_or(bad("bad length"))?;
+        let len = usize::try_from(len).map_err(|_| bad("negative length"))?;
+        let end = pos.checked_add(len).ok_or(bad("length overflows"))?;
+        if end > body.len() {
+            return Err(bad("record runs past the records section"));
+        }
+        let rec = &body[..end];
+        pos += 1; // attributes
+        let timestamp_delta = varlong(rec, &mut pos).ok_or(bad("bad timestamp delta"))?;
+        let offset_delta = varlong(rec, &mut pos)
+            .and_then(|d| i32::try_from(d).ok())
+            .ok_or(bad("bad offset delta"))?;
+        let key = bytes_field(rec, &mut pos).ok_or(bad("bad key"))?;
+        let value = bytes_field(rec, &mut pos).ok_or(bad("bad value"))?;
+        out.push(RecordView {
+            offset_delta,
+            timestamp_delta,
+            key,
+            value_is_null: value.is_none(),
+            raw: start..end,
+        });
+        pos = end;
+    }
+    Ok(out)
+}
+
+/// A length-prefixed byte field; `Some(None)` for null.
+fn bytes_field(buf: &[u8], pos: &mut usize) -> Option<Option<Range<usize>>> {
+    let len = varlong(buf, pos)?;
+    if len < 0 {
+        return Some(None);
+    }
+    let start = *pos;
+    let end = start.checked_add(usize::try_from(len).ok()?)?;
+    if end > buf.len() {
+        return None;
+    }
+    *pos = end;
+    Some(Some(start..end))
+}
+
+/// A zig-zag varint of up to 64 bits.
+fn varlong(buf: &[u8], pos: &mut usize) -> Option<i64> {
+    let mut result: u64 = 0;
+    for shift in (0..64).step_by(7) {
+        let byte = *buf.get(*pos)?;
+        *pos += 1;
+        result |= u64::from(byte & 0x7f) << shift;
+        if byte & 0x80 == 0 {
+            return Some(((result >> 1) as i64) ^ -((result & 1) as i64));
+        }
+    }
+    None
+}
+
+/// Whether every record of every batch in `records` has a non-null key (what a compacted
+/// topic requires). Decompresses as needed.
+pub fn all_records_keyed(records: &[u8]) -> Result<bool, RecordsError> {
+    for item in crate::batch_iter::BatchIter::new(records) {
+        let (_, bytes) = item.map_err(|e| RecordsError::Header {
+            reason: e.to_string(),
+        })?;
+        let batch = BatchRecords::parse(bytes)?;
+        if batch.header.is_control() {
+            continue;
+        }
+        if batch.records.iter().any(|r| r.key.is_none()) {
+            return Ok(false);
+        }
+    }
+    Ok(true)
+}
