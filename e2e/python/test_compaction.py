@@ -3,6 +3,7 @@ start sees exactly the latest value of each key at the offset the producer was g
 keys disappear after delete.retention.ms, the result survives a restart, and a keyless record is
 refused with INVALID_RECORD."""
 
+import pathlib
 import re
 import time
 
@@ -117,3 +118,30 @@ def test_compaction_keeps_latest_value_per_key_at_its_offset(make_broker, topic)
 
     _, errors = produce(b.bootstrap, topic, [(None, b"no key")], "none")
     assert [e.code() for e in errors] == [KafkaError.INVALID_RECORD], errors
+
+
+def test_group_offsets_survive_cleaning_of_consumer_offsets(make_broker, topic):
+    """__consumer_offsets is compacted: many commits of one group are cleaned down to the
+    latest, and the group still resumes at its last commit after a restart (the coordinator
+    loads a cleaned partition: gaps in offsets, emptied batches)."""
+    b = make_broker(log_cleaner_backoff_ms=200, offsets_topic_num_partitions=1,
+                    offsets_topic_segment_bytes=4096, log_cleaner_min_cleanable_ratio="0.01")
+    create_topic(b.bootstrap, topic, partitions=2)
+    group = f"g-{topic}"
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": group, "enable.auto.commit": False})
+    for i in range(1, 301):
+        c.commit(offsets=[TopicPartition(topic, 0, i), TopicPartition(topic, 1, 2 * i)],
+                 asynchronous=False)
+    c.close()
+    deadline = time.time() + 15
+    while cleaner_bytes(b) == 0 and time.time() < deadline:
+        time.sleep(0.2)
+    assert cleaner_bytes(b) > 0, "__consumer_offsets was never cleaned"
+    segments = list(pathlib.Path(b.data_dir, "__consumer_offsets-0").glob("*.log"))
+    assert len(segments) < 10, f"{len(segments)} segments after cleaning"
+
+    b.restart()
+    c = Consumer({"bootstrap.servers": b.bootstrap, "group.id": group, "enable.auto.commit": False})
+    got = c.committed([TopicPartition(topic, 0), TopicPartition(topic, 1)], timeout=20)
+    c.close()
+    assert [(tp.partition, tp.offset) for tp in got] == [(0, 300), (1, 600)]

@@ -40,6 +40,9 @@ pub struct GroupConfig {
     pub retention_check_interval: Duration,
     /// `offset.metadata.max.bytes`.
     pub offset_metadata_max_bytes: usize,
+    /// `offsets.topic.segment.bytes`: `segment.bytes` of `__consumer_offsets` when it is
+    /// created (small segments let the cleaner compact it sooner).
+    pub offsets_segment_bytes: u64,
 }
 
 impl Default for GroupConfig {
@@ -53,6 +56,7 @@ impl Default for GroupConfig {
             offsets_retention: Duration::from_secs(7 * 24 * 3600),
             retention_check_interval: Duration::from_millis(600_000),
             offset_metadata_max_bytes: 4096,
+            offsets_segment_bytes: 104_857_600,
         }
     }
 }
@@ -88,6 +92,9 @@ impl GroupConfig {
             offset_metadata_max_bytes: num("offset.metadata.max.bytes")
                 .and_then(|n| usize::try_from(n).ok())
                 .unwrap_or(d.offset_metadata_max_bytes),
+            offsets_segment_bytes: num("offsets.topic.segment.bytes")
+                .filter(|n| (14..=i32::MAX as u64).contains(n))
+                .unwrap_or(d.offsets_segment_bytes),
         }
     }
 }

@@ -144,7 +144,13 @@ pub async fn ensure_offsets_topic(broker: &Broker) -> Option<i32> {
         num_partitions: cfg.offsets_partitions,
         replication_factor: cfg.offsets_replication_factor.min(brokers),
         assignments: BTreeMap::new(),
-        configs: BTreeMap::from([("cleanup.policy".to_owned(), "compact".to_owned())]),
+        configs: BTreeMap::from([
+            ("cleanup.policy".to_owned(), "compact".to_owned()),
+            (
+                "segment.bytes".to_owned(),
+                cfg.offsets_segment_bytes.to_string(),
+            ),
+        ]),
     };
     for r in broker.controller.create_topics(vec![topic], false).await {
         match r {
