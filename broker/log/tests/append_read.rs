@@ -9,7 +9,7 @@ use std::time::Duration;
 use common::*;
 use tributary_log::batch::{set_base_offset, verify_crc, BatchError};
 use tributary_log::testing::{build_test_batch, simple_batch, TestBatch};
-use tributary_log::{codes, LogConfig, LogError, Offset, TimestampType};
+use tributary_log::{codes, Log, LogConfig, LogError, Offset, TimestampType};
 
 #[test]
 fn append_assigns_offsets_and_read_returns_the_records() {
@@ -345,4 +345,47 @@ fn batches_without_timestamps_never_roll_by_time() {
     log.append_as_leader(&mut no_ts(), 0, 1_000_000).unwrap();
     log.append_as_leader(&mut no_ts(), 0, 9_000_000).unwrap();
     assert_eq!(log.segment_count(), 1);
+}
+
+/// `read_ranges` names exactly the bytes `read` copies, across segments and under every limit.
+#[test]
+fn read_ranges_match_read() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = LogConfig {
+        segment_bytes: 700,
+        ..config()
+    };
+    let mut log = Log::create(dir.path(), &tp(), TOPIC_ID, cfg).unwrap();
+    for i in 0..40 {
+        append(&mut log, 1 + i % 3, 1_000 + i as i64);
+    }
+    assert!(log.segment_count() > 3);
+    let leo = log.log_end_offset().0;
+    for start in [0, 1, 5, 17, leo - 1, leo] {
+        for max_bytes in [0, 1, 150, 1_000, usize::MAX] {
+            for max_offset in [3, leo / 2, leo] {
+                for min_one in [false, true] {
+                    let want = log.read(Offset(start), max_bytes, Offset(max_offset), min_one);
+                    let got =
+                        log.read_ranges(Offset(start), max_bytes, Offset(max_offset), min_one);
+                    let (want, got) = (want.unwrap(), got.unwrap());
+                    let mut bytes = Vec::new();
+                    for r in &got.ranges {
+                        let mut buf = vec![0u8; r.len];
+                        r.file.read_exact_at(&mut buf, r.position).unwrap();
+                        bytes.extend_from_slice(&buf);
+                    }
+                    assert_eq!(got.bytes, bytes.len());
+                    assert_eq!(
+                        bytes, want.records,
+                        "{start} {max_bytes} {max_offset} {min_one}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(log
+        .read_ranges(Offset(leo + 1), 10, Offset(leo), true)
+        .is_err());
 }

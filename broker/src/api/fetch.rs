@@ -4,19 +4,21 @@
 //! client to send full requests (KIP-227). Follower fetches (replica id ≥ 0) are refused until
 //! replication exists.
 
-use std::sync::atomic::Ordering;
-use std::sync::Arc;
+use std::os::unix::fs::FileExt;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
 use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
 use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::ResponseError;
-use tributary_log::{LogError, Offset};
+use tributary_log::{FileRange, LogError, Offset};
 
 use super::s;
 use crate::broker::Broker;
 use crate::replica::Partition;
+use crate::server::Splice;
 
 /// What one partition of the request asks for, resolved against the image.
 struct Wanted {
@@ -30,9 +32,17 @@ struct Wanted {
     error: Option<ResponseError>,
 }
 
-pub(super) async fn handle(broker: &Broker, req: FetchRequest, version: i16) -> FetchResponse {
+/// Serves a fetch: the response, and the partitions whose records go out as segment-file
+/// ranges (`sendfile`) in place of their markers.
+pub(super) async fn handle(
+    broker: &Broker,
+    req: FetchRequest,
+    version: i16,
+) -> (FetchResponse, Vec<Splice>) {
     if req.replica_id.0 >= 0 || req.replica_state.replica_id.0 >= 0 {
-        return FetchResponse::default().with_error_code(ResponseError::NotLeaderOrFollower.code());
+        let resp =
+            FetchResponse::default().with_error_code(ResponseError::NotLeaderOrFollower.code());
+        return (resp, Vec::new());
     }
     let wanted = resolve(broker, &req, version);
     let deadline = tokio::time::Instant::now()
@@ -121,8 +131,19 @@ fn check_epoch(requested: i32, ours: i32) -> Option<ResponseError> {
     }
 }
 
+/// Records of a partition: in memory, or file ranges to send without copying.
+enum Records {
+    None,
+    Inline(Bytes),
+    Ranges(Vec<FileRange>, usize),
+}
+
 /// Per partition: error code, high watermark, log start offset, records.
-type Read = (i16, i64, i64, Option<Bytes>);
+type Read = (i16, i64, i64, Records);
+
+/// Below this many bytes a partition's records are copied into the response: one `pread` is
+/// cheaper than a `sendfile` call and a separate write.
+const SPLICE_MIN_BYTES: usize = 16 * 1024;
 
 async fn read_all(wanted: &[Wanted], max_bytes: usize) -> (Vec<Read>, usize, bool) {
     let jobs: Vec<_> = wanted
@@ -136,31 +157,51 @@ async fn read_all(wanted: &[Wanted], max_bytes: usize) -> (Vec<Read>, usize, boo
         for (hosted, error, offset, part_max) in jobs {
             let (Some(part), None) = (hosted, error) else {
                 any_error = true;
-                out.push((error.map_or(0, |e| e.code()), -1, -1, None));
+                out.push((error.map_or(0, |e| e.code()), -1, -1, Records::None));
                 continue;
             };
             let hw = part.hw();
             let log = part.log.read().expect("log lock poisoned");
             let budget = part_max.min(max_bytes.saturating_sub(total));
-            match log.read(Offset(offset), budget, hw, total == 0) {
+            match log.read_ranges(Offset(offset), budget, hw, total == 0) {
                 Ok(r) => {
-                    total += r.records.len();
-                    out.push((
-                        0,
-                        hw.0,
-                        log.log_start_offset().0,
-                        Some(Bytes::from(r.records)),
-                    ));
+                    total += r.bytes;
+                    let records = if r.bytes == 0 {
+                        Records::Inline(Bytes::new())
+                    } else if r.bytes < SPLICE_MIN_BYTES {
+                        match copy_ranges(&r.ranges, r.bytes) {
+                            Ok(b) => Records::Inline(b),
+                            Err(e) => {
+                                tracing::warn!(error = %e, "reading fetched records failed");
+                                any_error = true;
+                                out.push((
+                                    ResponseError::KafkaStorageError.code(),
+                                    hw.0,
+                                    r.log_start_offset.0,
+                                    Records::None,
+                                ));
+                                continue;
+                            }
+                        }
+                    } else {
+                        Records::Ranges(r.ranges, r.bytes)
+                    };
+                    out.push((0, hw.0, r.log_start_offset.0, records));
                 }
                 Err(LogError::OffsetOutOfRange { log_start, .. })
                     if offset <= hw.0 && offset >= log_start.0 =>
                 {
                     // Between the high watermark and the log end: nothing visible yet.
-                    out.push((0, hw.0, log_start.0, Some(Bytes::new())));
+                    out.push((0, hw.0, log_start.0, Records::Inline(Bytes::new())));
                 }
                 Err(e) => {
                     any_error = true;
-                    out.push((e.kafka_error_code(), hw.0, log.log_start_offset().0, None));
+                    out.push((
+                        e.kafka_error_code(),
+                        hw.0,
+                        log.log_start_offset().0,
+                        Records::None,
+                    ));
                 }
             }
         }
@@ -173,16 +214,57 @@ async fn read_all(wanted: &[Wanted], max_bytes: usize) -> (Vec<Read>, usize, boo
     })
 }
 
-fn respond(wanted: Vec<Wanted>, parts: Vec<Read>) -> FetchResponse {
+fn copy_ranges(ranges: &[FileRange], len: usize) -> std::io::Result<Bytes> {
+    let mut buf = vec![0u8; len];
+    let mut at = 0;
+    for r in ranges {
+        r.file.read_exact_at(&mut buf[at..at + r.len], r.position)?;
+        at += r.len;
+    }
+    Ok(Bytes::from(buf))
+}
+
+/// A marker no client can predict: random per process, numbered per partition and response.
+fn marker(index: u32) -> Bytes {
+    static PREFIX: OnceLock<[u8; 8]> = OnceLock::new();
+    static COUNTER: AtomicU32 = AtomicU32::new(0);
+    let prefix = PREFIX.get_or_init(|| {
+        let r = uuid::Uuid::new_v4();
+        let mut p = [0u8; 8];
+        p.copy_from_slice(&r.as_bytes()[..8]);
+        p
+    });
+    let mut m = Vec::with_capacity(16);
+    m.extend_from_slice(prefix);
+    m.extend_from_slice(&COUNTER.fetch_add(1, Ordering::Relaxed).to_be_bytes());
+    m.extend_from_slice(&index.to_be_bytes());
+    Bytes::from(m)
+}
+
+fn respond(wanted: Vec<Wanted>, parts: Vec<Read>) -> (FetchResponse, Vec<Splice>) {
     let mut topics: Vec<FetchableTopicResponse> = Vec::new();
+    let mut splices = Vec::new();
     for (w, (code, hw, log_start, records)) in wanted.into_iter().zip(parts) {
+        let records = match records {
+            Records::None => Bytes::new(),
+            Records::Inline(b) => b,
+            Records::Ranges(ranges, len) => {
+                let m = marker(u32::try_from(splices.len()).unwrap_or(u32::MAX));
+                splices.push(Splice {
+                    marker: m.clone(),
+                    ranges,
+                    len,
+                });
+                m
+            }
+        };
         let data = PartitionData::default()
             .with_partition_index(w.partition)
             .with_error_code(code)
             .with_high_watermark(hw)
             .with_last_stable_offset(hw)
             .with_log_start_offset(log_start)
-            .with_records(records.or(Some(Bytes::new())));
+            .with_records(Some(records));
         match topics.last_mut() {
             Some(t) if t.topic.0.as_str() == w.topic && t.topic_id == w.topic_id => {
                 t.partitions.push(data)
@@ -195,7 +277,8 @@ fn respond(wanted: Vec<Wanted>, parts: Vec<Read>) -> FetchResponse {
             ),
         }
     }
-    FetchResponse::default()
+    let resp = FetchResponse::default()
         .with_session_id(0)
-        .with_responses(topics)
+        .with_responses(topics);
+    (resp, splices)
 }

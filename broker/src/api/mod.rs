@@ -29,15 +29,16 @@ mod produce;
 mod sync_group;
 pub mod versions;
 
-use bytes::Bytes;
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 
 use crate::broker::Broker;
-use crate::server::{decode_body, encode_response, ConnectionError, Request};
+use crate::server::{
+    decode_body, encode_response, encode_spliced, ConnectionError, Reply, Request,
+};
 
 /// Serves one request; `None` when the protocol wants no response (Produce with acks=0).
-pub async fn dispatch(broker: &Broker, mut req: Request) -> Result<Option<Bytes>, ConnectionError> {
+pub async fn dispatch(broker: &Broker, mut req: Request) -> Result<Option<Reply>, ConnectionError> {
     let version = req.header.request_api_version;
     let correlation_id = req.header.correlation_id;
     let api = req.api;
@@ -45,18 +46,18 @@ pub async fn dispatch(broker: &Broker, mut req: Request) -> Result<Option<Bytes>
     if version < s.min || version > s.max {
         if api == ApiKey::ApiVersions {
             let resp = api_versions::unsupported();
-            return encode_response(api, 0, correlation_id, &resp).map(Some);
+            return encode_response(api, 0, correlation_id, &resp).map(Reply::some);
         }
         return Err(ConnectionError::UnsupportedVersion { api, version });
     }
     if api == ApiKey::Produce && version < versions::PRODUCE_MIN_ACCEPTED {
-        return produce::unsupported_old_version(&mut req).map(Some);
+        return produce::unsupported_old_version(&mut req).map(Reply::some);
     }
     macro_rules! serve {
         ($ty:ty, $handler:path) => {{
             let body: $ty = decode_body(&mut req, version)?;
             let resp = $handler(broker, body, version).await;
-            encode_response(api, version, correlation_id, &resp).map(Some)
+            encode_response(api, version, correlation_id, &resp).map(Reply::some)
         }};
     }
     match api {
@@ -73,14 +74,19 @@ pub async fn dispatch(broker: &Broker, mut req: Request) -> Result<Option<Bytes>
         }
         ApiKey::ListOffsets => serve!(ListOffsetsRequest, list_offsets::handle),
         ApiKey::DeleteRecords => serve!(DeleteRecordsRequest, delete_records::handle),
-        ApiKey::Fetch => serve!(FetchRequest, fetch::handle),
+        ApiKey::Fetch => {
+            let body: FetchRequest = decode_body(&mut req, version)?;
+            let (resp, splices) = fetch::handle(broker, body, version).await;
+            // Records are COMPACT_RECORDS from Fetch v12, the first flexible version.
+            encode_spliced(api, version, correlation_id, &resp, version >= 12, splices).map(Some)
+        }
         ApiKey::InitProducerId => serve!(InitProducerIdRequest, init_producer_id::handle),
         ApiKey::FindCoordinator => serve!(FindCoordinatorRequest, find_coordinator::handle),
         ApiKey::JoinGroup => {
             let body: JoinGroupRequest = decode_body(&mut req, version)?;
             let client_id = req.header.client_id.as_deref().unwrap_or("").to_owned();
             let resp = join_group::handle(broker, body, version, client_id).await;
-            encode_response(api, version, correlation_id, &resp).map(Some)
+            encode_response(api, version, correlation_id, &resp).map(Reply::some)
         }
         ApiKey::SyncGroup => serve!(SyncGroupRequest, sync_group::handle),
         ApiKey::Heartbeat => serve!(HeartbeatRequest, heartbeat::handle),
@@ -94,7 +100,7 @@ pub async fn dispatch(broker: &Broker, mut req: Request) -> Result<Option<Bytes>
         ApiKey::Produce => {
             let body: ProduceRequest = decode_body(&mut req, version)?;
             match produce::handle(broker, body, version).await {
-                Some(resp) => encode_response(api, version, correlation_id, &resp).map(Some),
+                Some(resp) => encode_response(api, version, correlation_id, &resp).map(Reply::some),
                 None => Ok(None),
             }
         }

@@ -17,6 +17,7 @@ use tokio::io::{AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
+use tributary_log::FileRange;
 
 use crate::api;
 use crate::broker::Broker;
@@ -46,6 +47,36 @@ pub enum ConnectionError {
     },
     #[error("failed to write the response")]
     Write(#[source] std::io::Error),
+}
+
+/// A response ready to be written.
+pub enum Reply {
+    /// The whole frame in memory.
+    Bytes(Bytes),
+    /// A frame of in-memory pieces and segment-file ranges, the latter sent with `sendfile`
+    /// (Fetch records: never copied through user space).
+    Parts(Vec<Part>),
+}
+
+/// One piece of a [`Reply::Parts`] frame.
+pub enum Part {
+    Bytes(Bytes),
+    File(FileRange),
+}
+
+impl Reply {
+    /// `Some(Reply::Bytes(b))`, for dispatch's `map`.
+    pub fn some(b: Bytes) -> Option<Reply> {
+        Some(Reply::Bytes(b))
+    }
+}
+
+/// Records of one partition that go out as file ranges: the response is encoded with `marker`
+/// in their place, then the marker is swapped for the ranges.
+pub struct Splice {
+    pub marker: Bytes,
+    pub ranges: Vec<FileRange>,
+    pub len: usize,
 }
 
 /// A decoded request header plus the undecoded body.
@@ -117,11 +148,57 @@ async fn serve_one(
     let api = req.api;
     let response = api::dispatch(broker, req).await?;
     broker.metrics.request_done(api, started.elapsed());
-    if let Some(bytes) = response {
-        write
+    match response {
+        Some(Reply::Bytes(bytes)) => write
             .write_all(&bytes)
             .await
-            .map_err(ConnectionError::Write)?;
+            .map_err(ConnectionError::Write)?,
+        Some(Reply::Parts(parts)) => write_parts(write, parts)
+            .await
+            .map_err(ConnectionError::Write)?,
+        None => {}
+    }
+    Ok(())
+}
+
+/// Writes a frame of pieces: in-memory pieces with `write_all`, file ranges with `sendfile`
+/// straight from the page cache to the socket.
+async fn write_parts(
+    write: &mut tokio::net::tcp::OwnedWriteHalf,
+    parts: Vec<Part>,
+) -> std::io::Result<()> {
+    for part in parts {
+        match part {
+            Part::Bytes(b) => write.write_all(&b).await?,
+            Part::File(range) => send_file(write.as_ref(), &range).await?,
+        }
+    }
+    Ok(())
+}
+
+async fn send_file(sock: &TcpStream, range: &FileRange) -> std::io::Result<()> {
+    let mut offset = range.position;
+    let end = range.position + range.len as u64;
+    while offset < end {
+        sock.writable().await?;
+        let sent = sock.try_io(tokio::io::Interest::WRITABLE, || {
+            let count = usize::try_from(end - offset).unwrap_or(usize::MAX);
+            rustix::fs::sendfile(sock, &*range.file, Some(&mut offset), count)
+                .map_err(std::io::Error::from)
+        });
+        match sent {
+            // The frame's length was promised: a segment truncated under the read (a follower
+            // truncation) can only end the connection.
+            Ok(0) => {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "segment file ended inside a fetched range",
+                ))
+            }
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(())
 }
@@ -164,6 +241,90 @@ pub fn encode_response<T: Encodable>(
     correlation_id: i32,
     body: &T,
 ) -> Result<Bytes, ConnectionError> {
+    encode_response_mut(api, version, correlation_id, body).map(BytesMut::freeze)
+}
+
+/// Frames a response whose body carries the markers of `splices` as records (a bytes field,
+/// compact from the first flexible version when `compact`), replacing each marker, with its
+/// length prefix, by the real length and the file ranges. Markers must appear in order.
+pub fn encode_spliced<T: Encodable>(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &T,
+    compact: bool,
+    splices: Vec<Splice>,
+) -> Result<Reply, ConnectionError> {
+    let mut buf = encode_response_mut(api, version, correlation_id, body)?;
+    if splices.is_empty() {
+        return Ok(Reply::Bytes(buf.freeze()));
+    }
+    let fail = |what: &str| ConnectionError::Encode {
+        api,
+        version,
+        source: anyhow::anyhow!("records placeholder {what}"),
+    };
+    // Positions of the markers (with their length prefixes) in the encoded frame.
+    let mut found = Vec::with_capacity(splices.len());
+    let mut cursor = 0usize;
+    let mut total = buf.len();
+    for sp in &splices {
+        let m = &sp.marker;
+        let at = buf[cursor..]
+            .windows(m.len())
+            .position(|w| w == &m[..])
+            .map(|p| p + cursor)
+            .ok_or_else(|| fail("not found"))?;
+        let (old_prefix, new_prefix) = if compact {
+            (uvarint(m.len() as u64 + 1), uvarint(sp.len as u64 + 1))
+        } else {
+            let len = i32::try_from(sp.len).map_err(|_| fail("too long"))?;
+            (
+                (m.len() as i32).to_be_bytes().to_vec(),
+                len.to_be_bytes().to_vec(),
+            )
+        };
+        let start = at
+            .checked_sub(old_prefix.len())
+            .filter(|s| buf[*s..at] == old_prefix[..])
+            .ok_or_else(|| fail("without its length prefix"))?;
+        total = total - old_prefix.len() - m.len() + new_prefix.len() + sp.len;
+        found.push((start, at + m.len(), new_prefix));
+        cursor = at + m.len();
+    }
+    let frame_len = i32::try_from(total - 4).map_err(|_| fail("frame too long"))?;
+    buf[..4].copy_from_slice(&frame_len.to_be_bytes());
+    let whole = buf.freeze();
+    let mut parts = Vec::with_capacity(splices.len() * 3 + 1);
+    let mut cursor = 0usize;
+    for ((start, end, prefix), sp) in found.into_iter().zip(splices) {
+        let mut head = BytesMut::with_capacity(start - cursor + prefix.len());
+        head.extend_from_slice(&whole[cursor..start]);
+        head.extend_from_slice(&prefix);
+        parts.push(Part::Bytes(head.freeze()));
+        parts.extend(sp.ranges.into_iter().map(Part::File));
+        cursor = end;
+    }
+    parts.push(Part::Bytes(whole.slice(cursor..)));
+    Ok(Reply::Parts(parts))
+}
+
+fn uvarint(mut v: u64) -> Vec<u8> {
+    let mut out = Vec::with_capacity(5);
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+    out
+}
+
+fn encode_response_mut<T: Encodable>(
+    api: ApiKey,
+    version: i16,
+    correlation_id: i32,
+    body: &T,
+) -> Result<BytesMut, ConnectionError> {
     let encode_err = |source| ConnectionError::Encode {
         api,
         version,
@@ -186,7 +347,7 @@ pub fn encode_response<T: Encodable>(
     body.encode(&mut buf, version).map_err(encode_err)?;
     let len = i32::try_from(buf.len() - 4).unwrap_or(i32::MAX);
     buf[..4].copy_from_slice(&len.to_be_bytes());
-    Ok(buf.freeze())
+    Ok(buf)
 }
 
 /// Decodes a request body of a known version.
@@ -203,4 +364,119 @@ pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
     let l = TcpListener::bind(addr).await?;
     info!(address = %l.local_addr()?, "kafka listener bound");
     Ok(l)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap (CONVENTIONS 8)
+mod tests {
+    use std::io::Write;
+    use std::os::unix::fs::FileExt;
+
+    use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
+    use kafka_protocol::messages::{FetchResponse, ResponseHeader, TopicName};
+
+    use super::*;
+
+    /// Reassembles a spliced frame the way the socket would see it.
+    fn flatten(reply: Reply) -> Vec<u8> {
+        let Reply::Parts(parts) = reply else {
+            panic!("expected parts");
+        };
+        let mut out = Vec::new();
+        for p in parts {
+            match p {
+                Part::Bytes(b) => out.extend_from_slice(&b),
+                Part::File(r) => {
+                    let mut buf = vec![0u8; r.len];
+                    r.file.read_exact_at(&mut buf, r.position).unwrap();
+                    out.extend_from_slice(&buf);
+                }
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn spliced_fetch_responses_decode_as_if_the_records_were_inline() {
+        let mut file = tempfile::tempfile().unwrap();
+        let content: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+        file.write_all(&content).unwrap();
+        let file = Arc::new(file);
+        for version in [4i16, 11, 12, 16] {
+            let markers = [
+                Bytes::from_static(b"MARKER-0-abcdefg"),
+                Bytes::from_static(b"MARKER-1-abcdefg"),
+            ];
+            let part = |i: i32, records: Bytes| {
+                PartitionData::default()
+                    .with_partition_index(i)
+                    .with_high_watermark(99)
+                    .with_records(Some(records))
+            };
+            let resp =
+                FetchResponse::default().with_responses(vec![FetchableTopicResponse::default()
+                    .with_topic(TopicName(crate::api::s("orders")))
+                    .with_partitions(vec![
+                        part(0, markers[0].clone()),
+                        part(1, Bytes::from_static(b"inline")),
+                        part(2, markers[1].clone()),
+                    ])]);
+            let splices = vec![
+                Splice {
+                    marker: markers[0].clone(),
+                    ranges: vec![
+                        FileRange {
+                            file: file.clone(),
+                            position: 10,
+                            len: 200,
+                        },
+                        FileRange {
+                            file: file.clone(),
+                            position: 1_000,
+                            len: 150_000,
+                        },
+                    ],
+                    len: 150_200,
+                },
+                Splice {
+                    marker: markers[1].clone(),
+                    ranges: vec![FileRange {
+                        file: file.clone(),
+                        position: 5,
+                        len: 3,
+                    }],
+                    len: 3,
+                },
+            ];
+            let reply =
+                encode_spliced(ApiKey::Fetch, version, 42, &resp, version >= 12, splices).unwrap();
+            let frame = flatten(reply);
+            let len = i32::from_be_bytes(frame[..4].try_into().unwrap()) as usize;
+            assert_eq!(len, frame.len() - 4, "v{version}: frame length");
+            let mut body = Bytes::from(frame[4..].to_vec());
+            let header =
+                ResponseHeader::decode(&mut body, ApiKey::Fetch.response_header_version(version))
+                    .unwrap();
+            assert_eq!(header.correlation_id, 42);
+            let got = FetchResponse::decode(&mut body, version).unwrap();
+            assert!(body.is_empty());
+            let parts = &got.responses[0].partitions;
+            let mut first = content[10..210].to_vec();
+            first.extend_from_slice(&content[1_000..151_000]);
+            assert_eq!(parts[0].records.as_deref(), Some(&first[..]), "v{version}");
+            assert_eq!(parts[1].records.as_deref(), Some(&b"inline"[..]));
+            assert_eq!(parts[2].records.as_deref(), Some(&content[5..8]));
+        }
+    }
+
+    #[test]
+    fn a_missing_marker_is_an_encoding_error() {
+        let resp = FetchResponse::default();
+        let splices = vec![Splice {
+            marker: Bytes::from_static(b"not-in-response!"),
+            ranges: Vec::new(),
+            len: 0,
+        }];
+        assert!(encode_spliced(ApiKey::Fetch, 12, 1, &resp, true, splices).is_err());
+    }
 }

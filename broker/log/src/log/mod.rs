@@ -25,6 +25,7 @@ use crate::types::{Offset, TopicPartition};
 
 pub use append::{validate_batches, Origin};
 pub use clean::{BuiltClean, CleanOutcome, CleanPlan};
+pub use read::{FileRange, RangeRead};
 
 /// File holding the topic id inside the partition directory.
 pub(crate) const PARTITION_METADATA: &str = "partition.metadata";

@@ -1,6 +1,9 @@
 //! Reads: whole batches by offset (Fetch) and by timestamp (ListOffsets). All through `&self`
 //! with positional reads, so many readers can share the log's read lock.
 
+use std::fs::File;
+use std::sync::Arc;
+
 use super::{Log, ReadResult};
 use crate::error::LogError;
 use crate::types::Offset;
@@ -56,6 +59,58 @@ impl Log {
         })
     }
 
+    /// Like [`Log::read`], but returns where the batches are instead of copying them: file
+    /// ranges the caller can send with `sendfile`. The bytes below `max_offset` (the high
+    /// watermark) never change while the files stay open, except through truncation, which
+    /// a sender detects as a short file.
+    pub fn read_ranges(
+        &self,
+        start: Offset,
+        max_bytes: usize,
+        max_offset: Offset,
+        min_one_batch: bool,
+    ) -> Result<RangeRead, LogError> {
+        let log_start = self.log_start_offset;
+        let log_end = self.log_end_offset();
+        if start < log_start || start > log_end {
+            return Err(LogError::OffsetOutOfRange {
+                requested: start,
+                log_start,
+                log_end,
+            });
+        }
+        let mut ranges = Vec::new();
+        let mut bytes = 0usize;
+        if start < log_end && start < max_offset {
+            let from = self
+                .segments
+                .range(..=start.0)
+                .next_back()
+                .map_or(i64::MIN, |(b, _)| *b);
+            for seg in self.segments.range(from..).map(|(_, s)| s) {
+                let (range, limited) =
+                    seg.range(start.0, max_offset.0, max_bytes, min_one_batch, bytes)?;
+                if let Some((position, len)) = range {
+                    bytes += len;
+                    ranges.push(FileRange {
+                        file: seg.shared_file(),
+                        position,
+                        len,
+                    });
+                }
+                if limited {
+                    break;
+                }
+            }
+        }
+        Ok(RangeRead {
+            ranges,
+            bytes,
+            log_start_offset: log_start,
+            log_end_offset: log_end,
+        })
+    }
+
     /// The first batch (raw bytes, header included) whose max timestamp is ≥ `timestamp`,
     /// found through the time index; `None` if every batch is older. Batches wholly below the
     /// log start offset are skipped. The caller decodes the records to find the exact one.
@@ -75,4 +130,22 @@ impl Log {
         }
         Ok(None)
     }
+}
+
+/// Whole batches in a segment file: `len` bytes at `position`.
+#[derive(Debug, Clone)]
+pub struct FileRange {
+    pub file: Arc<File>,
+    pub position: u64,
+    pub len: usize,
+}
+
+/// What [`Log::read_ranges`] found: the same batches [`Log::read`] would copy, as file ranges.
+#[derive(Debug, Clone)]
+pub struct RangeRead {
+    pub ranges: Vec<FileRange>,
+    /// Sum of the ranges' lengths.
+    pub bytes: usize,
+    pub log_start_offset: Offset,
+    pub log_end_offset: Offset,
 }

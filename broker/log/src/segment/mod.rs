@@ -9,6 +9,7 @@ mod files;
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use tracing::warn;
 
@@ -33,7 +34,7 @@ pub(crate) struct SegmentRead {
 pub(crate) struct Segment {
     base_offset: i64,
     path: PathBuf,
-    file: File,
+    file: Arc<File>,
     size: u64,
     index: OffsetIndex,
     time_index: TimeIndex,
@@ -109,7 +110,7 @@ impl Segment {
         Segment {
             base_offset,
             path,
-            file,
+            file: Arc::new(file),
             size,
             index,
             time_index,
@@ -377,8 +378,26 @@ impl Segment {
         min_one: bool,
         out: &mut Vec<u8>,
     ) -> Result<SegmentRead, LogError> {
+        let (range, limited) = self.range(start, max_offset, max_bytes, min_one, out.len())?;
+        if let Some((position, len)) = range {
+            out.extend_from_slice(&self.read_bytes(position, len)?);
+        }
+        Ok(SegmentRead { limited })
+    }
+
+    /// The file range `(position, length)` of the whole batches [`Segment::read`] would return
+    /// when `already` bytes were read from earlier segments (`None` if nothing qualifies), and
+    /// whether the read was limited.
+    pub(crate) fn range(
+        &self,
+        start: i64,
+        max_offset: i64,
+        max_bytes: usize,
+        min_one: bool,
+        already: usize,
+    ) -> Result<(Option<(u64, usize)>, bool), LogError> {
         let Some((first, _)) = self.locate(start)? else {
-            return Ok(SegmentRead { limited: false });
+            return Ok((None, false));
         };
         let mut end = first;
         let mut limited = false;
@@ -388,16 +407,21 @@ impl Segment {
                 Step::End => break,
                 Step::Bad(reason) => return Err(self.corrupt(end, reason)),
             };
-            let total = out.len() + (end - first) as usize + h.size();
-            let first_of_read = out.is_empty() && end == first;
+            let total = already + (end - first) as usize + h.size();
+            let first_of_read = already == 0 && end == first;
             if h.last_offset() >= max_offset || (total > max_bytes && !(min_one && first_of_read)) {
                 limited = true;
                 break;
             }
             end += h.size() as u64;
         }
-        out.extend_from_slice(&self.read_bytes(first, (end - first) as usize)?);
-        Ok(SegmentRead { limited })
+        let range = (end > first).then(|| (first, (end - first) as usize));
+        Ok((range, limited))
+    }
+
+    /// The segment's file, shared, for sending ranges of it without copying them.
+    pub(crate) fn shared_file(&self) -> Arc<File> {
+        self.file.clone()
     }
 
     /// The first batch (raw bytes) whose max timestamp is ≥ `timestamp` and whose last offset
