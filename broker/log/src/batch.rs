@@ -248,6 +248,28 @@ pub fn set_partition_leader_epoch(batch: &mut [u8], epoch: i32) -> Result<(), Ba
     Ok(())
 }
 
+/// [`set_log_append_time`] for a batch whose header and records are in separate buffers:
+/// patches the 61-byte `header` and recomputes its CRC over the header's part and `records`.
+pub fn set_log_append_time_split(
+    header: &mut [u8; BATCH_HEADER_LEN],
+    records: &[u8],
+    timestamp_ms: i64,
+) -> Result<(), BatchError> {
+    let h = BatchHeader::parse(header)?;
+    if BATCH_HEADER_LEN + records.len() != h.size() {
+        return Err(BatchError::SizeMismatch {
+            len: BATCH_HEADER_LEN + records.len(),
+            size: h.size(),
+        });
+    }
+    let attributes = h.attributes | TIMESTAMP_TYPE_BIT;
+    header[ATTRIBUTES_AT..ATTRIBUTES_AT + 2].copy_from_slice(&attributes.to_be_bytes());
+    header[MAX_TIMESTAMP_AT..MAX_TIMESTAMP_AT + 8].copy_from_slice(&timestamp_ms.to_be_bytes());
+    let crc = crc32c::crc32c_append(crc32c::crc32c(&header[ATTRIBUTES_AT..]), records);
+    header[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
+    Ok(())
+}
+
 /// Sets the max timestamp and the LogAppendTime attribute bit, then recomputes the CRC.
 ///
 /// `batch` must be exactly one whole batch, since the CRC covers all of it.

@@ -389,3 +389,41 @@ fn read_ranges_match_read() {
         .read_ranges(Offset(leo + 1), 10, Offset(leo), true)
         .is_err());
 }
+
+/// `append_produced` (shared buffer, headers written beside the records) stores exactly what
+/// `append_as_leader` stores, LogAppendTime and its CRC included, and leaves its input alone.
+#[test]
+fn append_produced_stores_the_same_bytes_as_append_as_leader() {
+    for ts_type in [TimestampType::CreateTime, TimestampType::LogAppendTime] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = LogConfig {
+            message_timestamp_type: ts_type,
+            segment_bytes: 900,
+            ..config()
+        };
+        let mut a = Log::create(&dir.path().join("a"), &tp(), TOPIC_ID, cfg.clone()).unwrap();
+        let mut b = Log::create(&dir.path().join("b"), &tp(), TOPIC_ID, cfg).unwrap();
+        for i in 0..30usize {
+            let mut two = simple_batch(1 + i % 4, 1_000 + i as i64);
+            two.extend_from_slice(&simple_batch(2, 2_000 + i as i64));
+            let original = two.clone();
+            let ia = a
+                .append_as_leader(&mut two.clone(), 3, 5_000 + i as i64)
+                .unwrap();
+            let ib = b.append_produced(&original, 3, 5_000 + i as i64).unwrap();
+            assert_eq!(ia, ib);
+            assert_eq!(two, original);
+        }
+        assert_eq!(a.segment_count(), b.segment_count());
+        let end = a.log_end_offset();
+        let ra = a.read(Offset(0), usize::MAX, end, true).unwrap().records;
+        let rb = b.read(Offset(0), usize::MAX, end, true).unwrap().records;
+        assert_eq!(ra, rb, "{ts_type:?}");
+        for (_, bytes) in tributary_log::BatchIter::new(&rb).map(Result::unwrap) {
+            verify_crc(bytes).unwrap();
+        }
+        if ts_type == TimestampType::LogAppendTime {
+            assert!(headers(&rb).iter().all(|h| h.max_timestamp >= 5_000));
+        }
+    }
+}

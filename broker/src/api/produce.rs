@@ -113,7 +113,8 @@ async fn append(
             "produce request carries no records",
         );
     };
-    let mut buf = BytesMut::from(&records[..]);
+    // The request's bytes are appended as they are: patched headers are written beside them.
+    let buf = records.clone();
     let epoch = part.leader_epoch.load(Ordering::Acquire);
     let log = part.log.clone();
     let result = tokio::task::spawn_blocking(move || {
@@ -123,7 +124,7 @@ async fn append(
         }
         let mut log = log.write().expect("log lock poisoned");
         let now = now_ms();
-        let info = log.append_as_leader(&mut buf, epoch, now);
+        let info = log.append_produced(&buf, epoch, now);
         if info.is_ok() {
             // flush.messages / flush.ms; by default the OS decides (durability comes from
             // replication, as in Kafka).

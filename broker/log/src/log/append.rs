@@ -8,14 +8,17 @@ use tracing::debug;
 
 use super::{wall_clock_ms, AppendInfo, Log};
 use crate::batch::{
-    set_base_offset, set_log_append_time, set_partition_leader_epoch, verify_crc, BatchHeader,
-    Compression, TimestampType,
+    set_base_offset, set_log_append_time_split, set_partition_leader_epoch, verify_crc,
+    BatchHeader, Compression, TimestampType, BATCH_HEADER_LEN,
 };
 use crate::batch_iter::BatchIter;
 use crate::config::LogConfig;
 use crate::error::LogError;
 use crate::producer_state::Check;
 use crate::types::Offset;
+
+/// A batch's position in an append and its header after offset assignment.
+type PatchedHeader = (usize, [u8; BATCH_HEADER_LEN]);
 
 /// Who produced the batches: leaders accept producer batches (base offset 0, dense offsets),
 /// followers accept the leader's batches as they are.
@@ -102,18 +105,45 @@ impl Log {
     /// Appends producer batches as the partition leader: validates all of them (nothing is
     /// written unless all are valid), assigns offsets from the log end, stamps `leader_epoch`,
     /// applies LogAppendTime if configured, rolls if needed, writes and indexes. A new epoch is
-    /// recorded in the leader-epoch checkpoint. Durability follows `flush.*`.
+    /// recorded in the leader-epoch checkpoint. Durability follows `flush.*`. The patched
+    /// headers are written back into `records`.
     pub fn append_as_leader(
         &mut self,
         records: &mut [u8],
         leader_epoch: i32,
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
+        let (info, patched) = self.append_leader_parts(records, leader_epoch, now_ms)?;
+        for (position, header) in patched {
+            records[position..position + BATCH_HEADER_LEN].copy_from_slice(&header);
+        }
+        Ok(info)
+    }
+
+    /// [`Log::append_as_leader`] for a shared buffer (a produce request's bytes): the patched
+    /// headers are written to the segment beside the untouched record bytes (`pwritev`), so the
+    /// batches are never copied in memory.
+    pub fn append_produced(
+        &mut self,
+        records: &[u8],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<AppendInfo, LogError> {
+        self.append_leader_parts(records, leader_epoch, now_ms)
+            .map(|(info, _)| info)
+    }
+
+    fn append_leader_parts(
+        &mut self,
+        records: &[u8],
+        leader_epoch: i32,
+        now_ms: i64,
+    ) -> Result<(AppendInfo, Vec<PatchedHeader>), LogError> {
         let batches = validate_batches(records, &self.config, Origin::Leader)?;
         let produced: Vec<BatchHeader> = batches.iter().map(|(_, h)| *h).collect();
         if let Check::Duplicate(d) = self.producers.check(&produced)? {
             debug!(partition = %self.partition, first = d.first_offset, "duplicate producer batch");
-            return Ok(AppendInfo {
+            let info = AppendInfo {
                 first_offset: Offset(d.first_offset),
                 last_offset: Offset(d.last_offset),
                 log_append_time: None,
@@ -121,37 +151,47 @@ impl Log {
                 records: 0,
                 bytes: 0,
                 duplicate: true,
-            });
+            };
+            return Ok((info, Vec::new()));
         }
         let first = self.log_end_offset();
         let append_time = self.config.message_timestamp_type == TimestampType::LogAppendTime;
         let mut next = first.0;
         let mut headers = Vec::with_capacity(batches.len());
+        let mut patched = Vec::with_capacity(batches.len());
         for (position, header) in &batches {
-            let bytes = &mut records[*position..*position + header.size()];
+            let body = &records[*position + BATCH_HEADER_LEN..*position + header.size()];
             let patch = |e| LogError::CorruptMessage {
                 position: *position,
                 source: e,
             };
-            set_base_offset(bytes, next).map_err(patch)?;
-            set_partition_leader_epoch(bytes, leader_epoch).map_err(patch)?;
+            let mut hdr = [0u8; BATCH_HEADER_LEN];
+            hdr.copy_from_slice(&records[*position..*position + BATCH_HEADER_LEN]);
+            set_base_offset(&mut hdr, next).map_err(patch)?;
+            set_partition_leader_epoch(&mut hdr, leader_epoch).map_err(patch)?;
             if append_time {
-                set_log_append_time(bytes, now_ms).map_err(patch)?;
+                set_log_append_time_split(&mut hdr, body, now_ms).map_err(patch)?;
             }
-            let patched = BatchHeader::parse(bytes).map_err(patch)?;
-            next = patched.next_offset();
-            headers.push(patched);
+            let h = BatchHeader::parse(&hdr).map_err(patch)?;
+            next = h.next_offset();
+            headers.push(h);
+            patched.push((*position, hdr));
         }
         if !headers.is_empty() {
             self.epochs.assign(leader_epoch, first)?;
         }
-        let mut info = self.write_batches(records, &headers, now_ms)?;
+        let mut parts: Vec<&[u8]> = Vec::with_capacity(batches.len() * 2);
+        for ((position, header), (_, hdr)) in batches.iter().zip(&patched) {
+            parts.push(hdr);
+            parts.push(&records[*position + BATCH_HEADER_LEN..*position + header.size()]);
+        }
+        let mut info = self.write_batches(&parts, records.len(), &headers, now_ms)?;
         for h in &headers {
             self.producers.update(h);
         }
         info.log_append_time = append_time.then_some(now_ms);
         self.maybe_flush(now_ms)?;
-        Ok(info)
+        Ok((info, patched))
     }
 
     /// Appends a leader's batches as a follower: same validation, offsets kept (the first batch
@@ -176,7 +216,7 @@ impl Log {
         }
         let headers: Vec<BatchHeader> = batches.into_iter().map(|(_, h)| h).collect();
         let now_ms = wall_clock_ms();
-        let info = self.write_batches(records, &headers, now_ms)?;
+        let info = self.write_batches(&[&*records], records.len(), &headers, now_ms)?;
         for h in &headers {
             self.producers.update(h);
         }
@@ -184,10 +224,12 @@ impl Log {
         Ok(info)
     }
 
-    /// Rolls if needed, then writes already validated and patched batches.
+    /// Rolls if needed, then writes already validated and patched batches, given as pieces
+    /// (`len` bytes in all) that concatenate to them.
     fn write_batches(
         &mut self,
-        records: &[u8],
+        parts: &[&[u8]],
+        len: usize,
         headers: &[BatchHeader],
         now_ms: i64,
     ) -> Result<AppendInfo, LogError> {
@@ -203,10 +245,10 @@ impl Log {
                 duplicate: false,
             });
         };
-        if self.should_roll(records.len() as u64, last.last_offset(), now_ms) {
+        if self.should_roll(len as u64, last.last_offset(), now_ms) {
             self.roll()?;
         }
-        self.active_mut().append(records, headers)?;
+        self.active_mut().append(parts, len, headers)?;
         debug!(partition = %self.partition, first = %first, last = last.last_offset(), "appended");
         Ok(AppendInfo {
             first_offset: Offset(headers[0].base_offset),
@@ -214,7 +256,7 @@ impl Log {
             log_append_time: None,
             max_timestamp: headers.iter().map(|h| h.max_timestamp).max().unwrap_or(-1),
             records: headers.iter().map(|h| h.records_count.max(0) as u64).sum(),
-            bytes: records.len() as u64,
+            bytes: len as u64,
             duplicate: false,
         })
     }

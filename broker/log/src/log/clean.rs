@@ -184,7 +184,7 @@ impl Log {
                 });
             }
             let group = groups.last_mut().expect("a group was just ensured");
-            group.segment.append(&bytes, &headers)?;
+            group.segment.append(&[&bytes], bytes.len(), &headers)?;
             group.replaces.push(base);
         }
         for g in &mut groups {

@@ -7,6 +7,7 @@
 mod files;
 
 use std::fs::{File, OpenOptions};
+use std::io::IoSlice;
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -23,6 +24,24 @@ use crate::batch::{verify_crc, BatchHeader};
 use crate::config::LogConfig;
 use crate::error::{io_err, LogError};
 use crate::index::{OffsetIndex, TimeIndex};
+
+/// Writes `parts` one after another at `offset` with `pwritev` (no concatenation in memory),
+/// at most 1024 pieces per call (IOV_MAX), resuming after short writes.
+fn write_all_vectored_at(file: &File, parts: &[&[u8]], mut offset: u64) -> std::io::Result<()> {
+    for chunk in parts.chunks(1024) {
+        let mut slices: Vec<IoSlice<'_>> = chunk.iter().map(|p| IoSlice::new(p)).collect();
+        let mut rest = &mut slices[..];
+        while !rest.is_empty() {
+            let n = rustix::io::pwritev(file, rest, offset).map_err(std::io::Error::from)?;
+            if n == 0 {
+                return Err(std::io::ErrorKind::WriteZero.into());
+            }
+            offset += n as u64;
+            IoSlice::advance_slices(&mut rest, n);
+        }
+    }
+    Ok(())
+}
 
 /// How far a read got in this segment.
 pub(crate) struct SegmentRead {
@@ -285,14 +304,14 @@ impl Segment {
     /// Appends validated batches (already patched) and indexes them.
     pub(crate) fn append(
         &mut self,
-        records: &[u8],
+        parts: &[&[u8]],
+        len: usize,
         headers: &[BatchHeader],
     ) -> Result<(), LogError> {
         let start = self.size;
-        self.file
-            .write_all_at(records, start)
+        write_all_vectored_at(&self.file, parts, start)
             .map_err(io_err("append to segment", &self.path))?;
-        self.size += records.len() as u64;
+        self.size += len as u64;
         let mut pos = start;
         for h in headers {
             self.note_batch(pos, h)?;
