@@ -239,6 +239,7 @@ def test_admin_lists_describes_alters_and_deletes_groups(make_broker, topic):
     desc = a.describe_consumer_groups([group])[group].result(10)
     assert desc.state.name == "STABLE"
     assert [x.client_id for x in desc.members] == ["admin-test"]
+    assert [x.host for x in desc.members] == ["/127.0.0.1"], "client_host as Kafka reports it"
     assert sorted(tp.partition for tp in desc.members[0].assignment.topic_partitions) == [0, 1]
     offsets = a.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result(10)
     assert sorted((tp.partition, tp.offset) for tp in offsets.topic_partitions) == \

@@ -19,6 +19,7 @@ pub(super) async fn handle(
     req: JoinGroupRequest,
     version: i16,
     client_id: String,
+    client_host: String,
 ) -> JoinGroupResponse {
     let instance_id = req
         .group_instance_id
@@ -35,7 +36,7 @@ pub(super) async fn handle(
         require_known_member_id: version >= 4 && instance_id.is_none(),
         instance_id,
         client_id,
-        client_host: String::new(),
+        client_host,
         session_timeout: millis(req.session_timeout_ms),
         rebalance_timeout: millis(rebalance_ms),
         protocol_type: req.protocol_type.to_string(),

@@ -85,7 +85,11 @@ pub async fn dispatch(broker: &Broker, mut req: Request) -> Result<Option<Reply>
         ApiKey::JoinGroup => {
             let body: JoinGroupRequest = decode_body(&mut req, version)?;
             let client_id = req.header.client_id.as_deref().unwrap_or("").to_owned();
-            let resp = join_group::handle(broker, body, version, client_id).await;
+            // Kafka reports the host as InetAddress.toString() does: "/<ip>".
+            let client_host = req
+                .peer
+                .map_or_else(String::new, |p| format!("/{}", p.ip()));
+            let resp = join_group::handle(broker, body, version, client_id, client_host).await;
             encode_response(api, version, correlation_id, &resp).map(Reply::some)
         }
         ApiKey::SyncGroup => serve!(SyncGroupRequest, sync_group::handle),

@@ -84,6 +84,8 @@ pub struct Request {
     pub header: RequestHeader,
     pub api: ApiKey,
     pub body: Bytes,
+    /// The client's address (Kafka's `client_host` in group descriptions).
+    pub peer: Option<SocketAddr>,
 }
 
 /// Accepts connections until `shutdown` flips to true.
@@ -126,7 +128,7 @@ async fn connection(
             _ = shutdown.changed() => return,
         };
         let result = match frame {
-            Ok(Some(frame)) => serve_one(&broker, frame, &mut write).await,
+            Ok(Some(frame)) => serve_one(&broker, frame, peer, &mut write).await,
             Ok(None) => return,
             Err(e) => Err(e.into()),
         };
@@ -141,9 +143,11 @@ async fn connection(
 async fn serve_one(
     broker: &Broker,
     frame: Bytes,
+    peer: SocketAddr,
     write: &mut tokio::net::tcp::OwnedWriteHalf,
 ) -> Result<(), ConnectionError> {
-    let req = parse_header(frame)?;
+    let mut req = parse_header(frame)?;
+    req.peer = Some(peer);
     let started = std::time::Instant::now();
     let api = req.api;
     let response = api::dispatch(broker, req).await?;
@@ -231,6 +235,7 @@ pub fn parse_header(mut frame: Bytes) -> Result<Request, ConnectionError> {
         header,
         api,
         body: frame,
+        peer: None,
     })
 }
 
