@@ -274,3 +274,23 @@ def test_admin_lists_describes_alters_and_deletes_groups(make_broker, topic):
     assert not any(g.group_id == group for g in a.list_consumer_groups().result(10).valid)
     gone = a.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)])[group].result(10)
     assert all(tp.offset < 0 for tp in gone.topic_partitions)
+
+
+def test_more_partitions_on_a_subscribed_topic_are_assigned(make_broker, topic):
+    """CreatePartitions on a subscribed topic: the group rebalances (the classic protocol's
+    leader notices the new partition count in its metadata and rejoins) and every partition,
+    old and new, ends up with exactly one member, whose messages are all consumed."""
+    b = make_broker(**GROUP_BROKER)
+    create_topic(b.bootstrap, topic, partitions=2)
+    group = f"g-{uuid.uuid4().hex[:8]}"
+    members = [Member(f"m{i}", group_consumer(b.bootstrap, group, **{"topic.metadata.refresh.interval.ms": 500}),
+                      topic) for i in range(2)]
+    poll_until(members, lambda: disjoint_cover(members, 2))
+    from confluent_kafka.admin import NewPartitions
+    a = admin(b.bootstrap)  # keep the handle alive until the future resolves
+    a.create_partitions([NewPartitions(topic, 5)])[topic].result(10)
+    acked = produce_confluent(b.bootstrap, topic, 200, tag="grown")
+    assert {p for p, *_ in acked} >= {2, 3, 4}, "the producer used the new partitions"
+    poll_until(members, lambda: disjoint_cover(members, 5) and seen_all(members, acked))
+    for m in members:
+        m.c.close()
