@@ -37,6 +37,16 @@ def produce_through(proxy, bootstrap, topic, drop_every):
     return acked
 
 
+def proxied_broker(make_broker, topic):
+    """A broker that advertises a fault proxy in front of it, and a topic on it."""
+    proxy_port = free_port()
+    b = make_broker(advertised_listeners=f"PLAINTEXT://127.0.0.1:{proxy_port}")
+    proxy = FaultProxy(proxy_port, b.port)
+    bootstrap = f"127.0.0.1:{proxy_port}"
+    create_topic(bootstrap, topic)
+    return b, proxy, bootstrap
+
+
 def check_exactly_once(bootstrap, topic, acked):
     got = consume_all(bootstrap, topic, 1, N, timeout=60)
     values = [m.value() for m in got]
@@ -46,11 +56,7 @@ def check_exactly_once(bootstrap, topic, acked):
 
 
 def test_lost_responses_are_retried_without_duplicates(make_broker, topic):
-    proxy_port = free_port()
-    b = make_broker(advertised_listeners=f"PLAINTEXT://127.0.0.1:{proxy_port}")
-    proxy = FaultProxy(proxy_port, b.port)
-    bootstrap = f"127.0.0.1:{proxy_port}"
-    create_topic(bootstrap, topic)
+    b, proxy, bootstrap = proxied_broker(make_broker, topic)
     acked = produce_through(proxy, bootstrap, topic, drop_every=500)
     assert proxy.dropped >= 4
     check_exactly_once(bootstrap, topic, acked)
@@ -59,11 +65,7 @@ def test_lost_responses_are_retried_without_duplicates(make_broker, topic):
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL], ids=["clean", "killed"])
 def test_retry_after_a_broker_restart_is_deduplicated(make_broker, topic, sig):
-    proxy_port = free_port()
-    b = make_broker(advertised_listeners=f"PLAINTEXT://127.0.0.1:{proxy_port}")
-    proxy = FaultProxy(proxy_port, b.port)
-    bootstrap = f"127.0.0.1:{proxy_port}"
-    create_topic(bootstrap, topic)
+    b, proxy, bootstrap = proxied_broker(make_broker, topic)
     restarts = []
 
     def restart():
@@ -85,11 +87,7 @@ def test_retry_after_a_broker_restart_is_deduplicated(make_broker, topic, sig):
 
 def test_kafka_python_idempotent_producer_through_lost_responses(make_broker, topic):
     """kafka-python's own idempotent producer (its default) against the same fault."""
-    proxy_port = free_port()
-    b = make_broker(advertised_listeners=f"PLAINTEXT://127.0.0.1:{proxy_port}")
-    proxy = FaultProxy(proxy_port, b.port)
-    bootstrap = f"127.0.0.1:{proxy_port}"
-    create_topic(bootstrap, topic)
+    b, proxy, bootstrap = proxied_broker(make_broker, topic)
     p = KafkaProducer(bootstrap_servers=bootstrap, enable_idempotence=True, acks="all",
                       linger_ms=1, retry_backoff_ms=50, request_timeout_ms=10000)
     futures = []

@@ -244,7 +244,7 @@ fn bytes_field(buf: &[u8], pos: &mut usize) -> Option<Option<Range<usize>>> {
 }
 
 /// A zig-zag varint of up to 64 bits.
-fn varlong(buf: &[u8], pos: &mut usize) -> Option<i64> {
+pub(crate) fn varlong(buf: &[u8], pos: &mut usize) -> Option<i64> {
     let mut result: u64 = 0;
     for shift in (0..64).step_by(7) {
         let byte = *buf.get(*pos)?;

@@ -44,19 +44,6 @@ fn put_varlong(out: &mut Vec<u8>, value: i64) {
     out.push(v as u8);
 }
 
-fn get_varlong(buf: &[u8], pos: &mut usize) -> Option<i64> {
-    let mut result: u64 = 0;
-    for shift in (0..64).step_by(7) {
-        let byte = *buf.get(*pos)?;
-        *pos += 1;
-        result |= u64::from(byte & 0x7f) << shift;
-        if byte & 0x80 == 0 {
-            return Some(((result >> 1) as i64) ^ -((result & 1) as i64));
-        }
-    }
-    None
-}
-
 fn put_bytes(out: &mut Vec<u8>, bytes: Option<&[u8]>) {
     match bytes {
         None => put_varlong(out, -1),
@@ -122,7 +109,7 @@ pub fn decode_test_records(batch: &[u8]) -> Option<Vec<(i64, Option<Vec<u8>>, Ve
     let mut pos = BATCH_HEADER_LEN;
     let mut out = Vec::new();
     let take = |pos: &mut usize| -> Option<Option<Vec<u8>>> {
-        let len = get_varlong(batch, pos)?;
+        let len = crate::records::varlong(batch, pos)?;
         if len < 0 {
             return Some(None);
         }
@@ -132,13 +119,13 @@ pub fn decode_test_records(batch: &[u8]) -> Option<Vec<(i64, Option<Vec<u8>>, Ve
         Some(Some(bytes))
     };
     for _ in 0..header.records_count {
-        let _len = get_varlong(batch, &mut pos)?;
+        let _len = crate::records::varlong(batch, &mut pos)?;
         pos += 1; // attributes
-        let _ts_delta = get_varlong(batch, &mut pos)?;
-        let offset_delta = get_varlong(batch, &mut pos)?;
+        let _ts_delta = crate::records::varlong(batch, &mut pos)?;
+        let offset_delta = crate::records::varlong(batch, &mut pos)?;
         let key = take(&mut pos)?;
         let value = take(&mut pos)?.unwrap_or_default();
-        let headers = get_varlong(batch, &mut pos)?;
+        let headers = crate::records::varlong(batch, &mut pos)?;
         for _ in 0..headers {
             take(&mut pos)?;
             take(&mut pos)?;
@@ -221,7 +208,7 @@ mod tests {
             let mut buf = Vec::new();
             put_varlong(&mut buf, v);
             let mut pos = 0;
-            assert_eq!(get_varlong(&buf, &mut pos), Some(v));
+            assert_eq!(crate::records::varlong(&buf, &mut pos), Some(v));
             assert_eq!(pos, buf.len());
         }
         let mut one = Vec::new();

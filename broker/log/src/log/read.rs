@@ -2,10 +2,11 @@
 //! with positional reads, so many readers can share the log's read lock.
 
 use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::sync::Arc;
 
 use super::{Log, ReadResult};
-use crate::error::LogError;
+use crate::error::{io_err, LogError};
 use crate::types::Offset;
 
 impl Log {
@@ -23,39 +24,20 @@ impl Log {
         max_offset: Offset,
         min_one_batch: bool,
     ) -> Result<ReadResult, LogError> {
-        let log_start = self.log_start_offset;
-        let log_end = self.log_end_offset();
-        if start < log_start || start > log_end {
-            return Err(LogError::OffsetOutOfRange {
-                requested: start,
-                log_start,
-                log_end,
-            });
-        }
-        let mut records = Vec::new();
-        if start < log_end && start < max_offset {
-            let from = self
-                .segments
-                .range(..=start.0)
-                .next_back()
-                .map_or(i64::MIN, |(b, _)| *b);
-            for seg in self.segments.range(from..).map(|(_, s)| s) {
-                let r = seg.read(
-                    start.0,
-                    max_offset.0,
-                    max_bytes,
-                    min_one_batch,
-                    &mut records,
-                )?;
-                if r.limited {
-                    break;
-                }
-            }
+        let r = self.read_ranges(start, max_bytes, max_offset, min_one_batch)?;
+        let mut records = vec![0u8; r.bytes];
+        let mut at = 0;
+        for range in &r.ranges {
+            range
+                .file
+                .read_exact_at(&mut records[at..at + range.len], range.position)
+                .map_err(io_err("read segment", self.dir()))?;
+            at += range.len;
         }
         Ok(ReadResult {
             records,
-            log_start_offset: log_start,
-            log_end_offset: log_end,
+            log_start_offset: r.log_start_offset,
+            log_end_offset: r.log_end_offset,
         })
     }
 

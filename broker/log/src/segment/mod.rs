@@ -43,12 +43,6 @@ fn write_all_vectored_at(file: &File, parts: &[&[u8]], mut offset: u64) -> std::
     Ok(())
 }
 
-/// How far a read got in this segment.
-pub(crate) struct SegmentRead {
-    /// The read stopped because of `max_bytes` or `max_offset`, not the end of the segment.
-    pub(crate) limited: bool,
-}
-
 #[derive(Debug)]
 pub(crate) struct Segment {
     base_offset: i64,
@@ -386,25 +380,7 @@ impl Segment {
         }
     }
 
-    /// Appends to `out` whole batches from the one containing `start`, stopping before a batch
-    /// that reaches `max_offset` or would take `out` past `max_bytes` (unless `min_one` and
-    /// `out` is still empty: then the first batch is taken whole).
-    pub(crate) fn read(
-        &self,
-        start: i64,
-        max_offset: i64,
-        max_bytes: usize,
-        min_one: bool,
-        out: &mut Vec<u8>,
-    ) -> Result<SegmentRead, LogError> {
-        let (range, limited) = self.range(start, max_offset, max_bytes, min_one, out.len())?;
-        if let Some((position, len)) = range {
-            out.extend_from_slice(&self.read_bytes(position, len)?);
-        }
-        Ok(SegmentRead { limited })
-    }
-
-    /// The file range `(position, length)` of the whole batches [`Segment::read`] would return
+    /// The file range `(position, length)` of the whole batches a read from `start` returns
     /// when `already` bytes were read from earlier segments (`None` if nothing qualifies), and
     /// whether the read was limited.
     pub(crate) fn range(
