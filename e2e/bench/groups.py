@@ -48,7 +48,7 @@ def _client_cpu():
 # Workers (run in spawned processes)
 
 
-def read_worker(bootstrap, topic, mode, group, parts, ends, start, stop, results):
+def read_worker(bootstrap, topic, mode, group, parts, ends, batch, start, stop, results):
     """Reads the topic as one member of `group` (mode "subscribe": JoinGroup/SyncGroup/Heartbeat,
     enable.auto.commit=True with librdkafka's default auto.commit.interval.ms=5000, final commit
     on close) or reads `parts` from offset 0 with assign() (mode "assign": no group membership,
@@ -85,7 +85,7 @@ def read_worker(bootstrap, topic, mode, group, parts, ends, start, stop, results
     done = False
     deadline = time.time() + 900
     while not stop.is_set() and time.time() < deadline:
-        msgs = c.consume(10_000, POLL_TIMEOUT)
+        msgs = c.consume(batch, POLL_TIMEOUT)
         if not msgs:
             continue
         now = time.time()
@@ -211,13 +211,13 @@ def committed(bootstrap, group, topic, partitions):
     return {tp.partition: tp.offset for tp in got}
 
 
-def read_phase(target, topic, mode, group, ends):
+def read_phase(target, topic, mode, group, ends, batch):
     """Runs MEMBERS read_worker processes; returns throughput and checks."""
     start, stop, results = CTX.Event(), CTX.Event(), CTX.Queue()
     total = sum(ends.values())
     split = [list(range(PARTITIONS))[i::MEMBERS] for i in range(MEMBERS)]
     procs = [CTX.Process(target=read_worker, args=(
-        target.bootstrap, topic, mode, group, split[i], ends, start, stop, results))
+        target.bootstrap, topic, mode, group, split[i], ends, batch, start, stop, results))
         for i in range(MEMBERS)]
     for p in procs:
         p.start()
@@ -302,7 +302,7 @@ def throughput(target, args):
         run = {"rep": rep, "order": order}
         for mode in order:
             group = f"groups-bench-{mode}-{rep}-{int(time.time() * 1000)}"
-            r = read_phase(target, topic, mode, group, ends)
+            r = read_phase(target, topic, mode, group, ends, args.batch)
             run[mode] = r
             log(f"rep {rep} {mode}: {r['MB_per_s']:.0f} MB/s over {r['window_s']:.2f} s, "
                 f"{r['cpu_s_per_GB']:.2f} broker CPU-s/GB, subscribe->first "
@@ -577,6 +577,9 @@ def parse_args(argv=None):
                     help="use a running broker on 127.0.0.1 instead of starting one")
     ap.add_argument("--mib", type=int, default=512, help="payload produced for the throughput runs")
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--batch", type=int, default=10_000,
+                    help="messages per consume() call in the throughput readers (the figures "
+                         "depend on it; see docs/benchmarks.md)")
     ap.add_argument("--strategies", type=lambda s: s.split(","),
                     default=["range", "cooperative-sticky"])
     ap.add_argument("--heartbeats", type=lambda s: [int(x) for x in s.split(",")], default=[0, 500],
