@@ -24,7 +24,7 @@ PRODUCER_THROUGHPUT = {
 }
 
 CONSUMER_THROUGHPUT = {
-    # Required by the Python wrapper; offsets are never committed (no group coordinator yet).
+    # Required by the Python wrapper; assign() readers never commit (groups.py measures groups).
     "group.id": "tributary-bench",
     "enable.auto.commit": False,
     "auto.offset.reset": "earliest",
