@@ -154,21 +154,46 @@ fn finish(out: &mut [u8], count: i32, max_timestamp: i64) {
     out[CRC_AT..CRC_AT + 4].copy_from_slice(&crc.to_be_bytes());
 }
 
+/// Largest records section a batch may decompress to. Records are held in memory whole while
+/// they are checked or cleaned, so a small batch that inflates without bound (a decompression
+/// bomb) must be refused rather than allocated.
+pub const MAX_DECOMPRESSED_BYTES: u64 = 128 * 1024 * 1024;
+
 fn decompress(codec: Compression, section: &[u8]) -> Result<Bytes, RecordsError> {
-    let mut input = Bytes::copy_from_slice(section);
-    let take = |b: &mut Bytes| Ok(std::mem::take(b));
-    let result = match codec {
-        Compression::None => return Ok(input),
-        Compression::Gzip => Gzip::decompress(&mut input, take),
-        Compression::Snappy => Snappy::decompress(&mut input, take),
-        Compression::Lz4 => Lz4::decompress(&mut input, take),
-        Compression::Zstd => Zstd::decompress(&mut input, take),
-        Compression::Unknown(_) => return Err(RecordsError::UnsupportedCodec { codec }),
+    use std::io::Read;
+    let failed = |reason: String| RecordsError::Decompress { codec, reason };
+    // Streams through `take` so at most one byte past the limit is ever produced.
+    let bounded = |mut reader: Box<dyn Read + '_>| -> Result<Bytes, RecordsError> {
+        let mut out = Vec::new();
+        (&mut reader)
+            .take(MAX_DECOMPRESSED_BYTES + 1)
+            .read_to_end(&mut out)
+            .map_err(|e| failed(e.to_string()))?;
+        if out.len() as u64 > MAX_DECOMPRESSED_BYTES {
+            return Err(failed(format!(
+                "records inflate past {MAX_DECOMPRESSED_BYTES} bytes"
+            )));
+        }
+        Ok(Bytes::from(out))
     };
-    result.map_err(|e| RecordsError::Decompress {
-        codec,
-        reason: format!("{e:#}"),
-    })
+    match codec {
+        Compression::None => Ok(Bytes::copy_from_slice(section)),
+        Compression::Gzip => bounded(Box::new(flate2::read::GzDecoder::new(section))),
+        Compression::Lz4 => bounded(Box::new(
+            lz4::Decoder::new(section).map_err(|e| failed(e.to_string()))?,
+        )),
+        Compression::Zstd => bounded(Box::new(
+            zstd::stream::read::Decoder::new(section).map_err(|e| failed(e.to_string()))?,
+        )),
+        // Snappy cannot inflate more than ~32× (its longest copy is 64 bytes from a 2-byte
+        // tag), and every block's stated length is checked by the decoder.
+        Compression::Snappy => {
+            let mut input = Bytes::copy_from_slice(section);
+            Snappy::decompress(&mut input, |b: &mut Bytes| Ok(std::mem::take(b)))
+                .map_err(|e| failed(format!("{e:#}")))
+        }
+        Compression::Unknown(_) => Err(RecordsError::UnsupportedCodec { codec }),
+    }
 }
 
 fn compress(codec: Compression, section: &[u8], out: &mut Vec<u8>) -> Result<(), RecordsError> {
@@ -197,7 +222,9 @@ fn compress(codec: Compression, section: &[u8], out: &mut Vec<u8>) -> Result<(),
 /// varint, key (varint length, -1 = null), value (same), headers` — only the fields needed
 /// are read, the rest is skipped by the length prefix.
 fn frame_records(body: &[u8], count: i32) -> Result<Vec<RecordView>, RecordsError> {
-    let mut out = Vec::with_capacity(count.max(0) as usize);
+    // The count is the producer's word: reserve no more than the body could hold (a record
+    // takes at least 7 bytes).
+    let mut out = Vec::with_capacity((count.max(0) as usize).min(body.len() / 7));
     let mut pos = 0usize;
     for index in 0..count.max(0) as usize {
         let bad = |reason| RecordsError::Malformed { index, reason };
@@ -273,4 +300,76 @@ pub fn all_records_keyed(records: &[u8]) -> Result<bool, RecordsError> {
         }
     }
     Ok(true)
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)] // tests may unwrap (CONVENTIONS 8)
+mod tests {
+    use std::io::Write;
+
+    use super::*;
+    use crate::testing::{build_test_batch, TestBatch};
+
+    /// A batch header from `build_test_batch` with `section` as its (compressed) records.
+    fn batch_with(codec_bits: i16, count: i32, section: &[u8]) -> Vec<u8> {
+        let plain = build_test_batch(&TestBatch::default());
+        let mut h = BatchHeader::parse(&plain).unwrap();
+        h.attributes = codec_bits;
+        let mut out = header_bytes(&h).to_vec();
+        out.extend_from_slice(section);
+        finish(&mut out, count, h.max_timestamp);
+        out
+    }
+
+    #[test]
+    fn a_decompression_bomb_is_refused_without_inflating_it() {
+        let mut enc = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+        let zeros = vec![0u8; 1 << 20];
+        for _ in 0..(MAX_DECOMPRESSED_BYTES >> 20) + 8 {
+            enc.write_all(&zeros).unwrap();
+        }
+        let bomb = enc.finish().unwrap();
+        assert!(bomb.len() < 64 * 1024, "{} bytes", bomb.len());
+        let batch = batch_with(4, 1, &bomb);
+        match BatchRecords::parse(&batch) {
+            Err(RecordsError::Decompress { reason, .. }) => assert!(reason.contains("inflate")),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        assert!(all_records_keyed(&batch).is_err());
+    }
+
+    #[test]
+    fn every_codec_round_trips_through_rebuild() {
+        let plain = build_test_batch(&TestBatch {
+            records: (0..50)
+                .map(|i| (Some(format!("k{i}").into_bytes()), vec![b'v'; i]))
+                .collect(),
+            ..TestBatch::default()
+        });
+        let parsed = BatchRecords::parse(&plain).unwrap();
+        for bits in [1i16, 2, 3, 4] {
+            let codec = [
+                Compression::Gzip,
+                Compression::Snappy,
+                Compression::Lz4,
+                Compression::Zstd,
+            ][bits as usize - 1];
+            let mut section = Vec::new();
+            compress(codec, &parsed.body, &mut section).unwrap();
+            let batch = batch_with(bits, 50, &section);
+            let again = BatchRecords::parse(&batch).unwrap();
+            assert_eq!(again.body, parsed.body, "codec bits {bits}");
+            assert_eq!(again.records.len(), 50);
+            assert!(all_records_keyed(&batch).unwrap());
+        }
+    }
+
+    #[test]
+    fn a_lying_record_count_reserves_nothing_and_fails() {
+        let batch = batch_with(0, i32::MAX, &[2, 0]);
+        assert!(matches!(
+            BatchRecords::parse(&batch),
+            Err(RecordsError::Malformed { .. })
+        ));
+    }
 }
