@@ -12,7 +12,7 @@
 use std::ops::Range;
 
 use bytes::{Bytes, BytesMut};
-use kafka_protocol::compression::{Compressor, Decompressor, Gzip, Lz4, Snappy, Zstd};
+use kafka_protocol::compression::{Compressor, Gzip, Lz4, Snappy, Zstd};
 use thiserror::Error;
 
 use crate::batch::{compute_crc, BatchHeader, Compression, TimestampType, BATCH_HEADER_LEN};
@@ -89,7 +89,9 @@ impl BatchRecords {
 
     /// Offset of a record.
     pub fn offset(&self, record: &RecordView) -> i64 {
-        self.header.base_offset + i64::from(record.offset_delta)
+        self.header
+            .base_offset
+            .saturating_add(i64::from(record.offset_delta))
     }
 
     /// Rebuilds the batch with only `keep` (indexes into `records`, in order): same base
@@ -101,7 +103,7 @@ impl BatchRecords {
         for &i in keep {
             let r = &self.records[i];
             section.extend_from_slice(&self.body[r.raw.clone()]);
-            max_ts = max_ts.max(self.header.base_timestamp + r.timestamp_delta);
+            max_ts = max_ts.max(self.header.base_timestamp.saturating_add(r.timestamp_delta));
         }
         let codec = self.header.compression();
         let mut out = Vec::with_capacity(BATCH_HEADER_LEN + section.len());
@@ -185,15 +187,47 @@ fn decompress(codec: Compression, section: &[u8]) -> Result<Bytes, RecordsError>
         Compression::Zstd => bounded(Box::new(
             zstd::stream::read::Decoder::new(section).map_err(|e| failed(e.to_string()))?,
         )),
-        // Snappy cannot inflate more than ~32× (its longest copy is 64 bytes from a 2-byte
-        // tag), and every block's stated length is checked by the decoder.
-        Compression::Snappy => {
-            let mut input = Bytes::copy_from_slice(section);
-            Snappy::decompress(&mut input, |b: &mut Bytes| Ok(std::mem::take(b)))
-                .map_err(|e| failed(format!("{e:#}")))
-        }
+        Compression::Snappy => snappy(section).map_err(failed),
         Compression::Unknown(_) => Err(RecordsError::UnsupportedCodec { codec }),
     }
+}
+
+/// Snappy as Kafka's clients write it: xerial framing (16-byte header, then blocks of `u32`
+/// length + raw snappy), or one raw snappy block. Every block states its uncompressed length,
+/// which is checked against the limit before anything is allocated.
+fn snappy(section: &[u8]) -> Result<Bytes, String> {
+    const XERIAL_HEADER: usize = 16;
+    const XERIAL_MAGIC: &[u8; 8] = b"\x82SNAPPY\x00";
+    let mut out = Vec::new();
+    let block = |compressed: &[u8], out: &mut Vec<u8>| -> Result<(), String> {
+        let len = snap::raw::decompress_len(compressed).map_err(|e| e.to_string())?;
+        let start = out.len();
+        if (start + len) as u64 > MAX_DECOMPRESSED_BYTES {
+            return Err(format!(
+                "records inflate past {MAX_DECOMPRESSED_BYTES} bytes"
+            ));
+        }
+        out.resize(start + len, 0);
+        snap::raw::Decoder::new()
+            .decompress(compressed, &mut out[start..])
+            .map_err(|e| e.to_string())?;
+        Ok(())
+    };
+    if section.len() >= XERIAL_HEADER && section.starts_with(XERIAL_MAGIC) {
+        let mut rest = &section[XERIAL_HEADER..];
+        while !rest.is_empty() {
+            let (len, after) = rest
+                .split_first_chunk::<4>()
+                .ok_or("snappy block length cut short")?;
+            let len = u32::from_be_bytes(*len) as usize;
+            let data = after.get(..len).ok_or("snappy block cut short")?;
+            block(data, &mut out)?;
+            rest = &after[len..];
+        }
+    } else {
+        block(section, &mut out)?;
+    }
+    Ok(Bytes::from(out))
 }
 
 fn compress(codec: Compression, section: &[u8], out: &mut Vec<u8>) -> Result<(), RecordsError> {
@@ -222,11 +256,15 @@ fn compress(codec: Compression, section: &[u8], out: &mut Vec<u8>) -> Result<(),
 /// varint, key (varint length, -1 = null), value (same), headers` — only the fields needed
 /// are read, the rest is skipped by the length prefix.
 fn frame_records(body: &[u8], count: i32) -> Result<Vec<RecordView>, RecordsError> {
+    let count = usize::try_from(count).map_err(|_| RecordsError::Malformed {
+        index: 0,
+        reason: "negative record count",
+    })?;
     // The count is the producer's word: reserve no more than the body could hold (a record
     // takes at least 7 bytes).
-    let mut out = Vec::with_capacity((count.max(0) as usize).min(body.len() / 7));
+    let mut out = Vec::with_capacity(count.min(body.len() / 7));
     let mut pos = 0usize;
-    for index in 0..count.max(0) as usize {
+    for index in 0..count {
         let bad = |reason| RecordsError::Malformed { index, reason };
         let start = pos;
         let len = varlong(body, &mut pos).ok_or(bad("bad length"))?;
@@ -251,6 +289,12 @@ fn frame_records(body: &[u8], count: i32) -> Result<Vec<RecordView>, RecordsErro
             raw: start..end,
         });
         pos = end;
+    }
+    if pos != body.len() {
+        return Err(RecordsError::Malformed {
+            index: count,
+            reason: "bytes after the last record",
+        });
     }
     Ok(out)
 }
@@ -338,6 +382,22 @@ mod tests {
         assert!(all_records_keyed(&batch).is_err());
     }
 
+    /// Found by the `records` fuzz target: a raw snappy block whose header claims 2.4 GB was
+    /// allocated (zero-filled) before decoding failed.
+    #[test]
+    fn snappy_lengths_are_checked_before_allocating() {
+        // Varint 0x8fffffff: a claimed uncompressed length of ~2.4 GB, then no data.
+        let raw = [0xff, 0xff, 0xff, 0xff, 0x08];
+        match BatchRecords::parse(&batch_with(2, 1, &raw)) {
+            Err(RecordsError::Decompress { reason, .. }) => assert!(reason.contains("inflate")),
+            other => panic!("expected a refusal, got {other:?}"),
+        }
+        let mut xerial = b"\x82SNAPPY\x00\x00\x00\x00\x01\x00\x00\x00\x01".to_vec();
+        xerial.extend_from_slice(&(raw.len() as u32).to_be_bytes());
+        xerial.extend_from_slice(&raw);
+        assert!(BatchRecords::parse(&batch_with(2, 1, &xerial)).is_err());
+    }
+
     #[test]
     fn every_codec_round_trips_through_rebuild() {
         let plain = build_test_batch(&TestBatch {
@@ -362,6 +422,21 @@ mod tests {
             assert_eq!(again.records.len(), 50);
             assert!(all_records_keyed(&batch).unwrap());
         }
+    }
+
+    /// Found by the `records` fuzz target: a negative count framed nothing and the records were
+    /// silently ignored (a clean would have dropped them).
+    #[test]
+    fn negative_counts_and_bytes_after_the_last_record_are_malformed() {
+        let plain = build_test_batch(&TestBatch::default());
+        let body = &plain[BATCH_HEADER_LEN..];
+        for count in [-1, 0] {
+            assert!(matches!(
+                BatchRecords::parse(&batch_with(0, count, body)),
+                Err(RecordsError::Malformed { .. })
+            ));
+        }
+        assert!(BatchRecords::parse(&batch_with(0, 1, body)).is_ok());
     }
 
     #[test]
