@@ -112,7 +112,14 @@ impl ReplicaManager {
         let mut wanted: BTreeMap<TopicPartition, Assignment> = BTreeMap::new();
         for t in image.topics.values() {
             let effective = topic_config::effective(&t.configs, &self.config);
-            let cfg = log_config(&effective);
+            let mut cfg = log_config(&effective);
+            if let Some(n) = self
+                .config
+                .get("log.cleaner.dedupe.buffer.size")
+                .and_then(|(v, _)| v.trim().parse().ok())
+            {
+                cfg.cleaner_dedupe_buffer_bytes = n;
+            }
             let min_isr = effective["min.insync.replicas"].0.parse().unwrap_or(1);
             for p in t
                 .partitions
@@ -317,6 +324,8 @@ pub fn log_config(
             .map_or(d.min_compaction_lag, Duration::from_millis),
         max_compaction_lag: unless_max(positive(get("max.compaction.lag.ms")))
             .map(Duration::from_millis),
+        // A broker setting, not a topic config: set by `ReplicaManager::sync`.
+        cleaner_dedupe_buffer_bytes: d.cleaner_dedupe_buffer_bytes,
     }
 }
 

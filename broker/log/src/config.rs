@@ -25,6 +25,9 @@ pub const DEFAULT_DELETE_RETENTION: Duration = Duration::from_secs(24 * 3600);
 /// `min.cleanable.dirty.ratio` default.
 pub const DEFAULT_MIN_CLEANABLE_DIRTY_RATIO: f64 = 0.5;
 
+/// `log.cleaner.dedupe.buffer.size` default: 128 MiB.
+pub const DEFAULT_CLEANER_DEDUPE_BUFFER_BYTES: u64 = 128 * 1024 * 1024;
+
 /// Configuration of one partition log.
 #[derive(Debug, Clone, PartialEq)]
 pub struct LogConfig {
@@ -64,6 +67,10 @@ pub struct LogConfig {
     /// `max.compaction.lag.ms`: a dirty segment whose first batch is older than this is cleaned
     /// whatever the dirty ratio; `None` is Kafka's Long.MAX_VALUE.
     pub max_compaction_lag: Option<Duration>,
+    /// `log.cleaner.dedupe.buffer.size` (a broker setting): the memory the cleaner's key map may
+    /// use. A clean maps dirty segments until the budget is spent (at least one segment) and
+    /// cleans up to there; later segments wait for the next pass.
+    pub cleaner_dedupe_buffer_bytes: u64,
 }
 
 impl Default for LogConfig {
@@ -85,6 +92,7 @@ impl Default for LogConfig {
             min_cleanable_dirty_ratio: DEFAULT_MIN_CLEANABLE_DIRTY_RATIO,
             min_compaction_lag: Duration::ZERO,
             max_compaction_lag: None,
+            cleaner_dedupe_buffer_bytes: DEFAULT_CLEANER_DEDUPE_BUFFER_BYTES,
         }
     }
 }

@@ -503,3 +503,43 @@ fn crash_during_the_final_renames_completes_the_clean() {
     let log = reopen(dir.path());
     assert_eq!(read_all(&log), after);
 }
+
+/// With a key map too small for the dirty part, each clean maps what fits (at least one
+/// segment) and cleans up to there; repeated cleans reach the same result as one unbounded
+/// clean, and the first dirty offset advances every pass.
+#[test]
+fn a_small_dedupe_buffer_cleans_in_several_passes_to_the_same_result() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = LogConfig {
+        cleaner_dedupe_buffer_bytes: 1,
+        ..compact_config()
+    };
+    let mut log = new_log(&dir.path().join("small"), small);
+    let mut whole = new_log(&dir.path().join("whole"), compact_config());
+    let written = fill(&mut log, 7, 40, &[Codec::None, Codec::Lz4]);
+    fill(&mut whole, 7, 40, &[Codec::None, Codec::Lz4]);
+    roll(&mut log);
+    roll(&mut whole);
+    whole.clean(NOW, Offset(i64::MAX)).unwrap().expect("due");
+    let mut passes = 0;
+    let mut last_dirty = log.first_dirty_offset();
+    while let Some(o) = log.clean(NOW, Offset(i64::MAX)).unwrap() {
+        assert!(
+            o.first_dirty_offset > last_dirty,
+            "every pass makes progress"
+        );
+        last_dirty = o.first_dirty_offset;
+        passes += 1;
+        assert!(passes < 100);
+    }
+    assert!(passes > 2, "the budget split the work: {passes} passes");
+    assert_eq!(read_all(&log), read_all(&whole));
+    let latest = latest_by_key(&written);
+    let got = read_all(&log);
+    assert_eq!(
+        got.iter()
+            .filter(|r| r.1.as_deref() != Some(&b"roller"[..]))
+            .count(),
+        latest.len()
+    );
+}

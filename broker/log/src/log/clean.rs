@@ -13,9 +13,12 @@
 //! * The section is every segment before the active one, from the first, stopping at a segment
 //!   holding offsets at or above the caller's bound (the high watermark) or a batch newer than
 //!   `min.compaction.lag.ms`.
-//! * The key map covers the whole section (not only its dirty part), so every clean is a full
-//!   rewrite of the section; exact keys are stored (no hashing, so no collisions).
-//! * A record is kept when it is the latest of its key in the section; records without a key
+//! * The key map covers the dirty part of the section (from the first dirty offset), segment by
+//!   segment while it fits `log.cleaner.dedupe.buffer.size` (always at least one segment); the
+//!   section is rewritten from its first segment up to the end of the mapped part, and later
+//!   segments wait for the next pass. Exact keys are stored (no hashing, so no collisions).
+//! * A keyed record is kept unless the map holds a later offset for its key (keys the map
+//!   lacks come from the clean part, where earlier passes left one record per key); records without a key
 //!   are dropped; a tombstone (null value) is dropped once its batch's max timestamp is older
 //!   than `delete.retention.ms` (instead of KIP-534's stamped delete horizon, see the README).
 //! * Control and transactional batches are kept untouched and their records do not shadow
@@ -99,7 +102,7 @@ pub struct CleanOutcome {
 
 /// The key map and producer facts of one clean.
 struct Facts {
-    /// Latest offset of each key in the section.
+    /// Latest offset of each key in the mapped dirty part of the section.
     latest: HashMap<Vec<u8>, i64>,
     /// Base offset of each producer's last batch in the whole log.
     last_batch_of_producer: HashMap<i64, i64>,
@@ -162,8 +165,10 @@ impl Log {
     }
 
     /// Writes the cleaned segments of `plan` as `.cleaned` files and fsyncs them. Reads only.
-    pub fn build_clean(&self, plan: CleanPlan) -> Result<BuiltClean, LogError> {
-        let facts = self.gather_facts(&plan)?;
+    pub fn build_clean(&self, mut plan: CleanPlan) -> Result<BuiltClean, LogError> {
+        let (facts, mapped_end) = self.gather_facts(&plan)?;
+        // Segments past the mapped part stay as they are until a later pass.
+        plan.segments.retain(|s| s.2 <= mapped_end);
         let limit = self.config.effective_segment_bytes();
         let mut groups: Vec<Group> = Vec::new();
         let mut records_removed = 0;
@@ -263,34 +268,55 @@ impl Log {
             })
     }
 
-    /// Pass one: the latest offset per key in the section, and each producer's last batch in
-    /// the whole log (headers only outside the section).
-    fn gather_facts(&self, plan: &CleanPlan) -> Result<Facts, LogError> {
+    /// Pass one: the latest offset per key in the dirty part of the section, mapped segment by
+    /// segment while the map fits `log.cleaner.dedupe.buffer.size` (at least one segment, so
+    /// every pass makes progress), and each producer's last batch in the whole log (headers
+    /// only). Returns the facts and the end of the mapped part: the section is cleaned only up
+    /// to there.
+    fn gather_facts(&self, plan: &CleanPlan) -> Result<(Facts, i64), LogError> {
+        /// Bytes a map entry costs besides its key (offset, hash-table slot, `Vec` header).
+        const ENTRY_OVERHEAD: u64 = 48;
         let mut facts = Facts {
             latest: HashMap::new(),
             last_batch_of_producer: HashMap::new(),
         };
-        let in_section = |base: i64| plan.segments.iter().any(|s| s.0 == base);
+        let first_dirty = self.first_dirty_offset.0;
+        let budget = self.config.cleaner_dedupe_buffer_bytes;
+        let mut used = 0u64;
+        let mut mapped_end: Option<i64> = None;
         for seg in self.segments.values() {
-            let decode = in_section(seg.base_offset());
+            let in_section = plan.segments.iter().any(|s| s.0 == seg.base_offset());
+            let dirty = in_section && seg.next_offset() > first_dirty;
+            // Map this segment if nothing is mapped yet or the map still has room.
+            let map = dirty && (mapped_end.is_none() || used < budget);
             seg.for_each_header(|pos, h| {
                 if h.producer_id >= 0 {
                     facts
                         .last_batch_of_producer
                         .insert(h.producer_id, h.base_offset);
                 }
-                if decode && !h.is_control() && !h.is_transactional() {
+                if map && !h.is_control() && !h.is_transactional() && h.last_offset() >= first_dirty
+                {
                     let batch = self.parse_batch(seg, pos, h)?;
                     for r in &batch.records {
+                        let offset = batch.offset(r);
+                        if offset < first_dirty {
+                            continue;
+                        }
                         if let Some(key) = batch.key(r) {
-                            facts.latest.insert(key.to_vec(), batch.offset(r));
+                            if facts.latest.insert(key.to_vec(), offset).is_none() {
+                                used += key.len() as u64 + ENTRY_OVERHEAD;
+                            }
                         }
                     }
                 }
                 Ok(())
             })?;
+            if map {
+                mapped_end = Some(seg.next_offset());
+            }
         }
-        Ok(facts)
+        Ok((facts, mapped_end.unwrap_or(first_dirty)))
     }
 
     fn parse_batch(
@@ -337,9 +363,12 @@ impl Log {
             let keep: Vec<usize> = (0..batch.records.len())
                 .filter(|&i| {
                     let r = &batch.records[i];
+                    // Kafka's rule: a keyed record stays unless the map holds a later offset
+                    // for its key. Keys the map lacks come from the already clean part, which
+                    // earlier passes left with one record per key.
                     let latest = batch
                         .key(r)
-                        .is_some_and(|k| facts.latest.get(k) == Some(&batch.offset(r)));
+                        .is_some_and(|k| facts.latest.get(k).is_none_or(|&o| batch.offset(r) >= o));
                     latest && !(r.value_is_null && tombstones_expire)
                 })
                 .collect();
