@@ -19,7 +19,6 @@ import random
 import shutil
 import statistics
 import sys
-import threading
 import time
 
 from confluent_kafka import Consumer, Producer, TopicPartition
@@ -27,7 +26,7 @@ from confluent_kafka.admin import AdminClient
 
 import load
 from bench import Target, log, machine, run_phase
-from procstat import Broker, RssSampler, cpu_seconds, status_kib
+from procstat import Broker, RssSampler, Sampler, cpu_seconds, status_kib
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CTX = mp.get_context("spawn")  # librdkafka threads do not survive fork
@@ -167,28 +166,17 @@ def paced_producer(bootstrap, topic, partitions, rate, size, stop):
 # Parent side
 
 
-class CpuTrace:
+class CpuTrace(Sampler):
     """Samples a process's utime+stime with time.time() every `interval` s, so the broker's CPU
     can be taken over a window the workers report afterwards (linear interpolation)."""
 
     def __init__(self, pid, interval=0.02):
-        self.pid, self.interval, self.samples = pid, interval, []
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__(pid, interval)
+        self.samples = []
 
-    def _run(self):
-        while not self._stop.is_set():
-            self.samples.append((time.time(), cpu_seconds(self.pid)))
-            self._stop.wait(self.interval)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+    def sample(self):
         self.samples.append((time.time(), cpu_seconds(self.pid)))
+        return True
 
     def at(self, t):
         s = self.samples

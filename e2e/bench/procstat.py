@@ -47,19 +47,21 @@ def status_kib(pid, key):
     raise KeyError(key)
 
 
-class RssSampler:
-    """Samples VmRSS every `interval` seconds in a thread; `peak_kib` is the largest seen."""
+class Sampler:
+    """Calls `sample()` every `interval` seconds in a thread between `__enter__` and `__exit__`
+    (and once more at exit); `sample()` returning False stops it."""
 
-    def __init__(self, pid, interval=0.05):
-        self.pid, self.interval, self.peak_kib = pid, interval, 0
+    def __init__(self, pid, interval):
+        self.pid, self.interval = pid, interval
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def sample(self):
+        raise NotImplementedError
+
     def _run(self):
         while not self._stop.is_set():
-            try:
-                self.peak_kib = max(self.peak_kib, status_kib(self.pid, "VmRSS"))
-            except OSError:
+            if self.sample() is False:
                 return
             self._stop.wait(self.interval)
 
@@ -70,6 +72,22 @@ class RssSampler:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+        self.sample()
+
+
+class RssSampler(Sampler):
+    """Samples VmRSS every `interval` seconds in a thread; `peak_kib` is the largest seen."""
+
+    def __init__(self, pid, interval=0.05):
+        super().__init__(pid, interval)
+        self.peak_kib = 0
+
+    def sample(self):
+        try:
+            self.peak_kib = max(self.peak_kib, status_kib(self.pid, "VmRSS"))
+        except OSError:
+            return False
+        return True
 
 
 def free_port():
