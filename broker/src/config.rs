@@ -104,6 +104,8 @@ pub struct BrokerConfig {
     pub cleaner_enable: bool,
     /// `log.cleaner.backoff.ms`: pause between cleaner passes over the logs.
     pub cleaner_backoff: Duration,
+    /// `log.cleaner.dedupe.buffer.size`: memory for the cleaner's key map, per log cleaned.
+    pub cleaner_dedupe_buffer_bytes: u64,
     props: BTreeMap<String, (String, Source)>,
 }
 
@@ -221,6 +223,10 @@ impl BrokerConfig {
                 "log.cleaner.backoff.ms",
                 get("log.cleaner.backoff.ms"),
             )?),
+            cleaner_dedupe_buffer_bytes: parse_num(
+                "log.cleaner.dedupe.buffer.size",
+                get("log.cleaner.dedupe.buffer.size"),
+            )?,
             props,
         })
     }

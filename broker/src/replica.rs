@@ -112,14 +112,10 @@ impl ReplicaManager {
         let mut wanted: BTreeMap<TopicPartition, Assignment> = BTreeMap::new();
         for t in image.topics.values() {
             let effective = topic_config::effective(&t.configs, &self.config);
-            let mut cfg = log_config(&effective);
-            if let Some(n) = self
-                .config
-                .get("log.cleaner.dedupe.buffer.size")
-                .and_then(|(v, _)| v.trim().parse().ok())
-            {
-                cfg.cleaner_dedupe_buffer_bytes = n;
-            }
+            let cfg = LogConfig {
+                cleaner_dedupe_buffer_bytes: self.config.cleaner_dedupe_buffer_bytes,
+                ..log_config(&effective)
+            };
             let min_isr = effective["min.insync.replicas"].0.parse().unwrap_or(1);
             for p in t
                 .partitions

@@ -4,7 +4,6 @@
 //! client to send full requests (KIP-227). Follower fetches (replica id ≥ 0) are refused until
 //! replication exists.
 
-use std::os::unix::fs::FileExt;
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
@@ -169,8 +168,8 @@ async fn read_all(wanted: &[Wanted], max_bytes: usize) -> (Vec<Read>, usize, boo
                     let records = if r.bytes == 0 {
                         Records::Inline(Bytes::new())
                     } else if r.bytes < SPLICE_MIN_BYTES {
-                        match copy_ranges(&r.ranges, r.bytes) {
-                            Ok(b) => Records::Inline(b),
+                        match r.copy() {
+                            Ok(b) => Records::Inline(Bytes::from(b)),
                             Err(e) => {
                                 tracing::warn!(error = %e, "reading fetched records failed");
                                 any_error = true;
@@ -212,16 +211,6 @@ async fn read_all(wanted: &[Wanted], max_bytes: usize) -> (Vec<Read>, usize, boo
         tracing::error!(error = %e, "fetch read task failed");
         (Vec::new(), 0, true)
     })
-}
-
-fn copy_ranges(ranges: &[FileRange], len: usize) -> std::io::Result<Bytes> {
-    let mut buf = vec![0u8; len];
-    let mut at = 0;
-    for r in ranges {
-        r.file.read_exact_at(&mut buf[at..at + r.len], r.position)?;
-        at += r.len;
-    }
-    Ok(Bytes::from(buf))
 }
 
 /// A marker no client can predict: random per process, numbered per partition and response.

@@ -343,16 +343,12 @@ impl Log {
         let mut out = Vec::new();
         let mut headers = Vec::new();
         let mut removed = 0u64;
-        let last_base = {
-            let mut last = None;
-            seg.for_each_header(|_, h| {
-                last = Some(h.base_offset);
-                Ok(())
-            })?;
-            last
-        };
+        // A batch that loses every record is dropped unless it is its producer's last or the
+        // segment's last; the latter is only known when the next batch arrives (or none does).
+        let mut emptied_last: Option<BatchHeader> = None;
         let retention = self.config.delete_retention.as_millis() as i64;
         seg.for_each_header(|pos, h| {
+            emptied_last = None;
             if h.is_control() || h.is_transactional() {
                 out.extend_from_slice(&seg.read_batch(pos, h)?);
                 headers.push(*h);
@@ -384,7 +380,10 @@ impl Log {
             } else {
                 let producers_last = h.producer_id >= 0
                     && facts.last_batch_of_producer.get(&h.producer_id) == Some(&h.base_offset);
-                (producers_last || last_base == Some(h.base_offset)).then(|| empty_batch(h))
+                if !producers_last {
+                    emptied_last = Some(*h);
+                }
+                producers_last.then(|| empty_batch(h))
             };
             if let Some(bytes) = rebuilt {
                 let header = BatchHeader::parse(&bytes).map_err(|e| LogError::CorruptSegment {
@@ -397,6 +396,18 @@ impl Log {
             }
             Ok(())
         })?;
+        if let Some(h) = emptied_last {
+            // The segment's last batch keeps the segment's end offset (see the module docs).
+            let bytes = empty_batch(&h);
+            headers.push(
+                BatchHeader::parse(&bytes).map_err(|e| LogError::CorruptSegment {
+                    path: segment_file(&self.dir, seg.base_offset(), LOG_SUFFIX),
+                    position: 0,
+                    reason: e.to_string(),
+                })?,
+            );
+            out.extend_from_slice(&bytes);
+        }
         Ok((out, headers, removed))
     }
 

@@ -25,15 +25,7 @@ impl Log {
         min_one_batch: bool,
     ) -> Result<ReadResult, LogError> {
         let r = self.read_ranges(start, max_bytes, max_offset, min_one_batch)?;
-        let mut records = vec![0u8; r.bytes];
-        let mut at = 0;
-        for range in &r.ranges {
-            range
-                .file
-                .read_exact_at(&mut records[at..at + range.len], range.position)
-                .map_err(io_err("read segment", self.dir()))?;
-            at += range.len;
-        }
+        let records = r.copy().map_err(io_err("read segment", self.dir()))?;
         Ok(ReadResult {
             records,
             log_start_offset: r.log_start_offset,
@@ -130,4 +122,17 @@ pub struct RangeRead {
     pub bytes: usize,
     pub log_start_offset: Offset,
     pub log_end_offset: Offset,
+}
+
+impl RangeRead {
+    /// The ranges' bytes, concatenated (`pread` each into one buffer).
+    pub fn copy(&self) -> std::io::Result<Vec<u8>> {
+        let mut out = vec![0u8; self.bytes];
+        let mut at = 0;
+        for r in &self.ranges {
+            r.file.read_exact_at(&mut out[at..at + r.len], r.position)?;
+            at += r.len;
+        }
+        Ok(out)
+    }
 }

@@ -317,9 +317,17 @@ impl Segment {
     /// Calls `f` with the position and header of every batch, in order.
     pub(crate) fn for_each_header(
         &self,
+        f: impl FnMut(u64, &BatchHeader) -> Result<(), LogError>,
+    ) -> Result<(), LogError> {
+        self.walk_headers(0, f)
+    }
+
+    /// Calls `f` with the position and header of each batch from the one at `pos` on.
+    fn walk_headers(
+        &self,
+        mut pos: u64,
         mut f: impl FnMut(u64, &BatchHeader) -> Result<(), LogError>,
     ) -> Result<(), LogError> {
-        let mut pos = 0;
         loop {
             match self.step(pos)? {
                 Step::Batch(h) => {
@@ -357,18 +365,12 @@ impl Segment {
         from: i64,
         mut f: impl FnMut(&BatchHeader),
     ) -> Result<(), LogError> {
-        let Some((mut pos, _)) = self.locate(from)? else {
-            return Ok(());
-        };
-        loop {
-            match self.step(pos)? {
-                Step::Batch(h) => {
-                    f(&h);
-                    pos += h.size() as u64;
-                }
-                Step::End => return Ok(()),
-                Step::Bad(reason) => return Err(self.corrupt(pos, reason)),
-            }
+        match self.locate(from)? {
+            Some((pos, _)) => self.walk_headers(pos, |_, h| {
+                f(h);
+                Ok(())
+            }),
+            None => Ok(()),
         }
     }
 
