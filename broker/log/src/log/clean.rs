@@ -297,7 +297,7 @@ impl Log {
                 }
                 if map && !h.is_control() && !h.is_transactional() && h.last_offset() >= first_dirty
                 {
-                    let batch = self.parse_batch(seg, pos, h)?;
+                    let (_, batch) = self.parse_batch(seg, pos, h)?;
                     for r in &batch.records {
                         let offset = batch.offset(r);
                         if offset < first_dirty {
@@ -319,18 +319,16 @@ impl Log {
         Ok((facts, mapped_end.unwrap_or(first_dirty)))
     }
 
+    /// The batch at `pos`, read and parsed: its raw bytes and its records.
     fn parse_batch(
         &self,
         seg: &Segment,
         pos: u64,
         h: &BatchHeader,
-    ) -> Result<BatchRecords, LogError> {
+    ) -> Result<(Vec<u8>, BatchRecords), LogError> {
         let bytes = seg.read_batch(pos, h)?;
-        BatchRecords::parse(&bytes).map_err(|e| LogError::CorruptSegment {
-            path: segment_file(&self.dir, seg.base_offset(), LOG_SUFFIX),
-            position: pos,
-            reason: e.to_string(),
-        })
+        let records = BatchRecords::parse(&bytes).map_err(|e| seg.corrupt(pos, e.to_string()))?;
+        Ok((bytes, records))
     }
 
     /// Pass two for one segment: the retained batches, their headers and the records removed.
@@ -354,7 +352,7 @@ impl Log {
                 headers.push(*h);
                 return Ok(());
             }
-            let batch = self.parse_batch(seg, pos, h)?;
+            let (raw, batch) = self.parse_batch(seg, pos, h)?;
             let tombstones_expire = now_ms.saturating_sub(h.max_timestamp) > retention;
             let keep: Vec<usize> = (0..batch.records.len())
                 .filter(|&i| {
@@ -370,13 +368,13 @@ impl Log {
                 .collect();
             removed += (batch.records.len() - keep.len()) as u64;
             let rebuilt = if keep.len() == batch.records.len() {
-                Some(seg.read_batch(pos, h)?)
+                Some(raw)
             } else if !keep.is_empty() {
-                Some(batch.rebuild(&keep).map_err(|e| LogError::CorruptSegment {
-                    path: segment_file(&self.dir, seg.base_offset(), LOG_SUFFIX),
-                    position: pos,
-                    reason: e.to_string(),
-                })?)
+                Some(
+                    batch
+                        .rebuild(&keep)
+                        .map_err(|e| seg.corrupt(pos, e.to_string()))?,
+                )
             } else {
                 let producers_last = h.producer_id >= 0
                     && facts.last_batch_of_producer.get(&h.producer_id) == Some(&h.base_offset);
@@ -386,26 +384,16 @@ impl Log {
                 producers_last.then(|| empty_batch(h))
             };
             if let Some(bytes) = rebuilt {
-                let header = BatchHeader::parse(&bytes).map_err(|e| LogError::CorruptSegment {
-                    path: segment_file(&self.dir, seg.base_offset(), LOG_SUFFIX),
-                    position: pos,
-                    reason: e.to_string(),
-                })?;
+                headers
+                    .push(BatchHeader::parse(&bytes).map_err(|e| seg.corrupt(pos, e.to_string()))?);
                 out.extend_from_slice(&bytes);
-                headers.push(header);
             }
             Ok(())
         })?;
         if let Some(h) = emptied_last {
             // The segment's last batch keeps the segment's end offset (see the module docs).
             let bytes = empty_batch(&h);
-            headers.push(
-                BatchHeader::parse(&bytes).map_err(|e| LogError::CorruptSegment {
-                    path: segment_file(&self.dir, seg.base_offset(), LOG_SUFFIX),
-                    position: 0,
-                    reason: e.to_string(),
-                })?,
-            );
+            headers.push(BatchHeader::parse(&bytes).map_err(|e| seg.corrupt(0, e.to_string()))?);
             out.extend_from_slice(&bytes);
         }
         Ok((out, headers, removed))

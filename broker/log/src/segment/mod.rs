@@ -374,7 +374,8 @@ impl Segment {
         }
     }
 
-    fn corrupt(&self, position: u64, reason: String) -> LogError {
+    /// The error for a batch of this segment at `position` that cannot be read.
+    pub(crate) fn corrupt(&self, position: u64, reason: String) -> LogError {
         LogError::CorruptSegment {
             path: self.path.clone(),
             position,
