@@ -78,6 +78,12 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("replica.lag.time.max.ms", "30000"),
     ("group.initial.rebalance.delay.ms", "3000"),
     ("producer.id.expiration.ms", "86400000"),
+    ("broker.heartbeat.interval.ms", "2000"),
+    ("broker.session.timeout.ms", "9000"),
+    // Tributary's own: how long SIGTERM waits for the controller to move leadership away.
+    ("controlled.shutdown.timeout.ms", "30000"),
+    // Tributary's own: metadata log entries between snapshots (the log before is purged).
+    ("metadata.snapshot.interval.entries", "1000"),
 ];
 
 /// The broker's typed configuration, plus every raw property for DescribeConfigs.
@@ -87,6 +93,9 @@ pub struct BrokerConfig {
     pub is_controller: bool,
     pub is_broker: bool,
     pub listener: SocketAddr,
+    /// The controller listener (controller nodes): the `listeners` entry named in
+    /// `controller.listener.names`, else this node's `controller.quorum.voters` address.
+    pub controller_listener: Option<SocketAddr>,
     /// Host and port advertised to clients.
     pub advertised: (String, u16),
     pub controller_voters: Vec<(i32, String)>,
@@ -106,6 +115,16 @@ pub struct BrokerConfig {
     pub cleaner_backoff: Duration,
     /// `log.cleaner.dedupe.buffer.size`: memory for the cleaner's key map, per log cleaned.
     pub cleaner_dedupe_buffer_bytes: u64,
+    /// `broker.heartbeat.interval.ms`.
+    pub heartbeat_interval: Duration,
+    /// `broker.session.timeout.ms`: a broker silent this long is fenced.
+    pub session_timeout: Duration,
+    /// `controlled.shutdown.timeout.ms`: the longest SIGTERM waits for leadership to move.
+    pub controlled_shutdown_timeout: Duration,
+    /// `metadata.snapshot.interval.entries`.
+    pub metadata_snapshot_interval: u64,
+    /// `cluster.id`, when set: the id a new cluster takes and every node must match.
+    pub cluster_id: Option<String>,
     props: BTreeMap<String, (String, Source)>,
 }
 
@@ -180,6 +199,29 @@ impl BrokerConfig {
                 Ok((parse_num("controller.quorum.voters", id)?, addr.to_owned()))
             })
             .collect::<Result<Vec<_>, ConfigError>>()?;
+        let node_id: i32 = parse_num("node.id", get("node.id"))?;
+        let is_controller = roles.split(',').any(|r| r.trim() == "controller");
+        let is_broker = roles.split(',').any(|r| r.trim() == "broker");
+        if !is_controller && !is_broker {
+            return Err(invalid(
+                "process.roles",
+                roles,
+                "expected broker, controller or broker,controller",
+            ));
+        }
+        let controller_listener = if is_controller {
+            Some(controller_listener(
+                get("listeners"),
+                &controller_names,
+                &voters,
+                node_id,
+            )?)
+        } else {
+            None
+        };
+        let ms = |name: &str| -> Result<Duration, ConfigError> {
+            Ok(Duration::from_millis(parse_num(name, get(name))?))
+        };
         let log_dir = get("log.dirs")
             .split(',')
             .next()
@@ -187,10 +229,11 @@ impl BrokerConfig {
             .trim()
             .into();
         Ok(BrokerConfig {
-            node_id: parse_num("node.id", get("node.id"))?,
-            is_controller: roles.split(',').any(|r| r.trim() == "controller"),
-            is_broker: roles.split(',').any(|r| r.trim() == "broker"),
+            node_id,
+            is_controller,
+            is_broker,
             listener,
+            controller_listener,
             advertised,
             controller_voters: voters,
             log_dir,
@@ -227,6 +270,17 @@ impl BrokerConfig {
                 "log.cleaner.dedupe.buffer.size",
                 get("log.cleaner.dedupe.buffer.size"),
             )?,
+            heartbeat_interval: ms("broker.heartbeat.interval.ms")?,
+            session_timeout: ms("broker.session.timeout.ms")?,
+            controlled_shutdown_timeout: ms("controlled.shutdown.timeout.ms")?,
+            metadata_snapshot_interval: parse_num(
+                "metadata.snapshot.interval.entries",
+                get("metadata.snapshot.interval.entries"),
+            )?,
+            cluster_id: props
+                .get("cluster.id")
+                .map(|(v, _)| v.trim().to_owned())
+                .filter(|v| !v.is_empty()),
             props,
         })
     }
@@ -272,6 +326,35 @@ fn client_listener<'a>(list: &'a str, controller_names: &[&str]) -> &'a str {
         .or(entries.first())
         .copied()
         .unwrap_or("")
+}
+
+/// The controller listener's address: the `listeners` entry whose name is a controller
+/// listener name, else this node's entry in `controller.quorum.voters`.
+fn controller_listener(
+    list: &str,
+    controller_names: &[&str],
+    voters: &[(i32, String)],
+    node_id: i32,
+) -> Result<SocketAddr, ConfigError> {
+    let named = list.split(',').map(str::trim).find(|e| {
+        e.split_once("://")
+            .is_some_and(|(n, _)| controller_names.contains(&n))
+    });
+    match named {
+        Some(entry) => parse_listener("listeners", entry),
+        None => match voters.iter().find(|(id, _)| *id == node_id) {
+            Some((_, addr)) => parse_listener("controller.quorum.voters", addr),
+            None => Err(invalid(
+                "controller.quorum.voters",
+                &voters
+                    .iter()
+                    .map(|(i, a)| format!("{i}@{a}"))
+                    .collect::<Vec<_>>()
+                    .join(","),
+                format!("node {node_id} has the controller role, so it must be one of the voters"),
+            )),
+        },
+    }
 }
 
 fn strip_scheme(v: &str) -> &str {
@@ -336,7 +419,7 @@ mod tests {
         let path = dir.path().join("server.properties");
         std::fs::write(
             &path,
-            "# c\nnode.id=3\nlisteners=PLAINTEXT://:19092\nnum.partitions: 4\n",
+            "# c\nnode.id=3\ncontroller.quorum.voters=3@127.0.0.1:19093\nlisteners=PLAINTEXT://:19092\nnum.partitions: 4\n",
         )
         .expect("write");
         let args = [
@@ -369,6 +452,51 @@ mod tests {
         let c = BrokerConfig::from_properties(set).expect("config");
         assert_eq!(c.listener, "0.0.0.0:9092".parse().expect("addr"));
         assert_eq!(c.advertised, ("b-1.b.kafka.svc".to_owned(), 9092));
+    }
+
+    #[test]
+    fn roles_decide_the_controller_listener() {
+        let props = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect::<BTreeMap<_, _>>()
+        };
+        // A broker-only node is not a voter and needs no controller listener.
+        let b = BrokerConfig::from_properties(props(&[
+            ("node.id", "7"),
+            ("process.roles", "broker"),
+            ("controller.quorum.voters", "1@c1:9093,2@c2:9093,3@c3:9093"),
+        ]))
+        .expect("broker-only");
+        assert!(b.is_broker && !b.is_controller);
+        assert_eq!(b.controller_listener, None);
+        // A controller takes the CONTROLLER entry of `listeners`.
+        let c = BrokerConfig::from_properties(props(&[
+            ("node.id", "2"),
+            ("process.roles", "controller"),
+            ("listeners", "CONTROLLER://127.0.0.1:19093"),
+            ("controller.quorum.voters", "1@c1:9093,2@c2:9093,3@c3:9093"),
+        ]))
+        .expect("controller-only");
+        assert_eq!(
+            c.controller_listener,
+            Some("127.0.0.1:19093".parse().expect("addr"))
+        );
+        // The controller role with a node id that is not a voter is refused, naming the setting.
+        let err = BrokerConfig::from_properties(props(&[
+            ("node.id", "4"),
+            ("process.roles", "controller"),
+            ("controller.quorum.voters", "1@c1:9093"),
+        ]))
+        .expect_err("not a voter");
+        assert!(
+            err.to_string().contains("controller.quorum.voters"),
+            "{err}"
+        );
+        let err = BrokerConfig::from_properties(props(&[("process.roles", "observer")]))
+            .expect_err("bad role");
+        assert!(err.to_string().contains("process.roles"), "{err}");
     }
 
     #[test]

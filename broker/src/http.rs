@@ -1,8 +1,9 @@
 //! The HTTP endpoint (hyper): `/metrics` (Prometheus text), `/livez` (the process serves HTTP)
-//! and `/readyz` (registered and caught up with metadata).
+//! and `/readyz` (a broker: registered, unfenced and caught up with metadata; a controller-only
+//! node: the quorum has a leader). It is up from the node's first moment, before the quorum is
+//! reachable, so a waiting node is alive but not ready.
 
 use std::convert::Infallible;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -12,18 +13,21 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use crate::broker::Broker;
+use crate::broker::Health;
 
-fn respond(broker: &Broker, path: &str) -> Response<Full<Bytes>> {
+fn respond(health: &Health, path: &str) -> Response<Full<Bytes>> {
     let (status, body) = match path {
         "/metrics" => (
             StatusCode::OK,
-            broker
-                .metrics
-                .render(broker.replicas.all().len(), broker.replicas.total_size()),
+            match health.broker.get() {
+                Some(b) => b
+                    .metrics
+                    .render(b.replicas.all().len(), b.replicas.total_size()),
+                None => String::new(),
+            } + &health.render_node(),
         ),
         "/livez" => (StatusCode::OK, "ok\n".to_owned()),
-        "/readyz" if broker.ready.load(Ordering::Acquire) => (StatusCode::OK, "ready\n".to_owned()),
+        "/readyz" if health.ready() => (StatusCode::OK, "ready\n".to_owned()),
         "/readyz" => (StatusCode::SERVICE_UNAVAILABLE, "not ready\n".to_owned()),
         _ => (StatusCode::NOT_FOUND, "not found\n".to_owned()),
     };
@@ -33,7 +37,7 @@ fn respond(broker: &Broker, path: &str) -> Response<Full<Bytes>> {
 }
 
 /// Serves HTTP until `stop` flips.
-pub async fn serve(listener: TcpListener, broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
+pub async fn serve(listener: TcpListener, health: Arc<Health>, mut stop: watch::Receiver<bool>) {
     loop {
         let (stream, _) = tokio::select! {
             a = listener.accept() => match a {
@@ -42,10 +46,10 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, mut stop: watch::
             },
             _ = stop.changed() => return,
         };
-        let broker = broker.clone();
+        let health = health.clone();
         tokio::spawn(async move {
             let service = hyper::service::service_fn(move |req: Request<hyper::body::Incoming>| {
-                let resp = respond(&broker, req.uri().path());
+                let resp = respond(&health, req.uri().path());
                 async move { Ok::<_, Infallible>(resp) }
             });
             let conn = hyper::server::conn::http1::Builder::new()

@@ -10,6 +10,7 @@ pub mod config;
 pub mod fsutil;
 pub mod group;
 pub mod http;
+pub mod lifecycle;
 pub mod meta_properties;
 pub mod metadata;
 pub mod metrics;

@@ -1,13 +1,15 @@
-//! `meta.properties` in the log directory, as Kafka writes it: the cluster id (generated on the
-//! first start) and this node's id. A directory formatted for another node is refused.
+//! `meta.properties` in the log directory, as Kafka writes it: the cluster id (learnt from the
+//! metadata quorum on the first start) and this node's id. A directory formatted for another
+//! node is refused.
 
 use std::path::Path;
 
 use crate::config::parse_properties;
 use crate::fsutil::write_atomically;
 
-/// Returns the cluster id, creating `meta.properties` on first start.
-pub fn load_or_create(dir: &Path, node_id: i32) -> std::io::Result<String> {
+/// The cluster id stored in `meta.properties`, if the directory was formatted; refuses a
+/// directory that belongs to another node.
+pub fn load(dir: &Path, node_id: i32) -> std::io::Result<Option<String>> {
     let path = dir.join("meta.properties");
     match std::fs::read_to_string(&path) {
         Ok(text) => {
@@ -20,18 +22,22 @@ pub fn load_or_create(dir: &Path, node_id: i32) -> std::io::Result<String> {
                     )));
                 }
             }
-            props.get("cluster.id").cloned().ok_or_else(|| {
-                std::io::Error::other(format!("{} has no cluster.id", path.display()))
-            })
+            Ok(props.get("cluster.id").cloned())
         }
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-            let id = base64_url(uuid::Uuid::new_v4().as_bytes());
-            let text = format!("#\nversion=1\ncluster.id={id}\nnode.id={node_id}\n");
-            write_atomically(&path, text.as_bytes())?;
-            Ok(id)
-        }
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e),
     }
+}
+
+/// Writes `meta.properties` (atomically) with the cluster id the node belongs to.
+pub fn store(dir: &Path, node_id: i32, cluster_id: &str) -> std::io::Result<()> {
+    let text = format!("#\nversion=1\ncluster.id={cluster_id}\nnode.id={node_id}\n");
+    write_atomically(&dir.join("meta.properties"), text.as_bytes())
+}
+
+/// A new cluster id in Kafka's form.
+pub fn new_cluster_id() -> String {
+    base64_url(uuid::Uuid::new_v4().as_bytes())
 }
 
 /// Kafka's cluster-id form: URL-safe base64 of 16 bytes, no padding.
@@ -55,11 +61,13 @@ fn base64_url(bytes: &[u8]) -> String {
 #[cfg(test)]
 mod tests {
     #[test]
-    fn cluster_id_is_stable_and_node_checked() {
+    fn cluster_id_is_stored_and_node_checked() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let a = super::load_or_create(dir.path(), 1).expect("create");
+        assert_eq!(super::load(dir.path(), 1).expect("empty"), None);
+        let a = super::new_cluster_id();
         assert_eq!(a.len(), 22);
-        assert_eq!(super::load_or_create(dir.path(), 1).expect("load"), a);
-        assert!(super::load_or_create(dir.path(), 2).is_err());
+        super::store(dir.path(), 1, &a).expect("store");
+        assert_eq!(super::load(dir.path(), 1).expect("load"), Some(a));
+        assert!(super::load(dir.path(), 2).is_err());
     }
 }

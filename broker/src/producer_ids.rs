@@ -4,9 +4,15 @@
 
 use std::ops::Range;
 
+use std::time::Duration;
+
+use kafka_protocol::messages::{AllocateProducerIdsRequest, BrokerId};
+use kafka_protocol::ResponseError;
 use tokio::sync::Mutex;
 
-use crate::metadata::{ApiError, Controller};
+use crate::metadata::channel::ControllerChannel;
+use crate::metadata::controller::api::ALLOCATE_PRODUCER_IDS_VERSION;
+use crate::metadata::ApiError;
 
 /// How many ids one controller round trip reserves (Kafka uses 1000 too).
 pub const PRODUCER_ID_BLOCK_SIZE: i64 = 1000;
@@ -19,12 +25,20 @@ pub struct ProducerIdManager {
 
 impl ProducerIdManager {
     /// The next unused producer id, fetching a new block from the controller when needed.
-    pub async fn next(&self, controller: &Controller, broker_id: i32) -> Result<i64, ApiError> {
+    pub async fn next(&self, channel: &ControllerChannel, broker_id: i32) -> Result<i64, ApiError> {
         let mut block = self.block.lock().await;
         if block.is_empty() {
-            *block = controller
-                .allocate_producer_ids(broker_id, PRODUCER_ID_BLOCK_SIZE)
+            let req = AllocateProducerIdsRequest::default().with_broker_id(BrokerId(broker_id));
+            let resp = channel
+                .call(ALLOCATE_PRODUCER_IDS_VERSION, req, Duration::from_secs(10))
                 .await?;
+            if resp.error_code != 0 {
+                let code = ResponseError::try_from_code(resp.error_code)
+                    .unwrap_or(ResponseError::UnknownServerError);
+                return Err(ApiError::new(code, "producer id allocation refused"));
+            }
+            let start = resp.producer_id_start.0;
+            *block = start..start + i64::from(resp.producer_id_len);
             tracing::info!(
                 start = block.start,
                 end = block.end,

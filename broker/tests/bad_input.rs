@@ -81,7 +81,7 @@ async fn api_versions_works(conn: &mut Conn) {
 #[tokio::test]
 async fn bad_frames_close_only_their_connection_and_keep_data() {
     let (running, _dir) = start_broker(&[("socket.request.max.bytes", "65536")]).await;
-    let addr = running.kafka_addr;
+    let addr = running.kafka_addr.expect("a broker");
     let mut good = Conn::connect(addr).await;
     create_topic(&mut good).await;
     let (code, base) = produce(&mut good, tributary_log::testing::simple_batch(10, now())).await;
@@ -175,7 +175,7 @@ async fn bad_frames_close_only_their_connection_and_keep_data() {
 #[tokio::test]
 async fn corrupt_and_oversized_batches_are_refused_and_not_stored() {
     let (running, _dir) = start_broker(&[("message.max.bytes", "2000")]).await;
-    let mut conn = Conn::connect(running.kafka_addr).await;
+    let mut conn = Conn::connect(running.kafka_addr.expect("a broker")).await;
     create_topic(&mut conn).await;
     assert_eq!(
         produce(&mut conn, tributary_log::testing::simple_batch(3, now())).await,
@@ -214,7 +214,7 @@ async fn corrupt_and_oversized_batches_are_refused_and_not_stored() {
 #[tokio::test]
 async fn removed_produce_versions_get_unsupported_version() {
     let (running, _dir) = start_broker(&[]).await;
-    let mut conn = Conn::connect(running.kafka_addr).await;
+    let mut conn = Conn::connect(running.kafka_addr.expect("a broker")).await;
     // Produce v2: acks, timeout, [topic [partition, message_set]].
     let mut body = vec![0, 0, 0, 2, 0, 0, 0, 1, 0, 2, b'i', b't'];
     body.extend_from_slice(&[

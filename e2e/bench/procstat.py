@@ -103,9 +103,11 @@ class Broker:
         self.binary, self.data_dir = binary, data_dir
         self.port = port or free_port()
         self.http_port = http_port or free_port()
+        controller_port = free_port()
         self.overrides = {
             "log.dirs": data_dir,
             "listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.quorum.voters": f"1@127.0.0.1:{controller_port}",
             "http.listener": f"127.0.0.1:{self.http_port}",
             **(overrides or {}),
         }

@@ -28,8 +28,10 @@ class Broker:
         self.data_dir = data_dir
         self.port = free_port()
         self.http_port = free_port()
+        self.controller_port = free_port()
         self.overrides = {
             "listeners": f"PLAINTEXT://127.0.0.1:{self.port}",
+            "controller.quorum.voters": f"1@127.0.0.1:{self.controller_port}",
             "http.listener": f"127.0.0.1:{self.http_port}",
             "log.dirs": data_dir,
             **{k.replace("_", "."): str(v) for k, v in overrides.items()},

@@ -17,8 +17,9 @@ use kafka_protocol::ResponseError;
 
 use super::s;
 use crate::broker::Broker;
-use crate::config::Source;
-use crate::metadata::ApiError;
+use crate::config::{BrokerConfig, Source};
+use crate::metadata::channel::ControllerApi;
+use crate::metadata::{ApiError, QuorumController};
 use crate::topic_config::{self, TopicValueSource, ValueType};
 
 const RESOURCE_TOPIC: i8 = 2;
@@ -99,7 +100,7 @@ fn describe_topic(
     synonyms: bool,
     wanted: &dyn Fn(&str) -> bool,
 ) -> Result<Vec<DescribeConfigsResourceResult>, ApiError> {
-    let image = broker.controller.image();
+    let image = broker.metadata.image();
     let topic = image.topics.get(name).ok_or_else(|| {
         ApiError::new(
             ResponseError::UnknownTopicOrPartition,
@@ -169,7 +170,7 @@ fn describe_broker(
 /// Alters one resource: topic overrides through the controller (`change` maps the current
 /// overrides to the new ones); everything else is refused.
 async fn alter_one<F>(
-    broker: &Broker,
+    ctl: &QuorumController,
     resource_type: i8,
     name: &str,
     validate_only: bool,
@@ -179,12 +180,7 @@ where
     F: FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, ApiError>,
 {
     match resource_type {
-        RESOURCE_TOPIC => {
-            broker
-                .controller
-                .alter_topic_configs(name, validate_only, change)
-                .await
-        }
+        RESOURCE_TOPIC => ctl.alter_topic_configs(name, validate_only, change).await,
         RESOURCE_BROKER => Err(broker_alter_refused()),
         other => Err(ApiError::new(
             ResponseError::InvalidRequest,
@@ -203,7 +199,55 @@ fn broker_alter_refused() -> ApiError {
 pub(super) async fn alter(
     broker: &Broker,
     req: AlterConfigsRequest,
-    _version: i16,
+    version: i16,
+) -> AlterConfigsResponse {
+    let resources: Vec<(i8, StrBytes)> = req
+        .resources
+        .iter()
+        .map(|r| (r.resource_type, r.resource_name.clone()))
+        .collect();
+    match broker.channel.call(version, req, FORWARD_TIMEOUT).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            let (code, message) = super::error_parts::<()>(&Err(e));
+            let responses = resources
+                .into_iter()
+                .map(|(t, n)| {
+                    alter_configs_response::AlterConfigsResourceResponse::default()
+                        .with_resource_type(t)
+                        .with_resource_name(n)
+                        .with_error_code(code)
+                        .with_error_message(message.clone())
+                })
+                .collect();
+            AlterConfigsResponse::default().with_responses(responses)
+        }
+    }
+}
+
+/// How long a forwarded config change may wait for the active controller.
+const FORWARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+impl ControllerApi for AlterConfigsRequest {
+    async fn serve(
+        ctl: &QuorumController,
+        _cfg: &BrokerConfig,
+        req: Self,
+        _version: i16,
+    ) -> AlterConfigsResponse {
+        alter_on_controller(ctl, req).await
+    }
+
+    fn not_controller(resp: &AlterConfigsResponse) -> bool {
+        resp.responses
+            .iter()
+            .any(|r| r.error_code == super::NOT_CONTROLLER)
+    }
+}
+
+async fn alter_on_controller(
+    ctl: &QuorumController,
+    req: AlterConfigsRequest,
 ) -> AlterConfigsResponse {
     let mut responses = Vec::new();
     for r in &req.resources {
@@ -214,7 +258,7 @@ pub(super) async fn alter(
             .filter_map(|c| Some((c.name.to_string(), c.value.as_ref()?.to_string())))
             .collect();
         let result = alter_one(
-            broker,
+            ctl,
             r.resource_type,
             &r.resource_name,
             req.validate_only,
@@ -230,7 +274,6 @@ pub(super) async fn alter(
                 .with_error_message(message),
         );
     }
-    broker.sync_replicas().await;
     AlterConfigsResponse::default().with_responses(responses)
 }
 
@@ -292,17 +335,63 @@ fn apply_op(
 pub(super) async fn incremental_alter(
     broker: &Broker,
     req: IncrementalAlterConfigsRequest,
-    _version: i16,
+    version: i16,
+) -> IncrementalAlterConfigsResponse {
+    let resources: Vec<(i8, StrBytes)> = req
+        .resources
+        .iter()
+        .map(|r| (r.resource_type, r.resource_name.clone()))
+        .collect();
+    match broker.channel.call(version, req, FORWARD_TIMEOUT).await {
+        Ok(resp) => resp,
+        Err(e) => {
+            let (code, message) = super::error_parts::<()>(&Err(e));
+            let responses = resources
+                .into_iter()
+                .map(|(t, n)| {
+                    incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+                        .with_resource_type(t)
+                        .with_resource_name(n)
+                        .with_error_code(code)
+                        .with_error_message(message.clone())
+                })
+                .collect();
+            IncrementalAlterConfigsResponse::default().with_responses(responses)
+        }
+    }
+}
+
+impl ControllerApi for IncrementalAlterConfigsRequest {
+    async fn serve(
+        ctl: &QuorumController,
+        cfg: &BrokerConfig,
+        req: Self,
+        _version: i16,
+    ) -> IncrementalAlterConfigsResponse {
+        incremental_on_controller(ctl, cfg, req).await
+    }
+
+    fn not_controller(resp: &IncrementalAlterConfigsResponse) -> bool {
+        resp.responses
+            .iter()
+            .any(|r| r.error_code == super::NOT_CONTROLLER)
+    }
+}
+
+async fn incremental_on_controller(
+    ctl: &QuorumController,
+    cfg: &BrokerConfig,
+    req: IncrementalAlterConfigsRequest,
 ) -> IncrementalAlterConfigsResponse {
     let mut responses = Vec::new();
     for r in &req.resources {
         let result = alter_one(
-            broker,
+            ctl,
             r.resource_type,
             &r.resource_name,
             req.validate_only,
             |current| {
-                let effective = topic_config::effective(current, &broker.config);
+                let effective = topic_config::effective(current, cfg);
                 let mut new = current.clone();
                 for c in &r.configs {
                     apply_op(
@@ -326,6 +415,5 @@ pub(super) async fn incremental_alter(
                 .with_error_message(message),
         );
     }
-    broker.sync_replicas().await;
     IncrementalAlterConfigsResponse::default().with_responses(responses)
 }

@@ -77,7 +77,7 @@ pub(super) async fn handle(
 }
 
 fn resolve(broker: &Broker, req: &FetchRequest, version: i16) -> Vec<Wanted> {
-    let image = broker.controller.image();
+    let image = broker.metadata.image();
     let mut out = Vec::new();
     for t in &req.topics {
         let (topic, topic_id) = if version >= 13 {

@@ -27,7 +27,7 @@ async fn find(
     let n = crate::group::storage::ensure_offsets_topic(broker)
         .await
         .ok_or(ResponseError::CoordinatorNotAvailable)?;
-    let image = broker.controller.image();
+    let image = broker.metadata.image();
     let p = partition_for(key, n);
     let leader = image
         .topics

@@ -25,7 +25,7 @@ pub(super) async fn handle(
     // it presents its previous id and epoch (KIP-360 bumps apply to transactional ids).
     match broker
         .producer_ids
-        .next(&broker.controller, broker.config.node_id)
+        .next(&broker.channel, broker.config.node_id)
         .await
     {
         Ok(id) => InitProducerIdResponse::default()

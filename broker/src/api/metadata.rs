@@ -9,7 +9,8 @@ use kafka_protocol::ResponseError;
 
 use super::s;
 use crate::broker::Broker;
-use crate::metadata::{validate, MetadataImage, TopicImage};
+use crate::metadata::controller::placement as validate;
+use crate::metadata::{MetadataImage, TopicImage};
 
 pub(super) async fn handle(
     broker: &Broker,
@@ -28,7 +29,7 @@ pub(super) async fn handle(
     let auto_create =
         broker.config.auto_create_topics && (version < 4 || req.allow_auto_topic_creation);
     if let (true, Some(req)) = (auto_create, &requested) {
-        let image = broker.controller.image();
+        let image = broker.metadata.image();
         let missing: Vec<String> = req
             .iter()
             .filter_map(|(n, _)| n.clone())
@@ -36,9 +37,13 @@ pub(super) async fn handle(
             .collect();
         broker.auto_create_topics(missing).await;
     }
-    let image = broker.controller.image();
+    let image = broker.metadata.image();
     let topics = match requested {
-        None => image.topics.values().map(|t| topic(t, version)).collect(),
+        None => image
+            .topics
+            .values()
+            .map(|t| topic(&image, t, version))
+            .collect(),
         Some(req) => req
             .into_iter()
             .map(|(name, id)| lookup(&image, name, id, version))
@@ -46,15 +51,17 @@ pub(super) async fn handle(
     };
     MetadataResponse::default()
         .with_brokers(brokers(&image))
-        .with_cluster_id(Some(s(broker.cluster_id.clone())))
-        .with_controller_id(BrokerId(broker.controller.leader().unwrap_or(-1)))
+        .with_cluster_id(Some(s(broker.cluster_id())))
+        .with_controller_id(BrokerId(broker.controller_id_for_clients()))
         .with_topics(topics)
 }
 
+/// The brokers clients may use: registered and not fenced.
 pub(super) fn brokers(image: &MetadataImage) -> Vec<MetadataResponseBroker> {
     image
         .brokers
         .values()
+        .filter(|b| !b.fenced)
         .map(|b| {
             MetadataResponseBroker::default()
                 .with_node_id(BrokerId(b.broker_id))
@@ -76,7 +83,7 @@ fn lookup(
         None => image.topic_by_id(&id),
     };
     if let Some(t) = found {
-        return topic(t, version);
+        return topic(image, t, version);
     }
     let code = match &name {
         Some(n) if validate::topic_name(n).is_err() => ResponseError::InvalidTopicException,
@@ -89,8 +96,16 @@ fn lookup(
         .with_topic_id(id)
 }
 
-fn topic(t: &TopicImage, _version: i16) -> MetadataResponseTopic {
+fn topic(image: &MetadataImage, t: &TopicImage, _version: i16) -> MetadataResponseTopic {
     let ids = |v: &[i32]| v.iter().copied().map(BrokerId).collect::<Vec<_>>();
+    // Replicas on brokers that are fenced or no longer registered.
+    let offline = |v: &[i32]| {
+        v.iter()
+            .copied()
+            .filter(|r| image.brokers.get(r).is_none_or(|b| b.fenced))
+            .map(BrokerId)
+            .collect::<Vec<_>>()
+    };
     let partitions = t
         .partitions
         .values()
@@ -106,6 +121,7 @@ fn topic(t: &TopicImage, _version: i16) -> MetadataResponseTopic {
                 .with_leader_epoch(p.leader_epoch)
                 .with_replica_nodes(ids(&p.replicas))
                 .with_isr_nodes(ids(&p.isr))
+                .with_offline_replicas(offline(&p.replicas))
         })
         .collect();
     MetadataResponseTopic::default()

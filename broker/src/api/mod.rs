@@ -13,6 +13,7 @@ mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod describe_groups;
+mod describe_quorum;
 mod fetch;
 mod find_coordinator;
 mod heartbeat;
@@ -27,6 +28,7 @@ mod offset_delete;
 mod offset_fetch;
 mod produce;
 mod sync_group;
+mod unregister_broker;
 pub mod versions;
 
 use kafka_protocol::messages::*;
@@ -67,6 +69,8 @@ pub async fn dispatch(broker: &Broker, mut req: Request) -> Result<Option<Reply>
         ApiKey::DeleteTopics => serve!(DeleteTopicsRequest, delete_topics::handle),
         ApiKey::CreatePartitions => serve!(CreatePartitionsRequest, create_partitions::handle),
         ApiKey::DescribeCluster => serve!(DescribeClusterRequest, describe_cluster::handle),
+        ApiKey::DescribeQuorum => serve!(DescribeQuorumRequest, describe_quorum::handle),
+        ApiKey::UnregisterBroker => serve!(UnregisterBrokerRequest, unregister_broker::handle),
         ApiKey::DescribeConfigs => serve!(DescribeConfigsRequest, configs::describe),
         ApiKey::AlterConfigs => serve!(AlterConfigsRequest, configs::alter),
         ApiKey::IncrementalAlterConfigs => {
@@ -111,6 +115,9 @@ pub async fn dispatch(broker: &Broker, mut req: Request) -> Result<Option<Reply>
         _ => Err(ConnectionError::UnsupportedVersion { api, version }),
     }
 }
+
+/// NOT_CONTROLLER's code: an answer with it means nothing was done (the channel retries).
+pub(crate) const NOT_CONTROLLER: i16 = 41;
 
 /// A Kafka string from a Rust one.
 pub(crate) fn s(v: impl Into<String>) -> StrBytes {

@@ -44,7 +44,7 @@ pub(super) async fn handle(
             })
             .collect(),
     };
-    let image = broker.controller.image();
+    let image = broker.metadata.image();
     let exists = |topic: &str, p: i32| {
         image
             .topics

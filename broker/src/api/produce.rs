@@ -28,18 +28,19 @@ pub(super) async fn handle(
 ) -> Option<ProduceResponse> {
     let mut responses = Vec::with_capacity(req.topic_data.len());
     if broker.config.auto_create_topics {
-        let image = broker.controller.image();
+        let image = broker.metadata.image();
         let missing = req
             .topic_data
             .iter()
             .map(|t| t.name.0.to_string())
             .filter(|n| {
-                !image.topics.contains_key(n) && crate::metadata::validate::topic_name(n).is_ok()
+                !image.topics.contains_key(n)
+                    && crate::metadata::controller::placement::topic_name(n).is_ok()
             })
             .collect();
         broker.auto_create_topics(missing).await;
     }
-    let image = broker.controller.image();
+    let image = broker.metadata.image();
     for t in req.topic_data {
         let name = if version >= 13 {
             image

@@ -33,7 +33,9 @@ pub const SUPPORTED: &[Supported] = &[
     api(ApiKey::AlterConfigs, 0, 2),
     api(ApiKey::CreatePartitions, 0, 3),
     api(ApiKey::IncrementalAlterConfigs, 0, 1),
-    api(ApiKey::DescribeCluster, 0, 1),
+    api(ApiKey::DescribeCluster, 0, 2),
+    api(ApiKey::DescribeQuorum, 0, 2),
+    api(ApiKey::UnregisterBroker, 0, 0),
     api(ApiKey::OffsetCommit, 2, 9),
     api(ApiKey::OffsetFetch, 1, 9),
     api(ApiKey::FindCoordinator, 0, 5),
@@ -52,3 +54,18 @@ pub const SUPPORTED: &[Supported] = &[
 pub fn supported(key: ApiKey) -> Option<Supported> {
     SUPPORTED.iter().copied().find(|s| s.key == key)
 }
+
+/// What the controller listener serves (to brokers and to tools pointed at the controllers).
+pub const CONTROLLER_SUPPORTED: &[Supported] = &[
+    api(ApiKey::ApiVersions, 0, 4),
+    api(ApiKey::BrokerRegistration, 0, 4),
+    api(ApiKey::BrokerHeartbeat, 0, 1),
+    api(ApiKey::UnregisterBroker, 0, 0),
+    api(ApiKey::AllocateProducerIds, 0, 0),
+    api(ApiKey::DescribeQuorum, 0, 2),
+    api(ApiKey::CreateTopics, 2, 7),
+    api(ApiKey::DeleteTopics, 1, 6),
+    api(ApiKey::CreatePartitions, 0, 3),
+    api(ApiKey::AlterConfigs, 0, 2),
+    api(ApiKey::IncrementalAlterConfigs, 0, 1),
+];

@@ -131,14 +131,19 @@ impl GroupLog for ReplicaGroupLog {
 /// `offsets.topic.replication.factor` capped at the registered brokers) and starts
 /// coordinating its partitions. Returns its partition count, `None` if it cannot exist yet.
 pub async fn ensure_offsets_topic(broker: &Broker) -> Option<i32> {
-    let image = broker.controller.image();
+    let image = broker.metadata.image();
     if let Some(t) = image.topics.get(OFFSETS_TOPIC) {
         return i32::try_from(t.partitions.len()).ok();
     }
     let cfg = &broker.groups.config;
-    let brokers = i16::try_from(image.brokers.len())
+    // Capped at the active brokers while fewer exist (as Kafka does when auto-creating), and
+    // at the replication factor the cluster can honour today.
+    let brokers = i16::try_from(image.active_brokers().len())
         .unwrap_or(i16::MAX)
-        .max(1);
+        .clamp(
+            1,
+            crate::metadata::controller::placement::MAX_REPLICATION_FACTOR as i16,
+        );
     let topic = NewTopic {
         name: OFFSETS_TOPIC.to_owned(),
         num_partitions: cfg.offsets_partitions,
@@ -152,15 +157,15 @@ pub async fn ensure_offsets_topic(broker: &Broker) -> Option<i32> {
             ),
         ]),
     };
-    for r in broker.controller.create_topics(vec![topic], false).await {
-        match r {
-            Ok(_) => tracing::info!(
+    for (_, code, message) in broker.create_topics(vec![topic]).await {
+        match code {
+            0 => tracing::info!(
                 partitions = cfg.offsets_partitions,
                 "created __consumer_offsets"
             ),
-            Err(e) if e.code == ResponseError::TopicAlreadyExists => {}
-            Err(e) => {
-                tracing::warn!(error = %e.message, "failed to create __consumer_offsets");
+            c if c == ResponseError::TopicAlreadyExists.code() => {}
+            c => {
+                tracing::warn!(code = c, error = ?message, "failed to create __consumer_offsets");
                 return None;
             }
         }
@@ -172,7 +177,7 @@ pub async fn ensure_offsets_topic(broker: &Broker) -> Option<i32> {
 
 /// Tells the coordinator which `__consumer_offsets` partitions this broker leads now.
 pub fn follow_leadership(broker: &Broker) {
-    let image = broker.controller.image();
+    let image = broker.metadata.image();
     let Some(t) = image.topics.get(OFFSETS_TOPIC) else {
         return;
     };
@@ -190,7 +195,7 @@ pub fn follow_leadership(broker: &Broker) {
 /// After every metadata change: follow leadership and drop offsets of deleted topics.
 pub async fn on_metadata(broker: &Broker) {
     follow_leadership(broker);
-    let image = broker.controller.image();
+    let image = broker.metadata.image();
     broker
         .groups
         .remove_offsets_of_deleted_topics(|t| image.topics.contains_key(t))

@@ -35,6 +35,12 @@ pub struct MetadataImage {
     pub next_producer_id: i64,
     /// Index of the last applied Raft entry (0 before any).
     pub applied_index: u64,
+    /// The cluster id, once the first active controller wrote it.
+    #[serde(default)]
+    pub cluster_id: Option<String>,
+    /// The broker epoch the next registration gets.
+    #[serde(default)]
+    pub next_broker_epoch: i64,
 }
 
 impl MetadataImage {
@@ -43,10 +49,26 @@ impl MetadataImage {
     pub fn apply(&mut self, record: &MetadataRecord) {
         match record {
             MetadataRecord::RegisterBroker(reg) => {
+                self.next_broker_epoch = self.next_broker_epoch.max(reg.epoch + 1);
                 self.brokers.insert(reg.broker_id, reg.clone());
             }
             MetadataRecord::UnregisterBroker { broker_id } => {
                 self.brokers.remove(broker_id);
+            }
+            MetadataRecord::FenceBroker { broker_id, epoch } => {
+                self.broker_state(*broker_id, *epoch, |b| b.fenced = true);
+            }
+            MetadataRecord::UnfenceBroker { broker_id, epoch } => {
+                self.broker_state(*broker_id, *epoch, |b| {
+                    b.fenced = false;
+                    b.in_controlled_shutdown = false;
+                });
+            }
+            MetadataRecord::ControlledShutdown { broker_id, epoch } => {
+                self.broker_state(*broker_id, *epoch, |b| b.in_controlled_shutdown = true);
+            }
+            MetadataRecord::ClusterId { cluster_id } => {
+                self.cluster_id.get_or_insert_with(|| cluster_id.clone());
             }
             MetadataRecord::Topic {
                 name,
@@ -88,6 +110,24 @@ impl MetadataImage {
                 self.next_producer_id = self.next_producer_id.max(*next_producer_id);
             }
         }
+    }
+
+    /// Changes the state of the broker's registration `epoch`; a record for an older
+    /// registration is stale and ignored.
+    fn broker_state(&mut self, id: i32, epoch: i64, change: impl FnOnce(&mut BrokerRegistration)) {
+        match self.brokers.get_mut(&id) {
+            Some(b) if b.epoch == epoch => change(b),
+            _ => tracing::debug!(broker = id, epoch, "state change for a stale registration"),
+        }
+    }
+
+    /// Brokers that may lead partitions and join ISRs (registered, unfenced, not shutting down).
+    pub fn active_brokers(&self) -> Vec<i32> {
+        self.brokers
+            .values()
+            .filter(|b| b.is_active())
+            .map(|b| b.broker_id)
+            .collect()
     }
 
     fn apply_config(&mut self, resource: &ConfigResource, name: &str, value: Option<&str>) {

@@ -1,12 +1,19 @@
-//! Cluster metadata: the records of the metadata log, the image built from them, the Raft quorum
-//! that replicates the log, and the controller that validates operations and writes records.
+//! Cluster metadata: the records of the metadata log and the image built from them
+//! (`records`, `image`); the follower every node runs to apply the committed log
+//! (`follower`); on controller nodes, the Raft quorum that replicates the log (`quorum`) and
+//! the controller that decides what goes into it (`controller`); the controller listener that
+//! serves voters and brokers (`listener`); and the channel a broker reaches the active
+//! controller through (`channel`), with the requests that travel between nodes (`rpc`).
 
+pub mod channel;
 pub mod controller;
+pub mod follower;
 pub mod image;
-pub mod raft;
-pub mod raft_log;
+pub mod listener;
+pub mod quorum;
 pub mod records;
-pub mod validate;
+pub mod rpc;
 
-pub use controller::{ApiError, Controller, NewTopic, QuorumConfig};
+pub use controller::{ApiError, NewTopic, QuorumController};
+pub use follower::MetadataFollower;
 pub use image::{MetadataImage, TopicImage};

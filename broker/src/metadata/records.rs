@@ -15,6 +15,15 @@ pub enum MetadataRecord {
     RegisterBroker(BrokerRegistration),
     /// A broker was removed from the cluster.
     UnregisterBroker { broker_id: i32 },
+    /// A registered broker is fenced (missed heartbeats, or asked to be): it leads nothing and
+    /// is not offered to clients. `epoch` is the registration it applies to.
+    FenceBroker { broker_id: i32, epoch: i64 },
+    /// A fenced broker caught up with the metadata log and serves again.
+    UnfenceBroker { broker_id: i32, epoch: i64 },
+    /// A broker asked to shut down: it is fenced for new leaderships while it drains.
+    ControlledShutdown { broker_id: i32, epoch: i64 },
+    /// The cluster's id, written once by the first active controller.
+    ClusterId { cluster_id: String },
     /// A topic came into existence with its topic-level config overrides.
     Topic {
         name: String,
@@ -47,6 +56,24 @@ pub struct BrokerRegistration {
     pub host: String,
     pub port: u16,
     pub rack: Option<String>,
+    /// The broker epoch of this registration: a new one on every registration, so that
+    /// heartbeats and fencing of an older incarnation are recognised as stale.
+    #[serde(default)]
+    pub epoch: i64,
+    /// Fenced brokers lead no partition and are not listed to clients. A broker registers
+    /// fenced and is unfenced once it has caught up with the metadata log.
+    #[serde(default)]
+    pub fenced: bool,
+    /// Set while a controlled shutdown moves leadership away from the broker.
+    #[serde(default)]
+    pub in_controlled_shutdown: bool,
+}
+
+impl BrokerRegistration {
+    /// Whether the broker may lead partitions and join ISRs.
+    pub fn is_active(&self) -> bool {
+        !self.fenced && !self.in_controlled_shutdown
+    }
 }
 
 /// The replicated state of one partition.

@@ -19,6 +19,11 @@ pub async fn start_broker(extra: &[(&str, &str)]) -> (broker::broker::Running, t
     let mut props = BTreeMap::from([
         ("listeners".to_owned(), "PLAINTEXT://127.0.0.1:0".to_owned()),
         ("http.listener".to_owned(), "127.0.0.1:0".to_owned()),
+        // A lone voter never dials itself: any free port will do.
+        (
+            "controller.quorum.voters".to_owned(),
+            "1@127.0.0.1:0".to_owned(),
+        ),
         ("log.dirs".to_owned(), dir.path().display().to_string()),
     ]);
     for (k, v) in extra {

@@ -18,7 +18,7 @@ use std::sync::{Arc, Mutex};
 use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote};
 
-use super::raft::{NodeId, TypeConfig};
+use super::state_machine::{NodeId, TypeConfig};
 use crate::fsutil::write_atomically;
 
 const LOG_FILE: &str = "raft.log";

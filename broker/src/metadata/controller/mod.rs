@@ -1,26 +1,33 @@
-//! The controller: validates cluster-metadata operations against the current image, turns them
-//! into records and commits them through the Raft quorum, answering only after they are applied.
+//! The quorum controller, on controller nodes: validates cluster-metadata operations against
+//! the current image, turns them into records and commits them through the Raft quorum,
+//! answering only after they are applied. Only the active controller (the Raft leader) accepts
+//! operations; elsewhere they fail with NOT_CONTROLLER and the caller's channel tries the
+//! active one.
 //!
 //! Operations are serialised by one async lock held from validation until the records are
-//! applied, so every validation sees the result of every earlier operation. Only the quorum
-//! leader accepts writes; elsewhere operations fail with NOT_CONTROLLER.
+//! applied, so every validation sees the result of every earlier operation. Broker lifecycle
+//! (registration, heartbeats, fencing, controlled shutdown) is in `lifecycle`; leader choice
+//! in `election`; replica placement in `placement`.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::path::PathBuf;
+pub mod api;
+pub mod election;
+pub mod lifecycle;
+pub mod placement;
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use kafka_protocol::ResponseError;
-use openraft::BasicNode;
-use tokio::sync::{watch, Mutex};
+use tokio::sync::Mutex;
 use uuid::Uuid;
 
+use super::follower::MetadataFollower;
 use super::image::MetadataImage;
-use super::raft::{MetadataBatch, Network, NodeId, StateMachine, TypeConfig};
-use super::raft_log::LogStore;
-use super::records::{BrokerRegistration, ConfigResource, MetadataRecord, PartitionRecord};
-use super::validate;
+use super::quorum::{MetadataBatch, Quorum};
+use super::records::{ConfigResource, MetadataRecord, PartitionRecord};
 use crate::topic_config;
+use placement as validate;
 
 /// A Kafka-level failure of one operation: the error code and the message clients see.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -36,33 +43,6 @@ impl ApiError {
             message: message.into(),
         }
     }
-}
-
-/// Why the quorum could not start.
-#[derive(Debug, thiserror::Error)]
-pub enum StartError {
-    #[error("failed to open metadata storage in {dir}")]
-    Storage {
-        dir: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("invalid raft configuration")]
-    Config(#[from] openraft::ConfigError),
-    #[error("raft failed to start")]
-    Raft(#[from] openraft::error::Fatal<NodeId>),
-    #[error("node {node_id} is not among the controller quorum voters")]
-    NotAVoter { node_id: i32 },
-}
-
-/// How to run this node's part of the metadata quorum.
-#[derive(Debug, Clone)]
-pub struct QuorumConfig {
-    pub node_id: i32,
-    /// Where the Raft log, vote and snapshot live (`<log.dirs>/__cluster_metadata-0`).
-    pub dir: PathBuf,
-    /// `controller.quorum.voters`: id and address of every voter.
-    pub voters: Vec<(i32, String)>,
 }
 
 /// A topic to create, as CreateTopics asks for it (after defaults are applied by the caller).
@@ -84,109 +64,97 @@ pub struct CreatedTopic {
     pub replication_factor: i16,
 }
 
-/// Handle to the local controller (and the metadata image it maintains).
-pub struct Controller {
-    raft: openraft::Raft<TypeConfig>,
-    image: watch::Receiver<Arc<MetadataImage>>,
-    write: Mutex<()>,
+/// Timing of the broker lifecycle.
+#[derive(Debug, Clone)]
+pub struct LifecycleConfig {
+    /// `broker.session.timeout.ms`: a broker silent this long is fenced.
+    pub session_timeout: Duration,
 }
 
-impl Controller {
-    /// Starts this node's quorum member, initialising a brand-new quorum on first start.
-    pub async fn start(cfg: QuorumConfig) -> Result<Arc<Controller>, StartError> {
-        let storage = |source| StartError::Storage {
-            dir: cfg.dir.clone(),
-            source,
-        };
-        if !cfg.voters.iter().any(|(id, _)| *id == cfg.node_id) {
-            return Err(StartError::NotAVoter {
-                node_id: cfg.node_id,
-            });
-        }
-        let (tx, rx) = watch::channel(Arc::new(MetadataImage::default()));
-        let log = LogStore::open(&cfg.dir).map_err(storage)?;
-        let sm = StateMachine::open(&cfg.dir, tx).map_err(storage)?;
-        let raft_config = openraft::Config {
-            cluster_name: "tributary-metadata".into(),
-            heartbeat_interval: 50,
-            election_timeout_min: 150,
-            election_timeout_max: 300,
-            ..Default::default()
-        }
-        .validate()?;
-        let id = node_id(cfg.node_id);
-        let raft = openraft::Raft::new(id, Arc::new(raft_config), Network, log, sm).await?;
-        let members: BTreeMap<NodeId, BasicNode> = cfg
-            .voters
-            .iter()
-            .map(|(id, addr)| (node_id(*id), BasicNode::new(addr)))
-            .collect();
-        // Only the first start of a fresh quorum initialises it.
-        let initialized = raft.is_initialized().await.map_err(StartError::Raft)?;
-        if !initialized {
-            if let Err(e) = raft.initialize(members).await {
-                tracing::warn!(error = %e, "metadata quorum initialisation refused");
-            }
-        }
-        Ok(Arc::new(Controller {
-            raft,
-            image: rx,
+/// The active controller's in-memory view of broker sessions (not replicated: a new active
+/// controller gives every registered broker a fresh session, as Kafka's does).
+#[derive(Default)]
+struct Sessions {
+    /// Session start or last heartbeat (fencing); seeded for every broker on failover.
+    last_heartbeat: HashMap<i32, Instant>,
+    /// Last time this controller actually heard from the broker (duplicate node ids).
+    contacted: HashMap<i32, Instant>,
+    /// Metadata index a broker must reach to count as caught up (its registration's).
+    caught_up_at: HashMap<i32, u64>,
+    /// The Raft term these sessions belong to.
+    term: u64,
+}
+
+/// The quorum controller of this node.
+pub struct QuorumController {
+    quorum: Quorum,
+    follower: Arc<MetadataFollower>,
+    write: Mutex<()>,
+    lifecycle: LifecycleConfig,
+    sessions: std::sync::Mutex<Sessions>,
+    /// The cluster id this node proposes if the quorum has none yet.
+    proposed_cluster_id: String,
+}
+
+impl QuorumController {
+    /// Wraps a started quorum.
+    pub fn new(
+        quorum: Quorum,
+        follower: Arc<MetadataFollower>,
+        lifecycle: LifecycleConfig,
+        proposed_cluster_id: String,
+    ) -> Arc<QuorumController> {
+        Arc::new(QuorumController {
+            quorum,
+            follower,
             write: Mutex::new(()),
-        }))
+            lifecycle,
+            sessions: std::sync::Mutex::new(Sessions::default()),
+            proposed_cluster_id,
+        })
     }
 
-    /// Waits until this node has applied everything the quorum committed before now, so the
-    /// image reflects all acknowledged operations.
-    pub async fn wait_caught_up(&self, timeout: Duration) -> bool {
-        let wait = async {
-            loop {
-                match self.raft.ensure_linearizable().await {
-                    Ok(_) => return,
-                    Err(e) => {
-                        tracing::debug!(error = %e, "waiting for metadata quorum");
-                        tokio::time::sleep(Duration::from_millis(50)).await;
-                    }
-                }
-            }
-        };
-        tokio::time::timeout(timeout, wait).await.is_ok()
+    /// The quorum member.
+    pub fn quorum(&self) -> &Quorum {
+        &self.quorum
     }
 
     /// The current image.
     pub fn image(&self) -> Arc<MetadataImage> {
-        self.image.borrow().clone()
+        self.follower.image()
     }
 
-    /// A receiver that sees every newly applied image.
-    pub fn subscribe(&self) -> watch::Receiver<Arc<MetadataImage>> {
-        self.image.clone()
+    /// Whether this node is the active controller.
+    pub fn is_active(&self) -> bool {
+        let m = self.quorum.raft().metrics().borrow().clone();
+        m.current_leader == Some(m.id)
     }
 
     /// The active controller's node id, if the quorum has a leader.
     pub fn leader(&self) -> Option<i32> {
-        let leader = self.raft.metrics().borrow().current_leader;
-        leader.and_then(|id| i32::try_from(id).ok())
+        self.quorum.leader()
     }
 
     /// Stops the Raft node.
     pub async fn shutdown(&self) {
-        if let Err(e) = self.raft.shutdown().await {
-            tracing::warn!(error = %e, "metadata quorum did not stop cleanly");
-        }
+        self.quorum.shutdown().await;
     }
 
-    async fn commit(&self, records: Vec<MetadataRecord>) -> Result<(), ApiError> {
+    /// Commits records; returns the index of the entry that holds them.
+    async fn commit(&self, records: Vec<MetadataRecord>) -> Result<u64, ApiError> {
         if records.is_empty() {
-            return Ok(());
+            return Ok(self.follower.applied_index());
         }
-        match self.raft.client_write(MetadataBatch { records }).await {
-            Ok(_) => Ok(()),
+        match self
+            .quorum
+            .raft()
+            .client_write(MetadataBatch { records })
+            .await
+        {
+            Ok(resp) => Ok(resp.log_id.index),
             Err(openraft::error::RaftError::APIError(
                 openraft::error::ClientWriteError::ForwardToLeader(_),
-            )) => Err(ApiError::new(
-                ResponseError::NotController,
-                "this node is not the active controller",
-            )),
+            )) => Err(not_controller()),
             Err(e) => Err(ApiError::new(
                 ResponseError::UnknownServerError,
                 format!("metadata commit failed: {e}"),
@@ -194,13 +162,38 @@ impl Controller {
         }
     }
 
-    /// Registers (or re-registers) a broker.
-    pub async fn register_broker(&self, reg: BrokerRegistration) -> Result<(), ApiError> {
-        let _guard = self.write.lock().await;
-        if self.image().brokers.get(&reg.broker_id) == Some(&reg) {
-            return Ok(());
+    /// Runs the active controller's duties until `stop` flips: on gaining leadership, writes
+    /// the cluster id if there is none and starts every broker's session afresh; then fences
+    /// brokers whose sessions expire.
+    pub async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        let mut tick = tokio::time::interval(Duration::from_millis(200));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
+            if !self.is_active() {
+                continue;
+            }
+            if self.image().cluster_id.is_none() {
+                let _guard = self.write.lock().await;
+                if self.image().cluster_id.is_none() {
+                    let id = self.proposed_cluster_id.clone();
+                    match self
+                        .commit(vec![MetadataRecord::ClusterId {
+                            cluster_id: id.clone(),
+                        }])
+                        .await
+                    {
+                        Ok(_) => tracing::info!(cluster_id = %id, "wrote the cluster id"),
+                        Err(e) => {
+                            tracing::warn!(error = %e.message, "failed to write the cluster id")
+                        }
+                    }
+                }
+            }
+            self.fence_expired().await;
         }
-        self.commit(vec![MetadataRecord::RegisterBroker(reg)]).await
     }
 
     /// Hands `count` producer ids to `broker_id`: they are never handed out again, across
@@ -231,12 +224,11 @@ impl Controller {
     ) -> Vec<Result<CreatedTopic, ApiError>> {
         let _guard = self.write.lock().await;
         let image = self.image();
-        let brokers: Vec<i32> = image.brokers.keys().copied().collect();
         let mut records = Vec::new();
         let mut seen = BTreeSet::new();
         let mut results = Vec::new();
         for t in topics {
-            let result = plan_topic(&image, &brokers, &t, &mut seen).map(|(recs, created)| {
+            let result = plan_topic(&image, &t, &mut seen).map(|(recs, created)| {
                 records.extend(recs);
                 created
             });
@@ -297,11 +289,11 @@ impl Controller {
             ));
         }
         let rf = t.partitions.values().next().map_or(1, |p| p.replicas.len());
-        let brokers: Vec<i32> = image.brokers.keys().copied().collect();
         let replicas = if assignments.is_empty() {
-            validate::assign_replicas(&brokers, current, count - current, rf as i16)?
+            validate::assign_replicas(&image, current, count - current, rf as i16)?
         } else {
-            check_assignments(&brokers, &assignments, count - current)?;
+            let registered: Vec<i32> = image.brokers.keys().copied().collect();
+            check_assignments(&registered, &assignments, count - current)?;
             assignments
         };
         let records = replicas
@@ -312,7 +304,7 @@ impl Controller {
         if validate_only {
             return Ok(());
         }
-        self.commit(records).await
+        self.commit(records).await.map(|_| ())
     }
 
     /// Replaces a topic's config overrides with what `change` computes from the current ones.
@@ -357,12 +349,15 @@ impl Controller {
         if validate_only {
             return Ok(());
         }
-        self.commit(records).await
+        self.commit(records).await.map(|_| ())
     }
 }
 
-fn node_id(id: i32) -> NodeId {
-    u64::try_from(id).unwrap_or_default()
+fn not_controller() -> ApiError {
+    ApiError::new(
+        ResponseError::NotController,
+        "this node is not the active controller",
+    )
 }
 
 fn unknown_topic(name: &str) -> ApiError {
@@ -397,6 +392,12 @@ fn check_assignments(
         )));
     }
     let rf = assignments.first().map_or(0, Vec::len);
+    if rf > validate::MAX_REPLICATION_FACTOR {
+        return Err(ApiError::new(
+            ResponseError::InvalidReplicationFactor,
+            validate::REPLICATION_NOT_BUILT,
+        ));
+    }
     for a in assignments {
         let unique: BTreeSet<_> = a.iter().collect();
         if a.is_empty() || unique.len() != a.len() || a.len() != rf {
@@ -416,7 +417,6 @@ fn check_assignments(
 /// Validates one new topic against the image and plans its records.
 fn plan_topic(
     image: &MetadataImage,
-    brokers: &[i32],
     t: &NewTopic,
     seen: &mut BTreeSet<String>,
 ) -> Result<(Vec<MetadataRecord>, CreatedTopic), ApiError> {
@@ -446,7 +446,7 @@ fn plan_topic(
                 ),
             ));
         }
-        validate::assign_replicas(brokers, 0, t.num_partitions, t.replication_factor)?
+        validate::assign_replicas(image, 0, t.num_partitions, t.replication_factor)?
     } else {
         let ordered: Vec<Vec<i32>> = t.assignments.values().cloned().collect();
         let n = i32::try_from(ordered.len()).unwrap_or(i32::MAX);
@@ -456,7 +456,8 @@ fn plan_topic(
                 "partition indexes in the assignment must be 0..n",
             ));
         }
-        check_assignments(brokers, &ordered, n)?;
+        let registered: Vec<i32> = image.brokers.keys().copied().collect();
+        check_assignments(&registered, &ordered, n)?;
         ordered
     };
     let topic_id = Uuid::new_v4();
@@ -493,33 +494,75 @@ mod tests {
         }
     }
 
-    async fn start(dir: &std::path::Path) -> Arc<Controller> {
-        let c = Controller::start(QuorumConfig {
-            node_id: 1,
-            dir: dir.to_path_buf(),
-            voters: vec![(1, "127.0.0.1:0".into())],
-        })
+    use crate::metadata::controller::lifecycle::{Heartbeat, Registration};
+    use crate::metadata::quorum::QuorumConfig;
+
+    /// A one-voter quorum controller, active, with its cluster id written.
+    async fn start(dir: &std::path::Path) -> Arc<QuorumController> {
+        let follower = Arc::new(MetadataFollower::default());
+        let quorum = Quorum::start(
+            QuorumConfig {
+                node_id: 1,
+                dir: dir.to_path_buf(),
+                voters: vec![(1, "127.0.0.1:0".into())],
+                snapshot_interval: 1000,
+            },
+            follower.clone(),
+        )
         .await
         .expect("start");
-        assert!(c.wait_caught_up(Duration::from_secs(10)).await);
+        assert!(quorum.wait_leader_caught_up(Duration::from_secs(10)).await);
+        let c = QuorumController::new(
+            quorum,
+            follower,
+            LifecycleConfig {
+                session_timeout: Duration::from_secs(9),
+            },
+            "test-cluster".into(),
+        );
+        let (_stop, rx) = tokio::sync::watch::channel(false);
+        tokio::spawn(c.clone().run(rx));
+        for _ in 0..200 {
+            if c.image().cluster_id.is_some() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        assert!(c.image().cluster_id.is_some(), "cluster id written");
         c
     }
 
-    fn broker(id: i32) -> BrokerRegistration {
-        BrokerRegistration {
-            broker_id: id,
-            incarnation_id: Uuid::nil(),
-            host: "127.0.0.1".into(),
-            port: 9092,
-            rack: None,
-        }
+    /// Registers broker `id` and unfences it with a caught-up heartbeat.
+    async fn add_broker(c: &QuorumController, id: i32) {
+        let epoch = c
+            .register_broker(Registration {
+                broker_id: id,
+                cluster_id: "test-cluster".into(),
+                incarnation_id: Uuid::new_v4(),
+                host: "127.0.0.1".into(),
+                port: 9092,
+                rack: None,
+            })
+            .await
+            .expect("register");
+        let answer = c
+            .heartbeat(Heartbeat {
+                broker_id: id,
+                broker_epoch: epoch,
+                metadata_offset: i64::MAX,
+                want_fence: false,
+                want_shut_down: false,
+            })
+            .await
+            .expect("heartbeat");
+        assert!(!answer.is_fenced);
     }
 
     #[tokio::test]
     async fn topics_survive_a_restart_through_the_raft_log() {
         let dir = tempfile::tempdir().expect("tempdir");
         let c = start(dir.path()).await;
-        c.register_broker(broker(1)).await.expect("register");
+        add_broker(&c, 1).await;
         let mut t = new_topic("orders", 3);
         t.configs.insert("retention.ms".into(), "1000".into());
         let res = c
@@ -587,7 +630,7 @@ mod tests {
     async fn validate_only_and_bad_requests_write_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
         let c = start(dir.path()).await;
-        c.register_broker(broker(1)).await.expect("register");
+        add_broker(&c, 1).await;
         assert!(c.create_topics(vec![new_topic("t", 2)], true).await[0].is_ok());
         assert!(c.image().topics.is_empty());
         let mut bad = new_topic("t", 1);

@@ -1,35 +1,27 @@
-//! The metadata quorum on openraft: type configuration, the state machine that applies
-//! [`MetadataRecord`]s to the [`MetadataImage`] and publishes each new image, and the transport.
+//! The quorum's state machine on openraft: the type configuration, and the state machine that
+//! hands committed [`MetadataBatch`]es to the node's [`MetadataFollower`] (which owns the
+//! image) and builds and installs snapshots of that image.
 //!
-//! The state machine keeps the image in memory; durability comes from the Raft log plus a
-//! snapshot file (`snapshot.json`, written atomically). On start openraft replays the committed
-//! entries after the snapshot, so the image after a restart equals the image before it.
-//!
-//! Not here yet: the network transport between controller voters. With the single-voter quorum
-//! of the combined single-node default there is never a peer to talk to; a configured peer is
-//! reported unreachable until the inter-controller transport is built.
+//! Durability comes from the Raft log plus a snapshot file (`snapshot.json`, written
+//! atomically). On start openraft replays the committed entries after the snapshot, so the
+//! image after a restart equals the image before it. A snapshot lets openraft purge the log
+//! before it, and is what a voter that was away too long receives.
 
 use std::io::Cursor;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use openraft::error::{InstallSnapshotError, NetworkError, RPCError, RaftError};
-use openraft::network::{RPCOption, RaftNetwork, RaftNetworkFactory};
-use openraft::raft::{
-    AppendEntriesRequest, AppendEntriesResponse, InstallSnapshotRequest, InstallSnapshotResponse,
-    VoteRequest, VoteResponse,
-};
 use openraft::storage::{RaftStateMachine, Snapshot, SnapshotMeta};
 use openraft::{
     AnyError, BasicNode, Entry, EntryPayload, LogId, RaftSnapshotBuilder, StorageError,
     StorageIOError, StoredMembership,
 };
 use serde::{Deserialize, Serialize};
-use tokio::sync::watch;
 
-use super::image::MetadataImage;
-use super::records::MetadataRecord;
 use crate::fsutil::write_atomically;
+use crate::metadata::follower::MetadataFollower;
+use crate::metadata::image::MetadataImage;
+use crate::metadata::records::MetadataRecord;
 
 /// Controller node ids (Kafka's `node.id`, widened for openraft).
 pub type NodeId = u64;
@@ -66,14 +58,16 @@ struct SnapshotFile {
     image: MetadataImage,
 }
 
-/// Applies committed batches to the image and publishes it.
+/// Hands committed batches to the follower, which applies and publishes them.
 pub struct StateMachine {
     dir: PathBuf,
-    image: MetadataImage,
+    follower: Arc<MetadataFollower>,
     last_applied: Option<LogId<NodeId>>,
     membership: StoredMembership<NodeId, BasicNode>,
     current: Option<SnapshotFile>,
-    publish: watch::Sender<Arc<MetadataImage>>,
+    /// In a snapshot builder: the image as of `last_applied`, taken when the builder was made
+    /// (openraft builds snapshots in a task of its own while entries go on being applied).
+    frozen: Option<Arc<MetadataImage>>,
 }
 
 fn sm_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
@@ -82,14 +76,14 @@ fn sm_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
 
 impl StateMachine {
     /// Opens the state machine, restoring the last snapshot in `dir` if there is one.
-    pub fn open(dir: &Path, publish: watch::Sender<Arc<MetadataImage>>) -> std::io::Result<Self> {
+    pub fn open(dir: &Path, follower: Arc<MetadataFollower>) -> std::io::Result<Self> {
         let mut sm = StateMachine {
             dir: dir.to_path_buf(),
-            image: MetadataImage::default(),
+            follower,
             last_applied: None,
             membership: StoredMembership::default(),
             current: None,
-            publish,
+            frozen: None,
         };
         match std::fs::read(dir.join(SNAPSHOT_FILE)) {
             Ok(bytes) => {
@@ -104,11 +98,10 @@ impl StateMachine {
     }
 
     fn restore(&mut self, snap: SnapshotFile) {
-        self.image = snap.image.clone();
+        self.follower.reset(snap.image.clone());
         self.last_applied = snap.meta.last_log_id;
         self.membership = snap.meta.last_membership.clone();
         self.current = Some(snap);
-        self.publish.send_replace(Arc::new(self.image.clone()));
     }
 
     #[allow(clippy::result_large_err)] // openraft's error type, returned as openraft wants it
@@ -133,7 +126,12 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 last_membership: self.membership.clone(),
                 snapshot_id,
             },
-            image: self.image.clone(),
+            image: self
+                .frozen
+                .clone()
+                .unwrap_or_else(|| self.follower.image())
+                .as_ref()
+                .clone(),
         };
         let bytes = serde_json::to_vec(&file).map_err(sm_err)?;
         write_atomically(&self.dir.join(SNAPSHOT_FILE), &bytes).map_err(sm_err)?;
@@ -159,34 +157,34 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         I::IntoIter: openraft::OptionalSend,
     {
         let mut out = Vec::new();
+        let mut batches = Vec::new();
         for entry in entries {
             self.last_applied = Some(entry.log_id);
-            match entry.payload {
-                EntryPayload::Blank => {}
-                EntryPayload::Normal(batch) => {
-                    for r in &batch.records {
-                        self.image.apply(r);
-                    }
-                }
+            let records = match entry.payload {
+                EntryPayload::Blank => Vec::new(),
+                EntryPayload::Normal(batch) => batch.records,
                 EntryPayload::Membership(m) => {
                     self.membership = StoredMembership::new(Some(entry.log_id), m);
+                    Vec::new()
                 }
-            }
-            self.image.applied_index = entry.log_id.index;
+            };
+            batches.push((entry.log_id.index, Arc::new(records)));
             out.push(());
         }
-        self.publish.send_replace(Arc::new(self.image.clone()));
+        self.follower.apply(batches);
         Ok(out)
     }
 
     async fn get_snapshot_builder(&mut self) -> Self::SnapshotBuilder {
+        // Entries are applied one call at a time, so the follower's image now is exactly
+        // `last_applied`.
         StateMachine {
             dir: self.dir.clone(),
-            image: self.image.clone(),
+            follower: self.follower.clone(),
             last_applied: self.last_applied,
             membership: self.membership.clone(),
             current: None,
-            publish: self.publish.clone(),
+            frozen: Some(self.follower.image()),
         }
     }
 
@@ -214,62 +212,5 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
         self.current.as_ref().map(Self::snapshot_of).transpose()
-    }
-}
-
-/// Transport between controller voters. See the module docs: not built yet, so every peer is
-/// unreachable and only a single-voter quorum makes progress.
-#[derive(Clone, Default)]
-pub struct Network;
-
-/// A client to one peer voter.
-pub struct PeerClient {
-    target: NodeId,
-}
-
-#[derive(Debug, thiserror::Error)]
-#[error("no transport to controller {0}: multi-voter quorums are not supported yet")]
-struct NoTransport(NodeId);
-
-impl PeerClient {
-    fn unreachable<E: std::error::Error>(&self) -> RPCError<NodeId, BasicNode, E> {
-        RPCError::Network(NetworkError::new(&NoTransport(self.target)))
-    }
-}
-
-impl RaftNetworkFactory<TypeConfig> for Network {
-    type Network = PeerClient;
-
-    async fn new_client(&mut self, target: NodeId, _node: &BasicNode) -> PeerClient {
-        PeerClient { target }
-    }
-}
-
-impl RaftNetwork<TypeConfig> for PeerClient {
-    async fn append_entries(
-        &mut self,
-        _rpc: AppendEntriesRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> Result<AppendEntriesResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        Err(self.unreachable())
-    }
-
-    async fn install_snapshot(
-        &mut self,
-        _rpc: InstallSnapshotRequest<TypeConfig>,
-        _option: RPCOption,
-    ) -> Result<
-        InstallSnapshotResponse<NodeId>,
-        RPCError<NodeId, BasicNode, RaftError<NodeId, InstallSnapshotError>>,
-    > {
-        Err(self.unreachable())
-    }
-
-    async fn vote(
-        &mut self,
-        _rpc: VoteRequest<NodeId>,
-        _option: RPCOption,
-    ) -> Result<VoteResponse<NodeId>, RPCError<NodeId, BasicNode, RaftError<NodeId>>> {
-        Err(self.unreachable())
     }
 }

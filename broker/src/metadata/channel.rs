@@ -1,0 +1,171 @@
+//! How a broker reaches the active controller: a local call when this node's own quorum
+//! controller is the active one (a combined node), otherwise the same Kafka request sent to the
+//! active controller's listener. Requests go where the leader hint points (this node's quorum,
+//! or the metadata fetch answers); `NOT_CONTROLLER`, an unreachable node or a timeout moves on
+//! to the next voter, with back-off, until the call's deadline.
+//!
+//! Only a `NOT_CONTROLLER` answer (nothing was done) or a failure before the request was sent
+//! is certainly safe to retry; a request lost after it was sent is retried too, which can
+//! answer, for example, TOPIC_ALREADY_EXISTS for a topic the lost attempt created (Kafka's
+//! forwarding has the same property).
+
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kafka_protocol::protocol::Request;
+use kafka_protocol::ResponseError;
+
+use super::controller::{ApiError, QuorumController};
+use super::follower::MetadataFollower;
+use super::rpc::{Conn, RpcError};
+use crate::config::BrokerConfig;
+
+/// How long one request may wait for an answer from a controller.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A Kafka API that the active controller serves.
+pub trait ControllerApi: Request + Clone + Send + Sync + 'static
+where
+    Self::Response: Send,
+{
+    /// Serves the request on this node's quorum controller.
+    fn serve(
+        ctl: &QuorumController,
+        cfg: &BrokerConfig,
+        req: Self,
+        version: i16,
+    ) -> impl Future<Output = Self::Response> + Send;
+
+    /// Whether the answer says the node was not the active controller (nothing was done).
+    fn not_controller(resp: &Self::Response) -> bool;
+}
+
+/// The way to the active controller.
+pub struct ControllerChannel {
+    node_id: i32,
+    local: Option<Arc<QuorumController>>,
+    voters: Vec<(i32, String)>,
+    follower: Arc<MetadataFollower>,
+    config: BrokerConfig,
+    /// Idle connections by address.
+    idle: Mutex<Vec<Conn>>,
+}
+
+impl ControllerChannel {
+    /// A channel for a node with (`local`) or without a quorum controller of its own.
+    pub fn new(
+        config: &BrokerConfig,
+        local: Option<Arc<QuorumController>>,
+        follower: Arc<MetadataFollower>,
+    ) -> ControllerChannel {
+        ControllerChannel {
+            node_id: config.node_id,
+            local,
+            voters: config.controller_voters.clone(),
+            follower,
+            config: config.clone(),
+            idle: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// This node's quorum controller, on controller nodes.
+    pub fn local(&self) -> Option<&Arc<QuorumController>> {
+        self.local.as_ref()
+    }
+
+    /// The active controller as this node knows it.
+    pub fn leader(&self) -> Option<i32> {
+        match &self.local {
+            Some(c) => c.leader(),
+            None => self.follower.leader(),
+        }
+    }
+
+    /// Sends `req` to the active controller, retrying until `timeout` elapses.
+    pub async fn call<R: ControllerApi>(
+        &self,
+        version: i16,
+        req: R,
+        timeout: Duration,
+    ) -> Result<R::Response, ApiError>
+    where
+        R::Response: Send,
+    {
+        let deadline = Instant::now() + timeout;
+        let mut attempt = 0usize;
+        let mut last_error = String::from("no controller answered");
+        loop {
+            if let Some(local) = self.local.as_ref().filter(|l| l.is_active()) {
+                let resp = R::serve(local, &self.config, req.clone(), version).await;
+                if !R::not_controller(&resp) {
+                    return Ok(resp);
+                }
+                last_error = "this node lost the controller role".into();
+            } else if let Some(addr) = self.target(attempt) {
+                match self.send(&addr, version, &req).await {
+                    Ok(resp) if !R::not_controller(&resp) => return Ok(resp),
+                    Ok(_) => last_error = format!("{addr} is not the active controller"),
+                    Err(e) => last_error = e.to_string(),
+                }
+            }
+            attempt += 1;
+            if Instant::now() >= deadline {
+                return Err(ApiError::new(
+                    ResponseError::RequestTimedOut,
+                    format!("no active controller reached within {timeout:?}: {last_error}"),
+                ));
+            }
+            let pause = Duration::from_millis((25u64 << attempt.min(5)).min(500));
+            tokio::time::sleep(pause.min(deadline.saturating_duration_since(Instant::now()))).await;
+        }
+    }
+
+    /// Where attempt `n` goes: the known leader first, then the voters in turn.
+    fn target(&self, attempt: usize) -> Option<String> {
+        let hinted = self
+            .leader()
+            .filter(|l| *l != self.node_id || self.local.is_none())
+            .and_then(|l| self.voters.iter().find(|v| v.0 == l));
+        match hinted {
+            Some(v) if attempt.is_multiple_of(2) => Some(v.1.clone()),
+            _ => {
+                let others: Vec<&(i32, String)> = self
+                    .voters
+                    .iter()
+                    .filter(|v| v.0 != self.node_id || self.local.is_none())
+                    .collect();
+                others
+                    .get(attempt % others.len().max(1))
+                    .map(|v| v.1.clone())
+            }
+        }
+    }
+
+    async fn send<R: ControllerApi>(
+        &self,
+        addr: &str,
+        version: i16,
+        req: &R,
+    ) -> Result<R::Response, RpcError>
+    where
+        R::Response: Send,
+    {
+        let pooled = {
+            let mut idle = self.idle.lock().expect("channel pool lock poisoned");
+            idle.iter()
+                .position(|c| c.addr() == addr)
+                .map(|i| idle.swap_remove(i))
+        };
+        let mut conn = match pooled {
+            Some(c) => c,
+            None => Conn::connect(addr, Duration::from_secs(2)).await?,
+        };
+        let resp = conn.call_kafka(version, req, REQUEST_TIMEOUT).await?;
+        let mut idle = self.idle.lock().expect("channel pool lock poisoned");
+        if idle.len() < 8 {
+            idle.push(conn);
+        }
+        Ok(resp)
+    }
+}
