@@ -248,11 +248,23 @@ impl QuorumController {
                     "controlled shutdown: leaderships moved"
                 );
             }
-            let remaining = led_by(&self.image(), hb.broker_id);
+            let image = self.image();
+            let done = led_by(&image, hb.broker_id).is_empty();
+            let mut fenced = image.brokers.get(&hb.broker_id).is_none_or(|b| b.fenced);
+            if done && !fenced {
+                // Done: the broker is fenced now, so that its next incarnation can register
+                // at once (a fenced registration is never a live duplicate).
+                let fence = MetadataRecord::FenceBroker {
+                    broker_id: reg.broker_id,
+                    epoch: reg.epoch,
+                };
+                self.commit(deactivate(&image, hb.broker_id, fence)).await?;
+                fenced = true;
+            }
             return Ok(HeartbeatAnswer {
                 is_caught_up: caught_up,
-                is_fenced: reg.fenced,
-                should_shut_down: remaining.is_empty(),
+                is_fenced: fenced,
+                should_shut_down: done,
             });
         }
         let mut fenced = reg.fenced;

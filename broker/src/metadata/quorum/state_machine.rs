@@ -70,6 +70,10 @@ pub struct StateMachine {
     frozen: Option<Arc<MetadataImage>>,
 }
 
+fn read_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
+    StorageIOError::read_snapshot(None, AnyError::new(&e)).into()
+}
+
 fn sm_err(e: impl std::error::Error + 'static) -> StorageError<NodeId> {
     StorageIOError::write_state_machine(AnyError::new(&e)).into()
 }
@@ -211,6 +215,57 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
     async fn get_current_snapshot(
         &mut self,
     ) -> Result<Option<Snapshot<TypeConfig>>, StorageError<NodeId>> {
-        self.current.as_ref().map(Self::snapshot_of).transpose()
+        // Snapshots are built by a separate builder (openraft's own task), which writes the
+        // file; the file, not this instance's memory, is the current snapshot.
+        match std::fs::read(self.dir.join(SNAPSHOT_FILE)) {
+            Ok(bytes) => {
+                let file: SnapshotFile = serde_json::from_slice(&bytes).map_err(read_err)?;
+                let snap = Self::snapshot_of(&file)?;
+                self.current = Some(file);
+                Ok(Some(snap))
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                self.current.as_ref().map(Self::snapshot_of).transpose()
+            }
+            Err(e) => Err(read_err(e)),
+        }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+    use openraft::{CommittedLeaderId, EntryPayload};
+
+    #[tokio::test]
+    async fn a_snapshot_built_by_the_builder_is_the_current_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let follower = Arc::new(MetadataFollower::default());
+        let mut sm = StateMachine::open(dir.path(), follower.clone()).unwrap();
+        assert!(sm.get_current_snapshot().await.unwrap().is_none());
+        let entry = |index| Entry::<TypeConfig> {
+            log_id: LogId::new(CommittedLeaderId::new(1, 1), index),
+            payload: EntryPayload::Normal(MetadataBatch {
+                records: vec![MetadataRecord::ClusterId {
+                    cluster_id: "c".into(),
+                }],
+            }),
+        };
+        sm.apply([entry(1), entry(2)]).await.unwrap();
+        let mut builder = sm.get_snapshot_builder().await;
+        // Entries applied after the builder was made are not in its snapshot.
+        sm.apply([entry(3)]).await.unwrap();
+        let built = builder.build_snapshot().await.unwrap();
+        assert_eq!(built.meta.last_log_id.map(|l| l.index), Some(2));
+        let current = sm
+            .get_current_snapshot()
+            .await
+            .unwrap()
+            .expect("a snapshot");
+        assert_eq!(current.meta.last_log_id.map(|l| l.index), Some(2));
+        let file: SnapshotFile = serde_json::from_slice(current.snapshot.get_ref()).unwrap();
+        assert_eq!(file.image.applied_index, 2);
+        assert_eq!(file.image.cluster_id.as_deref(), Some("c"));
     }
 }
