@@ -218,9 +218,9 @@ impl Broker {
         }
     }
 
-    /// Brings the hosted partitions in line with the current metadata image.
+    /// Brings the hosted partitions in line with what changed in the metadata.
     pub async fn sync_replicas(&self) {
-        self.replicas.sync(&self.metadata.image()).await;
+        self.replicas.sync_changes(&self.metadata).await;
     }
 }
 
@@ -554,6 +554,9 @@ async fn follow_metadata(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
         _ = stop.changed() => return,
     }
     let mut images = broker.metadata.subscribe();
+    // Once, in full: the image is complete now, so logs it does not know are strays.
+    let _ = broker.metadata.take_changes();
+    broker.replicas.sync(&broker.metadata.image()).await;
     loop {
         broker.sync_replicas().await;
         crate::group::storage::on_metadata(&broker).await;

@@ -17,7 +17,8 @@ use tributary_log::{Log, LogConfig, LogError, LogManager, Offset, TimestampType,
 use uuid::Uuid;
 
 use crate::config::BrokerConfig;
-use crate::metadata::MetadataImage;
+use crate::metadata::image::Changes;
+use crate::metadata::{MetadataFollower, MetadataImage};
 use crate::topic_config;
 
 /// The directory name (`<topic>-0`) of the metadata quorum's log inside the log directory.
@@ -105,12 +106,42 @@ impl ReplicaManager {
         self.appended.send_modify(|v| *v = v.wrapping_add(1));
     }
 
-    /// Brings hosted partitions in line with the image. Idempotent; callers run it after every
-    /// metadata change they make, and a background task after every image.
+    /// Brings every hosted partition in line with the image, and deletes the logs of
+    /// partitions the image does not assign here (strays: their topic was deleted, or the
+    /// replica moved, while this broker was away). Run only once the broker has caught up with
+    /// the metadata log, so an image that is merely behind never deletes anything.
     pub async fn sync(&self, image: &MetadataImage) {
         let _guard = self.sync.lock().await;
+        // Strays first: a directory left by a deleted topic of the same name must go before
+        // the new topic's partition is created in its place.
+        self.delete_strays(image);
+        self.sync_topics(image, None);
+    }
+
+    /// Applies what changed in the metadata since the last call: only the changed topics are
+    /// looked at (everything after a snapshot or a broker-default change).
+    pub async fn sync_changes(&self, follower: &MetadataFollower) {
+        let _guard = self.sync.lock().await;
+        // Changes first, then the image: the image is at least as new as the changes, and any
+        // change applied after it stays pending for the next call.
+        let changes: Changes = follower.take_changes();
+        if changes.topics.is_empty() && !changes.all {
+            return;
+        }
+        let image = follower.image();
+        if changes.all {
+            self.delete_strays(&image);
+            self.sync_topics(&image, None);
+        } else {
+            self.sync_topics(&image, Some(&changes.topics));
+        }
+    }
+
+    /// Opens, updates or removes the partitions of `only` these topics (all when `None`).
+    fn sync_topics(&self, image: &MetadataImage, only: Option<&std::collections::BTreeSet<Uuid>>) {
+        let included = |id: &Uuid| only.is_none_or(|o| o.contains(id));
         let mut wanted: BTreeMap<TopicPartition, Assignment> = BTreeMap::new();
-        for t in image.topics.values() {
+        for t in image.topics.values().filter(|t| included(&t.topic_id)) {
             let effective = topic_config::effective(&t.configs, &self.config);
             let cfg = LogConfig {
                 cleaner_dedupe_buffer_bytes: self.config.cleaner_dedupe_buffer_bytes,
@@ -135,27 +166,49 @@ impl ReplicaManager {
                 );
             }
         }
-        let current = self.all();
-        for (tp, part) in &current {
-            if wanted.get(tp).is_none_or(|a| a.topic_id != part.topic_id) {
-                self.remove(tp);
-            }
-        }
-        for tp in self.logs.existing() {
-            // The metadata quorum's own log lives beside the partitions, as in Kafka.
-            if tp.topic == METADATA_TOPIC {
+        for (tp, part) in self.all() {
+            if !included(&part.topic_id) {
                 continue;
             }
-            if !wanted.contains_key(&tp) && self.get(&tp.topic, tp.partition).is_none() {
-                tracing::info!(partition = %tp, "deleting stray log not in the metadata");
-                if let Err(e) = self.logs.delete(&tp) {
-                    tracing::warn!(partition = %tp, error = %e, "failed to delete stray log");
-                }
+            if wanted.get(&tp).is_none_or(|a| a.topic_id != part.topic_id) {
+                self.remove(&tp);
             }
         }
         for (tp, assignment) in wanted {
             if let Err(e) = self.ensure(&tp, assignment) {
                 tracing::error!(partition = %tp, error = %e, "failed to open partition log");
+            }
+        }
+    }
+
+    fn delete_strays(&self, image: &MetadataImage) {
+        for tp in self.logs.existing() {
+            // The metadata quorum's own log lives beside the partitions, as in Kafka.
+            if tp.topic == METADATA_TOPIC {
+                continue;
+            }
+            // Assigned here, under the topic id the directory was made for. A directory of an
+            // older topic of the same name (deleted while this broker was away) is a stray.
+            let assigned = image.topics.get(&tp.topic).is_some_and(|t| {
+                let same_topic = match self.logs.stored_topic_id(&tp) {
+                    Ok(Some(id)) => id == *t.topic_id.as_bytes() || id == [0; 16],
+                    Ok(None) => true,
+                    // Unreadable: keep it (never delete on doubt) and say so.
+                    Err(e) => {
+                        tracing::warn!(partition = %tp, error = %e, "cannot read the topic id of a log");
+                        true
+                    }
+                };
+                same_topic
+                    && t.partitions
+                        .get(&tp.partition)
+                        .is_some_and(|p| p.replicas.contains(&self.node_id))
+            });
+            if !assigned && self.get(&tp.topic, tp.partition).is_none() {
+                tracing::info!(partition = %tp, "deleting stray log: the metadata does not assign it here");
+                if let Err(e) = self.logs.delete(&tp) {
+                    tracing::warn!(partition = %tp, error = %e, "failed to delete stray log");
+                }
             }
         }
     }

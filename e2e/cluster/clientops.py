@@ -12,10 +12,13 @@ def admin(bootstrap):
     return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000})
 
 
-def create_topic(bootstrap, name, partitions, rf=1, timeout=15):
-    """Creates a topic through `bootstrap` (any broker); raises on failure."""
+def create_topic(bootstrap, name, partitions, rf=1, timeout=15, assignment=None):
+    """Creates a topic through `bootstrap` (any broker), placed by the controller or on the
+    brokers of `assignment` (one list per partition); raises on failure."""
     a = admin(bootstrap)
-    a.create_topics([NewTopic(name, partitions, rf)], request_timeout=timeout)[name].result(timeout)
+    topic = (NewTopic(name, num_partitions=len(assignment), replica_assignment=assignment) if assignment
+             else NewTopic(name, partitions, rf))
+    a.create_topics([topic], request_timeout=timeout)[name].result(timeout)
 
 
 def metadata(bootstrap, topic=None):
@@ -81,3 +84,8 @@ def create_topic_eventually(bootstrap, name, partitions, timeout=30):
 
     wait_for(f"CreateTopics {name} to succeed", attempt, timeout, interval=0.1)
     return time.time() - start
+
+
+def delete_topic(bootstrap, name, timeout=15):
+    a = admin(bootstrap)  # keep the handle alive until the future resolves
+    a.delete_topics([name], operation_timeout=timeout)[name].result(timeout)

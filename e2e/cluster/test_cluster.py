@@ -2,6 +2,7 @@
 brokers that follow it, registration, fencing, controlled shutdown, snapshots, and the
 supported shapes. Session timeouts are shortened (harness defaults) to keep the suite quick."""
 
+import os
 import signal
 import time
 import uuid
@@ -10,7 +11,8 @@ import pytest
 from kafka import KafkaAdminClient
 
 from harness import wait_for
-from clientops import admin, create_topic, create_topic_eventually, leaders, metadata, produce, read_all
+from clientops import (admin, create_topic, create_topic_eventually, delete_topic, leaders, metadata,
+                       produce, read_all)
 
 
 def topic_name():
@@ -158,3 +160,35 @@ def test_supported_shapes(make_cluster, shape):
     old.kill()
     create_topic_eventually(c.brokers[-1].bootstrap if c.brokers[-1].alive() else c.bootstrap.split(",")[0],
                             topic_name(), 2)
+
+
+def test_a_broker_deletes_only_what_the_metadata_says_is_gone(make_cluster):
+    c = make_cluster(controllers=1, brokers=2)
+    ctl, b, other = c.nodes[1], c.nodes[101], c.nodes[102]
+    kept, doomed = topic_name(), topic_name()
+    for t in (kept, doomed):
+        create_topic(other.bootstrap, t, 1, assignment=[[101]])
+    acked = produce(b.bootstrap, kept, [b"keep-me"] * 20, 1)
+    produce(b.bootstrap, doomed, [b"old"] * 5, 1)
+    # Restarted while the quorum is down: its image is empty, and nothing may be deleted.
+    b.stop()
+    ctl.stop()
+    b.start(wait_ready=False)
+    time.sleep(3)
+    assert not b.ready()
+    for t in (kept, doomed):
+        assert os.path.isdir(os.path.join(b.data_dir, f"{t}-0")), t
+    ctl.start()
+    b.wait_ready(30)
+    other.wait_ready(30)
+    assert sorted(read_all(b.bootstrap, kept, 1, 20)) == sorted(acked)
+    # Deleted and re-created under the same name while the broker was away: once the broker
+    # has caught up, the old directory (another topic id) goes and the new topic starts empty.
+    b.stop()
+    delete_topic(other.bootstrap, doomed)
+    create_topic(other.bootstrap, doomed, 1, assignment=[[101]])
+    b.start()
+    wait_for("the new partition to lead", lambda: leaders(b.bootstrap, doomed)[0] == 101, 15)
+    new = produce(b.bootstrap, doomed, [b"new"], 1)
+    assert new == [(0, 0, b"new")], f"the re-created topic started empty: {new}"
+    assert sorted(read_all(b.bootstrap, kept, 1, 20)) == sorted(acked)

@@ -133,6 +133,16 @@ impl LogManager {
         all.into_iter().collect()
     }
 
+    /// The topic id a partition's directory was created for (`partition.metadata`), without
+    /// opening its log; `None` when the directory has none.
+    pub fn stored_topic_id(&self, tp: &TopicPartition) -> Result<Option<[u8; 16]>, LogError> {
+        if let Some(log) = self.get(tp) {
+            return Ok(Some(read_log(tp, &log)?.topic_id()));
+        }
+        let path = self.dir.join(tp.to_string()).join("partition.metadata");
+        Ok(crate::checkpoint::read_partition_metadata(&path)?)
+    }
+
     /// The open log of a partition.
     pub fn get(&self, tp: &TopicPartition) -> Option<SharedLog> {
         self.state().logs.get(tp).cloned()

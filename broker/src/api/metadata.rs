@@ -79,7 +79,7 @@ fn lookup(
     version: i16,
 ) -> MetadataResponseTopic {
     let found = match &name {
-        Some(n) => image.topics.get(n),
+        Some(n) => image.topics.get(n).map(AsRef::as_ref),
         None => image.topic_by_id(&id),
     };
     if let Some(t) = found {

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use super::image::MetadataImage;
+use super::image::{Changes, MetadataImage};
 use super::records::MetadataRecord;
 use super::rpc::{Conn, MetadataFetch, MetadataFetched, METADATA_FETCH};
 
@@ -28,6 +28,8 @@ const MAX_BATCHES_PER_FETCH: usize = 1024;
 struct State {
     image: MetadataImage,
     recent: VecDeque<(u64, Arc<Vec<MetadataRecord>>)>,
+    /// What changed since the consumer last took the changes.
+    changes: Changes,
 }
 
 /// The image and its recent history; one per node.
@@ -55,6 +57,7 @@ impl MetadataFollower {
             state: Mutex::new(State {
                 image: MetadataImage::default(),
                 recent: VecDeque::new(),
+                changes: Changes::default(),
             }),
             publish: watch::channel(Arc::new(MetadataImage::default())).0,
             leader: AtomicI32::new(-1),
@@ -108,8 +111,9 @@ impl MetadataFollower {
             if index <= st.image.applied_index && st.image.applied_index > 0 {
                 continue;
             }
+            let State { image, changes, .. } = &mut *st;
             for r in records.iter() {
-                st.image.apply(r);
+                image.apply_tracked(r, changes);
             }
             st.image.applied_index = index;
             st.recent.push_back((index, records));
@@ -128,7 +132,14 @@ impl MetadataFollower {
         let mut st = self.state.lock().expect("follower lock poisoned");
         st.image = image;
         st.recent.clear();
+        st.changes.all = true;
         self.publish.send_replace(Arc::new(st.image.clone()));
+    }
+
+    /// Takes what changed since the last call (one consumer: the broker's replica sync).
+    pub fn take_changes(&self) -> Changes {
+        let mut st = self.state.lock().expect("follower lock poisoned");
+        std::mem::take(&mut st.changes)
     }
 
     /// What a broker that applied up to `after` is missing.

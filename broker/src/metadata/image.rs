@@ -1,8 +1,14 @@
 //! The in-memory metadata image: what the cluster looks like after applying the metadata log up
 //! to some offset. Pure data and a pure `apply`; published to the broker's components as an
 //! immutable `Arc<MetadataImage>` after each committed batch.
+//!
+//! Topics are shared (`Arc<TopicImage>`): publishing an image clones the map of pointers, and a
+//! record copies only the topic it changes, so a change to one partition does not copy every
+//! partition of a large cluster. `apply` reports which topics a record changed, so consumers
+//! of the image (the replica manager) can work on those alone.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -22,11 +28,36 @@ pub struct TopicImage {
 /// One partition as the metadata log knows it.
 pub type PartitionImage = PartitionRecord;
 
+/// What a run of records changed, for consumers that work on deltas.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Changes {
+    /// Topics created, removed, or with changed partitions or configs (by id).
+    pub topics: BTreeSet<Uuid>,
+    /// Broker registrations or states changed.
+    pub brokers: bool,
+    /// Everything may have changed (a snapshot replaced the image, or a broker default).
+    pub all: bool,
+}
+
+impl Changes {
+    /// Adds `other` to these changes.
+    pub fn merge(&mut self, other: Changes) {
+        self.topics.extend(other.topics);
+        self.brokers |= other.brokers;
+        self.all |= other.all;
+    }
+
+    /// Whether anything changed.
+    pub fn is_empty(&self) -> bool {
+        self.topics.is_empty() && !self.brokers && !self.all
+    }
+}
+
 /// The whole cluster state.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MetadataImage {
     pub brokers: BTreeMap<i32, BrokerRegistration>,
-    pub topics: BTreeMap<String, TopicImage>,
+    pub topics: BTreeMap<String, Arc<TopicImage>>,
     pub topic_names: BTreeMap<Uuid, String>,
     /// Dynamic broker configs (`None` key: cluster default).
     pub broker_configs: BTreeMap<Option<i32>, BTreeMap<String, String>>,
@@ -44,8 +75,32 @@ pub struct MetadataImage {
 }
 
 impl MetadataImage {
-    /// Applies one record. Records are validated before they are committed, so a record that
-    /// refers to something missing is skipped (logged) rather than failing the log.
+    /// Applies one record and notes in `changed` what it touched. Records are validated before
+    /// they are committed, so a record that refers to something missing is skipped (logged)
+    /// rather than failing the log.
+    pub fn apply_tracked(&mut self, record: &MetadataRecord, changed: &mut Changes) {
+        match record {
+            MetadataRecord::Topic { topic_id, .. }
+            | MetadataRecord::RemoveTopic { topic_id }
+            | MetadataRecord::Partition(PartitionRecord { topic_id, .. }) => {
+                changed.topics.insert(*topic_id);
+            }
+            MetadataRecord::Config {
+                resource: ConfigResource::Topic(name),
+                ..
+            } => {
+                if let Some(t) = self.topics.get(name) {
+                    changed.topics.insert(t.topic_id);
+                }
+            }
+            // Broker configs are topic defaults: every topic may be affected.
+            MetadataRecord::Config { .. } => changed.all = true,
+            _ => changed.brokers = true,
+        }
+        self.apply(record);
+    }
+
+    /// Applies one record (see [`MetadataImage::apply_tracked`]).
     pub fn apply(&mut self, record: &MetadataRecord) {
         match record {
             MetadataRecord::RegisterBroker(reg) => {
@@ -78,12 +133,12 @@ impl MetadataImage {
                 self.topic_names.insert(*topic_id, name.clone());
                 self.topics.insert(
                     name.clone(),
-                    TopicImage {
+                    Arc::new(TopicImage {
                         name: name.clone(),
                         topic_id: *topic_id,
                         partitions: BTreeMap::new(),
                         configs: configs.clone(),
-                    },
+                    }),
                 );
             }
             MetadataRecord::Partition(p) => match self.topic_by_id_mut(&p.topic_id) {
@@ -133,7 +188,7 @@ impl MetadataImage {
     fn apply_config(&mut self, resource: &ConfigResource, name: &str, value: Option<&str>) {
         let map = match resource {
             ConfigResource::Topic(topic) => match self.topics.get_mut(topic) {
-                Some(t) => &mut t.configs,
+                Some(t) => &mut Arc::make_mut(t).configs,
                 None => return,
             },
             ConfigResource::Broker(id) => self.broker_configs.entry(*id).or_default(),
@@ -146,12 +201,12 @@ impl MetadataImage {
 
     fn topic_by_id_mut(&mut self, id: &Uuid) -> Option<&mut TopicImage> {
         let name = self.topic_names.get(id)?;
-        self.topics.get_mut(name)
+        self.topics.get_mut(name).map(Arc::make_mut)
     }
 
     /// The topic with this id, if it exists.
     pub fn topic_by_id(&self, id: &Uuid) -> Option<&TopicImage> {
-        self.topics.get(self.topic_names.get(id)?)
+        self.topics.get(self.topic_names.get(id)?).map(Arc::as_ref)
     }
 }
 
@@ -199,6 +254,43 @@ mod tests {
         image.apply(&MetadataRecord::RemoveTopic { topic_id: id });
         assert!(image.topics.is_empty());
         assert!(image.topic_names.is_empty());
+    }
+
+    #[test]
+    fn a_change_copies_only_its_topic_and_is_reported() {
+        let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
+        let mut image = MetadataImage::default();
+        for r in [
+            topic("a", a),
+            partition(a, 0),
+            topic("b", b),
+            partition(b, 0),
+        ] {
+            image.apply(&r);
+        }
+        let before = image.clone();
+        let mut changed = Changes::default();
+        image.apply_tracked(&partition(a, 1), &mut changed);
+        assert_eq!(changed.topics, BTreeSet::from([a]));
+        assert!(!changed.brokers && !changed.all);
+        // Topic b is shared with the earlier image, not copied.
+        assert!(Arc::ptr_eq(&before.topics["b"], &image.topics["b"]));
+        assert!(!Arc::ptr_eq(&before.topics["a"], &image.topics["a"]));
+        assert_eq!(
+            before.topics["a"].partitions.len(),
+            1,
+            "the earlier image is unchanged"
+        );
+        let mut changed = Changes::default();
+        image.apply_tracked(
+            &MetadataRecord::Config {
+                resource: ConfigResource::Topic("b".into()),
+                name: "retention.ms".into(),
+                value: Some("5".into()),
+            },
+            &mut changed,
+        );
+        assert_eq!(changed.topics, BTreeSet::from([b]));
     }
 
     #[test]
