@@ -1,0 +1,136 @@
+"""Producer workers: each writes sequence-numbered values ("p<n>-<seq>") to partitions it picks
+at random, at a bounded rate and count, and records every send's invoke and its outcome.
+
+Outcome rule (the checker relies on it): `ok` only from a successful delivery report, with the
+acknowledged partition and offset; `fail` only for errors that mean the message was never
+written (`DEFINITE_FAILURES`); everything else - timeouts, errors after retries, purges of
+in-flight messages, no report by shutdown - is `info` (indeterminate).
+
+It does not create topics or decide when to stop; `workload.py` does.
+"""
+
+from __future__ import annotations
+
+import functools
+import random
+import threading
+import time
+
+from confluent_kafka import KafkaError, KafkaException, Producer
+
+from history import History
+
+DEFINITE_FAILURES = frozenset({
+    KafkaError._PURGE_QUEUE,          # purged from the local queue, never sent
+    KafkaError._UNKNOWN_PARTITION,    # refused locally
+    KafkaError._UNKNOWN_TOPIC,
+    KafkaError.MSG_SIZE_TOO_LARGE,    # every attempt of the same batch is refused alike
+    KafkaError.INVALID_MSG_SIZE,
+    KafkaError.RECORD_LIST_TOO_LARGE,
+    KafkaError.INVALID_REQUIRED_ACKS,
+    KafkaError.TOPIC_AUTHORIZATION_FAILED,
+})
+"""Delivery errors after which the message is certainly not in the log."""
+
+
+def producer_config(bootstrap: str, acks: str, message_timeout_s: float) -> dict:
+    """acks=all: idempotent (librdkafka keeps order and drops retried duplicates). acks=1:
+    idempotence needs acks=all, so instead no retries and one request in flight: the client itself
+    can then neither duplicate nor reorder, and any duplicate or reordering is the broker's."""
+    conf = {
+        "bootstrap.servers": bootstrap,
+        "linger.ms": 5,
+        "message.timeout.ms": int(message_timeout_s * 1000),
+        "request.timeout.ms": min(5000, int(message_timeout_s * 1000)),
+    }
+    if acks == "all":
+        conf.update({"acks": "all", "enable.idempotence": True})
+    elif acks == "1":
+        conf.update({"acks": "1", "enable.idempotence": False, "retries": 0,
+                     "max.in.flight.requests.per.connection": 1})
+    else:
+        raise ValueError(f"acks must be 'all' or '1', not {acks!r}")
+    return conf
+
+
+class ProducerWorker:
+    """One producer process (`p<n>`). `run` returns when `stop` is set or `max_messages` were
+    attempted, after waiting (bounded) for the outstanding delivery reports."""
+
+    def __init__(self, n: int, cfg, history: History, stop: threading.Event):
+        self.process = f"p{n}"
+        self.cfg, self.history, self.stop = cfg, history, stop
+        self.rng = random.Random(cfg.seed * 1000 + n)
+        self.pending: dict = {}  # value -> partition, sent without a delivery report yet (one thread)
+        self.fatal = False
+
+    def run(self) -> None:
+        producer = Producer(producer_config(self.cfg.bootstrap, self.cfg.acks, self.cfg.message_timeout))
+        interval = 1.0 / self.cfg.rate
+        next_at = time.monotonic()
+        for seq in range(self.cfg.max_messages):
+            if self.stop.is_set():
+                break
+            if self.fatal:  # a fatal idempotence error poisons the instance: start a new one
+                self._finish(producer)
+                producer, self.fatal = Producer(producer_config(
+                    self.cfg.bootstrap, self.cfg.acks, self.cfg.message_timeout)), False
+            self._send(producer, seq)
+            next_at += interval
+            self._serve_until(producer, next_at)
+        self._finish(producer)
+
+    def _send(self, producer: Producer, seq: int) -> None:
+        value = f"{self.process}-{seq}"
+        partition = self.rng.randrange(self.cfg.partitions)
+        self.history.invoke(self.process, "send", partition=partition, key=value, value=value)
+        self.pending[value] = partition
+        report = functools.partial(self._delivered, value, partition)
+        while True:
+            try:
+                producer.produce(self.cfg.topic, key=value, value=value, partition=partition,
+                                 on_delivery=report)
+                return
+            except BufferError:  # local queue full: wait for reports, unless we are stopping
+                if self.stop.is_set():
+                    self._complete("fail", value, partition, error="local queue full at shutdown")
+                    return
+                producer.poll(0.1)
+            except KafkaException as e:  # refused before it was queued
+                self._complete("fail", value, partition, error=str(e.args[0]))
+                return
+
+    def _delivered(self, value: str, partition: int, err, msg) -> None:
+        if err is None:
+            offset = msg.offset()
+            self._complete("ok", value, msg.partition(), offset=offset if offset >= 0 else None)
+            return
+        kind = "fail" if err.code() in DEFINITE_FAILURES else "info"
+        self._complete(kind, value, partition, error=str(err))
+        if err.fatal():
+            self.fatal = True
+
+    def _complete(self, kind: str, value: str, partition: int, **fields) -> None:
+        if value not in self.pending:
+            return  # one completion per send
+        del self.pending[value]
+        self.history.append(self.process, kind, "send", partition=partition, key=value, value=value,
+                            **fields)
+
+    def _serve_until(self, producer: Producer, deadline: float) -> None:
+        """Serves delivery reports until `deadline` (the rate limit) or `stop`."""
+        producer.poll(0)
+        while not self.stop.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            producer.poll(min(left, 0.05))
+
+    def _finish(self, producer: Producer) -> None:
+        """Waits for outstanding reports (bounded by the message timeout), then purges; whatever
+        still has no report is indeterminate."""
+        if producer.flush(self.cfg.message_timeout + 5) > 0:
+            producer.purge()
+            producer.flush(2)
+        for value, partition in sorted(self.pending.items()):
+            self._complete("info", value, partition, error="no delivery report before shutdown")
