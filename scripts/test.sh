@@ -30,6 +30,9 @@ cargo nextest run --workspace --no-fail-fast
 step "real clients against the broker binary"
 TRIBUTARY_BROKER_BIN="$PWD/target/debug/broker" .venv/bin/python -m pytest -q e2e/python
 
+step "workload generator and history checker (synthetic histories, single-node runs)"
+TRIBUTARY_BROKER_BIN="$PWD/target/debug/broker" .venv/bin/python -m pytest -q e2e/workload
+
 step "multi-node clusters: controllers and brokers as separate processes on loopback"
 TRIBUTARY_BROKER_BIN="$PWD/target/debug/broker" .venv/bin/python -m pytest -q e2e/cluster
 

@@ -160,9 +160,25 @@ impl BrokerLifecycle {
         if resp.error_code != 0 {
             let code = ResponseError::try_from_code(resp.error_code)
                 .unwrap_or(ResponseError::UnknownServerError);
-            return Err(ApiError::new(code, format!("{code:?}")));
+            return Err(ApiError::new(code, self.refusal(code)));
         }
         Ok(resp.broker_epoch)
+    }
+
+    /// What a registration refusal means (BrokerRegistration carries only a code).
+    fn refusal(&self, code: ResponseError) -> String {
+        match code {
+            ResponseError::DuplicateBrokerRegistration => format!(
+                "DuplicateBrokerRegistration: another process with node.id {} is registered and \
+                 heartbeating (or this broker's previous incarnation's session has not expired yet)",
+                self.node_id
+            ),
+            ResponseError::InconsistentClusterId => format!(
+                "InconsistentClusterId: this broker belongs to cluster {}, the controllers to another",
+                self.cluster_id
+            ),
+            other => format!("{other:?}"),
+        }
     }
 
     async fn heartbeat(&self) -> Result<(), ApiError> {
