@@ -206,27 +206,46 @@ pub(super) async fn alter(
         .iter()
         .map(|r| (r.resource_type, r.resource_name.clone()))
         .collect();
-    match broker.channel.call(version, req, FORWARD_TIMEOUT).await {
-        Ok(resp) => resp,
-        Err(e) => {
-            let (code, message) = super::error_parts::<()>(&Err(e));
-            let responses = resources
-                .into_iter()
-                .map(|(t, n)| {
-                    alter_configs_response::AlterConfigsResourceResponse::default()
-                        .with_resource_type(t)
-                        .with_resource_name(n)
-                        .with_error_code(code)
-                        .with_error_message(message.clone())
-                })
-                .collect();
-            AlterConfigsResponse::default().with_responses(responses)
-        }
-    }
+    forward(broker, version, req, resources, |t, n, code, message| {
+        alter_configs_response::AlterConfigsResourceResponse::default()
+            .with_resource_type(t)
+            .with_resource_name(n)
+            .with_error_code(code)
+            .with_error_message(message)
+    })
+    .await
+    .unwrap_or_else(|responses| AlterConfigsResponse::default().with_responses(responses))
 }
 
 /// How long a forwarded config change may wait for the active controller.
 const FORWARD_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Forwards a config change to the active controller. If none answers in time, every resource
+/// of the request gets that error: `Err` carries those per-resource results, built by `failed`
+/// from (resource type, name, error code, message).
+async fn forward<R, T>(
+    broker: &Broker,
+    version: i16,
+    req: R,
+    resources: Vec<(i8, StrBytes)>,
+    failed: impl Fn(i8, StrBytes, i16, Option<StrBytes>) -> T,
+) -> Result<R::Response, Vec<T>>
+where
+    R: ControllerApi,
+    R::Response: Send,
+{
+    broker
+        .channel
+        .call(version, req, FORWARD_TIMEOUT)
+        .await
+        .map_err(|e| {
+            let (code, message) = super::error_parts::<()>(&Err(e));
+            resources
+                .into_iter()
+                .map(|(t, n)| failed(t, n, code, message.clone()))
+                .collect()
+        })
+}
 
 impl ControllerApi for AlterConfigsRequest {
     async fn serve(
@@ -342,23 +361,17 @@ pub(super) async fn incremental_alter(
         .iter()
         .map(|r| (r.resource_type, r.resource_name.clone()))
         .collect();
-    match broker.channel.call(version, req, FORWARD_TIMEOUT).await {
-        Ok(resp) => resp,
-        Err(e) => {
-            let (code, message) = super::error_parts::<()>(&Err(e));
-            let responses = resources
-                .into_iter()
-                .map(|(t, n)| {
-                    incremental_alter_configs_response::AlterConfigsResourceResponse::default()
-                        .with_resource_type(t)
-                        .with_resource_name(n)
-                        .with_error_code(code)
-                        .with_error_message(message.clone())
-                })
-                .collect();
-            IncrementalAlterConfigsResponse::default().with_responses(responses)
-        }
-    }
+    forward(broker, version, req, resources, |t, n, code, message| {
+        incremental_alter_configs_response::AlterConfigsResourceResponse::default()
+            .with_resource_type(t)
+            .with_resource_name(n)
+            .with_error_code(code)
+            .with_error_message(message)
+    })
+    .await
+    .unwrap_or_else(|responses| {
+        IncrementalAlterConfigsResponse::default().with_responses(responses)
+    })
 }
 
 impl ControllerApi for IncrementalAlterConfigsRequest {
