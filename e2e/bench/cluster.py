@@ -114,6 +114,11 @@ def scale(c, partitions, idle):
         cpu = (cpu_seconds(n.proc.pid) - before[n.node_id]) / idle * 100
         nodes[n.node_id] = {"roles": n.roles, "idle_cpu_pct": round(cpu, 2),
                             "rss_mib": round(status_kib(n.proc.pid, "VmRSS") / 1024, 1)}
+        if n.is_broker:
+            # Partition directories on disk, to show the partitions really exist.
+            nodes[n.node_id]["partition_dirs"] = sum(
+                1 for d in os.listdir(n.data_dir) if d.startswith("scale-"))
+            nodes[n.node_id]["open_fds"] = len(os.listdir(f"/proc/{n.proc.pid}/fd"))
     b = c.brokers[0]
     b.stop()
     t1 = time.time()

@@ -50,6 +50,9 @@ pub struct ControllerChannel {
     config: BrokerConfig,
     /// Idle connections by address.
     idle: Mutex<Vec<Conn>>,
+    /// The last address that failed or was not the active controller: the leader hint is not
+    /// trusted while it points there (the hint lags a failover).
+    last_failed: Mutex<Option<String>>,
 }
 
 impl ControllerChannel {
@@ -66,6 +69,7 @@ impl ControllerChannel {
             follower,
             config: config.clone(),
             idle: Mutex::new(Vec::new()),
+            last_failed: Mutex::new(None),
         }
     }
 
@@ -104,10 +108,14 @@ impl ControllerChannel {
                 last_error = "this node lost the controller role".into();
             } else if let Some(addr) = self.target(attempt) {
                 match self.send(&addr, version, &req).await {
-                    Ok(resp) if !R::not_controller(&resp) => return Ok(resp),
+                    Ok(resp) if !R::not_controller(&resp) => {
+                        *self.last_failed.lock().expect("channel lock poisoned") = None;
+                        return Ok(resp);
+                    }
                     Ok(_) => last_error = format!("{addr} is not the active controller"),
                     Err(e) => last_error = e.to_string(),
                 }
+                *self.last_failed.lock().expect("channel lock poisoned") = Some(addr);
             }
             attempt += 1;
             if Instant::now() >= deadline {
@@ -123,18 +131,30 @@ impl ControllerChannel {
 
     /// Where attempt `n` goes: the known leader first, then the voters in turn.
     fn target(&self, attempt: usize) -> Option<String> {
+        let failed = self
+            .last_failed
+            .lock()
+            .expect("channel lock poisoned")
+            .clone();
         let hinted = self
             .leader()
             .filter(|l| *l != self.node_id || self.local.is_none())
-            .and_then(|l| self.voters.iter().find(|v| v.0 == l));
+            .and_then(|l| self.voters.iter().find(|v| v.0 == l))
+            .filter(|v| failed.as_deref() != Some(v.1.as_str()));
         match hinted {
             Some(v) if attempt.is_multiple_of(2) => Some(v.1.clone()),
             _ => {
-                let others: Vec<&(i32, String)> = self
+                let reachable = |v: &&(i32, String)| v.0 != self.node_id || self.local.is_none();
+                let mut others: Vec<&(i32, String)> = self
                     .voters
                     .iter()
-                    .filter(|v| v.0 != self.node_id || self.local.is_none())
+                    .filter(reachable)
+                    .filter(|v| failed.as_deref() != Some(v.1.as_str()))
                     .collect();
+                // Only the failed one left: try it again rather than nothing.
+                if others.is_empty() {
+                    others = self.voters.iter().filter(reachable).collect();
+                }
                 others
                     .get(attempt % others.len().max(1))
                     .map(|v| v.1.clone())

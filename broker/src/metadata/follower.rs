@@ -221,7 +221,10 @@ pub async fn follow_remote(
                 Err(e) => {
                     failures += 1;
                     tracing::debug!(error = %e, "metadata fetch: controller unreachable");
-                    backoff(failures, &mut stop).await;
+                    // Try every other voter at once; back off only when a whole round failed.
+                    if failures as usize >= voters.len() {
+                        backoff(failures, &mut stop).await;
+                    }
                     continue;
                 }
             }
@@ -255,7 +258,9 @@ pub async fn follow_remote(
                 failures += 1;
                 tracing::debug!(error = %e, "metadata fetch failed");
                 conn = None;
-                backoff(failures, &mut stop).await;
+                if failures as usize >= voters.len() {
+                    backoff(failures, &mut stop).await;
+                }
             }
         }
     }

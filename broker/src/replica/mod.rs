@@ -6,6 +6,14 @@
 //! watermark follows the log end offset on every append. Follower fetching, ISR changes and
 //! acks=all across replicas are not built yet; a partition whose leader is another broker
 //! answers NOT_LEADER_OR_FOLLOWER.
+//!
+//! `partition` (one partition's leader/follower state machine and its high watermark), `isr`
+//! (shrink/expand decisions and AlterPartition proposals) and `divergence` (where a follower
+//! truncates) are the pure rules replication will use; they are not wired to this manager yet.
+
+pub mod divergence;
+pub mod isr;
+pub mod partition;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicI32, AtomicI64, AtomicUsize, Ordering};
