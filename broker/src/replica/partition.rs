@@ -1,0 +1,1236 @@
+//! One partition's replication state on this broker, as a pure state machine: whether this
+//! broker leads the partition, follows it or holds no role, under which leader epoch and
+//! partition epoch, and — while it leads — the ISR, each follower's progress, the high watermark
+//! and the one ISR change in flight to the controller.
+//!
+//! Contracts:
+//! - **The high watermark is owned here.** While this broker leads, it moves up to the smallest
+//!   log end offset over the *maximal* ISR (the committed ISR plus whatever a pending change
+//!   adds, so a change that is refused can never have let it run ahead; KIP-497) and over
+//!   followers outside the ISR that are caught up and eligible (they are about to join; without
+//!   waiting for them a follower could never reach a high watermark that runs with the leader's
+//!   appends). It moves only while the committed ISR has at least the effective
+//!   `min.insync.replicas` (KIP-966; capped at the replication factor, as Kafka's
+//!   `effectiveMinIsr`). It never decreases; it only follows the log down when the log itself is
+//!   truncated below it ([`PartitionState::on_log_truncated`], which only an unclean election
+//!   can require). A follower learns it from the leader ([`PartitionState::on_leader_high_watermark`])
+//!   and keeps it when it becomes leader.
+//! - **Epochs fence everything.** A metadata record whose partition epoch is not newer than the
+//!   applied one, or whose leader epoch is older, is ignored ([`Transition::Ignored`]); a request
+//!   made under an older leader epoch is refused with FENCED_LEADER_EPOCH, under a newer one with
+//!   UNKNOWN_LEADER_EPOCH, as Kafka answers.
+//! - **Time is a parameter.** Nothing here reads a clock, sleeps, locks or does I/O. The caller
+//!   keeps one lock per partition around this state and the log operations a transition asks for.
+//!
+//! Deliberately not here: reading, appending to or truncating the log (a [`Transition`] tells the
+//! caller to record a leader-epoch start or to truncate); sending AlterPartition (the decision is
+//! [`super::isr`]; its committed result comes back as a metadata record through
+//! [`PartitionState::on_metadata`]); the truncation point ([`super::divergence`]); delayed
+//! produce and fetch; broker-epoch checks on follower fetches (KIP-903). **Not wired yet:** the
+//! fetch and produce paths still use `ReplicaManager`'s replication-factor-1 high watermark; the
+//! replication work connects them to this machine.
+
+use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
+use std::fmt;
+use std::time::Duration;
+
+use kafka_protocol::ResponseError;
+use thiserror::Error;
+use tokio::time::Instant;
+use tributary_log::Offset;
+
+use super::isr::{self, IsrProposal};
+use crate::metadata::records::PartitionRecord;
+
+/// Kafka's default `replica.lag.time.max.ms`.
+pub const DEFAULT_REPLICA_LAG_TIME_MAX: Duration = Duration::from_secs(30);
+
+/// The epoch of a partition's leadership: bumped by the controller on every leader change.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct LeaderEpoch(pub i32);
+
+/// The version of a partition's state (leader, ISR, replicas): bumped by the controller on
+/// every change, so a stale change or proposal can be recognised.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct PartitionEpoch(pub i32);
+
+impl fmt::Display for LeaderEpoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+impl fmt::Display for PartitionEpoch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0)
+    }
+}
+
+/// The settings that decide when the high watermark may move and when a follower falls out of
+/// sync.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaSettings {
+    /// The topic's `min.insync.replicas`.
+    pub min_insync_replicas: usize,
+    /// `replica.lag.time.max.ms`: how long a follower may go without being caught up.
+    pub replica_lag_time_max: Duration,
+}
+
+impl Default for ReplicaSettings {
+    fn default() -> Self {
+        ReplicaSettings {
+            min_insync_replicas: 1,
+            replica_lag_time_max: DEFAULT_REPLICA_LAG_TIME_MAX,
+        }
+    }
+}
+
+/// What the leader knows of one follower (Kafka's `ReplicaState`). `None` means "not since this
+/// broker became leader".
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct FollowerProgress {
+    /// The follower's log end offset: the offset of its last fetch.
+    pub log_end_offset: Option<Offset>,
+    pub last_fetch_time: Option<Instant>,
+    /// The last time the follower had everything the leader had (see [`Self::is_caught_up`]).
+    pub last_caught_up_time: Option<Instant>,
+    /// The leader's log end offset when the follower last fetched.
+    pub last_fetch_leader_log_end: Option<Offset>,
+}
+
+impl FollowerProgress {
+    /// In sync: at the leader's log end, or caught up within `lag`.
+    pub fn is_caught_up(&self, leader_log_end: Offset, now: Instant, lag: Duration) -> bool {
+        self.log_end_offset == Some(leader_log_end)
+            || self
+                .last_caught_up_time
+                .is_some_and(|t| now.saturating_duration_since(t) <= lag)
+    }
+
+    /// A fetch at `fetch_offset` (which acknowledges everything below it). The follower was
+    /// caught up now if it asked for the leader's log end, and at its previous fetch if it now
+    /// has what the leader had then — so a follower that keeps up with a steady stream of
+    /// appends stays caught up although it is never exactly at the log end.
+    fn record_fetch(&mut self, fetch_offset: Offset, leader_log_end: Offset, now: Instant) {
+        let caught_up_at = if fetch_offset >= leader_log_end {
+            Some(now)
+        } else if self
+            .last_fetch_leader_log_end
+            .is_some_and(|then| fetch_offset >= then)
+        {
+            self.last_fetch_time
+        } else {
+            None
+        };
+        self.last_caught_up_time = self.last_caught_up_time.max(caught_up_at);
+        self.log_end_offset = Some(fetch_offset);
+        self.last_fetch_leader_log_end = self.last_fetch_leader_log_end.max(Some(leader_log_end));
+        self.last_fetch_time = Some(now);
+    }
+
+    /// The progress at the start of a new leader epoch (Kafka's `resetReplicaState`). A broker
+    /// that just became leader knows nothing of its followers (`previous` is `None`); one that
+    /// stays leader keeps their log ends. ISR members count as caught up now, so they are not
+    /// dropped before they could fetch; the others as never caught up, so they do not hold the
+    /// high watermark.
+    fn for_new_epoch(
+        previous: Option<&FollowerProgress>,
+        in_isr: bool,
+        epoch_start: Offset,
+        now: Instant,
+    ) -> FollowerProgress {
+        let caught_up = in_isr.then_some(now);
+        match previous {
+            None => FollowerProgress {
+                last_caught_up_time: caught_up,
+                ..FollowerProgress::default()
+            },
+            Some(p) => FollowerProgress {
+                log_end_offset: p.log_end_offset,
+                last_fetch_time: caught_up,
+                last_caught_up_time: caught_up,
+                last_fetch_leader_log_end: Some(epoch_start),
+            },
+        }
+    }
+}
+
+/// The state of a partition this broker leads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Leader {
+    pub leader_epoch: LeaderEpoch,
+    pub partition_epoch: PartitionEpoch,
+    /// The assignment, in preference order.
+    pub replicas: Vec<i32>,
+    /// The committed ISR (from the metadata).
+    pub isr: BTreeSet<i32>,
+    /// Every other assigned replica.
+    pub followers: BTreeMap<i32, FollowerProgress>,
+    /// The ISR change sent to the controller and not yet seen committed or refused.
+    pub pending_isr_change: Option<IsrProposal>,
+    /// The local log end offset, as last reported.
+    pub log_end_offset: Offset,
+    /// The local log end offset when this leader epoch began: followers must reach it to join
+    /// the ISR.
+    pub epoch_start_offset: Offset,
+}
+
+impl Leader {
+    /// The committed ISR plus the replicas a pending change adds (KIP-497). The high watermark
+    /// waits for all of them: if the change is refused, nothing ran ahead; a pending removal
+    /// still counts until it is committed.
+    pub fn maximal_isr(&self) -> BTreeSet<i32> {
+        let mut isr = self.isr.clone();
+        if let Some(p) = &self.pending_isr_change {
+            isr.extend(p.isr.iter().copied());
+        }
+        isr
+    }
+
+    /// How far the high watermark may move now, or `None` while it must not move at all
+    /// (under min ISR, or an ISR member whose log end is not known in this epoch).
+    fn high_watermark_bound(
+        &self,
+        min_isr: usize,
+        lag: Duration,
+        ineligible: &BTreeSet<i32>,
+        now: Instant,
+    ) -> Option<Offset> {
+        if self.isr.len() < min_isr {
+            return None;
+        }
+        let maximal = self.maximal_isr();
+        let mut bound = self.log_end_offset;
+        for (id, f) in &self.followers {
+            let joining = !ineligible.contains(id) && f.is_caught_up(self.log_end_offset, now, lag);
+            if !maximal.contains(id) && !joining {
+                continue;
+            }
+            bound = bound.min(f.log_end_offset?);
+        }
+        Some(bound)
+    }
+}
+
+/// The state of a partition another broker leads (or nobody: `leader` is `None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Follower {
+    pub leader: Option<i32>,
+    pub leader_epoch: LeaderEpoch,
+    pub partition_epoch: PartitionEpoch,
+}
+
+/// This broker's role for the partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Role {
+    /// Not (or no longer) a replica; `partition_epoch` is the record that said so, if any.
+    Offline {
+        partition_epoch: Option<PartitionEpoch>,
+    },
+    Follower(Follower),
+    Leader(Leader),
+}
+
+/// What a metadata record did, and what the caller must do about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum Transition {
+    /// This broker now leads: record `leader_epoch` starting at `epoch_start_offset` in the
+    /// log's leader-epoch cache, stop fetching, and complete what waits on the high watermark
+    /// if it moved.
+    BecameLeader {
+        leader_epoch: LeaderEpoch,
+        epoch_start_offset: Offset,
+        high_watermark: Option<Offset>,
+    },
+    /// This broker now follows `leader` (none: the partition has no leader). When
+    /// `truncate_needed`, the fetcher must find where the log diverged from the leader's
+    /// ([`super::divergence`]) and truncate there before fetching.
+    BecameFollower {
+        leader: Option<i32>,
+        leader_epoch: LeaderEpoch,
+        truncate_needed: bool,
+    },
+    /// Same role and leader epoch; the ISR or assignment changed (a pending ISR change is
+    /// settled). The high watermark moved if `Some`.
+    Updated { high_watermark: Option<Offset> },
+    /// The record no longer assigns this broker: stop serving and fetching. Deleting the log is
+    /// the replica manager's decision.
+    Removed,
+    /// The record is stale and nothing changed.
+    Ignored(Stale),
+}
+
+/// Why a metadata record was ignored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stale {
+    /// Its partition epoch is not newer than the applied one (older, or already applied).
+    PartitionEpoch {
+        current: PartitionEpoch,
+        received: PartitionEpoch,
+    },
+    /// It would move the leader epoch backwards.
+    LeaderEpoch {
+        current: LeaderEpoch,
+        received: LeaderEpoch,
+    },
+}
+
+/// A request this partition refuses, with the Kafka error it answers ([`Self::kafka_error`]).
+#[derive(Debug, Clone, PartialEq, Eq, Error)]
+pub enum ReplicaError {
+    /// This broker does not lead the partition (`leader`/`leader_epoch`: what it knows).
+    #[error("this broker does not lead the partition (leader {leader:?}, epoch {leader_epoch:?})")]
+    NotLeaderOrFollower {
+        leader: Option<i32>,
+        leader_epoch: Option<LeaderEpoch>,
+    },
+    #[error("leader epoch {requested} is older than the current leader epoch {current}")]
+    FencedLeaderEpoch {
+        requested: LeaderEpoch,
+        current: LeaderEpoch,
+    },
+    #[error("leader epoch {requested} is newer than the current leader epoch {current}")]
+    UnknownLeaderEpoch {
+        requested: LeaderEpoch,
+        current: LeaderEpoch,
+    },
+    /// A follower fetch from a broker that is not an assigned follower in this leader epoch.
+    #[error("broker {replica} is not a follower of the partition in leader epoch {leader_epoch}")]
+    UnknownReplica {
+        replica: i32,
+        leader_epoch: LeaderEpoch,
+    },
+    #[error("fetch offset {fetch_offset} is beyond the log end offset {log_end}")]
+    OffsetOutOfRange {
+        fetch_offset: Offset,
+        log_end: Offset,
+    },
+    /// A follower fetch whose last fetched epoch this leader cannot place (see
+    /// [`super::divergence::diverging_epoch`]).
+    #[error("no end offset is known for the last fetched epoch {epoch}")]
+    UnknownFetchedEpoch { epoch: LeaderEpoch },
+    #[error("{isr} in-sync replicas, fewer than min.insync.replicas {min_isr}")]
+    NotEnoughReplicas { isr: usize, min_isr: usize },
+}
+
+impl ReplicaError {
+    /// The error code Kafka answers with.
+    pub fn kafka_error(&self) -> ResponseError {
+        match self {
+            ReplicaError::NotLeaderOrFollower { .. } => ResponseError::NotLeaderOrFollower,
+            ReplicaError::FencedLeaderEpoch { .. } => ResponseError::FencedLeaderEpoch,
+            // Kafka 4: a replica id it does not know, with a current leader epoch in the
+            // request, is UNKNOWN_LEADER_EPOCH, so the follower retries with newer metadata.
+            ReplicaError::UnknownLeaderEpoch { .. } | ReplicaError::UnknownReplica { .. } => {
+                ResponseError::UnknownLeaderEpoch
+            }
+            ReplicaError::OffsetOutOfRange { .. } | ReplicaError::UnknownFetchedEpoch { .. } => {
+                ResponseError::OffsetOutOfRange
+            }
+            ReplicaError::NotEnoughReplicas { .. } => ResponseError::NotEnoughReplicas,
+        }
+    }
+}
+
+/// One partition's replication state on this broker (see the module docs).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionState {
+    local_id: i32,
+    settings: ReplicaSettings,
+    /// Brokers that may not join an ISR (fenced or shutting down), from the metadata image.
+    ineligible: BTreeSet<i32>,
+    high_watermark: Offset,
+    role: Role,
+}
+
+impl PartitionState {
+    /// A partition hosted by broker `local_id`, with no role yet, whose log's high watermark is
+    /// `high_watermark` (from its checkpoint, at most the log end).
+    pub fn new(local_id: i32, high_watermark: Offset, settings: ReplicaSettings) -> Self {
+        PartitionState {
+            local_id,
+            settings,
+            ineligible: BTreeSet::new(),
+            high_watermark,
+            role: Role::Offline {
+                partition_epoch: None,
+            },
+        }
+    }
+
+    pub fn local_id(&self) -> i32 {
+        self.local_id
+    }
+
+    pub fn role(&self) -> &Role {
+        &self.role
+    }
+
+    pub fn settings(&self) -> ReplicaSettings {
+        self.settings
+    }
+
+    /// The leader's state, if this broker leads.
+    pub fn leader(&self) -> Option<&Leader> {
+        match &self.role {
+            Role::Leader(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    /// Offsets below this are committed. Never decreases (see the module docs).
+    pub fn high_watermark(&self) -> Offset {
+        self.high_watermark
+    }
+
+    pub fn leader_epoch(&self) -> Option<LeaderEpoch> {
+        match &self.role {
+            Role::Leader(l) => Some(l.leader_epoch),
+            Role::Follower(f) => Some(f.leader_epoch),
+            Role::Offline { .. } => None,
+        }
+    }
+
+    pub fn partition_epoch(&self) -> Option<PartitionEpoch> {
+        match &self.role {
+            Role::Leader(l) => Some(l.partition_epoch),
+            Role::Follower(f) => Some(f.partition_epoch),
+            Role::Offline { partition_epoch } => *partition_epoch,
+        }
+    }
+
+    /// Whether `broker` may join the ISR (it is not fenced or shutting down).
+    pub fn is_eligible(&self, broker: i32) -> bool {
+        !self.ineligible.contains(&broker)
+    }
+
+    /// Applies the partition's metadata record (`local_log_end`: this broker's log end offset
+    /// now). Stale records change nothing; see [`Transition`] for what the caller must do.
+    pub fn on_metadata(
+        &mut self,
+        record: &PartitionRecord,
+        local_log_end: Offset,
+        now: Instant,
+    ) -> Transition {
+        if let Some(stale) = self.staleness(record) {
+            return Transition::Ignored(stale);
+        }
+        if !record.replicas.contains(&self.local_id) {
+            self.role = Role::Offline {
+                partition_epoch: Some(PartitionEpoch(record.partition_epoch)),
+            };
+            return Transition::Removed;
+        }
+        if record.leader == self.local_id {
+            self.lead(record, local_log_end, now)
+        } else {
+            self.follow(record)
+        }
+    }
+
+    fn staleness(&self, record: &PartitionRecord) -> Option<Stale> {
+        let received = PartitionEpoch(record.partition_epoch);
+        if let Some(current) = self.partition_epoch().filter(|c| received <= *c) {
+            return Some(Stale::PartitionEpoch { current, received });
+        }
+        let received = LeaderEpoch(record.leader_epoch);
+        let current = self.leader_epoch().filter(|c| received < *c)?;
+        Some(Stale::LeaderEpoch { current, received })
+    }
+
+    fn lead(
+        &mut self,
+        record: &PartitionRecord,
+        local_log_end: Offset,
+        now: Instant,
+    ) -> Transition {
+        let leader_epoch = LeaderEpoch(record.leader_epoch);
+        let isr: BTreeSet<i32> = record.isr.iter().copied().collect();
+        let local = self.local_id;
+        let others = record.replicas.iter().copied().filter(move |r| *r != local);
+        let previous = std::mem::replace(
+            &mut self.role,
+            Role::Offline {
+                partition_epoch: None,
+            },
+        );
+        let (mut leader, new_epoch) = match previous {
+            Role::Leader(mut l) if l.leader_epoch == leader_epoch => {
+                // Same leadership, new ISR or assignment: keep what is known of followers.
+                let mut old = std::mem::take(&mut l.followers);
+                l.followers = others
+                    .map(|r| (r, old.remove(&r).unwrap_or_default()))
+                    .collect();
+                (l, false)
+            }
+            previous => {
+                let old = match previous {
+                    Role::Leader(l) => l.followers,
+                    _ => BTreeMap::new(),
+                };
+                let followers = others
+                    .map(|r| {
+                        let p = FollowerProgress::for_new_epoch(
+                            old.get(&r),
+                            isr.contains(&r),
+                            local_log_end,
+                            now,
+                        );
+                        (r, p)
+                    })
+                    .collect();
+                let leader = Leader {
+                    leader_epoch,
+                    partition_epoch: PartitionEpoch(record.partition_epoch),
+                    replicas: Vec::new(),
+                    isr: BTreeSet::new(),
+                    followers,
+                    pending_isr_change: None,
+                    log_end_offset: local_log_end,
+                    epoch_start_offset: local_log_end,
+                };
+                (leader, true)
+            }
+        };
+        leader.partition_epoch = PartitionEpoch(record.partition_epoch);
+        leader.replicas = record.replicas.clone();
+        leader.isr = isr;
+        // A newer partition epoch settles any pending change: committed, or superseded (the
+        // controller refuses a proposal based on an older partition epoch).
+        leader.pending_isr_change = None;
+        leader.log_end_offset = local_log_end;
+        let epoch_start_offset = leader.epoch_start_offset;
+        self.role = Role::Leader(leader);
+        let high_watermark = self.maybe_advance_high_watermark(now);
+        if new_epoch {
+            Transition::BecameLeader {
+                leader_epoch,
+                epoch_start_offset,
+                high_watermark,
+            }
+        } else {
+            Transition::Updated { high_watermark }
+        }
+    }
+
+    fn follow(&mut self, record: &PartitionRecord) -> Transition {
+        let leader = (record.leader >= 0).then_some(record.leader);
+        let leader_epoch = LeaderEpoch(record.leader_epoch);
+        let unchanged = matches!(&self.role,
+            Role::Follower(f) if f.leader == leader && f.leader_epoch == leader_epoch);
+        self.role = Role::Follower(Follower {
+            leader,
+            leader_epoch,
+            partition_epoch: PartitionEpoch(record.partition_epoch),
+        });
+        if unchanged {
+            return Transition::Updated {
+                high_watermark: None,
+            };
+        }
+        // Every new leader epoch (and a restart) may have left this log diverged from the
+        // leader's, so the fetcher reconciles before it fetches, as Kafka restarts its fetchers.
+        Transition::BecameFollower {
+            leader,
+            leader_epoch,
+            truncate_needed: leader.is_some(),
+        }
+    }
+
+    /// The leader's state if this broker leads in the epoch a request was made under (`None`:
+    /// the request named no epoch). Kafka's order: the epoch is checked first, then the role.
+    pub fn check_leader(&self, requested: Option<LeaderEpoch>) -> Result<&Leader, ReplicaError> {
+        self.check_epoch(requested)?;
+        match &self.role {
+            Role::Leader(l) => Ok(l),
+            other => Err(not_leader(other)),
+        }
+    }
+
+    fn check_epoch(&self, requested: Option<LeaderEpoch>) -> Result<(), ReplicaError> {
+        let (Some(requested), Some(current)) = (requested, self.leader_epoch()) else {
+            return Ok(());
+        };
+        match requested.cmp(&current) {
+            Ordering::Less => Err(ReplicaError::FencedLeaderEpoch { requested, current }),
+            Ordering::Greater => Err(ReplicaError::UnknownLeaderEpoch { requested, current }),
+            Ordering::Equal => Ok(()),
+        }
+    }
+
+    /// A follower `replica` fetched at `fetch_offset` under `leader_epoch`; `local_log_end` is
+    /// this broker's log end offset when the fetch was read. The caller calls this only for a
+    /// fetch that did not diverge ([`super::divergence::diverging_epoch`]). Returns the new high
+    /// watermark if it moved; a refused fetch changes nothing.
+    pub fn on_follower_fetch(
+        &mut self,
+        replica: i32,
+        fetch_offset: Offset,
+        leader_epoch: LeaderEpoch,
+        local_log_end: Offset,
+        now: Instant,
+    ) -> Result<Option<Offset>, ReplicaError> {
+        self.check_epoch(Some(leader_epoch))?;
+        let Role::Leader(leader) = &mut self.role else {
+            return Err(not_leader(&self.role));
+        };
+        let current_epoch = leader.leader_epoch;
+        let Some(progress) = leader.followers.get_mut(&replica) else {
+            return Err(ReplicaError::UnknownReplica {
+                replica,
+                leader_epoch: current_epoch,
+            });
+        };
+        if fetch_offset > local_log_end {
+            return Err(ReplicaError::OffsetOutOfRange {
+                fetch_offset,
+                log_end: local_log_end,
+            });
+        }
+        progress.record_fetch(fetch_offset, local_log_end, now);
+        leader.log_end_offset = local_log_end;
+        Ok(self.maybe_advance_high_watermark(now))
+    }
+
+    /// This broker, as leader, appended up to `local_log_end`. The high watermark follows only
+    /// as far as the ISR allows: on its own when the ISR is just this broker and the effective
+    /// min ISR is 1. Returns it if it moved; `None` on a non-leader.
+    pub fn on_local_append(&mut self, local_log_end: Offset, now: Instant) -> Option<Offset> {
+        let Role::Leader(leader) = &mut self.role else {
+            return None;
+        };
+        leader.log_end_offset = local_log_end;
+        self.maybe_advance_high_watermark(now)
+    }
+
+    /// Whether an acks=all produce may be appended now: this broker leads and the committed ISR
+    /// has at least the effective `min.insync.replicas` (Kafka checks before appending).
+    pub fn can_accept_acks_all(&self) -> Result<(), ReplicaError> {
+        let leader = self.check_leader(None)?;
+        let min_isr = self.effective_min_isr(leader);
+        if leader.isr.len() < min_isr {
+            return Err(ReplicaError::NotEnoughReplicas {
+                isr: leader.isr.len(),
+                min_isr,
+            });
+        }
+        Ok(())
+    }
+
+    /// As a follower, the leader's high watermark arrived with fetched data: ours follows it,
+    /// but not beyond our own log end. Returns it if it moved.
+    pub fn on_leader_high_watermark(
+        &mut self,
+        leader_high_watermark: Offset,
+        local_log_end: Offset,
+    ) -> Option<Offset> {
+        if !matches!(self.role, Role::Follower(_)) {
+            return None;
+        }
+        self.raise_high_watermark(leader_high_watermark.min(local_log_end))
+    }
+
+    /// The local log was truncated to `local_log_end`. The high watermark comes down with it
+    /// only if it was above (the one way it decreases; a clean election never needs it).
+    pub fn on_log_truncated(&mut self, local_log_end: Offset) -> Option<Offset> {
+        if let Role::Leader(l) = &mut self.role {
+            l.log_end_offset = local_log_end;
+        }
+        if self.high_watermark <= local_log_end {
+            return None;
+        }
+        self.high_watermark = local_log_end;
+        Some(local_log_end)
+    }
+
+    /// New settings (topic config change). Lowering min ISR may let the high watermark move.
+    pub fn set_settings(&mut self, settings: ReplicaSettings, now: Instant) -> Option<Offset> {
+        self.settings = settings;
+        self.maybe_advance_high_watermark(now)
+    }
+
+    /// The brokers that may not join an ISR now (fenced or in controlled shutdown), from the
+    /// metadata image. One that stops being eligible no longer holds the high watermark as a
+    /// joining follower, so it may move.
+    pub fn set_ineligible_brokers(
+        &mut self,
+        brokers: BTreeSet<i32>,
+        now: Instant,
+    ) -> Option<Offset> {
+        self.ineligible = brokers;
+        self.maybe_advance_high_watermark(now)
+    }
+
+    /// Decides the next ISR change ([`isr::proposed_isr`]) and records it as the pending one;
+    /// the caller sends it to the controller as AlterPartition. `None` while one is pending,
+    /// when nothing needs to change, or when this broker does not lead.
+    pub fn propose_isr_change(&mut self, now: Instant) -> Option<IsrProposal> {
+        let proposal = isr::proposed_isr(self, now, self.settings.replica_lag_time_max)?;
+        if let Role::Leader(l) = &mut self.role {
+            l.pending_isr_change = Some(proposal.clone());
+        }
+        Some(proposal)
+    }
+
+    /// The controller answered that `proposal` was not applied (OPERATION_NOT_ATTEMPTED or
+    /// INELIGIBLE_REPLICA): it is no longer pending, and a new one may be proposed. Any other
+    /// outcome (success, or an error that leaves it unknown whether it applied) waits for the
+    /// metadata. Returns whether the pending change was cleared (not if it was another one).
+    pub fn on_isr_change_not_applied(&mut self, proposal: &IsrProposal) -> bool {
+        match &mut self.role {
+            Role::Leader(l) if l.pending_isr_change.as_ref() == Some(proposal) => {
+                l.pending_isr_change = None;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Kafka's `effectiveMinIsr`: `min.insync.replicas`, but never more than the replicas there
+    /// are (so a topic configured above its replication factor stays usable).
+    fn effective_min_isr(&self, leader: &Leader) -> usize {
+        self.settings
+            .min_insync_replicas
+            .min(leader.replicas.len())
+            .max(1)
+    }
+
+    fn maybe_advance_high_watermark(&mut self, now: Instant) -> Option<Offset> {
+        let Role::Leader(leader) = &self.role else {
+            return None;
+        };
+        let bound = leader.high_watermark_bound(
+            self.effective_min_isr(leader),
+            self.settings.replica_lag_time_max,
+            &self.ineligible,
+            now,
+        )?;
+        self.raise_high_watermark(bound)
+    }
+
+    fn raise_high_watermark(&mut self, to: Offset) -> Option<Offset> {
+        if to <= self.high_watermark {
+            return None;
+        }
+        self.high_watermark = to;
+        Some(to)
+    }
+}
+
+/// The refusal for a request that needs the leader, from a broker that does not lead.
+fn not_leader(role: &Role) -> ReplicaError {
+    match role {
+        Role::Follower(f) => ReplicaError::NotLeaderOrFollower {
+            leader: f.leader,
+            leader_epoch: Some(f.leader_epoch),
+        },
+        Role::Leader(_) | Role::Offline { .. } => ReplicaError::NotLeaderOrFollower {
+            leader: None,
+            leader_epoch: None,
+        },
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const ME: i32 = 1;
+    const LAG: Duration = Duration::from_secs(30);
+
+    fn record(
+        leader: i32,
+        leader_epoch: i32,
+        partition_epoch: i32,
+        replicas: &[i32],
+        isr: &[i32],
+    ) -> PartitionRecord {
+        PartitionRecord {
+            topic_id: uuid::Uuid::nil(),
+            partition: 0,
+            replicas: replicas.to_vec(),
+            isr: isr.to_vec(),
+            leader,
+            leader_epoch,
+            partition_epoch,
+        }
+    }
+
+    fn settings(min_insync_replicas: usize) -> ReplicaSettings {
+        ReplicaSettings {
+            min_insync_replicas,
+            replica_lag_time_max: LAG,
+        }
+    }
+
+    /// Broker 1 leading [1, 2, 3] with `isr` in leader epoch 5, partition epoch 10: log end
+    /// 100, high watermark 90 (as it knew it when it was elected).
+    fn leading(isr: &[i32], min_isr: usize, t0: Instant) -> PartitionState {
+        let mut p = PartitionState::new(ME, Offset(90), settings(min_isr));
+        let t = p.on_metadata(&record(ME, 5, 10, &[1, 2, 3], isr), Offset(100), t0);
+        assert!(matches!(t, Transition::BecameLeader { .. }), "{t:?}");
+        p
+    }
+
+    fn fetch(
+        p: &mut PartitionState,
+        replica: i32,
+        offset: i64,
+        log_end: i64,
+        now: Instant,
+    ) -> Option<Offset> {
+        p.on_follower_fetch(
+            replica,
+            Offset(offset),
+            LeaderEpoch(5),
+            Offset(log_end),
+            now,
+        )
+        .expect("fetch accepted")
+    }
+
+    #[test]
+    fn the_high_watermark_is_the_smallest_log_end_over_the_isr() {
+        let t0 = Instant::now();
+        let mut p = leading(&[1, 2, 3], 1, t0);
+        assert_eq!(p.high_watermark(), Offset(90));
+        // A new leader knows no follower's log end: it waits for every ISR member.
+        assert_eq!(fetch(&mut p, 2, 95, 100, t0), None);
+        assert_eq!(fetch(&mut p, 3, 97, 100, t0), Some(Offset(95)));
+        assert_eq!(fetch(&mut p, 2, 100, 100, t0), Some(Offset(97)));
+        assert_eq!(fetch(&mut p, 3, 100, 100, t0), Some(Offset(100)));
+        // The leader's own appends wait for the followers.
+        assert_eq!(p.on_local_append(Offset(120), t0), None);
+        assert_eq!(fetch(&mut p, 2, 120, 120, t0), None);
+        assert_eq!(fetch(&mut p, 3, 110, 120, t0), Some(Offset(110)));
+        assert_eq!(p.high_watermark(), Offset(110));
+    }
+
+    #[test]
+    fn the_high_watermark_stays_when_a_follower_log_end_goes_back() {
+        let t0 = Instant::now();
+        let mut p = leading(&[1, 2, 3], 1, t0);
+        fetch(&mut p, 2, 100, 100, t0);
+        fetch(&mut p, 3, 100, 100, t0);
+        assert_eq!(p.high_watermark(), Offset(100));
+        // Follower 2 restarted without its unflushed tail.
+        assert_eq!(fetch(&mut p, 2, 80, 100, t0), None);
+        assert_eq!(p.high_watermark(), Offset(100));
+        assert_eq!(p.on_local_append(Offset(110), t0), None);
+        assert_eq!(fetch(&mut p, 3, 110, 110, t0), None);
+        assert_eq!(p.high_watermark(), Offset(100));
+        assert_eq!(fetch(&mut p, 2, 105, 110, t0), Some(Offset(105)));
+    }
+
+    #[test]
+    fn the_high_watermark_stays_when_the_isr_changes_and_rises_when_a_laggard_leaves() {
+        let t0 = Instant::now();
+        let mut p = leading(&[1, 2], 1, t0);
+        fetch(&mut p, 2, 100, 100, t0);
+        p.on_local_append(Offset(120), t0);
+        assert_eq!(fetch(&mut p, 2, 110, 120, t0), Some(Offset(110)));
+        assert_eq!(fetch(&mut p, 3, 105, 120, t0), None);
+        // The ISR gains a member whose log end is below the high watermark: it stays.
+        let t = p.on_metadata(&record(ME, 5, 11, &[1, 2, 3], &[1, 2, 3]), Offset(120), t0);
+        assert_eq!(
+            t,
+            Transition::Updated {
+                high_watermark: None
+            }
+        );
+        assert_eq!(fetch(&mut p, 2, 120, 120, t0), None);
+        assert_eq!(p.high_watermark(), Offset(110));
+        // The laggard is removed: the high watermark may only rise.
+        let t = p.on_metadata(&record(ME, 5, 12, &[1, 2, 3], &[1, 2]), Offset(120), t0);
+        assert_eq!(
+            t,
+            Transition::Updated {
+                high_watermark: Some(Offset(120))
+            }
+        );
+    }
+
+    #[test]
+    fn the_high_watermark_is_frozen_below_min_isr_and_moves_again_when_the_isr_recovers() {
+        let t0 = Instant::now();
+        let mut p = leading(&[1, 2, 3], 2, t0);
+        fetch(&mut p, 2, 100, 100, t0);
+        fetch(&mut p, 3, 100, 100, t0);
+        assert_eq!(p.high_watermark(), Offset(100));
+        assert_eq!(p.can_accept_acks_all(), Ok(()));
+        // Both followers leave the ISR: below min ISR 2 nothing moves it (KIP-966).
+        let t = p.on_metadata(&record(ME, 5, 11, &[1, 2, 3], &[1]), Offset(100), t0);
+        assert_eq!(
+            t,
+            Transition::Updated {
+                high_watermark: None
+            }
+        );
+        assert_eq!(p.on_local_append(Offset(130), t0), None);
+        assert_eq!(fetch(&mut p, 2, 130, 130, t0), None);
+        assert_eq!(p.high_watermark(), Offset(100));
+        let refused = p.can_accept_acks_all().expect_err("below min ISR");
+        assert_eq!(
+            refused,
+            ReplicaError::NotEnoughReplicas { isr: 1, min_isr: 2 }
+        );
+        assert_eq!(refused.kafka_error(), ResponseError::NotEnoughReplicas);
+        // Back at min ISR, it moves at once (to 2's log end: 3, outside the ISR, has been
+        // silent past the lag time, so it is not about to join and does not hold it).
+        let t1 = t0 + LAG + Duration::from_secs(1);
+        let t = p.on_metadata(&record(ME, 5, 12, &[1, 2, 3], &[1, 2]), Offset(130), t1);
+        assert_eq!(
+            t,
+            Transition::Updated {
+                high_watermark: Some(Offset(130))
+            }
+        );
+        assert_eq!(p.can_accept_acks_all(), Ok(()));
+    }
+
+    #[test]
+    fn a_leader_alone_in_the_isr_with_min_isr_1_moves_the_high_watermark_on_its_own() {
+        let t0 = Instant::now();
+        let mut p = PartitionState::new(ME, Offset(90), settings(1));
+        let t = p.on_metadata(&record(ME, 5, 10, &[1, 2, 3], &[1]), Offset(100), t0);
+        let expected = Transition::BecameLeader {
+            leader_epoch: LeaderEpoch(5),
+            epoch_start_offset: Offset(100),
+            high_watermark: Some(Offset(100)),
+        };
+        assert_eq!(t, expected);
+        assert_eq!(p.on_local_append(Offset(110), t0), Some(Offset(110)));
+        assert_eq!(p.can_accept_acks_all(), Ok(()));
+    }
+
+    #[test]
+    fn a_leader_alone_in_the_isr_with_min_isr_2_freezes_and_refuses_acks_all() {
+        let t0 = Instant::now();
+        let mut p = PartitionState::new(ME, Offset(90), settings(2));
+        let t = p.on_metadata(&record(ME, 5, 10, &[1, 2, 3], &[1]), Offset(100), t0);
+        let expected = Transition::BecameLeader {
+            leader_epoch: LeaderEpoch(5),
+            epoch_start_offset: Offset(100),
+            high_watermark: None,
+        };
+        assert_eq!(t, expected);
+        assert_eq!(p.on_local_append(Offset(110), t0), None);
+        assert_eq!(p.high_watermark(), Offset(90));
+        assert_eq!(
+            p.can_accept_acks_all(),
+            Err(ReplicaError::NotEnoughReplicas { isr: 1, min_isr: 2 })
+        );
+        // Lowering min.insync.replicas lets it move at once.
+        assert_eq!(p.set_settings(settings(1), t0), Some(Offset(110)));
+        assert_eq!(p.can_accept_acks_all(), Ok(()));
+    }
+
+    #[test]
+    fn min_isr_above_the_replication_factor_is_capped_as_in_kafka() {
+        let t0 = Instant::now();
+        let mut p = PartitionState::new(ME, Offset(0), settings(2));
+        let t = p.on_metadata(&record(ME, 1, 1, &[1], &[1]), Offset(10), t0);
+        assert!(matches!(
+            t,
+            Transition::BecameLeader {
+                high_watermark: Some(Offset(10)),
+                ..
+            }
+        ));
+        assert_eq!(p.on_local_append(Offset(20), t0), Some(Offset(20)));
+        assert_eq!(p.can_accept_acks_all(), Ok(()));
+    }
+
+    #[test]
+    fn stale_metadata_is_ignored() {
+        let t0 = Instant::now();
+        let mut p = leading(&[1, 2, 3], 1, t0);
+        let before = p.clone();
+        let older = p.on_metadata(&record(2, 6, 9, &[1, 2, 3], &[2, 3]), Offset(100), t0);
+        assert_eq!(
+            older,
+            Transition::Ignored(Stale::PartitionEpoch {
+                current: PartitionEpoch(10),
+                received: PartitionEpoch(9),
+            })
+        );
+        let again = p.on_metadata(&record(ME, 5, 10, &[1, 2, 3], &[1]), Offset(100), t0);
+        assert!(matches!(
+            again,
+            Transition::Ignored(Stale::PartitionEpoch { .. })
+        ));
+        let backwards = p.on_metadata(&record(2, 4, 11, &[1, 2, 3], &[2]), Offset(100), t0);
+        assert_eq!(
+            backwards,
+            Transition::Ignored(Stale::LeaderEpoch {
+                current: LeaderEpoch(5),
+                received: LeaderEpoch(4),
+            })
+        );
+        assert_eq!(p, before);
+    }
+
+    #[test]
+    fn follower_fetches_under_another_leader_epoch_are_fenced_or_unknown() {
+        let t0 = Instant::now();
+        let mut p = leading(&[1, 2, 3], 1, t0);
+        let before = p.clone();
+        let mut refuse = |replica, offset, epoch| {
+            p.on_follower_fetch(replica, Offset(offset), LeaderEpoch(epoch), Offset(100), t0)
+                .expect_err("refused")
+        };
+        let old = refuse(2, 100, 4);
+        assert_eq!(
+            old,
+            ReplicaError::FencedLeaderEpoch {
+                requested: LeaderEpoch(4),
+                current: LeaderEpoch(5)
+            }
+        );
+        assert_eq!(old.kafka_error(), ResponseError::FencedLeaderEpoch);
+        let new = refuse(2, 100, 6);
+        assert!(matches!(new, ReplicaError::UnknownLeaderEpoch { .. }));
+        assert_eq!(new.kafka_error(), ResponseError::UnknownLeaderEpoch);
+        // Not an assigned follower (Kafka 4 answers UNKNOWN_LEADER_EPOCH so it retries).
+        for replica in [7, ME] {
+            let e = refuse(replica, 100, 5);
+            assert!(matches!(e, ReplicaError::UnknownReplica { .. }), "{e:?}");
+            assert_eq!(e.kafka_error(), ResponseError::UnknownLeaderEpoch);
+        }
+        let beyond = refuse(2, 101, 5);
+        assert_eq!(beyond.kafka_error(), ResponseError::OffsetOutOfRange);
+        assert_eq!(p, before, "a refused fetch records nothing");
+    }
+
+    #[test]
+    fn followers_and_offline_replicas_refuse_follower_fetches_and_produce() {
+        let t0 = Instant::now();
+        let mut p = PartitionState::new(ME, Offset(0), settings(1));
+        let offline = p.on_follower_fetch(2, Offset(0), LeaderEpoch(5), Offset(0), t0);
+        assert_eq!(
+            offline.expect_err("offline").kafka_error(),
+            ResponseError::NotLeaderOrFollower
+        );
+        let _ = p.on_metadata(&record(2, 5, 10, &[1, 2], &[1, 2]), Offset(0), t0);
+        let same = p.on_follower_fetch(3, Offset(0), LeaderEpoch(5), Offset(0), t0);
+        assert_eq!(
+            same,
+            Err(ReplicaError::NotLeaderOrFollower {
+                leader: Some(2),
+                leader_epoch: Some(LeaderEpoch(5))
+            })
+        );
+        let old = p.on_follower_fetch(3, Offset(0), LeaderEpoch(4), Offset(0), t0);
+        assert!(matches!(old, Err(ReplicaError::FencedLeaderEpoch { .. })));
+        let produce = p.can_accept_acks_all().expect_err("not the leader");
+        assert_eq!(produce.kafka_error(), ResponseError::NotLeaderOrFollower);
+    }
+
+    #[test]
+    fn a_leader_losing_leadership_becomes_a_follower_that_keeps_its_high_watermark() {
+        let t0 = Instant::now();
+        let mut p = leading(&[1, 2, 3], 1, t0);
+        fetch(&mut p, 2, 100, 100, t0);
+        fetch(&mut p, 3, 100, 100, t0);
+        p.on_local_append(Offset(110), t0);
+        let t1 = t0 + LAG + Duration::from_secs(1);
+        fetch(&mut p, 2, 110, 110, t1);
+        assert!(p.propose_isr_change(t1).is_some(), "3 is out of sync");
+        let t = p.on_metadata(&record(2, 6, 11, &[1, 2, 3], &[1, 2]), Offset(110), t1);
+        let expected = Transition::BecameFollower {
+            leader: Some(2),
+            leader_epoch: LeaderEpoch(6),
+            truncate_needed: true,
+        };
+        assert_eq!(t, expected);
+        assert!(p.leader().is_none());
+        assert_eq!(p.high_watermark(), Offset(100));
+        assert_eq!(p.on_local_append(Offset(150), t1), None);
+        assert_eq!(p.propose_isr_change(t1), None);
+        assert!(matches!(
+            p.can_accept_acks_all(),
+            Err(ReplicaError::NotLeaderOrFollower { .. })
+        ));
+        let f = p.on_follower_fetch(3, Offset(110), LeaderEpoch(6), Offset(110), t1);
+        assert!(matches!(
+            f,
+            Err(ReplicaError::NotLeaderOrFollower {
+                leader: Some(2),
+                ..
+            })
+        ));
+        // As a follower it learns the new leader's high watermark, never past its own log.
+        assert_eq!(
+            p.on_leader_high_watermark(Offset(120), Offset(110)),
+            Some(Offset(110))
+        );
+        assert_eq!(p.on_leader_high_watermark(Offset(105), Offset(110)), None);
+        assert_eq!(p.high_watermark(), Offset(110));
+    }
+
+    #[test]
+    fn a_new_leader_epoch_resets_what_the_leader_knows_of_its_followers() {
+        let t0 = Instant::now();
+        let mut p = leading(&[1, 2, 3], 1, t0);
+        fetch(&mut p, 2, 100, 100, t0);
+        fetch(&mut p, 3, 100, 100, t0);
+        // Re-elected (new epoch, still leader): follower log ends are kept.
+        let t = p.on_metadata(&record(ME, 6, 11, &[1, 2, 3], &[1, 2, 3]), Offset(100), t0);
+        assert!(matches!(
+            t,
+            Transition::BecameLeader {
+                leader_epoch: LeaderEpoch(6),
+                ..
+            }
+        ));
+        let kept = p.leader().map(|l| l.followers[&2].log_end_offset);
+        assert_eq!(kept, Some(Some(Offset(100))));
+        // Leader again after following: nothing is known until they fetch in this epoch.
+        let _ = p.on_metadata(&record(2, 7, 12, &[1, 2, 3], &[1, 2, 3]), Offset(100), t0);
+        let t = p.on_metadata(&record(ME, 8, 13, &[1, 2, 3], &[1, 2, 3]), Offset(100), t0);
+        assert!(matches!(
+            t,
+            Transition::BecameLeader {
+                high_watermark: None,
+                ..
+            }
+        ));
+        let leader = p.leader().expect("leads");
+        assert!(leader
+            .followers
+            .values()
+            .all(|f| f.log_end_offset.is_none()));
+        assert_eq!(
+            p.on_local_append(Offset(105), t0),
+            None,
+            "waits for the ISR"
+        );
+    }
+
+    #[test]
+    fn a_follower_truncates_on_every_new_leader_epoch_with_a_leader() {
+        let t0 = Instant::now();
+        let mut p = PartitionState::new(ME, Offset(0), settings(1));
+        let mut apply = |leader, epoch, pe| {
+            p.on_metadata(
+                &record(leader, epoch, pe, &[1, 2, 3], &[1, 2, 3]),
+                Offset(0),
+                t0,
+            )
+        };
+        let follow = |leader: Option<i32>, epoch, truncate_needed| Transition::BecameFollower {
+            leader,
+            leader_epoch: LeaderEpoch(epoch),
+            truncate_needed,
+        };
+        // A restart, then an ISR change, a new leader, no leader, a leader again.
+        assert_eq!(apply(2, 5, 10), follow(Some(2), 5, true));
+        assert_eq!(
+            apply(2, 5, 11),
+            Transition::Updated {
+                high_watermark: None
+            }
+        );
+        assert_eq!(apply(3, 6, 12), follow(Some(3), 6, true));
+        assert_eq!(apply(-1, 7, 13), follow(None, 7, false));
+        assert_eq!(apply(2, 8, 14), follow(Some(2), 8, true));
+    }
+
+    #[test]
+    fn a_record_without_this_broker_takes_it_offline_and_older_ones_do_not_return_it() {
+        let t0 = Instant::now();
+        let mut p = leading(&[1, 2, 3], 1, t0);
+        let t = p.on_metadata(&record(2, 6, 11, &[2, 3, 4], &[2, 3]), Offset(100), t0);
+        assert_eq!(t, Transition::Removed);
+        assert_eq!(
+            p.role(),
+            &Role::Offline {
+                partition_epoch: Some(PartitionEpoch(11))
+            }
+        );
+        let old = p.on_metadata(&record(ME, 5, 10, &[1, 2, 3], &[1]), Offset(100), t0);
+        assert!(matches!(
+            old,
+            Transition::Ignored(Stale::PartitionEpoch { .. })
+        ));
+        let back = p.on_metadata(&record(2, 7, 12, &[2, 3, 1], &[2, 3]), Offset(100), t0);
+        assert!(matches!(
+            back,
+            Transition::BecameFollower {
+                truncate_needed: true,
+                ..
+            }
+        ));
+    }
+
+    #[test]
+    fn a_caught_up_follower_outside_the_isr_holds_the_high_watermark_while_it_joins() {
+        let t0 = Instant::now();
+        let mut p = leading(&[1], 1, t0);
+        assert_eq!(p.high_watermark(), Offset(100));
+        // Follower 2 is at the log end: the leader's appends wait for it, so it can join.
+        assert_eq!(fetch(&mut p, 2, 100, 100, t0), None);
+        assert_eq!(p.on_local_append(Offset(110), t0), None);
+        assert_eq!(fetch(&mut p, 2, 110, 110, t0), Some(Offset(110)));
+        // Silent for longer than the lag time, it stops holding it.
+        let t1 = t0 + LAG + Duration::from_millis(1);
+        assert_eq!(p.on_local_append(Offset(120), t1), Some(Offset(120)));
+        // So does a caught-up follower that is fenced or shutting down.
+        assert_eq!(fetch(&mut p, 3, 120, 120, t1), None);
+        assert_eq!(p.on_local_append(Offset(130), t1), None);
+        assert_eq!(
+            p.set_ineligible_brokers(BTreeSet::from([3]), t1),
+            Some(Offset(130))
+        );
+    }
+
+    #[test]
+    fn the_high_watermark_waits_for_the_maximal_isr_while_a_change_is_pending() {
+        let t0 = Instant::now();
+        let mut p = leading(&[1, 2], 1, t0);
+        fetch(&mut p, 2, 100, 100, t0);
+        fetch(&mut p, 3, 100, 100, t0);
+        let adding = p.propose_isr_change(t0).expect("3 caught up");
+        assert_eq!(adding.isr, vec![1, 2, 3]);
+        // Long after 3's last fetch, a pending addition still holds the high watermark ...
+        let t1 = t0 + LAG + Duration::from_secs(1);
+        p.on_local_append(Offset(130), t1);
+        assert_eq!(fetch(&mut p, 2, 130, 130, t1), None);
+        // ... until the controller refuses it.
+        assert!(p.on_isr_change_not_applied(&adding));
+        assert_eq!(p.on_local_append(Offset(130), t1), Some(Offset(130)));
+        // A pending removal does not release it before it is committed.
+        let _ = p.on_metadata(&record(ME, 5, 11, &[1, 2, 3], &[1, 2, 3]), Offset(130), t1);
+        p.on_local_append(Offset(140), t1);
+        let t2 = t1 + LAG + Duration::from_secs(1);
+        assert_eq!(fetch(&mut p, 2, 140, 140, t2), None);
+        let removing = p.propose_isr_change(t2).expect("3 is out of sync");
+        assert_eq!(removing.isr, vec![1, 2]);
+        assert_eq!(fetch(&mut p, 2, 140, 140, t2), None);
+        let t = p.on_metadata(&record(ME, 5, 12, &[1, 2, 3], &[1, 2]), Offset(140), t2);
+        assert_eq!(
+            t,
+            Transition::Updated {
+                high_watermark: Some(Offset(140))
+            }
+        );
+        assert_eq!(p.leader().and_then(|l| l.pending_isr_change.clone()), None);
+    }
+
+    #[test]
+    fn the_high_watermark_only_comes_down_with_a_truncated_log() {
+        let t0 = Instant::now();
+        let mut p = PartitionState::new(ME, Offset(0), settings(1));
+        let _ = p.on_metadata(&record(2, 5, 10, &[1, 2], &[1, 2]), Offset(120), t0);
+        assert_eq!(
+            p.on_leader_high_watermark(Offset(100), Offset(120)),
+            Some(Offset(100))
+        );
+        assert_eq!(p.on_log_truncated(Offset(110)), None);
+        assert_eq!(p.high_watermark(), Offset(100));
+        assert_eq!(p.on_log_truncated(Offset(95)), Some(Offset(95)));
+        assert_eq!(p.high_watermark(), Offset(95));
+    }
+}
