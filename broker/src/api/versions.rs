@@ -62,6 +62,7 @@ pub const CONTROLLER_SUPPORTED: &[Supported] = &[
     api(ApiKey::BrokerHeartbeat, 0, 1),
     api(ApiKey::UnregisterBroker, 0, 0),
     api(ApiKey::AllocateProducerIds, 0, 0),
+    api(ApiKey::AlterPartition, 2, 3),
     api(ApiKey::DescribeQuorum, 0, 2),
     api(ApiKey::CreateTopics, 2, 7),
     api(ApiKey::DeleteTopics, 1, 6),

@@ -2,16 +2,19 @@
 //! BrokerHeartbeat, UnregisterBroker, AllocateProducerIds and DescribeQuorum. (The admin APIs
 //! a broker forwards are served by the same handlers as on the broker, in `crate::api`.)
 
+use kafka_protocol::messages::alter_partition_response;
 use kafka_protocol::messages::describe_quorum_response::{PartitionData, ReplicaState, TopicData};
 use kafka_protocol::messages::{
-    AllocateProducerIdsRequest, AllocateProducerIdsResponse, BrokerHeartbeatRequest,
-    BrokerHeartbeatResponse, BrokerId, BrokerRegistrationRequest, BrokerRegistrationResponse,
-    DescribeQuorumRequest, DescribeQuorumResponse, ProducerId, TopicName, UnregisterBrokerRequest,
+    AllocateProducerIdsRequest, AllocateProducerIdsResponse, AlterPartitionRequest,
+    AlterPartitionResponse, BrokerHeartbeatRequest, BrokerHeartbeatResponse, BrokerId,
+    BrokerRegistrationRequest, BrokerRegistrationResponse, DescribeQuorumRequest,
+    DescribeQuorumResponse, ProducerId, TopicName, UnregisterBrokerRequest,
     UnregisterBrokerResponse,
 };
 use kafka_protocol::protocol::StrBytes;
 
 use super::lifecycle::{Heartbeat, Registration};
+use super::partition_change::IsrProposal;
 use super::QuorumController;
 use crate::config::BrokerConfig;
 use crate::metadata::channel::ControllerApi;
@@ -22,6 +25,7 @@ pub const BROKER_REGISTRATION_VERSION: i16 = 4;
 pub const BROKER_HEARTBEAT_VERSION: i16 = 1;
 pub const UNREGISTER_BROKER_VERSION: i16 = 0;
 pub const ALLOCATE_PRODUCER_IDS_VERSION: i16 = 0;
+pub const ALTER_PARTITION_VERSION: i16 = 3;
 
 const NOT_CONTROLLER: i16 = 41;
 
@@ -134,6 +138,70 @@ impl ControllerApi for AllocateProducerIdsRequest {
     }
 
     fn not_controller(resp: &AllocateProducerIdsResponse) -> bool {
+        resp.error_code == NOT_CONTROLLER
+    }
+}
+
+impl ControllerApi for AlterPartitionRequest {
+    async fn serve(
+        ctl: &QuorumController,
+        _cfg: &BrokerConfig,
+        req: Self,
+        version: i16,
+    ) -> AlterPartitionResponse {
+        let proposals: Vec<IsrProposal> = req
+            .topics
+            .iter()
+            .flat_map(|t| {
+                t.partitions.iter().map(move |p| IsrProposal {
+                    topic_id: t.topic_id,
+                    partition: p.partition_index,
+                    leader: req.broker_id.0,
+                    leader_epoch: p.leader_epoch,
+                    partition_epoch: p.partition_epoch,
+                    new_isr: if version >= 3 {
+                        p.new_isr_with_epochs
+                            .iter()
+                            .map(|b| b.broker_id.0)
+                            .collect()
+                    } else {
+                        p.new_isr.iter().map(|b| b.0).collect()
+                    },
+                })
+            })
+            .collect();
+        let results = match ctl
+            .alter_partition(req.broker_id.0, req.broker_epoch, proposals.clone())
+            .await
+        {
+            Ok(r) => r,
+            Err(e) => return AlterPartitionResponse::default().with_error_code(e.code.code()),
+        };
+        let mut topics: Vec<alter_partition_response::TopicData> = Vec::new();
+        for (p, r) in proposals.iter().zip(results) {
+            let part = alter_partition_response::PartitionData::default()
+                .with_partition_index(p.partition);
+            let part = match r {
+                Ok(next) => part
+                    .with_leader_id(BrokerId(next.leader))
+                    .with_leader_epoch(next.leader_epoch)
+                    .with_isr(next.isr.iter().copied().map(BrokerId).collect())
+                    .with_partition_epoch(next.partition_epoch),
+                Err(code) => part.with_error_code(code.code()),
+            };
+            match topics.iter_mut().find(|t| t.topic_id == p.topic_id) {
+                Some(t) => t.partitions.push(part),
+                None => topics.push(
+                    alter_partition_response::TopicData::default()
+                        .with_topic_id(p.topic_id)
+                        .with_partitions(vec![part]),
+                ),
+            }
+        }
+        AlterPartitionResponse::default().with_topics(topics)
+    }
+
+    fn not_controller(resp: &AlterPartitionResponse) -> bool {
         resp.error_code == NOT_CONTROLLER
     }
 }

@@ -12,6 +12,7 @@
 pub mod api;
 pub mod election;
 pub mod lifecycle;
+pub mod partition_change;
 pub mod placement;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -194,6 +195,52 @@ impl QuorumController {
             }
             self.fence_expired().await;
         }
+    }
+
+    /// Serves AlterPartition: each proposal is validated against the image and, if valid,
+    /// committed (all valid ones in one batch); returns each one's new record or error. The
+    /// sender must be the registered broker of `broker_epoch`.
+    pub async fn alter_partition(
+        &self,
+        broker_id: i32,
+        broker_epoch: i64,
+        proposals: Vec<partition_change::IsrProposal>,
+    ) -> Result<Vec<Result<PartitionRecord, ResponseError>>, ApiError> {
+        let _guard = self.write.lock().await;
+        if !self.is_active() {
+            return Err(not_controller());
+        }
+        let image = self.image();
+        match image.brokers.get(&broker_id) {
+            Some(b) if b.epoch == broker_epoch || broker_epoch < 0 => {}
+            _ => {
+                return Err(ApiError::new(
+                    ResponseError::StaleBrokerEpoch,
+                    format!("broker {broker_id} epoch {broker_epoch} is not registered"),
+                ))
+            }
+        }
+        let results: Vec<_> = proposals
+            .iter()
+            .map(|p| partition_change::apply_isr_change(&image, p))
+            .collect();
+        let records: Vec<MetadataRecord> = results
+            .iter()
+            .filter_map(|r| r.as_ref().ok())
+            .map(|p| MetadataRecord::Partition(p.clone()))
+            .collect();
+        for (p, r) in proposals.iter().zip(&results) {
+            match r {
+                Ok(next) => {
+                    tracing::info!(topic_id = %p.topic_id, partition = p.partition, isr = ?next.isr, epoch = next.partition_epoch, "ISR changed")
+                }
+                Err(e) => {
+                    tracing::info!(topic_id = %p.topic_id, partition = p.partition, error = ?e, "ISR change refused")
+                }
+            }
+        }
+        self.commit(records).await?;
+        Ok(results)
     }
 
     /// Hands `count` producer ids to `broker_id`: they are never handed out again, across
