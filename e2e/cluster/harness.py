@@ -215,8 +215,14 @@ class Cluster:
     def active_controller(self, timeout=20):
         """The controller node that says it is the active one."""
 
+        def is_active(n):
+            try:
+                return n.alive() and n.metrics().get("tributary_controller_active") == 1
+            except OSError:
+                return False  # paused or stopping: not answering
+
         def check():
-            active = [n for n in self.controllers if n.alive() and n.metrics().get("tributary_controller_active") == 1]
+            active = [n for n in self.controllers if is_active(n)]
             return active[0] if len(active) == 1 else None
 
         return wait_for("one active controller", check, timeout)

@@ -224,3 +224,43 @@ def test_a_consumer_group_resumes_from_its_commits_on_another_broker(make_cluste
     rest = consume(c.brokers[2].bootstrap, 60)
     assert len(first) == 60 and len(rest) == 60
     assert sorted(first + rest) == sorted(acked), "every message exactly once across the two"
+
+
+def test_a_paused_broker_is_fenced_and_serves_again_after_it_resumes(make_cluster):
+    c = make_cluster(controllers=1, brokers=2)
+    name = topic_name()
+    create_topic(c.nodes[102].bootstrap, name, 1, assignment=[[101]])
+    acked = produce(c.nodes[101].bootstrap, name, [b"before"] * 10, 1)
+    paused, other = c.nodes[101], c.nodes[102]
+    paused.pause()
+    try:
+        wait_for("the paused broker fenced", lambda: 101 not in metadata(other.bootstrap).brokers, 20)
+        assert leaders(other.bootstrap, name)[0] == -1
+    finally:
+        paused.resume()
+    # Back: its heartbeat finds it fenced; it catches up and is unfenced, and leads again.
+    wait_for("unfenced again", lambda: 101 in metadata(other.bootstrap).brokers, 20)
+    wait_for("leading again", lambda: leaders(other.bootstrap, name)[0] == 101, 20)
+    paused.wait_ready(20)
+    acked += produce(paused.bootstrap, name, [b"after"] * 10, 1)
+    assert sorted(read_all(paused.bootstrap, name, 1, 20)) == sorted(acked)
+
+
+def test_a_paused_active_controller_is_replaced_and_rejoins_as_a_follower(make_cluster):
+    c = make_cluster(controllers=3, brokers=1)
+    old = c.active_controller()
+    old.pause()
+    try:
+        took = create_topic_eventually(c.nodes[101].bootstrap, topic_name(), 1)
+        print(f"CreateTopics succeeded {took:.2f}s after pausing the active controller")
+        new = c.active_controller()
+        assert new.node_id != old.node_id
+    finally:
+        old.resume()
+    # The old leader learns the new term and steps down: exactly one active controller.
+    wait_for("the resumed controller to step down", lambda: old.metrics()["tributary_controller_active"] == 0, 20)
+    assert c.active_controller().node_id == new.node_id
+    create_topic(c.nodes[101].bootstrap, topic_name(), 1)
+    target = new.metrics()["tributary_metadata_applied_index"]
+    wait_for("the resumed controller caught up",
+             lambda: old.metrics()["tributary_metadata_applied_index"] >= target, 20)

@@ -21,8 +21,10 @@ use super::follower::MetadataFollower;
 use super::rpc::{Conn, RpcError};
 use crate::config::BrokerConfig;
 
-/// How long one request may wait for an answer from a controller.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long one attempt may wait for an answer from a controller before the channel tries the
+/// next one. A paused or partitioned controller accepts connections and never answers, so this
+/// bounds how long it can hold a request up (committing a metadata batch takes milliseconds).
+const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A Kafka API that the active controller serves.
 pub trait ControllerApi: Request + Clone + Send + Sync + 'static
@@ -181,7 +183,7 @@ impl ControllerChannel {
             Some(c) => c,
             None => Conn::connect(addr, Duration::from_secs(2)).await?,
         };
-        let resp = conn.call_kafka(version, req, REQUEST_TIMEOUT).await?;
+        let resp = conn.call_kafka(version, req, ATTEMPT_TIMEOUT).await?;
         let mut idle = self.idle.lock().expect("channel pool lock poisoned");
         if idle.len() < 8 {
             idle.push(conn);

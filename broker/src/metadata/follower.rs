@@ -22,6 +22,9 @@ use super::rpc::{Conn, MetadataFetch, MetadataFetched, METADATA_FETCH};
 /// further behind receives the whole image instead.
 pub const RECENT_BATCHES: usize = 4096;
 
+/// How long a metadata fetch may go unanswered (its long poll is 500 ms).
+const FETCH_TIMEOUT: Duration = Duration::from_millis(2_000);
+
 /// Batches one fetch answer carries at most.
 const MAX_BATCHES_PER_FETCH: usize = 1024;
 
@@ -235,8 +238,10 @@ pub async fn follow_remote(
             after: follower.applied_index(),
             max_wait_ms: 500,
         };
+        // The long poll plus a margin: a paused or cut-off controller holds the connection open
+        // and never answers, and must not hold the broker's metadata up for long.
         let answer = tokio::select! {
-            a = c.call_json::<_, MetadataFetched>(METADATA_FETCH, &req, Duration::from_secs(5)) => a,
+            a = c.call_json::<_, MetadataFetched>(METADATA_FETCH, &req, FETCH_TIMEOUT) => a,
             _ = stop.changed() => return,
         };
         match answer {
