@@ -377,6 +377,10 @@ pub async fn start(config: BrokerConfig) -> Result<Running, BrokerError> {
             stop_rx.clone(),
         ));
         tasks.spawn(housekeeping(broker.clone(), stop_rx.clone()));
+        tasks.spawn(crate::replica::isr_manager::run(
+            broker.clone(),
+            stop_rx.clone(),
+        ));
         kafka_addr = Some(addr);
         broker_handle = Some(broker);
     }
@@ -459,6 +463,7 @@ async fn start_broker(
     cluster_id: String,
 ) -> Result<(Arc<Broker>, std::net::SocketAddr, tokio::net::TcpListener), BrokerError> {
     let replicas = ReplicaManager::open(&config)?;
+    replicas.fetchers.set_metadata(follower.clone());
     let kafka = server::bind(config.listener)
         .await
         .map_err(bind_err("kafka listener", config.listener))?;

@@ -123,6 +123,8 @@ pub struct BrokerConfig {
     pub controlled_shutdown_timeout: Duration,
     /// `metadata.snapshot.interval.entries`.
     pub metadata_snapshot_interval: u64,
+    /// `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.
+    pub replica_lag_time_max: Duration,
     /// `cluster.id`, when set: the id a new cluster takes and every node must match.
     pub cluster_id: Option<String>,
     props: BTreeMap<String, (String, Source)>,
@@ -273,6 +275,7 @@ impl BrokerConfig {
             heartbeat_interval: ms("broker.heartbeat.interval.ms")?,
             session_timeout: ms("broker.session.timeout.ms")?,
             controlled_shutdown_timeout: ms("controlled.shutdown.timeout.ms")?,
+            replica_lag_time_max: ms("replica.lag.time.max.ms")?,
             metadata_snapshot_interval: parse_num(
                 "metadata.snapshot.interval.entries",
                 get("metadata.snapshot.interval.entries"),

@@ -95,6 +95,11 @@ impl BrokerLifecycle {
             && !self.shutting_down.load(Ordering::Acquire)
     }
 
+    /// The broker epoch of the current registration (-1: none).
+    pub fn epoch(&self) -> i64 {
+        self.epoch.load(Ordering::Acquire)
+    }
+
     /// Whether the broker has caught up with the metadata log since it started.
     pub fn caught_up_once(&self) -> bool {
         *self.caught_up.borrow()

@@ -12,12 +12,12 @@ def admin(bootstrap):
     return AdminClient({"bootstrap.servers": bootstrap, "socket.timeout.ms": 5000})
 
 
-def create_topic(bootstrap, name, partitions, rf=1, timeout=15, assignment=None):
+def create_topic(bootstrap, name, partitions, rf=1, timeout=15, assignment=None, config=None):
     """Creates a topic through `bootstrap` (any broker), placed by the controller or on the
     brokers of `assignment` (one list per partition); raises on failure."""
     a = admin(bootstrap)
-    topic = (NewTopic(name, num_partitions=len(assignment), replica_assignment=assignment) if assignment
-             else NewTopic(name, partitions, rf))
+    topic = (NewTopic(name, num_partitions=len(assignment), replica_assignment=assignment, config=config or {})
+             if assignment else NewTopic(name, partitions, rf, config=config or {}))
     a.create_topics([topic], request_timeout=timeout)[name].result(timeout)
 
 

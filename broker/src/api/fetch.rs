@@ -1,8 +1,11 @@
-//! Fetch for consumers: whole batches from the log below the high watermark, with long polling
+//! Fetch for consumers and followers: whole batches from the log, with long polling
 //! (`max_wait_ms` / `min_bytes`), response and partition byte limits, and KIP-74's "at least one
-//! batch" rule. Fetch sessions are not kept: every response has session id 0, which tells the
-//! client to send full requests (KIP-227). Follower fetches (replica id ≥ 0) are refused until
-//! replication exists.
+//! batch" rule. Consumers read below the high watermark. A follower (replica id ≥ 0) reads up to
+//! the log end; its fetch offset is its log end, which the partition's state machine records
+//! (moving the high watermark); a follower whose last fetched epoch ends earlier in this
+//! leader's log gets the diverging epoch instead of records (KIP-320), and truncates. Fetch
+//! sessions are not kept: every response has session id 0, which tells the client to send full
+//! requests (KIP-227).
 
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -16,6 +19,8 @@ use tributary_log::{FileRange, LogError, Offset};
 
 use super::s;
 use crate::broker::Broker;
+use crate::replica::divergence::{self, EpochEndOffset};
+use crate::replica::partition::LeaderEpoch;
 use crate::replica::Partition;
 use crate::server::Splice;
 
@@ -29,6 +34,10 @@ struct Wanted {
     hosted: Option<Arc<Partition>>,
     /// Error for a partition that cannot be read at all.
     error: Option<ResponseError>,
+    /// A follower reads up to the log end, not the high watermark.
+    follower: bool,
+    /// A follower's log diverged: answer with this, read nothing.
+    diverging: Option<EpochEndOffset>,
 }
 
 /// Serves a fetch: the response, and the partitions whose records go out as segment-file
@@ -38,12 +47,12 @@ pub(super) async fn handle(
     req: FetchRequest,
     version: i16,
 ) -> (FetchResponse, Vec<Splice>) {
-    if req.replica_id.0 >= 0 || req.replica_state.replica_id.0 >= 0 {
-        let resp =
-            FetchResponse::default().with_error_code(ResponseError::NotLeaderOrFollower.code());
-        return (resp, Vec::new());
-    }
-    let wanted = resolve(broker, &req, version);
+    let replica = if version >= 15 {
+        req.replica_state.replica_id.0
+    } else {
+        req.replica_id.0
+    };
+    let wanted = resolve(broker, &req, version, (replica >= 0).then_some(replica));
     let deadline = tokio::time::Instant::now()
         + Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0));
     let min_bytes = usize::try_from(req.min_bytes).unwrap_or(0);
@@ -76,7 +85,7 @@ pub(super) async fn handle(
     }
 }
 
-fn resolve(broker: &Broker, req: &FetchRequest, version: i16) -> Vec<Wanted> {
+fn resolve(broker: &Broker, req: &FetchRequest, version: i16, replica: Option<i32>) -> Vec<Wanted> {
     let image = broker.metadata.image();
     let mut out = Vec::new();
     for t in &req.topics {
@@ -106,7 +115,7 @@ fn resolve(broker: &Broker, req: &FetchRequest, version: i16) -> Vec<Wanted> {
                     h.leader_epoch.load(Ordering::Acquire),
                 ),
             };
-            out.push(Wanted {
+            let mut w = Wanted {
                 topic: topic.clone(),
                 topic_id,
                 partition: p.partition,
@@ -114,10 +123,64 @@ fn resolve(broker: &Broker, req: &FetchRequest, version: i16) -> Vec<Wanted> {
                 max_bytes: usize::try_from(p.partition_max_bytes).unwrap_or(0),
                 hosted,
                 error,
-            });
+                follower: replica.is_some(),
+                diverging: None,
+            };
+            if let (Some(r), None, Some(h)) = (replica, w.error, w.hosted.clone()) {
+                follower_fetched(
+                    broker,
+                    &mut w,
+                    &h,
+                    r,
+                    p.current_leader_epoch,
+                    p.last_fetched_epoch,
+                    version,
+                );
+            }
+            out.push(w);
         }
     }
     out
+}
+
+/// A follower's fetch at `w.fetch_offset`: either its log diverged from ours (answered with the
+/// diverging epoch), or its progress is recorded, which may move the high watermark.
+fn follower_fetched(
+    broker: &Broker,
+    w: &mut Wanted,
+    part: &Partition,
+    replica: i32,
+    current_leader_epoch: i32,
+    last_fetched_epoch: i32,
+    version: i16,
+) {
+    let fetch_offset = Offset(w.fetch_offset);
+    let (entries, leo) = {
+        let log = part.log.read().expect("log lock poisoned");
+        (log.epoch_entries(), log.log_end_offset())
+    };
+    if version >= 12 && last_fetched_epoch >= 0 {
+        let epoch = LeaderEpoch(last_fetched_epoch);
+        let end = divergence::end_offset_for(&entries, epoch, leo);
+        match divergence::diverging_epoch(epoch, fetch_offset, end) {
+            Ok(Some(d)) => {
+                w.diverging = Some(d);
+                return;
+            }
+            Ok(None) => {}
+            Err(e) => {
+                w.error = Some(e.kafka_error());
+                return;
+            }
+        }
+    }
+    let now = tokio::time::Instant::now();
+    let epoch = LeaderEpoch(current_leader_epoch);
+    match part.with_state(|st| st.on_follower_fetch(replica, fetch_offset, epoch, leo, now)) {
+        Ok(Some(_)) => broker.replicas.notify_append(),
+        Ok(None) => {}
+        Err(e) => w.error = Some(e.kafka_error()),
+    }
 }
 
 /// KIP-320: a request naming a leader epoch must match ours.
@@ -147,13 +210,22 @@ const SPLICE_MIN_BYTES: usize = 16 * 1024;
 async fn read_all(wanted: &[Wanted], max_bytes: usize) -> (Vec<Read>, usize, bool) {
     let jobs: Vec<_> = wanted
         .iter()
-        .map(|w| (w.hosted.clone(), w.error, w.fetch_offset, w.max_bytes))
+        .map(|w| {
+            (
+                w.hosted.clone(),
+                w.error,
+                w.fetch_offset,
+                w.max_bytes,
+                w.follower,
+                w.diverging.is_some(),
+            )
+        })
         .collect();
     let result = tokio::task::spawn_blocking(move || {
         let mut total = 0usize;
         let mut any_error = false;
         let mut out = Vec::with_capacity(jobs.len());
-        for (hosted, error, offset, part_max) in jobs {
+        for (hosted, error, offset, part_max, follower, diverged) in jobs {
             let (Some(part), None) = (hosted, error) else {
                 any_error = true;
                 out.push((error.map_or(0, |e| e.code()), -1, -1, Records::None));
@@ -161,8 +233,21 @@ async fn read_all(wanted: &[Wanted], max_bytes: usize) -> (Vec<Read>, usize, boo
             };
             let hw = part.hw();
             let log = part.log.read().expect("log lock poisoned");
+            if diverged {
+                // Answered at once: the follower must truncate before it reads anything.
+                any_error = true;
+                out.push((
+                    0,
+                    hw.0,
+                    log.log_start_offset().0,
+                    Records::Inline(Bytes::new()),
+                ));
+                continue;
+            }
+            // Consumers see the committed part; followers copy everything the leader has.
+            let upper = if follower { log.log_end_offset() } else { hw };
             let budget = part_max.min(max_bytes.saturating_sub(total));
-            match log.read_ranges(Offset(offset), budget, hw, total == 0) {
+            match log.read_ranges(Offset(offset), budget, upper, total == 0) {
                 Ok(r) => {
                     total += r.bytes;
                     let records = if r.bytes == 0 {
@@ -188,7 +273,7 @@ async fn read_all(wanted: &[Wanted], max_bytes: usize) -> (Vec<Read>, usize, boo
                     out.push((0, hw.0, r.log_start_offset.0, records));
                 }
                 Err(LogError::OffsetOutOfRange { log_start, .. })
-                    if offset <= hw.0 && offset >= log_start.0 =>
+                    if offset <= upper.0 && offset >= log_start.0 =>
                 {
                     // Between the high watermark and the log end: nothing visible yet.
                     out.push((0, hw.0, log_start.0, Records::Inline(Bytes::new())));
@@ -247,13 +332,20 @@ fn respond(wanted: Vec<Wanted>, parts: Vec<Read>) -> (FetchResponse, Vec<Splice>
                 m
             }
         };
-        let data = PartitionData::default()
+        let mut data = PartitionData::default()
             .with_partition_index(w.partition)
             .with_error_code(code)
             .with_high_watermark(hw)
             .with_last_stable_offset(hw)
             .with_log_start_offset(log_start)
             .with_records(Some(records));
+        if let Some(d) = w.diverging {
+            data = data.with_diverging_epoch(
+                kafka_protocol::messages::fetch_response::EpochEndOffset::default()
+                    .with_epoch(d.epoch.0)
+                    .with_end_offset(d.end_offset.0),
+            );
+        }
         match topics.last_mut() {
             Some(t) if t.topic.0.as_str() == w.topic && t.topic_id == w.topic_id => {
                 t.partitions.push(data)

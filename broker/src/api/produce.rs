@@ -52,7 +52,7 @@ pub(super) async fn handle(
         };
         let mut partitions = Vec::with_capacity(t.partition_data.len());
         for p in t.partition_data {
-            let r = append(broker, &name, p.index, req.acks, p.records).await;
+            let r = append(broker, &name, p.index, req.acks, req.timeout_ms, p.records).await;
             partitions.push(r.with_index(p.index));
         }
         responses.push(
@@ -80,6 +80,7 @@ async fn append(
     topic: &str,
     partition: i32,
     acks: i16,
+    timeout_ms: i32,
     records: Option<Bytes>,
 ) -> PartitionProduceResponse {
     if !matches!(acks, ACKS_NONE | ACKS_LEADER | ACKS_ALL) {
@@ -151,8 +152,24 @@ async fn append(
                 .with_log_start_offset(log_start.0)
         }
         Ok((Ok(info), leo, log_start)) => {
-            // The leader alone is the ISR: everything appended is committed.
-            part.high_watermark.fetch_max(leo.0, Ordering::AcqRel);
+            // With the leader alone in the ISR this commits the append at once.
+            part.after_local_append(leo);
+            broker.replicas.notify_append();
+            if acks == ACKS_ALL {
+                // A delayed produce: done when the high watermark passes the batch (every ISR
+                // member has it), or REQUEST_TIMED_OUT after the request's timeout.
+                let deadline = tokio::time::Instant::now()
+                    + std::time::Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0));
+                let end = tributary_log::Offset(info.last_offset.0 + 1);
+                if !part.wait_hw(end, deadline).await {
+                    return failed(
+                        ResponseError::RequestTimedOut,
+                        format!(
+                            "{topic}-{partition}: not replicated to the in-sync replicas within {timeout_ms} ms"
+                        ),
+                    );
+                }
+            }
             broker
                 .metrics
                 .bytes_in
@@ -161,7 +178,6 @@ async fn append(
                 .metrics
                 .messages_in
                 .fetch_add(info.records, Ordering::Relaxed);
-            broker.replicas.notify_append();
             PartitionProduceResponse::default()
                 .with_base_offset(info.first_offset.0)
                 .with_log_append_time_ms(info.log_append_time.unwrap_or(-1))

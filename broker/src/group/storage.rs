@@ -71,24 +71,14 @@ impl ReplicaGroupLog {
             tracing::warn!(partition = p, error = %e, "__consumer_offsets append failed");
             storage_error(&e)
         })?;
-        if isr <= 1 {
-            // The leader alone is the ISR: the append is committed (as in produce).
-            part.high_watermark.fetch_max(end.0, Ordering::AcqRel);
-        }
+        part.after_local_append(end);
         broker.replicas.notify_append();
         // acks=all: answer only once the high watermark has passed the batch.
-        let mut appends = broker.replicas.appends();
-        let committed = async {
-            while part.hw() < end {
-                if appends.changed().await.is_err() {
-                    return false;
-                }
-            }
-            true
-        };
-        match tokio::time::timeout(COMMIT_TIMEOUT, committed).await {
-            Ok(true) => Ok(()),
-            _ => Err(ResponseError::CoordinatorNotAvailable),
+        let deadline = tokio::time::Instant::now() + COMMIT_TIMEOUT;
+        if part.wait_hw(end, deadline).await {
+            Ok(())
+        } else {
+            Err(ResponseError::CoordinatorNotAvailable)
         }
     }
 

@@ -12,12 +12,14 @@
 //! truncates) are the pure rules replication will use; they are not wired to this manager yet.
 
 pub mod divergence;
+pub mod fetcher;
 pub mod isr;
+pub mod isr_manager;
 pub mod partition;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::atomic::{AtomicI32, AtomicI64, AtomicUsize, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
 use tokio::sync::watch;
@@ -26,11 +28,16 @@ use uuid::Uuid;
 
 use crate::config::BrokerConfig;
 use crate::metadata::image::Changes;
+use crate::metadata::records::PartitionRecord;
 use crate::metadata::{MetadataFollower, MetadataImage};
 use crate::topic_config;
+use partition::{PartitionState, ReplicaSettings, Transition};
 
 /// The directory name (`<topic>-0`) of the metadata quorum's log inside the log directory.
 pub const METADATA_TOPIC: &str = "__cluster_metadata";
+
+/// `replication-offset-checkpoint`: each hosted partition's high watermark, as Kafka names it.
+pub const HW_CHECKPOINT: &str = "replication-offset-checkpoint";
 
 /// One hosted partition.
 pub struct Partition {
@@ -43,8 +50,14 @@ pub struct Partition {
     /// path never consults the metadata image).
     pub isr_len: AtomicUsize,
     pub min_insync_replicas: AtomicUsize,
-    /// Offsets below this are committed and visible to consumers.
+    /// Offsets below this are committed and visible to consumers: a copy of the state
+    /// machine's high watermark, published after every change of it (readers never lock).
     pub high_watermark: AtomicI64,
+    /// The replication state machine (leader with ISR and follower progress, or follower).
+    /// Guards only in-memory state: never held across I/O or an await.
+    state: Mutex<PartitionState>,
+    /// Bumped whenever the high watermark moves: acks=all produces wait on it.
+    hw_moved: watch::Sender<i64>,
 }
 
 impl Partition {
@@ -52,14 +65,55 @@ impl Partition {
     pub fn hw(&self) -> Offset {
         Offset(self.high_watermark.load(Ordering::Acquire))
     }
+
+    /// Runs `f` on the replication state, then publishes the high watermark if it moved.
+    pub fn with_state<T>(&self, f: impl FnOnce(&mut PartitionState) -> T) -> T {
+        let (out, hw) = {
+            let mut st = self.state.lock().expect("partition state lock poisoned");
+            let out = f(&mut st);
+            (out, st.high_watermark())
+        };
+        self.publish_hw(hw);
+        out
+    }
+
+    fn publish_hw(&self, hw: Offset) {
+        let old = self.high_watermark.fetch_max(hw.0, Ordering::AcqRel);
+        if hw.0 > old {
+            self.hw_moved.send_replace(hw.0);
+        }
+    }
+
+    /// After a local append as leader: the high watermark moves by itself when the ISR is just
+    /// this broker (and min ISR allows).
+    pub fn after_local_append(&self, log_end: Offset) {
+        let now = tokio::time::Instant::now();
+        self.with_state(|st| st.on_local_append(log_end, now));
+    }
+
+    /// Waits until the high watermark reaches `target` or `deadline` passes; returns whether it
+    /// did.
+    pub async fn wait_hw(&self, target: Offset, deadline: tokio::time::Instant) -> bool {
+        let mut rx = self.hw_moved.subscribe();
+        let reached = tokio::time::timeout_at(deadline, async {
+            loop {
+                if self.hw() >= target {
+                    return;
+                }
+                if rx.changed().await.is_err() {
+                    return;
+                }
+            }
+        })
+        .await;
+        reached.is_ok() && self.hw() >= target
+    }
 }
 
 /// What the metadata image says about a partition hosted here.
 struct Assignment {
     topic_id: Uuid,
-    leader: i32,
-    leader_epoch: i32,
-    isr_len: usize,
+    record: PartitionRecord,
     min_insync_replicas: usize,
     config: LogConfig,
 }
@@ -70,14 +124,20 @@ pub struct ReplicaManager {
     config: BrokerConfig,
     logs: LogManager,
     partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
-    /// Bumped after every append, to wake long-polling fetches.
+    /// Bumped after every append and high-watermark move, to wake long-polling fetches.
     appended: watch::Sender<u64>,
     sync: tokio::sync::Mutex<()>,
+    /// High watermarks read from `replication-offset-checkpoint` at start.
+    hw_checkpoint: Mutex<BTreeMap<TopicPartition, Offset>>,
+    /// The follower fetchers, one per leader this broker follows partitions of.
+    pub fetchers: fetcher::Fetchers,
 }
 
 impl ReplicaManager {
     /// Opens the log directory (partitions are opened by [`ReplicaManager::sync`]).
     pub fn open(config: &BrokerConfig) -> Result<Self, LogError> {
+        let hw_checkpoint =
+            tributary_log::checkpoint::read_offset_checkpoint(&config.log_dir.join(HW_CHECKPOINT))?;
         Ok(ReplicaManager {
             node_id: config.node_id,
             config: config.clone(),
@@ -85,6 +145,8 @@ impl ReplicaManager {
             partitions: RwLock::new(HashMap::new()),
             appended: watch::channel(0).0,
             sync: tokio::sync::Mutex::new(()),
+            hw_checkpoint: Mutex::new(hw_checkpoint),
+            fetchers: fetcher::Fetchers::new(config.node_id),
         })
     }
 
@@ -133,10 +195,19 @@ impl ReplicaManager {
         // Changes first, then the image: the image is at least as new as the changes, and any
         // change applied after it stays pending for the next call.
         let changes: Changes = follower.take_changes();
-        if changes.topics.is_empty() && !changes.all {
+        if changes.is_empty() {
             return;
         }
         let image = follower.image();
+        if changes.brokers && !changes.all {
+            // A broker was fenced, unfenced or is shutting down: leaders re-judge who may join
+            // their ISRs.
+            let ineligible = ineligible_brokers(&image);
+            let now = tokio::time::Instant::now();
+            for (_, part) in self.all() {
+                part.with_state(|st| st.set_ineligible_brokers(ineligible.clone(), now));
+            }
+        }
         if changes.all {
             self.delete_strays(&image);
             self.sync_topics(&image, None);
@@ -165,9 +236,7 @@ impl ReplicaManager {
                     TopicPartition::new(&t.name, p.partition),
                     Assignment {
                         topic_id: t.topic_id,
-                        leader: p.leader,
-                        leader_epoch: p.leader_epoch,
-                        isr_len: p.isr.len(),
+                        record: p.clone(),
                         min_insync_replicas: min_isr,
                         config: cfg.clone(),
                     },
@@ -182,8 +251,9 @@ impl ReplicaManager {
                 self.remove(&tp);
             }
         }
+        let ineligible = ineligible_brokers(image);
         for (tp, assignment) in wanted {
-            if let Err(e) = self.ensure(&tp, assignment) {
+            if let Err(e) = self.ensure(&tp, assignment, &ineligible) {
                 tracing::error!(partition = %tp, error = %e, "failed to open partition log");
             }
         }
@@ -221,41 +291,117 @@ impl ReplicaManager {
         }
     }
 
-    fn ensure(&self, tp: &TopicPartition, a: Assignment) -> Result<(), LogError> {
-        if let Some(p) = self.get(&tp.topic, tp.partition) {
-            p.leader.store(a.leader, Ordering::Release);
-            p.leader_epoch.store(a.leader_epoch, Ordering::Release);
-            p.isr_len.store(a.isr_len, Ordering::Release);
-            p.min_insync_replicas
-                .store(a.min_insync_replicas, Ordering::Release);
-            p.log
-                .write()
-                .expect("log lock poisoned")
-                .set_config(a.config);
-            return Ok(());
-        }
-        let log = self
-            .logs
-            .open_or_create(tp, *a.topic_id.as_bytes(), a.config)?;
-        let leo = log.read().expect("log lock poisoned").log_end_offset();
-        let part = Arc::new(Partition {
-            topic_id: a.topic_id,
-            log,
-            leader: AtomicI32::new(a.leader),
-            leader_epoch: AtomicI32::new(a.leader_epoch),
-            isr_len: AtomicUsize::new(a.isr_len),
-            min_insync_replicas: AtomicUsize::new(a.min_insync_replicas),
-            high_watermark: AtomicI64::new(leo.0),
+    fn ensure(
+        &self,
+        tp: &TopicPartition,
+        a: Assignment,
+        ineligible: &BTreeSet<i32>,
+    ) -> Result<(), LogError> {
+        let part = match self.get(&tp.topic, tp.partition) {
+            Some(p) => {
+                p.log
+                    .write()
+                    .expect("log lock poisoned")
+                    .set_config(a.config.clone());
+                p
+            }
+            None => self.open_partition(tp, &a)?,
+        };
+        part.leader.store(a.record.leader, Ordering::Release);
+        part.leader_epoch
+            .store(a.record.leader_epoch, Ordering::Release);
+        part.isr_len.store(a.record.isr.len(), Ordering::Release);
+        part.min_insync_replicas
+            .store(a.min_insync_replicas, Ordering::Release);
+        let leo = part.log.read().expect("log lock poisoned").log_end_offset();
+        let now = tokio::time::Instant::now();
+        let settings = ReplicaSettings {
+            min_insync_replicas: a.min_insync_replicas,
+            replica_lag_time_max: self.config.replica_lag_time_max,
+        };
+        let transition = part.with_state(|st| {
+            st.set_settings(settings, now);
+            st.set_ineligible_brokers(ineligible.clone(), now);
+            st.on_metadata(&a.record, leo, now)
         });
-        tracing::info!(partition = %tp, leader = a.leader, epoch = a.leader_epoch, log_end = leo.0, "hosting partition");
-        self.partitions
-            .write()
-            .expect("partitions lock poisoned")
-            .insert(tp.clone(), part);
+        self.on_transition(tp, &part, &a.record, transition);
         Ok(())
     }
 
+    fn open_partition(
+        &self,
+        tp: &TopicPartition,
+        a: &Assignment,
+    ) -> Result<Arc<Partition>, LogError> {
+        let log = self
+            .logs
+            .open_or_create(tp, *a.topic_id.as_bytes(), a.config.clone())?;
+        let leo = log.read().expect("log lock poisoned").log_end_offset();
+        // The checkpointed high watermark, never above the log end; without one, nothing is
+        // known to be committed until the leader says so.
+        let hw = self
+            .hw_checkpoint
+            .lock()
+            .expect("hw checkpoint lock poisoned")
+            .get(tp)
+            .copied()
+            .unwrap_or(Offset(0))
+            .min(leo);
+        let settings = ReplicaSettings {
+            min_insync_replicas: a.min_insync_replicas,
+            replica_lag_time_max: self.config.replica_lag_time_max,
+        };
+        let part = Arc::new(Partition {
+            topic_id: a.topic_id,
+            log,
+            leader: AtomicI32::new(a.record.leader),
+            leader_epoch: AtomicI32::new(a.record.leader_epoch),
+            isr_len: AtomicUsize::new(a.record.isr.len()),
+            min_insync_replicas: AtomicUsize::new(a.min_insync_replicas),
+            high_watermark: AtomicI64::new(hw.0),
+            state: Mutex::new(PartitionState::new(self.node_id, hw, settings)),
+            hw_moved: watch::channel(hw.0).0,
+        });
+        tracing::info!(partition = %tp, leader = a.record.leader, epoch = a.record.leader_epoch, log_end = leo.0, high_watermark = hw.0, "hosting partition");
+        self.partitions
+            .write()
+            .expect("partitions lock poisoned")
+            .insert(tp.clone(), part.clone());
+        Ok(part)
+    }
+
+    /// Acts on what a metadata change made of this broker's role for the partition.
+    fn on_transition(
+        &self,
+        tp: &TopicPartition,
+        part: &Arc<Partition>,
+        record: &PartitionRecord,
+        t: Transition,
+    ) {
+        match t {
+            Transition::BecameLeader { leader_epoch, .. } => {
+                tracing::info!(partition = %tp, epoch = leader_epoch.0, isr = ?record.isr, "became leader");
+                self.fetchers.stop_following(tp);
+            }
+            Transition::BecameFollower {
+                leader,
+                leader_epoch,
+                ..
+            } => {
+                tracing::info!(partition = %tp, leader = ?leader, epoch = leader_epoch.0, "became follower");
+                match leader {
+                    Some(l) => self.fetchers.follow(tp, part, l, leader_epoch),
+                    None => self.fetchers.stop_following(tp),
+                }
+            }
+            Transition::Removed => self.fetchers.stop_following(tp),
+            Transition::Updated { .. } | Transition::Ignored(_) => {}
+        }
+        self.notify_append();
+    }
+
     fn remove(&self, tp: &TopicPartition) {
+        self.fetchers.stop_following(tp);
         self.partitions
             .write()
             .expect("partitions lock poisoned")
@@ -308,10 +454,17 @@ impl ReplicaManager {
         removed
     }
 
-    /// Flushes logs per their flush policy and writes the checkpoints (background task).
+    /// Flushes logs per their flush policy and writes the checkpoints, the high watermarks'
+    /// among them (background task).
     pub fn checkpoint(&self) {
         if let Err(e) = self.logs.checkpoint() {
             tracing::warn!(error = %e, "checkpoint failed");
+        }
+        let hws: BTreeMap<TopicPartition, Offset> =
+            self.all().into_iter().map(|(tp, p)| (tp, p.hw())).collect();
+        let path = self.config.log_dir.join(HW_CHECKPOINT);
+        if let Err(e) = tributary_log::checkpoint::write_offset_checkpoint(&path, &hws) {
+            tracing::warn!(error = %e, "high watermark checkpoint failed");
         }
     }
 
@@ -322,10 +475,22 @@ impl ReplicaManager {
 
     /// Flushes everything and marks a clean shutdown.
     pub fn shutdown(&self) {
+        self.fetchers.stop_all();
+        self.checkpoint();
         if let Err(e) = self.logs.shutdown() {
             tracing::error!(error = %e, "log shutdown failed");
         }
     }
+}
+
+/// Brokers that may not join an ISR: registered but fenced or shutting down.
+fn ineligible_brokers(image: &MetadataImage) -> BTreeSet<i32> {
+    image
+        .brokers
+        .values()
+        .filter(|b| !b.is_active())
+        .map(|b| b.broker_id)
+        .collect()
 }
 
 fn num(v: &str) -> i64 {

@@ -11,14 +11,11 @@ use kafka_protocol::ResponseError;
 use super::ApiError;
 use crate::metadata::image::MetadataImage;
 
-/// Partition data is not replicated between brokers yet (the follower fetcher, ISR changes and
-/// acks=all across replicas are the next piece of work), so a replication factor above 1 would
-/// promise copies that do not exist: it is refused with this message.
-pub const REPLICATION_NOT_BUILT: &str =
-    "replication factor above 1 is not supported yet: partition replication between brokers is not built";
+/// The message for a replication factor above [`MAX_REPLICATION_FACTOR`].
+pub const REPLICATION_NOT_BUILT: &str = "replication factor above the supported maximum";
 
-/// The largest replication factor accepted (see [`REPLICATION_NOT_BUILT`]).
-pub const MAX_REPLICATION_FACTOR: usize = 1;
+/// The largest replication factor accepted.
+pub const MAX_REPLICATION_FACTOR: usize = 16;
 
 /// Kafka's longest legal topic name.
 pub const MAX_TOPIC_NAME_LEN: usize = 249;

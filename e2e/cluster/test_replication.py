@@ -1,0 +1,126 @@
+"""Replication under faults, with real broker processes: replication factor 3 and
+min.insync.replicas=2, idempotent acks=all producers and verifying consumers (the workload of
+e2e/workload), while leaders are SIGKILLed, two brokers of three are down, every broker is
+restarted with SIGTERM, or a leader is paused past its session. Each scenario ends with the
+checker: nothing acknowledged lost, duplicated or reordered, no consumer skipped or read
+phantom data. Timeouts are shortened (harness defaults, replica.lag.time.max.ms 3 s)."""
+
+import os
+import sys
+import threading
+import time
+import uuid
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "workload"))
+
+import report  # noqa: E402
+import workload  # noqa: E402
+from checker import check  # noqa: E402
+
+from clientops import create_topic, leaders, metadata  # noqa: E402
+from harness import wait_for  # noqa: E402
+
+RF3 = {"min.insync.replicas": "2"}
+
+
+def cluster(make_cluster):
+    return make_cluster(controllers=1, brokers=3, replica_lag_time_max_ms=3000, default_replication_factor=3)
+
+
+def run_with_faults(c, tmp_path, schedule, duration=22, mode="assign", rate=80):
+    """Runs the workload on a fresh RF 3 topic while `schedule` (a function of the topic name
+    and a `at(t, what, fn)` helper) injects faults; returns (report, faults)."""
+    topic = f"rep-{uuid.uuid4().hex[:8]}"
+    create_topic(c.nodes[101].bootstrap, topic, 6, rf=3, config=RF3)
+    md = metadata(c.nodes[101].bootstrap, topic)
+    assert all(len(pm.replicas) == 3 for pm in md.topics[topic].partitions.values())
+    cfg = workload.WorkloadConfig(
+        bootstrap=",".join(b.bootstrap for b in c.brokers), topic=topic, partitions=6,
+        replication_factor=3, topic_config=RF3, create_topic=False, producers=2, consumers=2,
+        consumer_mode=mode, duration=duration, rate=rate, message_timeout=15, drain_timeout=25,
+        final_read_timeout=40)
+    faults, start = [], time.time()
+
+    def at(t, what, fn):
+        time.sleep(max(0.0, t - (time.time() - start)))
+        faults.append((round(time.time() - start, 1), what))
+        fn()
+
+    t = threading.Thread(target=schedule, args=(topic, at), daemon=True)
+    t.start()
+    h = workload.run(cfg, out_dir=str(tmp_path))
+    t.join(90)
+    result = check(h.ops(), h.meta)
+    print("faults:", faults)
+    print(report.summary(result))
+    return result, faults
+
+
+def leader_of(c, topic, partition):
+    alive = ",".join(b.bootstrap for b in c.brokers if b.alive())
+    return c.nodes[leaders(alive, topic)[partition]]
+
+
+def test_sigkill_each_leader_in_turn(make_cluster, tmp_path):
+    c = cluster(make_cluster)
+
+    def schedule(topic, at):
+        for i, p in enumerate((0, 1, 2)):
+            victim = leader_of(c, topic, p)
+            at(3 + 6 * i, f"SIGKILL leader {victim.node_id} of partition {p}", victim.kill)
+            at(6 + 6 * i, f"restart {victim.node_id}", lambda v=victim: v.start(wait_ready=True))
+
+    result, faults = run_with_faults(c, tmp_path, schedule)
+    assert len(faults) == 6, faults
+    assert result.valid, report.summary(result)
+    assert result.counts["acknowledged"] > 300
+    assert result.counts["acknowledged_unread"] == 0
+
+
+def test_two_brokers_of_three_down_then_back(make_cluster, tmp_path):
+    c = cluster(make_cluster)
+
+    def schedule(topic, at):
+        a, b = c.nodes[102], c.nodes[103]
+        at(4, "SIGKILL 102", a.kill)
+        at(4.5, "SIGKILL 103", b.kill)
+        at(11, "restart 102", lambda: a.start(wait_ready=True))
+        at(12, "restart 103", lambda: b.start(wait_ready=True))
+
+    result, faults = run_with_faults(c, tmp_path, schedule, duration=24)
+    assert len(faults) == 4, faults
+    assert result.valid, report.summary(result)
+    assert result.counts["acknowledged_unread"] == 0
+
+
+def test_rolling_restart_with_sigterm_fails_no_send(make_cluster, tmp_path):
+    c = cluster(make_cluster)
+
+    def schedule(topic, at):
+        for i, n in enumerate(c.brokers):
+            at(3 + 6 * i, f"SIGTERM {n.node_id}", n.stop)
+            at(4 + 6 * i, f"start {n.node_id}", lambda n=n: n.start(wait_ready=True))
+            # The next broker goes only once the partitions are fully replicated again.
+            at(5 + 6 * i, "wait for full ISRs", lambda t=topic: wait_for(
+                "full ISRs", lambda: all(len(pm.isrs) == 3 for pm in metadata(c.bootstrap, t).topics[t].partitions.values()), 20))
+
+    result, faults = run_with_faults(c, tmp_path, schedule, duration=24)
+    assert len(faults) == 9, faults
+    assert result.valid, report.summary(result)
+    counts = result.counts
+    assert counts["failed"] == 0 and counts["indeterminate"] == 0, report.summary(result)
+    assert counts["acknowledged_unread"] == 0
+
+
+def test_a_paused_leader_acknowledges_nothing_after_it_is_fenced(make_cluster, tmp_path):
+    c = cluster(make_cluster)
+
+    def schedule(topic, at):
+        victim = leader_of(c, topic, 0)
+        at(4, f"SIGSTOP leader {victim.node_id}", victim.pause)
+        at(12, f"SIGCONT {victim.node_id}", victim.resume)
+
+    result, faults = run_with_faults(c, tmp_path, schedule, duration=22, mode="group")
+    assert len(faults) == 2, faults
+    assert result.valid, report.summary(result)
+    assert result.counts["acknowledged_unread"] == 0
