@@ -126,14 +126,10 @@ pub async fn ensure_offsets_topic(broker: &Broker) -> Option<i32> {
         return i32::try_from(t.partitions.len()).ok();
     }
     let cfg = &broker.groups.config;
-    // Capped at the active brokers while fewer exist (as Kafka does when auto-creating), and
-    // at the replication factor the cluster can honour today.
+    // Capped at the active brokers while fewer exist (as Kafka does when auto-creating).
     let brokers = i16::try_from(image.active_brokers().len())
         .unwrap_or(i16::MAX)
-        .clamp(
-            1,
-            crate::metadata::controller::placement::MAX_REPLICATION_FACTOR as i16,
-        );
+        .max(1);
     let topic = NewTopic {
         name: OFFSETS_TOPIC.to_owned(),
         num_partitions: cfg.offsets_partitions,

@@ -439,12 +439,6 @@ fn check_assignments(
         )));
     }
     let rf = assignments.first().map_or(0, Vec::len);
-    if rf > validate::MAX_REPLICATION_FACTOR {
-        return Err(ApiError::new(
-            ResponseError::InvalidReplicationFactor,
-            validate::REPLICATION_NOT_BUILT,
-        ));
-    }
     for a in assignments {
         let unique: BTreeSet<_> = a.iter().collect();
         if a.is_empty() || unique.len() != a.len() || a.len() != rf {

@@ -11,11 +11,6 @@ use kafka_protocol::ResponseError;
 use super::ApiError;
 use crate::metadata::image::MetadataImage;
 
-/// The message for a replication factor above [`MAX_REPLICATION_FACTOR`].
-pub const REPLICATION_NOT_BUILT: &str = "replication factor above the supported maximum";
-
-/// The largest replication factor accepted.
-pub const MAX_REPLICATION_FACTOR: usize = 16;
 
 /// Kafka's longest legal topic name.
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
@@ -82,12 +77,6 @@ pub fn place(
                 "replication factor {rf} must be between 1 and the number of available brokers ({})",
                 brokers.len()
             ),
-        ));
-    }
-    if rf > MAX_REPLICATION_FACTOR {
-        return Err(ApiError::new(
-            ResponseError::InvalidReplicationFactor,
-            REPLICATION_NOT_BUILT,
         ));
     }
     Ok(spread(&rack_alternating(brokers), first, count, rf))
@@ -173,8 +162,8 @@ mod tests {
         let err = place(&plain(&[1]), 0, 1, 2).expect_err("rf too big");
         assert_eq!(err.code, ResponseError::InvalidReplicationFactor);
         assert!(place(&plain(&[1]), 0, 1, 0).is_err());
-        let err = place(&plain(&[1, 2, 3]), 0, 1, 3).expect_err("not built");
-        assert_eq!(err.message, REPLICATION_NOT_BUILT);
+        let a = place(&plain(&[1, 2, 3]), 0, 3, 3).expect("rf 3");
+        assert_eq!(a, vec![vec![1, 2, 3], vec![2, 3, 1], vec![3, 1, 2]]);
     }
 
     #[test]
