@@ -501,7 +501,7 @@ async fn assert_topics_get_the_example_defaults(cluster: &LocalCluster, admin: &
                 .map_err(|e| e.to_string())
         })
         .await;
-        assert_eq!((t.partitions, t.replication_factor), (3, 1), "{}", b.pod);
+        assert_eq!((t.partitions, t.replication_factor), (3, 3), "{}", b.pod);
     }
     let entries = admin
         .describe_topic_config("orders")
@@ -511,17 +511,16 @@ async fn assert_topics_get_the_example_defaults(cluster: &LocalCluster, admin: &
         .iter()
         .find(|e| e.name == "min.insync.replicas")
         .expect("min.insync.replicas described");
-    assert_eq!(min_isr.value.as_deref(), Some("1"));
+    assert_eq!(min_isr.value.as_deref(), Some("2"));
     assert_eq!(min_isr.source, ConfigSource::StaticBroker);
 
-    // Why the example says 1: once replication exists this fails, and the example goes back to
-    // default.replication.factor 3 and min.insync.replicas 2.
-    let rf3 = NewTopic {
-        name: "replicated".to_owned(),
-        replication_factor: 3,
+    // A replication factor above the brokers there are is refused.
+    let rf4 = NewTopic {
+        name: "too-many-replicas".to_owned(),
+        replication_factor: 4,
         ..topic
     };
-    let err = admin.create_topic(&rf3).await.expect_err("RF 3 is refused");
+    let err = admin.create_topic(&rf4).await.expect_err("RF 4 > 3 brokers");
     assert_eq!(err.kafka_code(), Some(codes::INVALID_REPLICATION_FACTOR));
 }
 
