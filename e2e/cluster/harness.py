@@ -7,6 +7,7 @@ exactly what the node was given; each node's output goes to `<root>/<name>.log`.
 """
 
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -20,10 +21,35 @@ BIN = os.environ.get(
 )
 
 
+# Ports handed out by this process: never twice (a node may not have bound its port yet).
+_GIVEN = set()
+
+
+def _ephemeral_start():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
 def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    """A free loopback port below the ephemeral range: a port the OS hands out for outgoing
+    connections (every client's) could be taken again before a node binds it, or while a
+    stopped node is away."""
+    top = min(_ephemeral_start(), 32768)
+    for _ in range(200):
+        port = random.randrange(10000, top)
+        if port in _GIVEN:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            _GIVEN.add(port)
+            return port
+    raise RuntimeError("no free port found below the ephemeral range")
 
 
 def wait_for(what, check, timeout=30, interval=0.05):

@@ -11,7 +11,6 @@ use kafka_protocol::ResponseError;
 use super::ApiError;
 use crate::metadata::image::MetadataImage;
 
-
 /// Kafka's longest legal topic name.
 pub const MAX_TOPIC_NAME_LEN: usize = 249;
 
