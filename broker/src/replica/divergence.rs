@@ -11,7 +11,7 @@
 //!
 //! Epoch caches are `(epoch, start offset)` entries, strictly increasing, as
 //! `tributary_log::Log::epoch_entries` returns them. Not here: reading the cache, truncating
-//! the log, sending the requests. Not wired yet, like the rest of replication.
+//! the log, sending the requests.
 
 use tributary_log::Offset;
 

@@ -17,8 +17,7 @@
 //!
 //! Not here: sending AlterPartition and retrying it (the caller), recording a proposal as
 //! pending ([`PartitionState::propose_isr_change`]), applying the committed result (it arrives
-//! as a metadata record, [`PartitionState::on_metadata`]). Not wired yet, like the rest of
-//! replication.
+//! as a metadata record, [`PartitionState::on_metadata`]).
 
 use std::collections::BTreeSet;
 use std::time::Duration;

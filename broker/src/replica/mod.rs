@@ -2,14 +2,11 @@
 //! kept in step with the metadata image (logs opened or created for assigned partitions, configs
 //! updated, logs of deleted topics removed).
 //!
-//! With replication factor 1 (the single-node default) the leader is the whole ISR, so the high
-//! watermark follows the log end offset on every append. Follower fetching, ISR changes and
-//! acks=all across replicas are not built yet; a partition whose leader is another broker
-//! answers NOT_LEADER_OR_FOLLOWER.
-//!
-//! `partition` (one partition's leader/follower state machine and its high watermark), `isr`
-//! (shrink/expand decisions and AlterPartition proposals) and `divergence` (where a follower
-//! truncates) are the pure rules replication will use; they are not wired to this manager yet.
+//! Replication: `partition` (one partition's leader/follower state machine, which owns its high
+//! watermark), `isr` (shrink/expand decisions and AlterPartition proposals), `divergence` (where
+//! a follower truncates) are pure; `fetcher` (one follower fetcher per leader broker) and
+//! `isr_manager` (sends ISR changes to the controller) do the I/O. Each hosted partition's state
+//! machine is fed here from its metadata record, and by the produce and fetch paths.
 
 pub mod divergence;
 pub mod fetcher;

@@ -26,9 +26,9 @@
 //! caller to record a leader-epoch start or to truncate); sending AlterPartition (the decision is
 //! [`super::isr`]; its committed result comes back as a metadata record through
 //! [`PartitionState::on_metadata`]); the truncation point ([`super::divergence`]); delayed
-//! produce and fetch; broker-epoch checks on follower fetches (KIP-903). **Not wired yet:** the
-//! fetch and produce paths still use `ReplicaManager`'s replication-factor-1 high watermark; the
-//! replication work connects them to this machine.
+//! produce and fetch; broker-epoch checks on follower fetches (KIP-903). The replica manager
+//! (`replica/mod.rs`) holds one per hosted partition and feeds it from metadata, produce,
+//! follower fetches and the fetcher.
 
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, BTreeSet};
