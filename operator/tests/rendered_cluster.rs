@@ -520,7 +520,10 @@ async fn assert_topics_get_the_example_defaults(cluster: &LocalCluster, admin: &
         replication_factor: 4,
         ..topic
     };
-    let err = admin.create_topic(&rf4).await.expect_err("RF 4 > 3 brokers");
+    let err = admin
+        .create_topic(&rf4)
+        .await
+        .expect_err("RF 4 > 3 brokers");
     assert_eq!(err.kafka_code(), Some(codes::INVALID_REPLICATION_FACTOR));
 }
 
