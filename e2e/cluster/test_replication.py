@@ -79,16 +79,34 @@ def test_sigkill_each_leader_in_turn(make_cluster, tmp_path):
 
 def test_two_brokers_of_three_down_then_back(make_cluster, tmp_path):
     c = cluster(make_cluster)
+    probe = {}
+
+    def try_produce(topic):
+        """With one broker of three, an acks=all send must not be acknowledged. (A topic of its
+        own: a timed-out send may still become visible later, which the workload's checker
+        would rightly call a read of something never sent.)"""
+        from confluent_kafka import Producer
+
+        p = Producer({"bootstrap.servers": c.nodes[101].bootstrap, "acks": "all",
+                      "enable.idempotence": True, "message.timeout.ms": 3000})
+        p.produce(topic, value=b"probe-while-two-down",
+                  on_delivery=lambda err, msg: probe.update(err=err, offset=msg.offset()))
+        p.flush(10)
 
     def schedule(topic, at):
         a, b = c.nodes[102], c.nodes[103]
+        probe_topic = "probe-" + topic
+        at(0, "create the probe topic", lambda: create_topic(c.nodes[101].bootstrap, probe_topic, 1, rf=3,
+                                                             assignment=[[101, 102, 103]], config=RF3))
         at(4, "SIGKILL 102", a.kill)
         at(4.5, "SIGKILL 103", b.kill)
+        at(8, "probe acks=all send", lambda: try_produce(probe_topic))
         at(11, "restart 102", lambda: a.start(wait_ready=True))
         at(12, "restart 103", lambda: b.start(wait_ready=True))
 
     result, faults = run_with_faults(c, tmp_path, schedule, duration=24)
-    assert len(faults) == 4, faults
+    assert len(faults) == 6, faults
+    assert probe.get("err") is not None, f"acks=all acknowledged with one in-sync replica: {probe}"
     assert result.valid, report.summary(result)
     assert result.counts["acknowledged_unread"] == 0
 
