@@ -83,6 +83,42 @@ impl Health {
                 "1 when this broker is registered, unfenced and caught up.",
                 i64::from(b.lifecycle.ready()),
             );
+            let r = b.replicas.replication_stats();
+            let n = |v: u64| i64::try_from(v).unwrap_or(i64::MAX);
+            gauge(
+                "tributary_leader_partitions",
+                "Partitions this broker leads.",
+                n(r.leaders),
+            );
+            gauge(
+                "tributary_under_replicated_partitions",
+                "Led partitions whose ISR is smaller than their replica set.",
+                n(r.under_replicated),
+            );
+            gauge(
+                "tributary_under_min_isr_partitions",
+                "Led partitions whose ISR is below min.insync.replicas (acks=all refused).",
+                n(r.under_min_isr),
+            );
+            gauge(
+                "tributary_follower_lag_messages",
+                "Messages the followers of led partitions are behind, summed.",
+                n(r.follower_lag_messages),
+            );
+        }
+        if let Some(c) = self.controller.get().filter(|c| c.is_active()) {
+            let offline = c
+                .image()
+                .topics
+                .values()
+                .flat_map(|t| t.partitions.values())
+                .filter(|p| p.leader < 0)
+                .count();
+            gauge(
+                "tributary_offline_partitions",
+                "Partitions with no leader (active controller only).",
+                i64::try_from(offline).unwrap_or(i64::MAX),
+            );
         }
         out
     }

@@ -142,3 +142,27 @@ def test_a_paused_leader_acknowledges_nothing_after_it_is_fenced(make_cluster, t
     assert len(faults) == 2, faults
     assert result.valid, report.summary(result)
     assert result.counts["acknowledged_unread"] == 0
+
+
+def test_replication_health_is_in_the_metrics(make_cluster):
+    c = cluster(make_cluster)
+    topic = f"m-{uuid.uuid4().hex[:8]}"
+    create_topic(c.nodes[101].bootstrap, topic, 3, rf=3, config=RF3)
+    create_topic(c.nodes[101].bootstrap, topic + "-rf1", 1, assignment=[[103]])
+    ctl = c.nodes[1]
+
+    def total(name, nodes):
+        return sum(n.metrics().get(name, 0) for n in nodes)
+
+    wait_for("full ISRs", lambda: total("tributary_under_replicated_partitions", c.brokers) == 0, 20)
+    assert total("tributary_leader_partitions", c.brokers) >= 4
+    assert ctl.metrics()["tributary_offline_partitions"] == 0
+    c.nodes[103].kill()
+    alive = [c.nodes[101], c.nodes[102]]
+    wait_for("under-replicated partitions reported",
+             lambda: total("tributary_under_replicated_partitions", alive) == 3, 20)
+    assert total("tributary_under_min_isr_partitions", alive) == 0, "2 of 3 are still min ISR 2"
+    wait_for("the RF 1 partition on 103 offline", lambda: ctl.metrics()["tributary_offline_partitions"] == 1, 20)
+    c.nodes[103].start()
+    wait_for("healed", lambda: total("tributary_under_replicated_partitions", c.brokers) == 0, 30)
+    wait_for("online", lambda: ctl.metrics()["tributary_offline_partitions"] == 0, 20)

@@ -33,6 +33,18 @@ use partition::{PartitionState, ReplicaSettings, Transition};
 /// The directory name (`<topic>-0`) of the metadata quorum's log inside the log directory.
 pub const METADATA_TOPIC: &str = "__cluster_metadata";
 
+/// What `/metrics` reports of replication (partitions this broker leads).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ReplicationStats {
+    pub leaders: u64,
+    /// Led partitions whose ISR is smaller than their assignment.
+    pub under_replicated: u64,
+    /// Led partitions whose ISR is smaller than `min.insync.replicas` (acks=all refused).
+    pub under_min_isr: u64,
+    /// Messages the followers of led partitions are behind, summed.
+    pub follower_lag_messages: u64,
+}
+
 /// `replication-offset-checkpoint`: each hosted partition's high watermark, as Kafka names it.
 pub const HW_CHECKPOINT: &str = "replication-offset-checkpoint";
 
@@ -463,6 +475,29 @@ impl ReplicaManager {
         if let Err(e) = tributary_log::checkpoint::write_offset_checkpoint(&path, &hws) {
             tracing::warn!(error = %e, "high watermark checkpoint failed");
         }
+    }
+
+    /// Replication health of the partitions this broker leads, read at scrape time.
+    pub fn replication_stats(&self) -> ReplicationStats {
+        let mut stats = ReplicationStats::default();
+        for (_, part) in self.all() {
+            let min_isr = part.min_insync_replicas.load(Ordering::Acquire);
+            part.with_state(|st| {
+                let Some(l) = st.leader() else { return };
+                stats.leaders += 1;
+                if l.isr.len() < l.replicas.len() {
+                    stats.under_replicated += 1;
+                }
+                if l.isr.len() < min_isr.min(l.replicas.len()) {
+                    stats.under_min_isr += 1;
+                }
+                for f in l.followers.values() {
+                    let behind = l.log_end_offset.0 - f.log_end_offset.map_or(0, |o| o.0);
+                    stats.follower_lag_messages += u64::try_from(behind).unwrap_or(0);
+                }
+            });
+        }
+        stats
     }
 
     /// Total bytes of all logs.
