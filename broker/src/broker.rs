@@ -364,6 +364,8 @@ pub async fn start(config: BrokerConfig) -> Result<Running, BrokerError> {
                 follower.clone(),
                 LifecycleConfig {
                     session_timeout: config.session_timeout,
+                    leader_rebalance_interval: config.leader_rebalance_interval,
+                    leader_imbalance_percentage: config.leader_imbalance_percentage,
                 },
                 proposed,
             );

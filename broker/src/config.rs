@@ -84,6 +84,9 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("controlled.shutdown.timeout.ms", "30000"),
     // Tributary's own: metadata log entries between snapshots (the log before is purged).
     ("metadata.snapshot.interval.entries", "1000"),
+    ("auto.leader.rebalance.enable", "true"),
+    ("leader.imbalance.check.interval.seconds", "300"),
+    ("leader.imbalance.per.broker.percentage", "10"),
 ];
 
 /// The broker's typed configuration, plus every raw property for DescribeConfigs.
@@ -125,6 +128,10 @@ pub struct BrokerConfig {
     pub metadata_snapshot_interval: u64,
     /// `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.
     pub replica_lag_time_max: Duration,
+    /// `auto.leader.rebalance.enable` and `leader.imbalance.check.interval.seconds`.
+    pub leader_rebalance_interval: Option<Duration>,
+    /// `leader.imbalance.per.broker.percentage`.
+    pub leader_imbalance_percentage: u32,
     /// `cluster.id`, when set: the id a new cluster takes and every node must match.
     pub cluster_id: Option<String>,
     props: BTreeMap<String, (String, Source)>,
@@ -276,6 +283,22 @@ impl BrokerConfig {
             session_timeout: ms("broker.session.timeout.ms")?,
             controlled_shutdown_timeout: ms("controlled.shutdown.timeout.ms")?,
             replica_lag_time_max: ms("replica.lag.time.max.ms")?,
+            leader_rebalance_interval: parse_num::<bool>(
+                "auto.leader.rebalance.enable",
+                get("auto.leader.rebalance.enable"),
+            )?
+            .then(|| {
+                parse_num::<u64>(
+                    "leader.imbalance.check.interval.seconds",
+                    get("leader.imbalance.check.interval.seconds"),
+                )
+                .map(Duration::from_secs)
+            })
+            .transpose()?,
+            leader_imbalance_percentage: parse_num(
+                "leader.imbalance.per.broker.percentage",
+                get("leader.imbalance.per.broker.percentage"),
+            )?,
             metadata_snapshot_interval: parse_num(
                 "metadata.snapshot.interval.entries",
                 get("metadata.snapshot.interval.entries"),

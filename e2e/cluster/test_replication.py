@@ -166,3 +166,50 @@ def test_replication_health_is_in_the_metrics(make_cluster):
     c.nodes[103].start()
     wait_for("healed", lambda: total("tributary_under_replicated_partitions", c.brokers) == 0, 30)
     wait_for("online", lambda: ctl.metrics()["tributary_offline_partitions"] == 0, 20)
+
+
+def test_leadership_returns_to_preferred_replicas(make_cluster):
+    """After a broker's restart its partitions are led elsewhere; ElectLeaders (preferred) moves
+    them back at once, and the controller's auto rebalance does it by itself."""
+    from confluent_kafka import ElectionType, TopicPartition
+
+    from clientops import admin
+
+    c = make_cluster(controllers=1, brokers=3, replica_lag_time_max_ms=3000,
+                     leader_imbalance_check_interval_seconds=1)
+    topic = f"pref-{uuid.uuid4().hex[:8]}"
+    create_topic(c.nodes[101].bootstrap, topic, 3, rf=3, config=RF3)
+    preferred = {p: pm.replicas[0] for p, pm in metadata(c.bootstrap, topic).topics[topic].partitions.items()}
+    assert leaders(c.bootstrap, topic) == preferred
+    a = admin(c.nodes[102].bootstrap)
+    result = a.elect_leaders(ElectionType.PREFERRED, [TopicPartition(topic, 0)]).result(15)
+    assert result[TopicPartition(topic, 0)] is not None, "already the leader: ELECTION_NOT_NEEDED"
+    victim = c.nodes[preferred[0]]
+    victim.stop()
+    assert leaders(c.bootstrap, topic)[0] != victim.node_id
+    victim.start()
+    # Back in the ISR, then the timer (1 s here, 300 s by default) hands leadership back.
+    wait_for("leadership back on the preferred replicas",
+             lambda: leaders(c.bootstrap, topic) == preferred, 30)
+
+
+def test_elect_leaders_moves_leadership_to_the_preferred_replica(make_cluster):
+    from confluent_kafka import ElectionType, TopicPartition
+
+    from clientops import admin
+
+    c = make_cluster(controllers=1, brokers=3, replica_lag_time_max_ms=3000,
+                     auto_leader_rebalance_enable="false")
+    topic = f"elect-{uuid.uuid4().hex[:8]}"
+    create_topic(c.nodes[101].bootstrap, topic, 3, rf=3, config=RF3)
+    preferred = leaders(c.bootstrap, topic)
+    victim = c.nodes[preferred[0]]
+    victim.stop()
+    victim.start()
+    wait_for("full ISR again", lambda: len(metadata(c.bootstrap, topic).topics[topic].partitions[0].isrs) == 3, 20)
+    time.sleep(2)
+    assert leaders(c.bootstrap, topic)[0] != victim.node_id, "no auto rebalance when disabled"
+    a = admin(c.nodes[102].bootstrap)
+    result = a.elect_leaders(ElectionType.PREFERRED, [TopicPartition(topic, 0)]).result(15)
+    assert result[TopicPartition(topic, 0)] is None, result
+    wait_for("partition 0 led by its preferred replica", lambda: leaders(c.bootstrap, topic)[0] == victim.node_id, 10)

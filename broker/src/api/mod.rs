@@ -14,6 +14,7 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_groups;
 mod describe_quorum;
+mod elect_leaders;
 mod fetch;
 mod find_coordinator;
 mod heartbeat;
@@ -70,6 +71,7 @@ pub async fn dispatch(broker: &Broker, mut req: Request) -> Result<Option<Reply>
         ApiKey::CreatePartitions => serve!(CreatePartitionsRequest, create_partitions::handle),
         ApiKey::DescribeCluster => serve!(DescribeClusterRequest, describe_cluster::handle),
         ApiKey::DescribeQuorum => serve!(DescribeQuorumRequest, describe_quorum::handle),
+        ApiKey::ElectLeaders => serve!(ElectLeadersRequest, elect_leaders::handle),
         ApiKey::UnregisterBroker => serve!(UnregisterBrokerRequest, unregister_broker::handle),
         ApiKey::DescribeConfigs => serve!(DescribeConfigsRequest, configs::describe),
         ApiKey::AlterConfigs => serve!(AlterConfigsRequest, configs::alter),

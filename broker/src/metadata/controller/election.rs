@@ -6,6 +6,8 @@
 //! member stays, so the partition knows which replica holds its latest data, as in Kafka).
 //! Every change bumps the partition epoch; a new leader also bumps the leader epoch.
 
+use kafka_protocol::ResponseError;
+
 use crate::metadata::records::PartitionRecord;
 
 /// The preferred eligible leader: first in `replicas` order, in `isr`, and `eligible`.
@@ -43,6 +45,48 @@ pub fn with_broker(p: &PartitionRecord, eligible: impl Fn(i32) -> bool) -> Optio
     }
     let leader = choose_leader(&p.replicas, &p.isr, eligible)?;
     changed(p, p.isr.clone(), leader)
+}
+
+/// Preferred-leader election: the first replica in assignment order leads again, if it is in
+/// the ISR and active. Kafka's answers: ELECTION_NOT_NEEDED when it already leads,
+/// PREFERRED_LEADER_NOT_AVAILABLE when it may not.
+pub fn preferred(
+    p: &PartitionRecord,
+    eligible: impl Fn(i32) -> bool,
+) -> Result<PartitionRecord, ResponseError> {
+    let preferred = *p
+        .replicas
+        .first()
+        .ok_or(ResponseError::PreferredLeaderNotAvailable)?;
+    if p.leader == preferred {
+        return Err(ResponseError::ElectionNotNeeded);
+    }
+    if !p.isr.contains(&preferred) || !eligible(preferred) {
+        return Err(ResponseError::PreferredLeaderNotAvailable);
+    }
+    changed(p, p.isr.clone(), preferred).ok_or(ResponseError::ElectionNotNeeded)
+}
+
+/// Unclean election of a leaderless partition: the first active replica in assignment order
+/// leads even if it is not in the ISR (it becomes the whole ISR). Acknowledged data may be
+/// lost: only on request, or with `unclean.leader.election.enable`.
+pub fn unclean(
+    p: &PartitionRecord,
+    eligible: impl Fn(i32) -> bool,
+) -> Result<PartitionRecord, ResponseError> {
+    if p.leader >= 0 {
+        return Err(ResponseError::ElectionNotNeeded);
+    }
+    if let Some(clean) = choose_leader(&p.replicas, &p.isr, &eligible) {
+        return changed(p, p.isr.clone(), clean).ok_or(ResponseError::ElectionNotNeeded);
+    }
+    let leader = p
+        .replicas
+        .iter()
+        .copied()
+        .find(|r| eligible(*r))
+        .ok_or(ResponseError::EligibleLeadersNotAvailable)?;
+    changed(p, vec![leader], leader).ok_or(ResponseError::ElectionNotNeeded)
 }
 
 fn changed(p: &PartitionRecord, isr: Vec<i32>, leader: i32) -> Option<PartitionRecord> {
@@ -112,6 +156,50 @@ mod tests {
             (1, 6, 11)
         );
         assert_eq!(with_broker(&back, |_| true), None);
+    }
+
+    #[test]
+    fn preferred_election_moves_leadership_back_only_when_it_may() {
+        let p = part(&[1, 2, 3], &[1, 2, 3], 2);
+        let next = preferred(&p, |_| true).expect("elected");
+        assert_eq!(
+            (next.leader, next.leader_epoch, next.partition_epoch),
+            (1, 5, 10)
+        );
+        assert_eq!(
+            preferred(&next, |_| true),
+            Err(ResponseError::ElectionNotNeeded)
+        );
+        let out_of_isr = part(&[1, 2, 3], &[2, 3], 2);
+        assert_eq!(
+            preferred(&out_of_isr, |_| true),
+            Err(ResponseError::PreferredLeaderNotAvailable)
+        );
+        assert_eq!(
+            preferred(&p, |b| b != 1),
+            Err(ResponseError::PreferredLeaderNotAvailable)
+        );
+    }
+
+    #[test]
+    fn unclean_election_prefers_the_isr_then_any_live_replica() {
+        assert_eq!(
+            unclean(&part(&[1, 2], &[1], 1), |_| true),
+            Err(ResponseError::ElectionNotNeeded)
+        );
+        // The ISR's last member is alive: a clean choice.
+        let clean = unclean(&part(&[1, 2, 3], &[2], -1), |_| true).expect("clean");
+        assert_eq!((clean.leader, clean.isr.clone()), (2, vec![2]));
+        // Only out-of-sync replicas live: the first of them, alone in the ISR.
+        let dirty = unclean(&part(&[1, 2, 3], &[1], -1), |b| b != 1).expect("unclean");
+        assert_eq!(
+            (dirty.leader, dirty.isr.clone(), dirty.leader_epoch),
+            (2, vec![2], 5)
+        );
+        assert_eq!(
+            unclean(&part(&[1, 2], &[1], -1), |_| false),
+            Err(ResponseError::EligibleLeadersNotAvailable)
+        );
     }
 
     #[test]

@@ -70,6 +70,12 @@ pub struct CreatedTopic {
 pub struct LifecycleConfig {
     /// `broker.session.timeout.ms`: a broker silent this long is fenced.
     pub session_timeout: Duration,
+    /// `auto.leader.rebalance.enable` with `leader.imbalance.check.interval.seconds`: how often
+    /// leadership is moved back to preferred replicas (`None`: never).
+    pub leader_rebalance_interval: Option<Duration>,
+    /// `leader.imbalance.per.broker.percentage`: a broker whose preferred partitions are led
+    /// elsewhere above this share gets them back.
+    pub leader_imbalance_percentage: u32,
 }
 
 /// The active controller's in-memory view of broker sessions (not replicated: a new active
@@ -168,6 +174,7 @@ impl QuorumController {
     /// brokers whose sessions expire.
     pub async fn run(self: Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
         let mut tick = tokio::time::interval(Duration::from_millis(200));
+        let mut last_rebalance = Instant::now();
         loop {
             tokio::select! {
                 _ = tick.tick() => {}
@@ -194,6 +201,96 @@ impl QuorumController {
                 }
             }
             self.fence_expired().await;
+            if let Some(every) = self.lifecycle.leader_rebalance_interval {
+                if last_rebalance.elapsed() >= every {
+                    last_rebalance = Instant::now();
+                    self.rebalance_leaders().await;
+                }
+            }
+        }
+    }
+
+    /// Elects leaders (`unclean`: Kafka's election type 1, else preferred) for `partitions`
+    /// (every partition when `None`); each gets its outcome.
+    pub async fn elect_leaders(
+        &self,
+        unclean: bool,
+        partitions: Option<Vec<(String, i32)>>,
+    ) -> Result<Vec<((String, i32), Result<(), ResponseError>)>, ApiError> {
+        let _guard = self.write.lock().await;
+        if !self.is_active() {
+            return Err(not_controller());
+        }
+        let image = self.image();
+        let wanted: Vec<(String, i32)> = partitions.unwrap_or_else(|| {
+            image
+                .topics
+                .values()
+                .flat_map(|t| t.partitions.keys().map(|p| (t.name.clone(), *p)))
+                .collect()
+        });
+        let eligible = |b: i32| image.brokers.get(&b).is_some_and(|r| r.is_active());
+        let mut records = Vec::new();
+        let mut results = Vec::new();
+        for (topic, partition) in wanted {
+            let outcome = match image
+                .topics
+                .get(&topic)
+                .and_then(|t| t.partitions.get(&partition))
+            {
+                None => Err(ResponseError::UnknownTopicOrPartition),
+                Some(p) => {
+                    let next = if unclean {
+                        election::unclean(p, eligible)
+                    } else {
+                        election::preferred(p, eligible)
+                    };
+                    next.map(|n| {
+                        tracing::info!(topic = %topic, partition, leader = n.leader, epoch = n.leader_epoch, unclean, "elected leader on request");
+                        records.push(MetadataRecord::Partition(n));
+                    })
+                }
+            };
+            results.push(((topic, partition), outcome));
+        }
+        self.commit(records).await?;
+        Ok(results)
+    }
+
+    /// Moves leadership back to preferred replicas for brokers whose imbalance is above
+    /// `leader.imbalance.per.broker.percentage` (active controller's timer).
+    async fn rebalance_leaders(&self) {
+        let image = self.image();
+        let eligible = |b: i32| image.brokers.get(&b).is_some_and(|r| r.is_active());
+        // Per preferred broker: its partitions, and those led by someone else.
+        let mut preferred: HashMap<i32, (usize, Vec<(String, i32)>)> = HashMap::new();
+        for t in image.topics.values() {
+            for p in t.partitions.values() {
+                let Some(first) = p.replicas.first() else {
+                    continue;
+                };
+                let entry = preferred.entry(*first).or_default();
+                entry.0 += 1;
+                if p.leader != *first && election::preferred(p, eligible).is_ok() {
+                    entry.1.push((t.name.clone(), p.partition));
+                }
+            }
+        }
+        let pct = self.lifecycle.leader_imbalance_percentage as usize;
+        let moves: Vec<(String, i32)> = preferred
+            .into_values()
+            .filter(|(total, off)| !off.is_empty() && off.len() * 100 > total * pct)
+            .flat_map(|(_, off)| off)
+            .collect();
+        if moves.is_empty() {
+            return;
+        }
+        tracing::info!(
+            partitions = moves.len(),
+            "auto leader rebalance: moving leadership back to preferred replicas"
+        );
+        if let Err(e) = self.elect_leaders(false, Some(moves)).await {
+            tracing::warn!(error = %e.message, "auto leader rebalance failed");
         }
     }
 
@@ -558,6 +655,8 @@ mod tests {
             follower,
             LifecycleConfig {
                 session_timeout: Duration::from_secs(9),
+                leader_rebalance_interval: None,
+                leader_imbalance_percentage: 10,
             },
             "test-cluster".into(),
         );
