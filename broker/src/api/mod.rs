@@ -27,6 +27,7 @@ mod metadata;
 mod offset_commit;
 mod offset_delete;
 mod offset_fetch;
+mod offset_for_leader_epoch;
 mod produce;
 mod sync_group;
 mod unregister_broker;
@@ -79,6 +80,9 @@ pub async fn dispatch(broker: &Broker, mut req: Request) -> Result<Option<Reply>
             serve!(IncrementalAlterConfigsRequest, configs::incremental_alter)
         }
         ApiKey::ListOffsets => serve!(ListOffsetsRequest, list_offsets::handle),
+        ApiKey::OffsetForLeaderEpoch => {
+            serve!(OffsetForLeaderEpochRequest, offset_for_leader_epoch::handle)
+        }
         ApiKey::DeleteRecords => serve!(DeleteRecordsRequest, delete_records::handle),
         ApiKey::Fetch => {
             let body: FetchRequest = decode_body(&mut req, version)?;

@@ -24,6 +24,7 @@ pub const SUPPORTED: &[Supported] = &[
     api(ApiKey::Produce, 0, 11),
     api(ApiKey::Fetch, 4, 16),
     api(ApiKey::ListOffsets, 1, 7),
+    api(ApiKey::OffsetForLeaderEpoch, 2, 4),
     api(ApiKey::Metadata, 0, 13),
     api(ApiKey::ApiVersions, 0, 4),
     api(ApiKey::CreateTopics, 2, 7),
