@@ -366,6 +366,9 @@ pub async fn start(config: BrokerConfig) -> Result<Running, BrokerError> {
                     session_timeout: config.session_timeout,
                     leader_rebalance_interval: config.leader_rebalance_interval,
                     leader_imbalance_percentage: config.leader_imbalance_percentage,
+                    unclean_leader_election: config
+                        .get("unclean.leader.election.enable")
+                        .is_some_and(|(v, _)| v.trim().eq_ignore_ascii_case("true")),
                 },
                 proposed,
             );

@@ -48,6 +48,7 @@ pub fn deactivate(
     image: &MetadataImage,
     broker: i32,
     state: MetadataRecord,
+    unclean_default: bool,
 ) -> Vec<MetadataRecord> {
     let eligible = |b: i32| b != broker && image.brokers.get(&b).is_some_and(|r| r.is_active());
     let mut records = vec![state];
@@ -56,7 +57,13 @@ pub fn deactivate(
             if !p.replicas.contains(&broker) {
                 continue;
             }
-            if let Some(next) = election::without_broker(p, broker, eligible) {
+            if let Some(mut next) = election::without_broker(p, broker, eligible) {
+                if next.leader < 0 && unclean_allowed(t, unclean_default) {
+                    if let Ok(u) = election::unclean(&next, eligible) {
+                        tracing::warn!(topic = %t.name, partition = p.partition, leader = u.leader, "unclean leader election: acknowledged data may be lost");
+                        next = u;
+                    }
+                }
                 records.push(MetadataRecord::Partition(next));
             }
         }
@@ -64,9 +71,21 @@ pub fn deactivate(
     records
 }
 
+/// `unclean.leader.election.enable`: the topic's override, else the controller's default.
+fn unclean_allowed(t: &crate::metadata::image::TopicImage, default: bool) -> bool {
+    t.configs
+        .get("unclean.leader.election.enable")
+        .map_or(default, |v| v.trim().eq_ignore_ascii_case("true"))
+}
+
 /// Records that put `broker` back in service: the unfence record, then leaders for the
 /// leaderless partitions it can lead.
-pub fn activate(image: &MetadataImage, broker: i32, epoch: i64) -> Vec<MetadataRecord> {
+pub fn activate(
+    image: &MetadataImage,
+    broker: i32,
+    epoch: i64,
+    unclean_default: bool,
+) -> Vec<MetadataRecord> {
     let eligible = |b: i32| b == broker || image.brokers.get(&b).is_some_and(|r| r.is_active());
     let mut records = vec![MetadataRecord::UnfenceBroker {
         broker_id: broker,
@@ -77,6 +96,11 @@ pub fn activate(image: &MetadataImage, broker: i32, epoch: i64) -> Vec<MetadataR
             if p.leader < 0 && p.replicas.contains(&broker) {
                 if let Some(next) = election::with_broker(p, eligible) {
                     records.push(MetadataRecord::Partition(next));
+                } else if unclean_allowed(t, unclean_default) {
+                    if let Ok(u) = election::unclean(p, eligible) {
+                        tracing::warn!(topic = %t.name, partition = p.partition, leader = u.leader, "unclean leader election: acknowledged data may be lost");
+                        records.push(MetadataRecord::Partition(u));
+                    }
                 }
             }
         }
@@ -144,6 +168,7 @@ impl QuorumController {
                         broker_id: reg.broker_id,
                         epoch: old.epoch,
                     },
+                    self.lifecycle.unclean_leader_election,
                 ));
             }
         }
@@ -241,8 +266,13 @@ impl QuorumController {
         };
         if hb.want_shut_down {
             if !reg.in_controlled_shutdown && !reg.fenced {
-                self.commit(deactivate(&image, hb.broker_id, state(&reg)))
-                    .await?;
+                self.commit(deactivate(
+                    &image,
+                    hb.broker_id,
+                    state(&reg),
+                    self.lifecycle.unclean_leader_election,
+                ))
+                .await?;
                 tracing::info!(
                     broker = hb.broker_id,
                     "controlled shutdown: leaderships moved"
@@ -258,7 +288,13 @@ impl QuorumController {
                     broker_id: reg.broker_id,
                     epoch: reg.epoch,
                 };
-                self.commit(deactivate(&image, hb.broker_id, fence)).await?;
+                self.commit(deactivate(
+                    &image,
+                    hb.broker_id,
+                    fence,
+                    self.lifecycle.unclean_leader_election,
+                ))
+                .await?;
                 fenced = true;
             }
             return Ok(HeartbeatAnswer {
@@ -273,11 +309,22 @@ impl QuorumController {
                 broker_id: reg.broker_id,
                 epoch: reg.epoch,
             };
-            self.commit(deactivate(&image, hb.broker_id, fence)).await?;
+            self.commit(deactivate(
+                &image,
+                hb.broker_id,
+                fence,
+                self.lifecycle.unclean_leader_election,
+            ))
+            .await?;
             fenced = true;
         } else if reg.fenced && caught_up && !hb.want_fence {
-            self.commit(activate(&image, hb.broker_id, reg.epoch))
-                .await?;
+            self.commit(activate(
+                &image,
+                hb.broker_id,
+                reg.epoch,
+                self.lifecycle.unclean_leader_election,
+            ))
+            .await?;
             tracing::info!(broker = hb.broker_id, epoch = reg.epoch, "unfenced broker");
             fenced = false;
         }
@@ -307,7 +354,12 @@ impl QuorumController {
                 broker_id,
                 epoch: reg.epoch,
             };
-            records.extend(deactivate(&image, broker_id, fence));
+            records.extend(deactivate(
+                &image,
+                broker_id,
+                fence,
+                self.lifecycle.unclean_leader_election,
+            ));
         }
         records.push(MetadataRecord::UnregisterBroker { broker_id });
         self.commit(records).await?;
@@ -332,7 +384,15 @@ impl QuorumController {
                 broker_id: b.broker_id,
                 epoch: b.epoch,
             };
-            match self.commit(deactivate(&image, b.broker_id, fence)).await {
+            match self
+                .commit(deactivate(
+                    &image,
+                    b.broker_id,
+                    fence,
+                    self.lifecycle.unclean_leader_election,
+                ))
+                .await
+            {
                 Ok(_) => tracing::warn!(
                     broker = b.broker_id,
                     timeout_ms = self.lifecycle.session_timeout.as_millis() as u64,
@@ -394,7 +454,7 @@ mod tests {
             broker_id: 1,
             epoch: 1,
         };
-        let records = deactivate(&img, 1, fence);
+        let records = deactivate(&img, 1, fence, false);
         assert_eq!(records.len(), 2, "{records:?}");
         for r in &records {
             img.apply(r);
@@ -403,12 +463,49 @@ mod tests {
         assert_eq!(img.topics["t"].partitions[&0].leader, -1);
         assert_eq!(img.topics["t"].partitions[&1].leader, 2);
         assert_eq!(led_by(&img, 1), Vec::<String>::new());
-        for r in &activate(&img, 1, 1) {
+        for r in &activate(&img, 1, 1, false) {
             img.apply(r);
         }
         assert!(!img.brokers[&1].fenced);
         let p0 = &img.topics["t"].partitions[&0];
         assert_eq!((p0.leader, p0.leader_epoch), (1, 2));
+    }
+
+    #[test]
+    fn unclean_election_only_when_enabled() {
+        let base = image();
+        let topic_id = base.topics["t"].topic_id;
+        let mut img = base.clone();
+        // Partition 0: replicas [1, 2], only 1 in sync.
+        img.apply(&MetadataRecord::Partition(PartitionRecord {
+            topic_id,
+            partition: 0,
+            replicas: vec![1, 2],
+            isr: vec![1],
+            leader: 1,
+            leader_epoch: 0,
+            partition_epoch: 1,
+        }));
+        let fence = MetadataRecord::FenceBroker {
+            broker_id: 1,
+            epoch: 1,
+        };
+        let leader_after = |img: &MetadataImage, default: bool| {
+            let mut next = img.clone();
+            for r in &deactivate(img, 1, fence.clone(), default) {
+                next.apply(r);
+            }
+            let p = &next.topics["t"].partitions[&0];
+            (p.leader, p.isr.clone())
+        };
+        assert_eq!(leader_after(&img, false), (-1, vec![1]), "clean: no leader");
+        assert_eq!(leader_after(&img, true), (2, vec![2]), "unclean by default");
+        img.apply(&MetadataRecord::Config {
+            resource: crate::metadata::records::ConfigResource::Topic("t".into()),
+            name: "unclean.leader.election.enable".into(),
+            value: Some("false".into()),
+        });
+        assert_eq!(leader_after(&img, true), (-1, vec![1]), "the topic says no");
     }
 
     #[test]

@@ -76,6 +76,8 @@ pub struct LifecycleConfig {
     /// `leader.imbalance.per.broker.percentage`: a broker whose preferred partitions are led
     /// elsewhere above this share gets them back.
     pub leader_imbalance_percentage: u32,
+    /// `unclean.leader.election.enable` (the cluster default; topics may override it).
+    pub unclean_leader_election: bool,
 }
 
 /// The active controller's in-memory view of broker sessions (not replicated: a new active
@@ -657,6 +659,7 @@ mod tests {
                 session_timeout: Duration::from_secs(9),
                 leader_rebalance_interval: None,
                 leader_imbalance_percentage: 10,
+                unclean_leader_election: false,
             },
             "test-cluster".into(),
         );
