@@ -57,9 +57,15 @@ pub(super) async fn handle(
         + Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0));
     let min_bytes = usize::try_from(req.min_bytes).unwrap_or(0);
     let max_bytes = usize::try_from(req.max_bytes).unwrap_or(usize::MAX);
-    let mut appends = broker.replicas.appends();
+    // Waits are keyed by partition: only a change to a partition this fetch reads wakes it.
+    let mut changes: Vec<tokio::sync::watch::Receiver<u64>> = wanted
+        .iter()
+        .filter_map(|w| w.hosted.as_ref().map(|p| p.subscribe()))
+        .collect();
     loop {
-        appends.borrow_and_update();
+        for rx in &mut changes {
+            rx.borrow_and_update();
+        }
         let (parts, total, any_error) = read_all(&wanted, max_bytes).await;
         let done =
             total >= min_bytes.max(1) || any_error || tokio::time::Instant::now() >= deadline;
@@ -70,11 +76,9 @@ pub(super) async fn handle(
                 .fetch_add(total as u64, Ordering::Relaxed);
             return respond(wanted, parts);
         }
-        // Wait for an append (or the deadline), then read again.
-        if tokio::time::timeout_at(deadline, appends.changed())
-            .await
-            .is_err()
-        {
+        // Wait for a change to one of the partitions (or the deadline), then read again.
+        let waited = tokio::time::timeout_at(deadline, any_changed(&mut changes)).await;
+        if !matches!(waited, Ok(true)) {
             let (parts, total, _) = read_all(&wanted, max_bytes).await;
             broker
                 .metrics
@@ -83,6 +87,16 @@ pub(super) async fn handle(
             return respond(wanted, parts);
         }
     }
+}
+
+/// Resolves when any receiver sees a change (never, with none: the deadline ends the wait);
+/// `false` when a partition went away (its sender dropped): answer now rather than wait.
+async fn any_changed(rxs: &mut [tokio::sync::watch::Receiver<u64>]) -> bool {
+    if rxs.is_empty() {
+        std::future::pending::<()>().await;
+    }
+    let waits = rxs.iter_mut().map(|rx| Box::pin(rx.changed()));
+    futures::future::select_all(waits).await.0.is_ok()
 }
 
 fn resolve(broker: &Broker, req: &FetchRequest, version: i16, replica: Option<i32>) -> Vec<Wanted> {
@@ -128,7 +142,6 @@ fn resolve(broker: &Broker, req: &FetchRequest, version: i16, replica: Option<i3
             };
             if let (Some(r), None, Some(h)) = (replica, w.error, w.hosted.clone()) {
                 follower_fetched(
-                    broker,
                     &mut w,
                     &h,
                     r,
@@ -146,7 +159,6 @@ fn resolve(broker: &Broker, req: &FetchRequest, version: i16, replica: Option<i3
 /// A follower's fetch at `w.fetch_offset`: either its log diverged from ours (answered with the
 /// diverging epoch), or its progress is recorded, which may move the high watermark.
 fn follower_fetched(
-    broker: &Broker,
     w: &mut Wanted,
     part: &Partition,
     replica: i32,
@@ -176,10 +188,11 @@ fn follower_fetched(
     }
     let now = tokio::time::Instant::now();
     let epoch = LeaderEpoch(current_leader_epoch);
-    match part.with_state(|st| st.on_follower_fetch(replica, fetch_offset, epoch, leo, now)) {
-        Ok(Some(_)) => broker.replicas.notify_append(),
-        Ok(None) => {}
-        Err(e) => w.error = Some(e.kafka_error()),
+    // A moved high watermark wakes the partition's waiting fetches (`publish_hw`).
+    if let Err(e) =
+        part.with_state(|st| st.on_follower_fetch(replica, fetch_offset, epoch, leo, now))
+    {
+        w.error = Some(e.kafka_error());
     }
 }
 

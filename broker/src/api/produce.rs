@@ -154,7 +154,7 @@ async fn append(
         Ok((Ok(info), leo, log_start)) => {
             // With the leader alone in the ISR this commits the append at once.
             part.after_local_append(leo);
-            broker.replicas.notify_append();
+            part.notify();
             if acks == ACKS_ALL {
                 // A delayed produce: done when the high watermark passes the batch (every ISR
                 // member has it), or REQUEST_TIMED_OUT after the request's timeout.

@@ -72,7 +72,7 @@ impl ReplicaGroupLog {
             storage_error(&e)
         })?;
         part.after_local_append(end);
-        broker.replicas.notify_append();
+        part.notify();
         // acks=all: answer only once the high watermark has passed the batch.
         let deadline = tokio::time::Instant::now() + COMMIT_TIMEOUT;
         if part.wait_hw(end, deadline).await {

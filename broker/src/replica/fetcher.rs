@@ -296,6 +296,7 @@ impl LeaderFetcher {
                             st.on_log_truncated(leo);
                             st.on_leader_high_watermark(leader_hw, leo)
                         });
+                        a.part.notify();
                     }
                     Ok(Err(e)) => {
                         tracing::warn!(partition = %tp, error = %e, "follower append failed");

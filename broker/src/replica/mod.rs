@@ -67,6 +67,10 @@ pub struct Partition {
     state: Mutex<PartitionState>,
     /// Bumped whenever the high watermark moves: acks=all produces wait on it.
     hw_moved: watch::Sender<i64>,
+    /// Bumped when anything a waiting fetch reads may have changed (an append, a follower's
+    /// append, a high-watermark move, a leadership change): long-polling fetches wait on the
+    /// partitions they read, not on every partition of the broker.
+    changed: watch::Sender<u64>,
 }
 
 impl Partition {
@@ -90,7 +94,18 @@ impl Partition {
         let old = self.high_watermark.fetch_max(hw.0, Ordering::AcqRel);
         if hw.0 > old {
             self.hw_moved.send_replace(hw.0);
+            self.notify();
         }
+    }
+
+    /// Wakes the fetches waiting on this partition.
+    pub fn notify(&self) {
+        self.changed.send_modify(|v| *v = v.wrapping_add(1));
+    }
+
+    /// A receiver that changes whenever [`Partition::notify`] is called.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.changed.subscribe()
     }
 
     /// After a local append as leader: the high watermark moves by itself when the ISR is just
@@ -133,8 +148,6 @@ pub struct ReplicaManager {
     config: BrokerConfig,
     logs: LogManager,
     partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
-    /// Bumped after every append and high-watermark move, to wake long-polling fetches.
-    appended: watch::Sender<u64>,
     sync: tokio::sync::Mutex<()>,
     /// High watermarks read from `replication-offset-checkpoint` at start.
     hw_checkpoint: Mutex<BTreeMap<TopicPartition, Offset>>,
@@ -152,7 +165,6 @@ impl ReplicaManager {
             config: config.clone(),
             logs: LogManager::open(&config.log_dir)?,
             partitions: RwLock::new(HashMap::new()),
-            appended: watch::channel(0).0,
             sync: tokio::sync::Mutex::new(()),
             hw_checkpoint: Mutex::new(hw_checkpoint),
             fetchers: fetcher::Fetchers::new(config.node_id),
@@ -173,16 +185,6 @@ impl ReplicaManager {
     pub fn all(&self) -> Vec<(TopicPartition, Arc<Partition>)> {
         let map = self.partitions.read().expect("partitions lock poisoned");
         map.iter().map(|(tp, p)| (tp.clone(), p.clone())).collect()
-    }
-
-    /// A receiver that changes after every append.
-    pub fn appends(&self) -> watch::Receiver<u64> {
-        self.appended.subscribe()
-    }
-
-    /// Tells long-polling fetches that data arrived.
-    pub fn notify_append(&self) {
-        self.appended.send_modify(|v| *v = v.wrapping_add(1));
     }
 
     /// Brings every hosted partition in line with the image, and deletes the logs of
@@ -370,6 +372,7 @@ impl ReplicaManager {
             high_watermark: AtomicI64::new(hw.0),
             state: Mutex::new(PartitionState::new(self.node_id, hw, settings)),
             hw_moved: watch::channel(hw.0).0,
+            changed: watch::channel(0).0,
         });
         tracing::info!(partition = %tp, leader = a.record.leader, epoch = a.record.leader_epoch, log_end = leo.0, high_watermark = hw.0, "hosting partition");
         self.partitions
@@ -406,7 +409,7 @@ impl ReplicaManager {
             Transition::Removed => self.fetchers.stop_following(tp),
             Transition::Updated { .. } | Transition::Ignored(_) => {}
         }
-        self.notify_append();
+        part.notify();
     }
 
     fn remove(&self, tp: &TopicPartition) {
