@@ -6,9 +6,7 @@ mod common;
 
 use bytes::Bytes;
 use common::{start_broker, Conn};
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::fetch_request::{FetchPartition, FetchTopic};
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -25,28 +23,11 @@ fn name() -> TopicName {
 }
 
 async fn create_topic(conn: &mut Conn) {
-    let req = CreateTopicsRequest::default()
-        .with_topics(vec![CreatableTopic::default()
-            .with_name(name())
-            .with_num_partitions(1)
-            .with_replication_factor(1)])
-        .with_timeout_ms(5000);
-    let resp: CreateTopicsResponse = conn.call(ApiKey::CreateTopics, 7, &req).await;
-    assert_eq!(resp.topics[0].error_code, 0);
+    common::create_topic(conn, TOPIC, 1).await;
 }
 
 async fn produce(conn: &mut Conn, records: Vec<u8>) -> (i16, i64) {
-    let req = ProduceRequest::default()
-        .with_acks(-1)
-        .with_timeout_ms(5000)
-        .with_topic_data(vec![TopicProduceData::default()
-            .with_name(name())
-            .with_partition_data(vec![PartitionProduceData::default()
-                .with_index(0)
-                .with_records(Some(Bytes::from(records)))])]);
-    let resp: ProduceResponse = conn.call(ApiKey::Produce, 9, &req).await;
-    let p = &resp.responses[0].partition_responses[0];
-    (p.error_code, p.base_offset)
+    common::produce(conn, TOPIC, records).await
 }
 
 /// Fetches everything from offset 0; returns (high watermark, record bytes).

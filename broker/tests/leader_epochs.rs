@@ -4,14 +4,11 @@
 
 mod common;
 
-use bytes::Bytes;
 use common::{start_broker, Conn};
-use kafka_protocol::messages::create_topics_request::CreatableTopic;
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::offset_for_leader_epoch_request::{
     OffsetForLeaderPartition, OffsetForLeaderTopic,
 };
-use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
 use kafka_protocol::messages::*;
 use kafka_protocol::protocol::StrBytes;
 use kafka_protocol::ResponseError;
@@ -38,26 +35,10 @@ async fn ask(conn: &mut Conn, current: i32, epoch: i32) -> (i16, i32, i64) {
 async fn end_offsets_of_leader_epochs() {
     let (running, _dir) = start_broker(&[]).await;
     let mut conn = Conn::connect(running.kafka_addr.expect("a broker")).await;
-    let req = CreateTopicsRequest::default()
-        .with_topics(vec![CreatableTopic::default()
-            .with_name(name())
-            .with_num_partitions(1)
-            .with_replication_factor(1)])
-        .with_timeout_ms(5000);
-    let resp: CreateTopicsResponse = conn.call(ApiKey::CreateTopics, 7, &req).await;
-    assert_eq!(resp.topics[0].error_code, 0);
+    common::create_topic(&mut conn, "epochs", 1).await;
     for _ in 0..2 {
         let batch = tributary_log::testing::simple_batch(5, broker::broker::now_ms());
-        let req = ProduceRequest::default()
-            .with_acks(-1)
-            .with_timeout_ms(5000)
-            .with_topic_data(vec![TopicProduceData::default()
-                .with_name(name())
-                .with_partition_data(vec![PartitionProduceData::default()
-                    .with_index(0)
-                    .with_records(Some(Bytes::from(batch)))])]);
-        let resp: ProduceResponse = conn.call(ApiKey::Produce, 9, &req).await;
-        assert_eq!(resp.responses[0].partition_responses[0].error_code, 0);
+        assert_eq!(common::produce(&mut conn, "epochs", batch).await.0, 0);
     }
     let md: MetadataResponse = conn
         .call(

@@ -2,9 +2,8 @@
 with a temporary data directory, wait for /readyz, and stop it after the tests."""
 
 import os
-import random
 import signal
-import socket
+import sys
 import subprocess
 import tempfile
 import time
@@ -16,35 +15,9 @@ import pytest
 BIN = os.environ.get("TRIBUTARY_BROKER_BIN", os.path.join(os.path.dirname(__file__), "../../target/debug/broker"))
 
 
-# Ports handed out by this process: never twice (a node may not have bound its port yet).
-_GIVEN = set()
-
-
-def _ephemeral_start():
-    try:
-        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
-            return int(f.read().split()[0])
-    except (OSError, ValueError, IndexError):
-        return 32768
-
-
-def free_port():
-    """A free loopback port below the ephemeral range: a port the OS hands out for outgoing
-    connections (every client's) could be taken again before a node binds it, or while a
-    stopped node is away."""
-    top = min(_ephemeral_start(), 32768)
-    for _ in range(200):
-        port = random.randrange(10000, top)
-        if port in _GIVEN:
-            continue
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            _GIVEN.add(port)
-            return port
-    raise RuntimeError("no free port found below the ephemeral range")
+# One port allocator for every suite (below the ephemeral range, never handed out twice).
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "cluster"))
+from harness import free_port  # noqa: E402
 
 
 class Broker:

@@ -34,6 +34,42 @@ pub async fn start_broker(extra: &[(&str, &str)]) -> (broker::broker::Running, t
     (running, dir)
 }
 
+/// Creates `topic` with `partitions` partitions (RF 1) through `conn`; panics on an error.
+pub async fn create_topic(conn: &mut Conn, topic: &str, partitions: i32) {
+    use kafka_protocol::messages::create_topics_request::CreatableTopic;
+    use kafka_protocol::messages::{CreateTopicsRequest, CreateTopicsResponse, TopicName};
+    let req = CreateTopicsRequest::default()
+        .with_topics(vec![CreatableTopic::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+            .with_num_partitions(partitions)
+            .with_replication_factor(1)])
+        .with_timeout_ms(5000);
+    let resp: CreateTopicsResponse = conn.call(ApiKey::CreateTopics, 7, &req).await;
+    assert_eq!(
+        resp.topics[0].error_code, 0,
+        "{:?}",
+        resp.topics[0].error_message
+    );
+}
+
+/// Produces `records` (a batch) to partition 0 of `topic` with acks=all; returns the error code
+/// and base offset.
+pub async fn produce(conn: &mut Conn, topic: &str, records: Vec<u8>) -> (i16, i64) {
+    use kafka_protocol::messages::produce_request::{PartitionProduceData, TopicProduceData};
+    use kafka_protocol::messages::{ProduceRequest, ProduceResponse, TopicName};
+    let req = ProduceRequest::default()
+        .with_acks(-1)
+        .with_timeout_ms(5000)
+        .with_topic_data(vec![TopicProduceData::default()
+            .with_name(TopicName(StrBytes::from_string(topic.to_owned())))
+            .with_partition_data(vec![PartitionProduceData::default()
+                .with_index(0)
+                .with_records(Some(Bytes::from(records)))])]);
+    let resp: ProduceResponse = conn.call(ApiKey::Produce, 9, &req).await;
+    let p = &resp.responses[0].partition_responses[0];
+    (p.error_code, p.base_offset)
+}
+
 /// A raw connection that speaks request/response frames.
 pub struct Conn {
     pub stream: TcpStream,
