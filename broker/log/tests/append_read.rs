@@ -306,15 +306,15 @@ fn follower_appends_keep_offsets_and_learn_epochs() {
             ..TestBatch::default()
         })
     };
-    let mut input = [leader_batch(0, 2, 3), leader_batch(3, 4, 2)].concat();
-    let info = log.append_as_follower(&mut input).unwrap();
+    let input = [leader_batch(0, 2, 3), leader_batch(3, 4, 2)].concat();
+    let info = log.append_as_follower(&input).unwrap();
     assert_eq!(
         (info.first_offset, info.last_offset, info.records),
         (Offset(0), Offset(4), 5)
     );
     assert_eq!(log.epoch_entries(), vec![(2, Offset(0)), (4, Offset(3))]);
-    let mut behind = leader_batch(4, 4, 1);
-    match log.append_as_follower(&mut behind) {
+    let behind = leader_batch(4, 4, 1);
+    match log.append_as_follower(&behind) {
         Err(LogError::UnexpectedOffset { expected, got }) => {
             assert_eq!((expected, got), (Offset(5), Offset(4)))
         }
@@ -322,8 +322,8 @@ fn follower_appends_keep_offsets_and_learn_epochs() {
     }
     assert_eq!(log.log_end_offset(), Offset(5));
     // A compacted leader log has gaps: a batch above the log end is accepted as is.
-    let mut gap = leader_batch(7, 4, 1);
-    log.append_as_follower(&mut gap).unwrap();
+    let gap = leader_batch(7, 4, 1);
+    log.append_as_follower(&gap).unwrap();
     assert_eq!(log.log_end_offset(), Offset(8));
     assert_eq!(all_offsets(&log, 0), vec![0, 1, 2, 3, 4, 7]);
 }

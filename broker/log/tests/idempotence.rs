@@ -177,8 +177,8 @@ fn truncation_forgets_the_truncated_batches() {
 fn followers_learn_producer_state_from_the_leaders_batches() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = new_log(dir.path(), config());
-    let mut b = idem(6, 2, 10, 2);
-    log.append_as_follower(&mut b).unwrap();
+    let b = idem(6, 2, 10, 2);
+    log.append_as_follower(&b).unwrap();
     let (epoch, last) = log.last_producer_batch(6).unwrap();
     assert_eq!((epoch, last.first_seq, last.last_seq), (2, 10, 11));
 }

@@ -284,8 +284,7 @@ impl LeaderFetcher {
                         return Ok(log.log_end_offset());
                     }
                     if let Some(r) = records {
-                        let mut bytes = r.to_vec();
-                        log.append_as_follower(&mut bytes)?;
+                        log.append_as_follower(&r)?;
                     }
                     Ok::<_, tributary_log::LogError>(log.log_end_offset())
                 })

@@ -196,8 +196,8 @@ impl Log {
 
     /// Appends a leader's batches as a follower: same validation, offsets kept (the first batch
     /// must start at the log end offset and offsets must increase), leader epochs learnt from
-    /// the batches.
-    pub fn append_as_follower(&mut self, records: &mut [u8]) -> Result<AppendInfo, LogError> {
+    /// the batches. The bytes are written as they are (no copy, nothing patched).
+    pub fn append_as_follower(&mut self, records: &[u8]) -> Result<AppendInfo, LogError> {
         let batches = validate_batches(records, &self.config, Origin::Follower)?;
         let mut expected = self.log_end_offset();
         for (_, h) in &batches {
@@ -216,7 +216,7 @@ impl Log {
         }
         let headers: Vec<BatchHeader> = batches.into_iter().map(|(_, h)| h).collect();
         let now_ms = wall_clock_ms();
-        let info = self.write_batches(&[&*records], records.len(), &headers, now_ms)?;
+        let info = self.write_batches(&[records], records.len(), &headers, now_ms)?;
         for h in &headers {
             self.producers.update(h);
         }
