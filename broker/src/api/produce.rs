@@ -161,13 +161,24 @@ async fn append(
                 let deadline = tokio::time::Instant::now()
                     + std::time::Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0));
                 let end = tributary_log::Offset(info.last_offset.0 + 1);
-                if !part.wait_hw(end, deadline).await {
-                    return failed(
-                        ResponseError::RequestTimedOut,
-                        format!(
-                            "{topic}-{partition}: not replicated to the in-sync replicas within {timeout_ms} ms"
-                        ),
-                    );
+                match part.wait_hw(end, broker.config.node_id, deadline).await {
+                    crate::replica::HwWait::Reached => {}
+                    // Leadership moved while waiting: the client retries on the new leader
+                    // (its idempotent retry is recognised there if the batch was replicated).
+                    crate::replica::HwWait::NotLeader => {
+                        return failed(
+                            ResponseError::NotLeaderOrFollower,
+                            format!("{topic}-{partition}: leadership moved before the batch was committed"),
+                        );
+                    }
+                    crate::replica::HwWait::TimedOut => {
+                        return failed(
+                            ResponseError::RequestTimedOut,
+                            format!(
+                                "{topic}-{partition}: not replicated to the in-sync replicas within {timeout_ms} ms"
+                            ),
+                        );
+                    }
                 }
             }
             broker

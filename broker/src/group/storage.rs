@@ -75,10 +75,10 @@ impl ReplicaGroupLog {
         part.notify();
         // acks=all: answer only once the high watermark has passed the batch.
         let deadline = tokio::time::Instant::now() + COMMIT_TIMEOUT;
-        if part.wait_hw(end, deadline).await {
-            Ok(())
-        } else {
-            Err(ResponseError::CoordinatorNotAvailable)
+        match part.wait_hw(end, broker.config.node_id, deadline).await {
+            crate::replica::HwWait::Reached => Ok(()),
+            crate::replica::HwWait::NotLeader => Err(ResponseError::NotCoordinator),
+            crate::replica::HwWait::TimedOut => Err(ResponseError::CoordinatorNotAvailable),
         }
     }
 

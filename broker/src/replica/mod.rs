@@ -115,23 +115,47 @@ impl Partition {
         self.with_state(|st| st.on_local_append(log_end, now));
     }
 
-    /// Waits until the high watermark reaches `target` or `deadline` passes; returns whether it
-    /// did.
-    pub async fn wait_hw(&self, target: Offset, deadline: tokio::time::Instant) -> bool {
-        let mut rx = self.hw_moved.subscribe();
-        let reached = tokio::time::timeout_at(deadline, async {
+    /// Waits until the high watermark reaches `target`, this broker (`local`) stops leading the
+    /// partition, or `deadline` passes. A delayed produce must not outlive its leadership: the
+    /// new leader's high watermark is not this one's, and the client should retry there.
+    pub async fn wait_hw(
+        &self,
+        target: Offset,
+        local: i32,
+        deadline: tokio::time::Instant,
+    ) -> HwWait {
+        let mut hw_rx = self.hw_moved.subscribe();
+        let mut changed_rx = self.changed.subscribe();
+        let outcome = tokio::time::timeout_at(deadline, async {
             loop {
                 if self.hw() >= target {
-                    return;
+                    return HwWait::Reached;
                 }
-                if rx.changed().await.is_err() {
-                    return;
+                if self.leader.load(Ordering::Acquire) != local {
+                    return HwWait::NotLeader;
+                }
+                tokio::select! {
+                    r = hw_rx.changed() => if r.is_err() { return HwWait::NotLeader },
+                    r = changed_rx.changed() => if r.is_err() { return HwWait::NotLeader },
                 }
             }
         })
         .await;
-        reached.is_ok() && self.hw() >= target
+        match outcome {
+            Ok(o) => o,
+            Err(_) if self.hw() >= target => HwWait::Reached,
+            Err(_) => HwWait::TimedOut,
+        }
     }
+}
+
+/// How a wait for the high watermark ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HwWait {
+    Reached,
+    /// This broker no longer leads the partition.
+    NotLeader,
+    TimedOut,
 }
 
 /// What the metadata image says about a partition hosted here.
