@@ -161,15 +161,7 @@ impl QuorumController {
                 ));
             }
             if !old.fenced {
-                records.extend(deactivate(
-                    &image,
-                    reg.broker_id,
-                    MetadataRecord::FenceBroker {
-                        broker_id: reg.broker_id,
-                        epoch: old.epoch,
-                    },
-                    self.lifecycle.unclean_leader_election,
-                ));
+                records.extend(self.fence_records(&image, reg.broker_id, old.epoch));
             }
         }
         let epoch = image.next_broker_epoch;
@@ -190,6 +182,22 @@ impl QuorumController {
         s.caught_up_at.insert(reg.broker_id, index);
         tracing::info!(broker = reg.broker_id, epoch, incarnation = %reg.incarnation_id, "registered broker (fenced)");
         Ok(epoch)
+    }
+
+    /// The records that fence registration `epoch` of `broker_id` and move its leaderships.
+    fn fence_records(
+        &self,
+        image: &MetadataImage,
+        broker_id: i32,
+        epoch: i64,
+    ) -> Vec<MetadataRecord> {
+        let fence = MetadataRecord::FenceBroker { broker_id, epoch };
+        deactivate(
+            image,
+            broker_id,
+            fence,
+            self.lifecycle.unclean_leader_election,
+        )
     }
 
     fn session_alive(&self, b: &BrokerRegistration) -> bool {
@@ -284,17 +292,8 @@ impl QuorumController {
             if done && !fenced {
                 // Done: the broker is fenced now, so that its next incarnation can register
                 // at once (a fenced registration is never a live duplicate).
-                let fence = MetadataRecord::FenceBroker {
-                    broker_id: reg.broker_id,
-                    epoch: reg.epoch,
-                };
-                self.commit(deactivate(
-                    &image,
-                    hb.broker_id,
-                    fence,
-                    self.lifecycle.unclean_leader_election,
-                ))
-                .await?;
+                self.commit(self.fence_records(&image, reg.broker_id, reg.epoch))
+                    .await?;
                 fenced = true;
             }
             return Ok(HeartbeatAnswer {
@@ -305,17 +304,8 @@ impl QuorumController {
         }
         let mut fenced = reg.fenced;
         if hb.want_fence && !reg.fenced {
-            let fence = MetadataRecord::FenceBroker {
-                broker_id: reg.broker_id,
-                epoch: reg.epoch,
-            };
-            self.commit(deactivate(
-                &image,
-                hb.broker_id,
-                fence,
-                self.lifecycle.unclean_leader_election,
-            ))
-            .await?;
+            self.commit(self.fence_records(&image, reg.broker_id, reg.epoch))
+                .await?;
             fenced = true;
         } else if reg.fenced && caught_up && !hb.want_fence {
             self.commit(activate(
@@ -350,16 +340,7 @@ impl QuorumController {
         })?;
         let mut records = Vec::new();
         if !reg.fenced {
-            let fence = MetadataRecord::FenceBroker {
-                broker_id,
-                epoch: reg.epoch,
-            };
-            records.extend(deactivate(
-                &image,
-                broker_id,
-                fence,
-                self.lifecycle.unclean_leader_election,
-            ));
+            records.extend(self.fence_records(&image, broker_id, reg.epoch));
         }
         records.push(MetadataRecord::UnregisterBroker { broker_id });
         self.commit(records).await?;
@@ -380,17 +361,8 @@ impl QuorumController {
             .collect();
         for b in expired {
             let image = self.image();
-            let fence = MetadataRecord::FenceBroker {
-                broker_id: b.broker_id,
-                epoch: b.epoch,
-            };
             match self
-                .commit(deactivate(
-                    &image,
-                    b.broker_id,
-                    fence,
-                    self.lifecycle.unclean_leader_election,
-                ))
+                .commit(self.fence_records(&image, b.broker_id, b.epoch))
                 .await
             {
                 Ok(_) => tracing::warn!(
