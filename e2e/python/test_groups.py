@@ -32,11 +32,29 @@ def group_consumer(bootstrap, group, strategy="range,roundrobin", **extra):
     return Consumer(conf)
 
 
+# Every member a test made, closed at teardown while its broker still runs: a consumer left
+# open (a failed assertion) would otherwise be closed by the garbage collector later, where
+# librdkafka can wait forever for a coordinator that is gone.
+_MEMBERS = []
+
+
+@pytest.fixture(autouse=True)
+def close_members(make_broker):
+    yield
+    while _MEMBERS:
+        c = _MEMBERS.pop()
+        try:
+            c.close()
+        except RuntimeError:
+            pass  # closed by the test already
+
+
 class Member:
     """A group member that records what it consumed and commits after processing each message."""
 
     def __init__(self, name, consumer, topic, on_assign=None):
         self.name, self.c, self.seen = name, consumer, []
+        _MEMBERS.append(consumer)
         kwargs = {"on_assign": on_assign} if on_assign else {}
         self.c.subscribe([topic], **kwargs)
 
