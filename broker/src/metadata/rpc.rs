@@ -17,7 +17,7 @@
 
 use std::time::Duration;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use kafka_protocol::messages::{RequestHeader, ResponseHeader};
 use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
 use serde::de::DeserializeOwned;
@@ -107,6 +107,8 @@ pub struct Conn {
     addr: String,
     stream: BufReader<TcpStream>,
     next_correlation: i32,
+    /// Receive buffer kept between responses (see `frame::read_frame_reusing`).
+    rbuf: BytesMut,
 }
 
 impl Conn {
@@ -128,6 +130,7 @@ impl Conn {
             addr: addr.to_owned(),
             stream: BufReader::with_capacity(64 * 1024, stream),
             next_correlation: 1,
+            rbuf: BytesMut::new(),
         })
     }
 
@@ -136,8 +139,8 @@ impl Conn {
         &self.addr
     }
 
-    /// Sends one framed request (without its size) and returns the response body after the
-    /// correlation id.
+    /// Sends one framed request (without its size) and returns the response, starting with its
+    /// correlation id (checked).
     async fn round_trip(
         &mut self,
         correlation: i32,
@@ -154,23 +157,24 @@ impl Conn {
             let stream = self.stream.get_mut();
             stream.write_all(&len.to_be_bytes()).await.map_err(io)?;
             stream.write_all(body).await.map_err(io)?;
-            let frame = frame::read_frame(&mut self.stream, MAX_CONTROLLER_FRAME)
-                .await
-                .map_err(|source| RpcError::Frame {
-                    addr: addr.clone(),
-                    source,
-                })?
-                .ok_or_else(|| RpcError::Closed { addr: addr.clone() })?;
+            let frame =
+                frame::read_frame_reusing(&mut self.stream, &mut self.rbuf, MAX_CONTROLLER_FRAME)
+                    .await
+                    .map_err(|source| RpcError::Frame {
+                        addr: addr.clone(),
+                        source,
+                    })?
+                    .ok_or_else(|| RpcError::Closed { addr: addr.clone() })?;
             Ok::<_, RpcError>(frame)
         };
-        let mut frame =
+        let frame =
             tokio::time::timeout(timeout, work)
                 .await
                 .map_err(|_| RpcError::Timeout {
                     addr: self.addr.clone(),
                     timeout,
                 })??;
-        let got = frame.get_i32();
+        let got = (&frame[..]).get_i32();
         if got != correlation {
             return Err(RpcError::Correlation {
                 addr: self.addr.clone(),
@@ -203,7 +207,8 @@ impl Conn {
             addr: self.addr.clone(),
             reason: e.to_string(),
         })?;
-        let resp = self.round_trip(correlation, &body, timeout).await?;
+        let mut resp = self.round_trip(correlation, &body, timeout).await?;
+        resp.advance(4);
         serde_json::from_slice(&resp).map_err(|e| RpcError::Decode {
             addr: self.addr.clone(),
             reason: e.to_string(),
@@ -237,15 +242,10 @@ impl Conn {
             addr: self.addr.clone(),
             reason: e.to_string(),
         };
-        // The correlation id was read; a flexible response header has tagged fields after it.
-        if R::Response::header_version(version) >= 1 {
-            let mut with_id = BytesMut::with_capacity(resp.len() + 4);
-            with_id.put_i32(correlation);
-            with_id.extend_from_slice(&resp);
-            let mut b = with_id.freeze();
-            ResponseHeader::decode(&mut b, 1).map_err(decode_err)?;
-            resp = b;
-        }
+        // The header (correlation id, and tagged fields when flexible), then the body; the
+        // records in a Fetch response stay slices of the received frame.
+        ResponseHeader::decode(&mut resp, R::Response::header_version(version))
+            .map_err(decode_err)?;
         R::Response::decode(&mut resp, version).map_err(decode_err)
     }
 }

@@ -37,6 +37,37 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
     reader: &mut R,
     max: usize,
 ) -> Result<Option<Bytes>, FrameError> {
+    let Some(len) = read_size(reader, max).await? else {
+        return Ok(None);
+    };
+    // Read into spare capacity: no zero-filling of a buffer about to be overwritten.
+    let mut buf = BytesMut::with_capacity(len);
+    read_body(reader, &mut buf, len).await?;
+    Ok(Some(buf.freeze()))
+}
+
+/// Like [`read_frame`], but reads into `buf`, which a connection keeps between frames: once the
+/// previous frame's bytes are dropped, the next frame reuses the same memory instead of a fresh
+/// allocation (for a follower's megabyte responses, fresh pages the kernel must zero each time).
+pub async fn read_frame_reusing<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    max: usize,
+) -> Result<Option<Bytes>, FrameError> {
+    let Some(len) = read_size(reader, max).await? else {
+        return Ok(None);
+    };
+    buf.clear();
+    buf.reserve(len);
+    read_body(reader, buf, len).await?;
+    Ok(Some(buf.split_to(len).freeze()))
+}
+
+/// The next frame's checked size; `None` at a clean end of stream between frames.
+async fn read_size<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    max: usize,
+) -> Result<Option<usize>, FrameError> {
     let mut size = [0u8; 4];
     match reader.read_exact(&mut size[..1]).await {
         Ok(_) => {}
@@ -48,15 +79,21 @@ pub async fn read_frame<R: AsyncRead + Unpin>(
         .await
         .map_err(eof_is_truncated)?;
     let len = check_size(i32::from_be_bytes(size), max)?;
-    // Read into spare capacity: no zero-filling of a buffer about to be overwritten.
-    let mut buf = BytesMut::with_capacity(len);
+    Ok(Some(len))
+}
+
+async fn read_body<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    len: usize,
+) -> Result<(), FrameError> {
     while buf.len() < len {
         let mut limited = (&mut *reader).take((len - buf.len()) as u64);
-        if limited.read_buf(&mut buf).await.map_err(FrameError::Io)? == 0 {
+        if limited.read_buf(buf).await.map_err(FrameError::Io)? == 0 {
             return Err(FrameError::Truncated);
         }
     }
-    Ok(Some(buf.freeze()))
+    Ok(())
 }
 
 fn eof_is_truncated(e: std::io::Error) -> FrameError {
@@ -96,5 +133,39 @@ mod tests {
             read_frame(&mut short, 100).await,
             Err(FrameError::Truncated)
         ));
+    }
+
+    #[tokio::test]
+    async fn a_kept_buffer_is_reused_once_the_previous_frame_is_dropped() {
+        let mut data = Vec::new();
+        for fill in [1u8, 2, 3] {
+            data.extend_from_slice(&4096u32.to_be_bytes());
+            data.extend(std::iter::repeat_n(fill, 4096));
+        }
+        let mut reader: &[u8] = &data;
+        let mut buf = BytesMut::new();
+        let first = read_frame_reusing(&mut reader, &mut buf, 1 << 20)
+            .await
+            .expect("frame")
+            .expect("some");
+        assert!(first.len() == 4096 && first.iter().all(|&b| b == 1));
+        let at = first.as_ptr();
+        drop(first);
+        let second = read_frame_reusing(&mut reader, &mut buf, 1 << 20)
+            .await
+            .expect("frame")
+            .expect("some");
+        assert!(second.len() == 4096 && second.iter().all(|&b| b == 2));
+        assert_eq!(second.as_ptr(), at, "the same memory holds the next frame");
+        // While a frame is still held, the next one goes elsewhere and neither is overwritten.
+        let third = read_frame_reusing(&mut reader, &mut buf, 1 << 20)
+            .await
+            .expect("frame")
+            .expect("some");
+        assert!(second.iter().all(|&b| b == 2) && third.iter().all(|&b| b == 3));
+        assert!(read_frame_reusing(&mut reader, &mut buf, 1 << 20)
+            .await
+            .expect("eof")
+            .is_none());
     }
 }
