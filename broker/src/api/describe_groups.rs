@@ -1,5 +1,5 @@
-//! DescribeGroups (v0–5): state, protocol and members (with metadata and assignment when
-//! Stable) of each group.
+//! DescribeGroups (v0–6): state, protocol and members (with metadata and assignment when
+//! Stable) of each group; from v6 (KIP-1043) an error comes with its message.
 
 use kafka_protocol::messages::describe_groups_response::{DescribedGroup, DescribedGroupMember};
 use kafka_protocol::messages::{DescribeGroupsRequest, DescribeGroupsResponse};
@@ -19,9 +19,14 @@ pub(super) async fn handle(
             let d = match broker.groups.describe_group(&id.0) {
                 Ok(d) => d,
                 Err(e) => {
-                    return DescribedGroup::default()
+                    let failed = DescribedGroup::default()
                         .with_group_id(id)
-                        .with_error_code(e.code())
+                        .with_error_code(e.code());
+                    return if version >= 6 {
+                        failed.with_error_message(Some(s(e.to_string())))
+                    } else {
+                        failed
+                    };
                 }
             };
             let members = d

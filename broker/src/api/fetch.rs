@@ -12,11 +12,14 @@ use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use bytes::Bytes;
-use kafka_protocol::messages::fetch_response::{FetchableTopicResponse, PartitionData};
-use kafka_protocol::messages::{FetchRequest, FetchResponse, TopicName};
+use kafka_protocol::messages::fetch_response::{
+    FetchableTopicResponse, LeaderIdAndEpoch, NodeEndpoint, PartitionData,
+};
+use kafka_protocol::messages::{BrokerId, FetchRequest, FetchResponse, TopicName};
 use kafka_protocol::ResponseError;
 use tributary_log::{FileRange, LogError, Offset};
 
+use super::leader_hint::{self, LeaderHints};
 use super::s;
 use crate::broker::Broker;
 use crate::replica::divergence::{self, EpochEndOffset};
@@ -74,7 +77,7 @@ pub(super) async fn handle(
                 .metrics
                 .bytes_out
                 .fetch_add(total as u64, Ordering::Relaxed);
-            return respond(wanted, parts);
+            return respond(broker, version, wanted, parts);
         }
         // Wait for a change to one of the partitions (or the deadline), then read again.
         let waited = tokio::time::timeout_at(deadline, any_changed(&mut changes)).await;
@@ -84,7 +87,7 @@ pub(super) async fn handle(
                 .metrics
                 .bytes_out
                 .fetch_add(total as u64, Ordering::Relaxed);
-            return respond(wanted, parts);
+            return respond(broker, version, wanted, parts);
         }
     }
 }
@@ -120,7 +123,7 @@ fn resolve(broker: &Broker, req: &FetchRequest, version: i16, replica: Option<i3
             let hosted = broker.replicas.get(&topic, p.partition);
             let error = match &hosted {
                 None if version >= 13 && topic.is_empty() => Some(ResponseError::UnknownTopicId),
-                None => Some(ResponseError::UnknownTopicOrPartition),
+                None => Some(leader_hint::not_hosted(&image, &topic, p.partition)),
                 Some(h) if h.leader.load(Ordering::Acquire) != broker.config.node_id => {
                     Some(ResponseError::NotLeaderOrFollower)
                 }
@@ -197,7 +200,7 @@ fn follower_fetched(
 }
 
 /// KIP-320: a request naming a leader epoch must match ours.
-fn check_epoch(requested: i32, ours: i32) -> Option<ResponseError> {
+pub(super) fn check_epoch(requested: i32, ours: i32) -> Option<ResponseError> {
     match requested {
         -1 => None,
         r if r < ours => Some(ResponseError::FencedLeaderEpoch),
@@ -328,7 +331,13 @@ fn marker(index: u32) -> Bytes {
     Bytes::from(m)
 }
 
-fn respond(wanted: Vec<Wanted>, parts: Vec<Read>) -> (FetchResponse, Vec<Splice>) {
+fn respond(
+    broker: &Broker,
+    version: i16,
+    wanted: Vec<Wanted>,
+    parts: Vec<Read>,
+) -> (FetchResponse, Vec<Splice>) {
+    let mut hints = LeaderHints::new(broker.metadata.image());
     let mut topics: Vec<FetchableTopicResponse> = Vec::new();
     let mut splices = Vec::new();
     for (w, (code, hw, log_start, records)) in wanted.into_iter().zip(parts) {
@@ -352,6 +361,15 @@ fn respond(wanted: Vec<Wanted>, parts: Vec<Read>) -> (FetchResponse, Vec<Splice>
             .with_last_stable_offset(hw)
             .with_log_start_offset(log_start)
             .with_records(Some(records));
+        if version >= 16 && LeaderHints::wanted(code) {
+            if let Some((leader, epoch)) = hints.leader(&w.topic, w.partition) {
+                data = data.with_current_leader(
+                    LeaderIdAndEpoch::default()
+                        .with_leader_id(BrokerId(leader))
+                        .with_leader_epoch(epoch),
+                );
+            }
+        }
         if let Some(d) = w.diverging {
             data = data.with_diverging_epoch(
                 kafka_protocol::messages::fetch_response::EpochEndOffset::default()
@@ -371,8 +389,19 @@ fn respond(wanted: Vec<Wanted>, parts: Vec<Read>) -> (FetchResponse, Vec<Splice>
             ),
         }
     }
+    let endpoints = hints
+        .endpoints()
+        .map(|b| {
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(b.broker_id))
+                .with_host(s(b.host.clone()))
+                .with_port(i32::from(b.port))
+                .with_rack(b.rack.clone().map(s))
+        })
+        .collect();
     let resp = FetchResponse::default()
         .with_session_id(0)
-        .with_responses(topics);
+        .with_responses(topics)
+        .with_node_endpoints(endpoints);
     (resp, splices)
 }

@@ -1,4 +1,5 @@
-//! FindCoordinator (v0–5, key type group; batched keys from v4): the coordinator of a group
+//! FindCoordinator (v0–6, key type group; batched keys from v4; v6's share-group key type is
+//! refused with INVALID_REQUEST like the transaction key type): the coordinator of a group
 //! is the leader of partition `abs(javaHash(group.id)) % partitions` of `__consumer_offsets`,
 //! which is created on first use.
 
@@ -38,6 +39,7 @@ async fn find(
     let reg = image
         .brokers
         .get(&leader)
+        .filter(|b| !b.fenced)
         .ok_or(ResponseError::CoordinatorNotAvailable)?;
     Ok((leader, reg.host.clone(), i32::from(reg.port)))
 }

@@ -1,6 +1,10 @@
-//! ListOffsets: earliest (-2), latest (-1, the high watermark), max timestamp (-3, v7+) and the
-//! first offset whose record timestamp is at or after a given time — found through the time
-//! index, then exactly by decoding the records of that one batch, as Kafka answers.
+//! ListOffsets: earliest (-2), latest (-1, the high watermark), max timestamp (-3, v7+),
+//! earliest local (-4, v8+: the log start, as no segment is tiered), latest tiered (-5, v9+: no
+//! offset, as nothing is tiered) and the first offset whose record timestamp is at or after a
+//! given time — found through the time index, then exactly by decoding the records of that one
+//! batch, as Kafka answers. Each offset comes with the leader epoch of the batch holding it (v4+),
+//! and a request naming a current leader epoch is checked against the partition's (KIP-320).
+//! v10's timeout (for lookups in remote storage) has nothing to wait for here.
 
 use std::sync::atomic::Ordering;
 
@@ -12,18 +16,22 @@ use kafka_protocol::messages::{ListOffsetsRequest, ListOffsetsResponse};
 use kafka_protocol::records::RecordBatchDecoder;
 use kafka_protocol::ResponseError;
 
+use super::leader_hint;
 use crate::broker::Broker;
 use crate::replica::Partition;
 
 const LATEST: i64 = -1;
 const EARLIEST: i64 = -2;
 const MAX_TIMESTAMP: i64 = -3;
+const EARLIEST_LOCAL: i64 = -4;
+const LATEST_TIERED: i64 = -5;
 
 pub(super) async fn handle(
     broker: &Broker,
     req: ListOffsetsRequest,
     version: i16,
 ) -> ListOffsetsResponse {
+    let image = broker.metadata.image();
     let mut topics = Vec::new();
     for t in req.topics {
         let mut partitions = Vec::new();
@@ -32,17 +40,28 @@ pub(super) async fn handle(
                 .with_partition_index(p.partition_index)
                 .with_timestamp(-1)
                 .with_offset(-1);
-            let r = match broker.replicas.get(&t.name.0, p.partition_index) {
-                None => base.with_error_code(ResponseError::UnknownTopicOrPartition.code()),
+            let hosted = broker.replicas.get(&t.name.0, p.partition_index);
+            let fenced = hosted.as_ref().and_then(|part| {
+                super::fetch::check_epoch(
+                    p.current_leader_epoch,
+                    part.leader_epoch.load(Ordering::Acquire),
+                )
+            });
+            let r = match hosted {
+                None => base.with_error_code(
+                    leader_hint::not_hosted(&image, &t.name.0, p.partition_index).code(),
+                ),
                 Some(part) if part.leader.load(Ordering::Acquire) != broker.config.node_id => {
                     base.with_error_code(ResponseError::NotLeaderOrFollower.code())
                 }
+                Some(_) if version >= 4 && fenced.is_some() => {
+                    base.with_error_code(fenced.map_or(0, |e| e.code()))
+                }
                 Some(part) => {
-                    let epoch = part.leader_epoch.load(Ordering::Acquire);
                     let ts = p.timestamp;
                     let found = tokio::task::spawn_blocking(move || lookup(&part, ts)).await;
                     match found {
-                        Ok(Ok(Some((offset, timestamp)))) => base
+                        Ok(Ok(Some((offset, timestamp, epoch)))) => base
                             .with_offset(offset)
                             .with_timestamp(timestamp)
                             .with_leader_epoch(if version >= 4 { epoch } else { -1 }),
@@ -63,17 +82,38 @@ pub(super) async fn handle(
     ListOffsetsResponse::default().with_topics(topics)
 }
 
-/// The (offset, timestamp) answering `ts` for one partition.
-fn lookup(part: &Partition, ts: i64) -> Result<Option<(i64, i64)>, ResponseError> {
+/// The (offset, timestamp, leader epoch) answering `ts` for one partition.
+fn lookup(part: &Partition, ts: i64) -> Result<Option<(i64, i64, i32)>, ResponseError> {
     let hw = part.hw();
     let log = part.log.read().expect("log lock poisoned");
+    let entries = log.epoch_entries();
+    let with_epoch = |(offset, timestamp): (i64, i64)| (offset, timestamp, epoch_at(&entries, offset));
+    found(&log, ts, hw).map(|o| o.map(with_epoch))
+}
+
+/// The epoch of the batch holding `offset`: the last epoch starting at or before it (the log end
+/// belongs to the latest epoch); -1 when the log knows no epochs.
+fn epoch_at(entries: &[(i32, tributary_log::Offset)], offset: i64) -> i32 {
+    entries
+        .iter()
+        .rev()
+        .find(|(_, start)| start.0 <= offset)
+        .map_or(-1, |(epoch, _)| *epoch)
+}
+
+fn found(
+    log: &tributary_log::Log,
+    ts: i64,
+    hw: tributary_log::Offset,
+) -> Result<Option<(i64, i64)>, ResponseError> {
     let storage = |e: tributary_log::LogError| {
         tracing::warn!(error = %e, "list offsets lookup failed");
         ResponseError::KafkaStorageError
     };
     match ts {
         LATEST => Ok(Some((hw.0, -1))),
-        EARLIEST => Ok(Some((log.log_start_offset().0, -1))),
+        EARLIEST | EARLIEST_LOCAL => Ok(Some((log.log_start_offset().0, -1))),
+        LATEST_TIERED => Ok(None),
         MAX_TIMESTAMP => {
             // The log knows the batch (its last offset) holding the largest timestamp; the
             // exact record comes from decoding that batch.

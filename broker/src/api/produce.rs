@@ -8,11 +8,14 @@ use std::sync::atomic::Ordering;
 use std::sync::RwLock;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
-use kafka_protocol::messages::produce_response::{PartitionProduceResponse, TopicProduceResponse};
-use kafka_protocol::messages::{ProduceRequest, ProduceResponse};
+use kafka_protocol::messages::produce_response::{
+    LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
+};
+use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
 use tributary_log::{Log, LogError};
 
+use super::leader_hint::{self, LeaderHints};
 use super::s;
 use crate::broker::{now_ms, Broker};
 use crate::server::{ConnectionError, Request};
@@ -41,6 +44,7 @@ pub(super) async fn handle(
         broker.auto_create_topics(missing).await;
     }
     let image = broker.metadata.image();
+    let mut hints = LeaderHints::new(image.clone());
     for t in req.topic_data {
         let name = if version >= 13 {
             image
@@ -52,7 +56,16 @@ pub(super) async fn handle(
         };
         let mut partitions = Vec::with_capacity(t.partition_data.len());
         for p in t.partition_data {
-            let r = append(broker, &name, p.index, req.acks, req.timeout_ms, p.records).await;
+            let mut r = append(broker, &name, p.index, req.acks, req.timeout_ms, p.records).await;
+            if version >= 10 && LeaderHints::wanted(r.error_code) {
+                if let Some((leader, epoch)) = hints.leader(&name, p.index) {
+                    r = r.with_current_leader(
+                        LeaderIdAndEpoch::default()
+                            .with_leader_id(BrokerId(leader))
+                            .with_leader_epoch(epoch),
+                    );
+                }
+            }
             partitions.push(r.with_index(p.index));
         }
         responses.push(
@@ -65,7 +78,21 @@ pub(super) async fn handle(
     if req.acks == ACKS_NONE {
         return None;
     }
-    Some(ProduceResponse::default().with_responses(responses))
+    let endpoints = hints
+        .endpoints()
+        .map(|b| {
+            NodeEndpoint::default()
+                .with_node_id(BrokerId(b.broker_id))
+                .with_host(s(b.host.clone()))
+                .with_port(i32::from(b.port))
+                .with_rack(b.rack.clone().map(s))
+        })
+        .collect();
+    Some(
+        ProduceResponse::default()
+            .with_responses(responses)
+            .with_node_endpoints(endpoints),
+    )
 }
 
 fn failed(code: ResponseError, message: impl Into<String>) -> PartitionProduceResponse {
@@ -91,7 +118,7 @@ async fn append(
     }
     let Some(part) = broker.replicas.get(topic, partition) else {
         return failed(
-            ResponseError::UnknownTopicOrPartition,
+            leader_hint::not_hosted(&broker.metadata.image(), topic, partition),
             format!("{topic}-{partition} is not hosted here"),
         );
     };
