@@ -54,12 +54,12 @@ pub struct Health {
 }
 
 impl Health {
-    /// Ready: a broker is registered, unfenced and caught up with metadata; a controller-only
-    /// node sees a quorum leader.
     /// Node-level gauges for `/metrics`: the metadata log position and role states.
     pub fn render_node(&self) -> String {
         use std::fmt::Write;
         let mut out = String::new();
+        // Labelled series, after the unlabelled gauges.
+        let mut labelled = String::new();
         let mut gauge = |name: &str, help: &str, v: i64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };
@@ -105,6 +105,17 @@ impl Health {
                 "Messages the followers of led partitions are behind, summed.",
                 n(r.follower_lag_messages),
             );
+            if !r.lagging.is_empty() {
+                let name = "tributary_partition_follower_lag_messages";
+                let _ = writeln!(labelled, "# HELP {name} Messages a follower of a led partition is behind the leader's log end (only followers that are behind).\n# TYPE {name} gauge");
+                for (tp, replica, behind) in &r.lagging {
+                    let _ = writeln!(
+                        labelled,
+                        "{name}{{topic=\"{}\",partition=\"{}\",replica=\"{replica}\"}} {behind}",
+                        tp.topic, tp.partition
+                    );
+                }
+            }
         }
         if let Some(c) = self.controller.get().filter(|c| c.is_active()) {
             let offline = c
@@ -120,9 +131,12 @@ impl Health {
                 i64::try_from(offline).unwrap_or(i64::MAX),
             );
         }
+        out.push_str(&labelled);
         out
     }
 
+    /// Ready: a broker is registered, unfenced and caught up with metadata; a controller-only
+    /// node sees a quorum leader.
     pub fn ready(&self) -> bool {
         if self.stopping.load(Ordering::Acquire) {
             return false;

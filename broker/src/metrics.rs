@@ -26,6 +26,10 @@ pub struct Metrics {
     pub bytes_in: AtomicU64,
     pub bytes_out: AtomicU64,
     pub messages_in: AtomicU64,
+    /// ISR changes this broker proposed as leader and the controller committed: ones that
+    /// removed a replica, and ones that added one (Kafka's IsrShrinksPerSec / IsrExpandsPerSec).
+    pub isr_shrinks: AtomicU64,
+    pub isr_expands: AtomicU64,
     connection_errors: AtomicU64,
     cleaner_runs: AtomicU64,
     cleaner_bytes_removed: AtomicU64,
@@ -85,6 +89,18 @@ impl Metrics {
             "tributary_messages_in_total",
             "Records appended by produce requests.",
             self.messages_in.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "tributary_isr_shrinks_total",
+            "Committed ISR changes of led partitions that removed a replica.",
+            self.isr_shrinks.load(Ordering::Relaxed),
+        );
+        counter(
+            &mut out,
+            "tributary_isr_expands_total",
+            "Committed ISR changes of led partitions that added a replica.",
+            self.isr_expands.load(Ordering::Relaxed),
         );
         counter(
             &mut out,

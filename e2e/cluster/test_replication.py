@@ -213,3 +213,38 @@ def test_elect_leaders_moves_leadership_to_the_preferred_replica(make_cluster):
     result = a.elect_leaders(ElectionType.PREFERRED, [TopicPartition(topic, 0)]).result(15)
     assert result[TopicPartition(topic, 0)] is None, result
     wait_for("partition 0 led by its preferred replica", lambda: leaders(c.bootstrap, topic)[0] == victim.node_id, 10)
+
+
+def test_isr_shrinks_and_expands_are_counted_and_lag_is_reported_per_follower(make_cluster):
+    """A follower paused for longer than replica.lag.time.max.ms (1 s) but shorter than its
+    session (3 s) while the leader takes writes: the leader reports how far behind that follower
+    is, removes it from the ISR (counted as a shrink), and adds it back once it caught up after
+    SIGCONT (counted as an expansion)."""
+    c = make_cluster(controllers=1, brokers=3, replica_lag_time_max_ms=1000)
+    topic = f"isr-{uuid.uuid4().hex[:8]}"
+    create_topic(c.nodes[101].bootstrap, topic, 1, rf=3, config=RF3)
+    wait_for("full ISR", lambda: len(metadata(c.nodes[101].bootstrap, topic).topics[topic].partitions[0].isrs) == 3, 20)
+    pm = metadata(c.nodes[101].bootstrap, topic).topics[topic].partitions[0]
+    leader = c.nodes[pm.leader]
+    follower = c.nodes[next(r for r in pm.replicas if r != pm.leader)]
+    before = leader.metrics()
+    from confluent_kafka import Producer
+    p = Producer({"bootstrap.servers": leader.bootstrap, "acks": "all", "linger.ms": 0})
+    follower.pause()
+    try:
+        for i in range(20):
+            p.produce(topic, value=b"x%d" % i, partition=0)
+        p.flush(10)  # min ISR 2 of 3: acknowledged by the leader and the other follower
+        line = f'tributary_partition_follower_lag_messages{{topic="{topic}",partition="0",replica="{follower.node_id}"}}'
+        lag = wait_for("the paused follower's lag", lambda: next(
+            (float(x.split()[-1]) for x in leader.http("/metrics")[1].splitlines() if x.startswith(line)), None), 10)
+        assert lag >= 20
+        wait_for("the ISR shrinks", lambda: leader.metrics()["tributary_isr_shrinks_total"]
+                 > before["tributary_isr_shrinks_total"], 10)
+        assert follower.node_id not in metadata(leader.bootstrap, topic).topics[topic].partitions[0].isrs
+    finally:
+        follower.resume()
+    wait_for("the ISR expands", lambda: leader.metrics()["tributary_isr_expands_total"]
+             > before["tributary_isr_expands_total"], 20)
+    wait_for("full ISR again", lambda: len(metadata(leader.bootstrap, topic).topics[topic].partitions[0].isrs) == 3, 10)
+    assert f'replica="{follower.node_id}"' not in leader.http("/metrics")[1], "no lag left once caught up"

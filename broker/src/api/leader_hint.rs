@@ -50,7 +50,11 @@ impl LeaderHints {
 /// The error for a partition this broker does not host: NOT_LEADER_OR_FOLLOWER when the
 /// partition exists (its replicas are elsewhere, e.g. after a reassignment: the client refreshes
 /// and retries), UNKNOWN_TOPIC_OR_PARTITION when it does not, as Kafka answers.
-pub(super) fn not_hosted(image: &MetadataImage, topic: &str, partition: i32) -> kafka_protocol::ResponseError {
+pub(super) fn not_hosted(
+    image: &MetadataImage,
+    topic: &str,
+    partition: i32,
+) -> kafka_protocol::ResponseError {
     let exists = image
         .topics
         .get(topic)

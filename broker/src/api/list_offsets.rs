@@ -87,7 +87,8 @@ fn lookup(part: &Partition, ts: i64) -> Result<Option<(i64, i64, i32)>, Response
     let hw = part.hw();
     let log = part.log.read().expect("log lock poisoned");
     let entries = log.epoch_entries();
-    let with_epoch = |(offset, timestamp): (i64, i64)| (offset, timestamp, epoch_at(&entries, offset));
+    let with_epoch =
+        |(offset, timestamp): (i64, i64)| (offset, timestamp, epoch_at(&entries, offset));
     found(&log, ts, hw).map(|o| o.map(with_epoch))
 }
 

@@ -4,6 +4,8 @@
 //! partition change; an answer that says the change was not applied, or no answer, clears it so
 //! it can be proposed again.
 
+use std::collections::BTreeSet;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -32,16 +34,30 @@ pub async fn run(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
         let now = tokio::time::Instant::now();
         let mut proposals = Vec::new();
         for (tp, part) in broker.replicas.all() {
-            if let Some(p) = part.with_state(|st| st.propose_isr_change(now)) {
-                tracing::info!(partition = %tp, isr = ?p.isr, leader_epoch = p.leader_epoch.0, partition_epoch = p.partition_epoch.0, "proposing ISR change");
-                proposals.push((tp, part, p));
+            let proposed = part.with_state(|st| {
+                let before = st.leader()?.isr.clone();
+                Some((before, st.propose_isr_change(now)?))
+            });
+            if let Some((before, p)) = proposed {
+                let change = IsrChange::between(&before, &p.isr);
+                tracing::info!(
+                    partition = %tp,
+                    removed = ?change.removed,
+                    added = ?change.added,
+                    isr = ?p.isr,
+                    leader_epoch = p.leader_epoch.0,
+                    partition_epoch = p.partition_epoch.0,
+                    reason = change.reason(),
+                    "proposing ISR change"
+                );
+                proposals.push((tp, part, p, change));
             }
         }
         if proposals.is_empty() {
             continue;
         }
         let mut topics: Vec<TopicData> = Vec::new();
-        for (tp, part, p) in &proposals {
+        for (tp, part, p, _) in &proposals {
             let data = PartitionData::default()
                 .with_partition_index(tp.partition)
                 .with_leader_epoch(p.leader_epoch.0)
@@ -78,7 +94,7 @@ pub async fn run(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
                 || code == ResponseError::IneligibleReplica.code()
                 || code == ResponseError::InvalidRequest.code()
         };
-        for (tp, part, p) in &proposals {
+        for (tp, part, p, change) in &proposals {
             let code = match &resp {
                 Ok(r) if r.error_code != 0 => Some(r.error_code),
                 Ok(r) => r
@@ -91,7 +107,14 @@ pub async fn run(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
                 Err(_) => None,
             };
             match code {
-                Some(0) => {}
+                Some(0) => {
+                    if !change.removed.is_empty() {
+                        broker.metrics.isr_shrinks.fetch_add(1, Ordering::Relaxed);
+                    }
+                    if !change.added.is_empty() {
+                        broker.metrics.isr_expands.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
                 // Not applied, or no answer: propose again on a later round.
                 Some(c) if not_applied(c) => {
                     part.with_state(|st| st.on_isr_change_not_applied(p));
@@ -103,5 +126,63 @@ pub async fn run(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
                 Some(c) => tracing::info!(partition = %tp, code = c, "ISR change refused"),
             }
         }
+    }
+}
+
+/// Which replicas a proposed ISR removes and adds, for the log line and the shrink / expand
+/// counters.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct IsrChange {
+    removed: Vec<i32>,
+    added: Vec<i32>,
+}
+
+impl IsrChange {
+    fn between(before: &BTreeSet<i32>, after: &[i32]) -> IsrChange {
+        IsrChange {
+            removed: before
+                .iter()
+                .copied()
+                .filter(|b| !after.contains(b))
+                .collect(),
+            added: after
+                .iter()
+                .copied()
+                .filter(|b| !before.contains(b))
+                .collect(),
+        }
+    }
+
+    fn reason(&self) -> &'static str {
+        match (self.removed.is_empty(), self.added.is_empty()) {
+            (false, true) => {
+                "shrink: not caught up within replica.lag.time.max.ms, or fenced or shutting down"
+            }
+            (true, false) => "expand: caught up to the high watermark in this leader epoch",
+            (false, false) => "shrink and expand",
+            (true, true) => "no membership change",
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_change_names_what_it_removes_and_adds() {
+        let before: BTreeSet<i32> = [1, 2, 3].into();
+        let shrink = IsrChange::between(&before, &[1, 3]);
+        assert_eq!(
+            (shrink.removed.as_slice(), shrink.added.as_slice()),
+            (&[2][..], &[][..])
+        );
+        assert!(shrink.reason().starts_with("shrink"));
+        let expand = IsrChange::between(&[1].into(), &[1, 2]);
+        assert_eq!(
+            (expand.removed.as_slice(), expand.added.as_slice()),
+            (&[][..], &[2][..])
+        );
+        assert!(expand.reason().starts_with("expand"));
     }
 }

@@ -34,7 +34,7 @@ use partition::{PartitionState, ReplicaSettings, Transition};
 pub const METADATA_TOPIC: &str = "__cluster_metadata";
 
 /// What `/metrics` reports of replication (partitions this broker leads).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ReplicationStats {
     pub leaders: u64,
     /// Led partitions whose ISR is smaller than their assignment.
@@ -43,6 +43,8 @@ pub struct ReplicationStats {
     pub under_min_isr: u64,
     /// Messages the followers of led partitions are behind, summed.
     pub follower_lag_messages: u64,
+    /// Each follower that is behind: (partition, follower id, messages behind).
+    pub lagging: Vec<(TopicPartition, i32, u64)>,
 }
 
 /// `replication-offset-checkpoint`: each hosted partition's high watermark, as Kafka names it.
@@ -507,7 +509,7 @@ impl ReplicaManager {
     /// Replication health of the partitions this broker leads, read at scrape time.
     pub fn replication_stats(&self) -> ReplicationStats {
         let mut stats = ReplicationStats::default();
-        for (_, part) in self.all() {
+        for (tp, part) in self.all() {
             let min_isr = part.min_insync_replicas.load(Ordering::Acquire);
             part.with_state(|st| {
                 let Some(l) = st.leader() else { return };
@@ -518,9 +520,13 @@ impl ReplicaManager {
                 if l.isr.len() < min_isr.min(l.replicas.len()) {
                     stats.under_min_isr += 1;
                 }
-                for f in l.followers.values() {
+                for (id, f) in &l.followers {
                     let behind = l.log_end_offset.0 - f.log_end_offset.map_or(0, |o| o.0);
-                    stats.follower_lag_messages += u64::try_from(behind).unwrap_or(0);
+                    let behind = u64::try_from(behind).unwrap_or(0);
+                    stats.follower_lag_messages += behind;
+                    if behind > 0 {
+                        stats.lagging.push((tp.clone(), *id, behind));
+                    }
                 }
             });
         }
