@@ -1,7 +1,7 @@
 """What clients see of leadership on a 3-broker cluster, at the wire level (requests encoded with
 kafka-python's protocol classes at exact versions): KIP-951 leader hints in NOT_LEADER_OR_FOLLOWER
 and FENCED_LEADER_EPOCH answers to Produce v12 and Fetch v17, ListOffsets v10 (earliest local,
-latest tiered, leader epochs, fenced epochs), NOT_LEADER_OR_FOLLOWER (not UNKNOWN_TOPIC) for a
+latest tiered, leader epochs, fenced epochs), DescribeTopicPartitions v0, NOT_LEADER_OR_FOLLOWER (not UNKNOWN_TOPIC) for a
 partition that exists elsewhere, and the Kafka version kafka-python infers from ApiVersions."""
 
 import socket
@@ -132,6 +132,19 @@ def test_leader_hints_offsets_and_inferred_version(make_cluster):
     p = resp.responses[0].partition_responses[0]
     assert p.error_code == NOT_LEADER_OR_FOLLOWER and p.current_leader.leader_id == owner
     assert produce(elsewhere, "no-such-topic-here", 0).responses[0].partition_responses[0].error_code == 3
+
+    # DescribeTopicPartitions v0: the same leader, epoch, replicas and ISR as Metadata, paged.
+    from kafka.protocol.admin.topics import DescribeTopicPartitionsRequest as D
+    from kafka.protocol.admin.topics import DescribeTopicPartitionsResponse
+    resp = call(follower, D(topics=[D.TopicRequest(name=topic), D.TopicRequest(name=single)],
+                            response_partition_limit=1, cursor=None), DescribeTopicPartitionsResponse, 0)
+    first = min(topic, single)
+    assert [t.name for t in resp.topics] == [first] and resp.next_cursor.topic_name == max(topic, single)
+    resp = call(follower, D(topics=[D.TopicRequest(name=topic)], response_partition_limit=10, cursor=None),
+                DescribeTopicPartitionsResponse, 0)
+    (dp,) = resp.topics[0].partitions
+    assert (dp.leader_id, dp.leader_epoch, sorted(dp.isr_nodes)) == (leader.node_id, epoch, sorted(pm.replicas))
+    assert resp.next_cursor is None
 
     # kafka-python infers the Kafka version from the advertised API versions (4.0 needs
     # ListOffsets v10, Fetch v17, Produce v12 among others).

@@ -98,14 +98,6 @@ fn lookup(
 
 fn topic(image: &MetadataImage, t: &TopicImage, _version: i16) -> MetadataResponseTopic {
     let ids = |v: &[i32]| v.iter().copied().map(BrokerId).collect::<Vec<_>>();
-    // Replicas on brokers that are fenced or no longer registered.
-    let offline = |v: &[i32]| {
-        v.iter()
-            .copied()
-            .filter(|r| image.brokers.get(r).is_none_or(|b| b.fenced))
-            .map(BrokerId)
-            .collect::<Vec<_>>()
-    };
     let partitions = t
         .partitions
         .values()
@@ -121,7 +113,7 @@ fn topic(image: &MetadataImage, t: &TopicImage, _version: i16) -> MetadataRespon
                 .with_leader_epoch(p.leader_epoch)
                 .with_replica_nodes(ids(&p.replicas))
                 .with_isr_nodes(ids(&p.isr))
-                .with_offline_replicas(offline(&p.replicas))
+                .with_offline_replicas(offline_replicas(image, &p.replicas))
         })
         .collect();
     MetadataResponseTopic::default()
@@ -129,4 +121,14 @@ fn topic(image: &MetadataImage, t: &TopicImage, _version: i16) -> MetadataRespon
         .with_topic_id(t.topic_id)
         .with_is_internal(t.name.starts_with("__"))
         .with_partitions(partitions)
+}
+
+/// The replicas on brokers that are fenced or no longer registered.
+pub(super) fn offline_replicas(image: &MetadataImage, replicas: &[i32]) -> Vec<BrokerId> {
+    replicas
+        .iter()
+        .copied()
+        .filter(|r| image.brokers.get(r).is_none_or(|b| b.fenced))
+        .map(BrokerId)
+        .collect()
 }

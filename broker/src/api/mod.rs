@@ -14,6 +14,7 @@ mod delete_topics;
 mod describe_cluster;
 mod describe_groups;
 mod describe_quorum;
+mod describe_topic_partitions;
 mod elect_leaders;
 mod fetch;
 mod find_coordinator;
@@ -73,6 +74,10 @@ pub async fn dispatch(broker: &Broker, mut req: Request) -> Result<Option<Reply>
         ApiKey::CreatePartitions => serve!(CreatePartitionsRequest, create_partitions::handle),
         ApiKey::DescribeCluster => serve!(DescribeClusterRequest, describe_cluster::handle),
         ApiKey::DescribeQuorum => serve!(DescribeQuorumRequest, describe_quorum::handle),
+        ApiKey::DescribeTopicPartitions => serve!(
+            DescribeTopicPartitionsRequest,
+            describe_topic_partitions::handle
+        ),
         ApiKey::ElectLeaders => serve!(ElectLeadersRequest, elect_leaders::handle),
         ApiKey::UnregisterBroker => serve!(UnregisterBrokerRequest, unregister_broker::handle),
         ApiKey::DescribeConfigs => serve!(DescribeConfigsRequest, configs::describe),

@@ -26,6 +26,7 @@ pub const SUPPORTED: &[Supported] = &[
     api(ApiKey::ListOffsets, 1, 10),
     api(ApiKey::OffsetForLeaderEpoch, 2, 4),
     api(ApiKey::Metadata, 0, 13),
+    api(ApiKey::DescribeTopicPartitions, 0, 0),
     api(ApiKey::ApiVersions, 0, 4),
     api(ApiKey::CreateTopics, 2, 7),
     api(ApiKey::DeleteTopics, 1, 6),
