@@ -1,8 +1,12 @@
 """Fixtures for multi-node scenarios: clusters of real node processes (see harness.py), always
-stopped (and, failing that, killed) at teardown; their logs stay under the cluster's root."""
+stopped (and, failing that, killed) at teardown, which also removes a netns cluster's network;
+their logs stay under the cluster's root."""
+
+import os
 
 import pytest
 
+import netns
 from harness import Cluster
 
 
@@ -21,3 +25,15 @@ def make_cluster():
             c.stop()
         finally:
             c.kill_all()
+
+
+@pytest.fixture(scope="session")
+def netns_required():
+    """Skips a test that needs Cluster(hosts="netns") where network namespaces cannot be made
+    (not root, no `ip netns`, no iptables), saying why; fails instead when
+    TRIBUTARY_REQUIRE_NETNS=1 (CI runs as root: the scenarios must not silently skip there)."""
+    reason = netns.unavailable_reason()
+    if reason:
+        if os.environ.get("TRIBUTARY_REQUIRE_NETNS") == "1":
+            pytest.fail(f"TRIBUTARY_REQUIRE_NETNS=1 but {reason}")
+        pytest.skip(reason)

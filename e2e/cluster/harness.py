@@ -1,6 +1,11 @@
-"""A cluster of real Tributary nodes as local processes on loopback: controllers, brokers or
-combined nodes, each with its own ports and data directory, that a test can start, kill
-(SIGKILL), stop (SIGTERM), pause (SIGSTOP/SIGCONT) and restart. Reused by the fault scenarios.
+"""A cluster of real Tributary nodes as local processes: controllers, brokers or combined nodes,
+each with its own ports and data directory, that a test can start, kill (SIGKILL), stop
+(SIGTERM), pause (SIGSTOP/SIGCONT) and restart. Reused by the fault scenarios.
+
+Where the nodes live is the cluster's `hosts`: "loopback" (default) runs them all on 127.0.0.1
+with distinct ports; "netns" runs each in a network namespace of its own with its own address
+and fixed ports (see netns.py), and the cluster can then cut the network between them
+(`partition`, `isolate`, `cut`, `heal`, `netem`).
 
 Every node is started with `--override` flags only (no files), so a failing test's log names
 exactly what the node was given; each node's output goes to `<root>/<name>.log`.
@@ -15,11 +20,15 @@ import tempfile
 import time
 import urllib.request
 
+import netns
+
 BIN = os.environ.get(
     "TRIBUTARY_BROKER_BIN",
     os.path.join(os.path.dirname(__file__), "../../target/debug/broker"),
 )
 
+
+_DIRECT = urllib.request.build_opener(urllib.request.ProxyHandler({}))
 
 # Ports handed out by this process: never twice (a node may not have bound its port yet).
 _GIVEN = set()
@@ -70,24 +79,29 @@ def wait_for(what, check, timeout=30, interval=0.05):
 class Node:
     """One node process. `roles` is Kafka's process.roles value."""
 
-    def __init__(self, node_id, roles, data_dir, log_path, voters, ports, overrides):
+    def __init__(self, node_id, roles, data_dir, log_path, voters, ports, overrides, host="127.0.0.1",
+                 wrap=None):
+        """`host` is the address the node listens on and advertises; `wrap(args)` returns the
+        command that runs `args` where the node lives (default: as they are)."""
         self.node_id = node_id
         self.roles = roles
         self.data_dir = data_dir
         self.log_path = log_path
+        self.host = host
+        self.wrap = wrap or (lambda args: args)
         self.kafka_port, self.controller_port, self.http_port = ports
         listeners = []
         if "broker" in roles:
-            listeners.append(f"PLAINTEXT://127.0.0.1:{self.kafka_port}")
+            listeners.append(f"PLAINTEXT://{host}:{self.kafka_port}")
         if "controller" in roles:
-            listeners.append(f"CONTROLLER://127.0.0.1:{self.controller_port}")
+            listeners.append(f"CONTROLLER://{host}:{self.controller_port}")
         self.overrides = {
             "node.id": str(node_id),
             "process.roles": roles,
             "listeners": ",".join(listeners),
             "controller.listener.names": "CONTROLLER",
             "controller.quorum.voters": voters,
-            "http.listener": f"127.0.0.1:{self.http_port}",
+            "http.listener": f"{host}:{self.http_port}",
             "log.dirs": data_dir,
             **{k: str(v) for k, v in overrides.items()},
         }
@@ -103,7 +117,7 @@ class Node:
 
     @property
     def bootstrap(self):
-        return f"127.0.0.1:{self.kafka_port}"
+        return f"{self.host}:{self.kafka_port}"
 
     def alive(self):
         return self.proc is not None and self.proc.poll() is None
@@ -112,6 +126,7 @@ class Node:
         args = [BIN]
         for k, v in self.overrides.items():
             args += ["--override", f"{k}={v}"]
+        args = self.wrap(args)
         log = open(self.log_path, "ab")
         log.write(f"\n=== start {time.strftime('%H:%M:%S')} ===\n".encode())
         log.flush()
@@ -121,7 +136,8 @@ class Node:
         return self
 
     def http(self, path, timeout=1):
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}{path}", timeout=timeout) as r:
+        # Never through a proxy from the environment: only the node itself is asked.
+        with _DIRECT.open(f"http://{self.host}:{self.http_port}{path}", timeout=timeout) as r:
             return r.status, r.read().decode()
 
     def ready(self):
@@ -185,18 +201,37 @@ class Node:
         return None
 
 
+NETNS_PORTS = (9092, 9093, 9644)
+"""Kafka, controller and HTTP ports of every node of a netns cluster (each has its own address)."""
+
+
 class Cluster:
     """`controllers` controller-only nodes (ids 1..), `brokers` broker-only nodes (ids 101..),
-    or `combined` nodes that are both (ids 1..). Overrides apply to every node."""
+    or `combined` nodes that are both (ids 1..). Overrides apply to every node.
 
-    def __init__(self, controllers=0, brokers=0, combined=0, root=None, **overrides):
+    `hosts="loopback"` (default): every node on 127.0.0.1, ports from `free_port`.
+    `hosts="netns"`: every node in its own network namespace (netns.py) on its own address with
+    NETNS_PORTS; the network is built by `start` and removed by `kill_all` (which the fixtures
+    and `__exit__` call), and the fault methods below work. Needs root: see
+    `netns.unavailable_reason`."""
+
+    def __init__(self, controllers=0, brokers=0, combined=0, root=None, hosts="loopback", **overrides):
         self.root = root or tempfile.mkdtemp(prefix="tributary-cluster-")
         specs = [(i + 1, "controller") for i in range(controllers)]
         specs += [(i + 1, "broker,controller") for i in range(combined)]
         specs += [(101 + i, "broker") for i in range(brokers)]
-        ports = {nid: (free_port(), free_port(), free_port()) for nid, _ in specs}
+        if hosts == "loopback":
+            self.net = None
+            addrs = {nid: ("127.0.0.1", (free_port(), free_port(), free_port()), None) for nid, _ in specs}
+        elif hosts == "netns":
+            self.net = netns.NetnsHosts([nid for nid, _ in specs])
+            addrs = {nid: (self.net.ip(nid), NETNS_PORTS, lambda args, n=nid: self.net.command(n, args))
+                     for nid, _ in specs}
+        else:
+            raise ValueError(f"hosts must be 'loopback' or 'netns', not {hosts!r}")
+        self.hosts = hosts
         self.voters = ",".join(
-            f"{nid}@127.0.0.1:{ports[nid][1]}" for nid, roles in specs if "controller" in roles
+            f"{nid}@{addrs[nid][0]}:{addrs[nid][1][1]}" for nid, roles in specs if "controller" in roles
         )
         defaults = {
             "broker.heartbeat.interval.ms": 500,
@@ -211,8 +246,10 @@ class Cluster:
                 os.path.join(self.root, f"node-{nid}"),
                 os.path.join(self.root, f"node-{nid}.log"),
                 self.voters,
-                ports[nid],
+                addrs[nid][1],
                 defaults,
+                host=addrs[nid][0],
+                wrap=addrs[nid][2],
             )
             for nid, roles in specs
         }
@@ -230,6 +267,8 @@ class Cluster:
         return ",".join(n.bootstrap for n in self.brokers if n.alive())
 
     def start(self, timeout=60):
+        if self.net:
+            self.net.setup()
         # Start every process first: a quorum needs a majority before anyone is ready.
         for n in self.nodes.values():
             os.makedirs(n.data_dir, exist_ok=True)
@@ -264,9 +303,43 @@ class Cluster:
                 n.kill()
 
     def kill_all(self):
-        for n in self.nodes.values():
-            n.resume()
-            n.kill()
+        """SIGKILLs every node, then removes the cluster's network (netns)."""
+        try:
+            for n in self.nodes.values():
+                n.resume()
+                n.kill()
+        finally:
+            if self.net:
+                self.net.teardown()
+
+    # Network faults (hosts="netns" only). Endpoints are node ids, or netns.CLIENTS for the test
+    # clients in the root namespace. DROP rules: connections hang, as on a real partition.
+
+    def _network(self):
+        if not self.net:
+            raise RuntimeError(f"network faults need Cluster(hosts='netns'); this cluster is {self.hosts}")
+        return self.net
+
+    def partition(self, groups):
+        """Nodes in different groups cannot exchange packets either way (replaces the cuts in
+        force). Test clients, unless put in a group, reach every node."""
+        self._network().partition(groups)
+
+    def isolate(self, node_id, from_clients=False):
+        """Cuts `node_id` off every other node (and off the test clients if `from_clients`)."""
+        self._network().isolate(node_id, from_clients)
+
+    def cut(self, src, dst, both_ways=False):
+        """Drops packets from `src` to `dst` only (added to the cuts in force)."""
+        self._network().cut(src, dst, both_ways)
+
+    def netem(self, node_id, delay_ms=0, jitter_ms=0, loss_pct=0.0):
+        """Delays (and loses) every packet `node_id` sends (tc netem)."""
+        self._network().set_netem(node_id, delay_ms, jitter_ms, loss_pct)
+
+    def heal(self):
+        """Removes every cut and netem."""
+        self._network().heal()
 
     def __enter__(self):
         return self.start()
