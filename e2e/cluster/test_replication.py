@@ -27,11 +27,12 @@ def cluster(make_cluster):
     return make_cluster(controllers=1, brokers=3, replica_lag_time_max_ms=3000, default_replication_factor=3)
 
 
-def run_with_faults(c, tmp_path, schedule, duration=22, mode="assign", rate=80):
-    """Runs the workload on a fresh RF 3 topic while `schedule` (a function of the topic name
-    and a `at(t, what, fn)` helper) injects faults; returns (report, faults)."""
+def run_with_faults(c, tmp_path, schedule, duration=22, mode="assign", rate=80, assignment=None):
+    """Runs the workload on a fresh RF 3 topic (6 partitions, placed by the controller or by
+    `assignment`) while `schedule` (a function of the topic name and a `at(t, what, fn)` helper)
+    injects faults; returns (report, faults)."""
     topic = f"rep-{uuid.uuid4().hex[:8]}"
-    create_topic(c.nodes[101].bootstrap, topic, 6, rf=3, config=RF3)
+    create_topic(c.nodes[101].bootstrap, topic, 6, rf=3, config=RF3, assignment=assignment)
     md = metadata(c.nodes[101].bootstrap, topic)
     assert all(len(pm.replicas) == 3 for pm in md.topics[topic].partitions.values())
     cfg = workload.WorkloadConfig(

@@ -169,6 +169,9 @@ mod tests {
                     leader: if name == "c" { -1 } else { 1 },
                     leader_epoch: 3,
                     partition_epoch: 4,
+                    adding_replicas: Vec::new(),
+                    removing_replicas: Vec::new(),
+                    original_replicas: Vec::new(),
                 }));
             }
         }

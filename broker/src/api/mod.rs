@@ -31,6 +31,7 @@ mod offset_delete;
 mod offset_fetch;
 mod offset_for_leader_epoch;
 mod produce;
+mod reassignments;
 mod sync_group;
 mod unregister_broker;
 pub mod versions;
@@ -79,6 +80,12 @@ pub async fn dispatch(broker: &Broker, mut req: Request) -> Result<Option<Reply>
             describe_topic_partitions::handle
         ),
         ApiKey::ElectLeaders => serve!(ElectLeadersRequest, elect_leaders::handle),
+        ApiKey::AlterPartitionReassignments => {
+            serve!(AlterPartitionReassignmentsRequest, reassignments::alter)
+        }
+        ApiKey::ListPartitionReassignments => {
+            serve!(ListPartitionReassignmentsRequest, reassignments::list)
+        }
         ApiKey::UnregisterBroker => serve!(UnregisterBrokerRequest, unregister_broker::handle),
         ApiKey::DescribeConfigs => serve!(DescribeConfigsRequest, configs::describe),
         ApiKey::AlterConfigs => serve!(AlterConfigsRequest, configs::alter),

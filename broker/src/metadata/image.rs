@@ -231,6 +231,9 @@ mod tests {
             leader: 1,
             leader_epoch: 0,
             partition_epoch: 0,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
+            original_replicas: Vec::new(),
         })
     }
 

@@ -88,6 +88,19 @@ pub struct PartitionRecord {
     pub leader: i32,
     pub leader_epoch: i32,
     pub partition_epoch: i32,
+    /// KIP-455: while a reassignment runs, `replicas` is the target followed by the replicas
+    /// leaving; these are the target replicas not in the original assignment (they join as
+    /// followers and must reach the ISR) ...
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub adding_replicas: Vec<i32>,
+    /// ... and the original replicas not in the target (removed when the reassignment
+    /// completes). Both empty: no reassignment.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub removing_replicas: Vec<i32>,
+    /// The assignment before the reassignment, in its order, so that a cancel restores it
+    /// exactly (preferred leader included); empty when no reassignment runs.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub original_replicas: Vec<i32>,
 }
 
 /// Which resource a config belongs to.

@@ -136,6 +136,9 @@ mod tests {
             leader: ME,
             leader_epoch: 5,
             partition_epoch,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
+            original_replicas: Vec::new(),
         }
     }
 

@@ -20,6 +20,9 @@ fn record(
         leader,
         leader_epoch,
         partition_epoch,
+        adding_replicas: Vec::new(),
+        removing_replicas: Vec::new(),
+        original_replicas: Vec::new(),
     }
 }
 

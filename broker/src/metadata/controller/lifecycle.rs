@@ -414,6 +414,9 @@ mod tests {
                 leader: b,
                 leader_epoch: 0,
                 partition_epoch: 0,
+                adding_replicas: Vec::new(),
+                removing_replicas: Vec::new(),
+                original_replicas: Vec::new(),
             }));
         }
         image
@@ -457,6 +460,9 @@ mod tests {
             leader: 1,
             leader_epoch: 0,
             partition_epoch: 1,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
+            original_replicas: Vec::new(),
         }));
         let fence = MetadataRecord::FenceBroker {
             broker_id: 1,

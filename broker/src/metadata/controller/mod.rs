@@ -14,6 +14,7 @@ pub mod election;
 pub mod lifecycle;
 pub mod partition_change;
 pub mod placement;
+pub mod reassignment;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
@@ -203,6 +204,7 @@ impl QuorumController {
                 }
             }
             self.fence_expired().await;
+            self.complete_reassignments().await;
             if let Some(every) = self.lifecycle.leader_rebalance_interval {
                 if last_rebalance.elapsed() >= every {
                     last_rebalance = Instant::now();
@@ -273,7 +275,10 @@ impl QuorumController {
                 };
                 let entry = preferred.entry(*first).or_default();
                 entry.0 += 1;
-                if p.leader != *first && election::preferred(p, eligible).is_ok() {
+                if p.leader != *first
+                    && !reassignment::in_progress(p)
+                    && election::preferred(p, eligible).is_ok()
+                {
                     entry.1.push((t.name.clone(), p.partition));
                 }
             }
@@ -319,9 +324,15 @@ impl QuorumController {
                 ))
             }
         }
+        let eligible = |b: i32| image.brokers.get(&b).is_some_and(|r| r.is_active());
+        // An ISR change that brings the last target replica of a reassignment in sync completes
+        // it in the same record.
         let results: Vec<_> = proposals
             .iter()
-            .map(|p| partition_change::apply_isr_change(&image, p))
+            .map(|p| {
+                partition_change::apply_isr_change(&image, p)
+                    .map(|next| reassignment::complete(&next, eligible).unwrap_or(next))
+            })
             .collect();
         let records: Vec<MetadataRecord> = results
             .iter()
@@ -340,6 +351,104 @@ impl QuorumController {
         }
         self.commit(records).await?;
         Ok(results)
+    }
+
+    /// Starts (target `Some`) or cancels (`None`) reassignments (KIP-455); each partition gets
+    /// its outcome. Valid ones are committed together; a reassignment whose new replicas need
+    /// no catching up completes in the same record.
+    pub async fn alter_reassignments(
+        &self,
+        wanted: Vec<(String, i32, Option<Vec<i32>>)>,
+    ) -> Result<Vec<Result<(), ApiError>>, ApiError> {
+        let _guard = self.write.lock().await;
+        if !self.is_active() {
+            return Err(not_controller());
+        }
+        let image = self.image();
+        let usable = |b: i32| image.brokers.get(&b).is_some_and(|r| !r.fenced);
+        let eligible = |b: i32| image.brokers.get(&b).is_some_and(|r| r.is_active());
+        let mut records = Vec::new();
+        let mut results = Vec::new();
+        for (topic, partition, target) in wanted {
+            let Some(p) = image
+                .topics
+                .get(&topic)
+                .and_then(|t| t.partitions.get(&partition))
+            else {
+                results.push(Err(ApiError::new(
+                    ResponseError::UnknownTopicOrPartition,
+                    format!("{topic}-{partition} does not exist"),
+                )));
+                continue;
+            };
+            let outcome = match &target {
+                Some(t) => reassignment::start(p, t, usable, eligible),
+                None => reassignment::cancel(p, eligible).map(Some),
+            };
+            match outcome {
+                Ok(Some(next)) => {
+                    tracing::info!(
+                        topic = %topic,
+                        partition,
+                        target = ?target,
+                        replicas = ?next.replicas,
+                        adding = ?next.adding_replicas,
+                        removing = ?next.removing_replicas,
+                        leader = next.leader,
+                        "reassignment {}",
+                        if target.is_none() { "cancelled" } else if reassignment::in_progress(&next) { "started" } else { "completed at once" }
+                    );
+                    records.push(MetadataRecord::Partition(next));
+                    results.push(Ok(()));
+                }
+                Ok(None) => results.push(Ok(())),
+                Err((code, message)) => results.push(Err(ApiError::new(code, message))),
+            }
+        }
+        self.commit(records).await?;
+        Ok(results)
+    }
+
+    /// Completes every reassignment whose target replicas are all in sync (active controller's
+    /// timer; AlterPartition completes them as their ISR changes, this catches the rest, e.g.
+    /// after a controller failover or once a target leader is unfenced).
+    async fn complete_reassignments(&self) {
+        let image = self.image();
+        let eligible = |b: i32| image.brokers.get(&b).is_some_and(|r| r.is_active());
+        let ready: Vec<MetadataRecord> = image
+            .topics
+            .values()
+            .flat_map(|t| t.partitions.values())
+            .filter(|p| reassignment::in_progress(p))
+            .filter_map(|p| reassignment::complete(p, eligible))
+            .map(MetadataRecord::Partition)
+            .collect();
+        if ready.is_empty() {
+            return;
+        }
+        let _guard = self.write.lock().await;
+        // Judged again under the lock: an operation may have changed them meanwhile.
+        let image = self.image();
+        let eligible = |b: i32| image.brokers.get(&b).is_some_and(|r| r.is_active());
+        let records: Vec<MetadataRecord> = ready
+            .iter()
+            .filter_map(|r| match r {
+                MetadataRecord::Partition(p) => image
+                    .topic_by_id(&p.topic_id)
+                    .and_then(|t| t.partitions.get(&p.partition))
+                    .and_then(|now| reassignment::complete(now, eligible)),
+                _ => None,
+            })
+            .map(MetadataRecord::Partition)
+            .collect();
+        for r in &records {
+            if let MetadataRecord::Partition(p) = r {
+                tracing::info!(topic_id = %p.topic_id, partition = p.partition, replicas = ?p.replicas, leader = p.leader, "reassignment completed");
+            }
+        }
+        if let Err(e) = self.commit(records).await {
+            tracing::warn!(error = %e.message, "completing reassignments failed");
+        }
     }
 
     /// Hands `count` producer ids to `broker_id`: they are never handed out again, across
@@ -522,6 +631,9 @@ fn partition_record(topic_id: Uuid, partition: i32, replicas: Vec<i32>) -> Metad
         replicas,
         leader_epoch: 0,
         partition_epoch: 0,
+        adding_replicas: Vec::new(),
+        removing_replicas: Vec::new(),
+        original_replicas: Vec::new(),
     })
 }
 

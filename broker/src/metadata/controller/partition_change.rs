@@ -108,6 +108,9 @@ mod tests {
             leader: 1,
             leader_epoch: 5,
             partition_epoch: 8,
+            adding_replicas: Vec::new(),
+            removing_replicas: Vec::new(),
+            original_replicas: Vec::new(),
         }));
         (image, topic_id)
     }
