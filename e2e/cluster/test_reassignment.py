@@ -38,14 +38,14 @@ def assignment(c, topic):
 
 def ongoing(c, topic):
     """{partition: {replicas, adding_replicas, removing_replicas}} of `topic`'s reassignments in
-    progress, by ListPartitionReassignments v0 straight to broker 101."""
+    progress (every topic's when None), by ListPartitionReassignments v0 straight to broker 101."""
     from kafka.protocol.admin import ListPartitionReassignmentsRequest as L
     from kafka.protocol.admin import ListPartitionReassignmentsResponse
     resp = call(c.nodes[101], L(timeout_ms=10000, topics=None), ListPartitionReassignmentsResponse, 0)
     assert resp.error_code == 0, resp
     return {p.partition_index: {"replicas": list(p.replicas), "adding_replicas": list(p.adding_replicas),
                                 "removing_replicas": list(p.removing_replicas)}
-            for t in resp.topics if t.name == topic for p in t.partitions}
+            for t in resp.topics if topic is None or t.name == topic for p in t.partitions}
 
 
 def reassign(c, topic, targets, admin_client=False):
@@ -70,6 +70,39 @@ def reassign(c, topic, targets, admin_client=False):
             for t in resp.responses for p in t.partitions}
 
 
+def unregister(c, broker_id):
+    """UnregisterBroker v0 (API 64, which kafka-python does not implement: encoded here) straight
+    to broker 102: (error name or None, message)."""
+    import socket
+    import struct
+    from kafka.errors import for_code
+    client = b"test"
+    # Flexible request header v2: key, version, correlation, client id, no tagged fields.
+    frame = struct.pack(">hhih", 64, 0, 5, len(client)) + client + b"\x00"
+    frame += struct.pack(">i", broker_id) + b"\x00"
+    with socket.create_connection(("127.0.0.1", c.nodes[102].kafka_port), timeout=15) as sock:
+        sock.sendall(struct.pack(">i", len(frame)) + frame)
+        data = b""
+        while len(data) < 4 or len(data) < 4 + struct.unpack(">i", data[:4])[0]:
+            chunk = sock.recv(65536)
+            assert chunk, "connection closed"
+            data += chunk
+    body = data[4:]
+    corr, _tags, _throttle, code = struct.unpack(">iBih", body[:11])
+    assert corr == 5
+    # Compact nullable string: unsigned varint of length + 1 (0 for null), then the bytes.
+    n, shift, at = 0, 0, 11
+    while True:
+        byte = body[at]
+        at += 1
+        n |= (byte & 0x7F) << shift
+        shift += 7
+        if byte < 0x80:
+            break
+    message = body[at:at + n - 1].decode() if n > 0 else None
+    return (for_code(code).__name__ if code else None), message
+
+
 def kill_and_wait_fenced(c, node):
     """SIGKILL, then wait until clients no longer see the broker (its session expired)."""
     node.kill()
@@ -89,8 +122,23 @@ def test_replicas_move_off_a_broker_under_load(make_cluster, tmp_path):
         outcome["topic"] = topic
 
         def move():
+            # Still holding replicas: unregistering 101 is refused, naming why.
+            outcome["refused"] = unregister(c, 101)
             targets = {p: [104 if r == 101 else r for r in rs] for p, rs in enumerate(ON_THREE)}
             outcome["errors"] = reassign(c, topic, targets, admin_client=True)
+            # Every other partition on 101 too (the group offsets' topic): its replica goes to
+            # a broker that the partition does not use yet.
+            md = metadata(boot(c))
+            for name, t in md.topics.items():
+                if name == topic:
+                    continue
+                moves = {}
+                for p, pm in t.partitions.items():
+                    if 101 in pm.replicas:
+                        spare = next(b for b in (104, 103, 102) if b not in pm.replicas)
+                        moves[p] = [spare if r == 101 else r for r in pm.replicas]
+                if moves:
+                    outcome.setdefault("others", []).append(reassign(c, name, moves, admin_client=True))
 
         at(4, "reassign every replica of 101 to 104", move)
 
@@ -98,7 +146,8 @@ def test_replicas_move_off_a_broker_under_load(make_cluster, tmp_path):
     print(report.summary(result))
     assert outcome["errors"] == {p: None for p in range(6)}
     topic = outcome["topic"]
-    wait_for("no reassignment in progress", lambda: ongoing(c, topic) == {}, 30)
+    assert all(e is None for r in outcome.get("others", []) for e in r.values()), outcome
+    wait_for("no reassignment in progress", lambda: ongoing(c, None) == {}, 30)
     final = assignment(c, topic)
     assert all(101 not in rs and 104 in rs and len(rs) == 3 for rs in final.values()), final
     md = metadata(c.bootstrap, topic).topics[topic]
@@ -106,6 +155,13 @@ def test_replicas_move_off_a_broker_under_load(make_cluster, tmp_path):
     assert all(pm.leader != 101 for pm in md.partitions.values())
     wait_for("101 deleted its logs of the topic", lambda: logs_of(c.nodes[101], topic) == [], 20)
     assert len(logs_of(c.nodes[104], topic)) == 6
+    error, message = outcome["refused"]
+    assert error == "InvalidRequestError" and "still holds" in message, outcome["refused"]
+    # Drained: 101 stops (controlled shutdown) and is unregistered; clients no longer see it.
+    assert c.nodes[101].stop() == 0
+    assert unregister(c, 101) == (None, None)
+    assert 101 not in {b.id for b in metadata(boot(c)).brokers.values()}
+    assert unregister(c, 101)[0] == "BrokerIdNotRegisteredError"
     assert result.valid, report.summary(result)
     assert result.counts["acknowledged"] > 300
     assert result.counts["acknowledged_unread"] == 0

@@ -107,7 +107,7 @@ impl ControllerApi for UnregisterBrokerRequest {
         _version: i16,
     ) -> UnregisterBrokerResponse {
         match ctl.unregister_broker(req.broker_id.0).await {
-            Ok(()) => UnregisterBrokerResponse::default(),
+            Ok(()) => UnregisterBrokerResponse::default().with_error_message(None),
             Err(e) => UnregisterBrokerResponse::default()
                 .with_error_code(e.code.code())
                 .with_error_message(Some(text(e.message))),

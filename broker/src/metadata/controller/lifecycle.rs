@@ -338,6 +338,28 @@ impl QuorumController {
                 format!("broker {broker_id} is not registered"),
             )
         })?;
+        // A broker that still holds replicas (assigned, being added or being removed) would
+        // leave them unreachable: move them away first (a reassignment), then unregister.
+        let held: Vec<String> = image
+            .topics
+            .values()
+            .flat_map(|t| {
+                t.partitions
+                    .values()
+                    .filter(|p| p.replicas.contains(&broker_id))
+                    .map(move |p| format!("{}-{}", t.name, p.partition))
+            })
+            .collect();
+        if !held.is_empty() {
+            return Err(ApiError::new(
+                ResponseError::InvalidRequest,
+                format!(
+                    "broker {broker_id} still holds {} replica(s) (e.g. {}): reassign them before unregistering it",
+                    held.len(),
+                    held.iter().take(3).cloned().collect::<Vec<_>>().join(", ")
+                ),
+            ));
+        }
         let mut records = Vec::new();
         if !reg.fenced {
             records.extend(self.fence_records(&image, broker_id, reg.epoch));
