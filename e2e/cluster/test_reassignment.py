@@ -103,6 +103,16 @@ def unregister(c, broker_id):
     return (for_code(code).__name__ if code else None), message
 
 
+def log_dir_sizes(node, topic):
+    """DescribeLogDirs v4 to `node`: ({partition: bytes} of `topic`, total bytes, usable bytes)."""
+    from kafka.protocol.admin import DescribeLogDirsRequest, DescribeLogDirsResponse
+    resp = call(node, DescribeLogDirsRequest(topics=None), DescribeLogDirsResponse, 4)
+    (d,) = resp.results
+    assert d.error_code == 0 and d.log_dir == node.data_dir, d
+    sizes = {p.partition_index: p.partition_size for t in d.topics if t.name == topic for p in t.partitions}
+    return sizes, d.total_bytes, d.usable_bytes
+
+
 def kill_and_wait_fenced(c, node):
     """SIGKILL, then wait until clients no longer see the broker (its session expired)."""
     node.kill()
@@ -155,6 +165,12 @@ def test_replicas_move_off_a_broker_under_load(make_cluster, tmp_path):
     assert all(pm.leader != 101 for pm in md.partitions.values())
     wait_for("101 deleted its logs of the topic", lambda: logs_of(c.nodes[101], topic) == [], 20)
     assert len(logs_of(c.nodes[104], topic)) == 6
+    # DescribeLogDirs: 104 now holds every partition's bytes, as much as 102 (fully in sync).
+    sizes, total, usable = log_dir_sizes(c.nodes[104], topic)
+    assert sorted(sizes) == list(range(6)) and all(v > 0 for v in sizes.values()), sizes
+    assert total >= usable > 0
+    wait_for("104's logs as large as 102's", lambda: log_dir_sizes(c.nodes[104], topic)[0]
+             == log_dir_sizes(c.nodes[102], topic)[0], 10)
     error, message = outcome["refused"]
     assert error == "InvalidRequestError" and "still holds" in message, outcome["refused"]
     # Drained: 101 stops (controlled shutdown) and is unregistered; clients no longer see it.

@@ -13,6 +13,7 @@ mod delete_records;
 mod delete_topics;
 mod describe_cluster;
 mod describe_groups;
+mod describe_log_dirs;
 mod describe_quorum;
 mod describe_topic_partitions;
 mod elect_leaders;
@@ -75,6 +76,7 @@ pub async fn dispatch(broker: &Broker, mut req: Request) -> Result<Option<Reply>
         ApiKey::CreatePartitions => serve!(CreatePartitionsRequest, create_partitions::handle),
         ApiKey::DescribeCluster => serve!(DescribeClusterRequest, describe_cluster::handle),
         ApiKey::DescribeQuorum => serve!(DescribeQuorumRequest, describe_quorum::handle),
+        ApiKey::DescribeLogDirs => serve!(DescribeLogDirsRequest, describe_log_dirs::handle),
         ApiKey::DescribeTopicPartitions => serve!(
             DescribeTopicPartitionsRequest,
             describe_topic_partitions::handle
