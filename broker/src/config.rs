@@ -138,6 +138,11 @@ pub struct BrokerConfig {
 }
 
 impl BrokerConfig {
+    /// Whether `name` is a property this broker reads (one with a built-in default).
+    pub fn is_known(name: &str) -> bool {
+        DEFAULTS.iter().any(|(k, _)| *k == name)
+    }
+
     /// Loads from the command line and the environment (see the module docs).
     pub fn from_args_and_env(
         args: impl IntoIterator<Item = String>,

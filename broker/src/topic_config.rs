@@ -190,24 +190,83 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TopicValueSource {
     TopicOverride,
+    /// A dynamic config of this broker (metadata log).
+    DynamicBroker,
+    /// A dynamic config of every broker (the cluster default, metadata log).
+    DynamicDefaultBroker,
     StaticBroker,
     Default,
 }
 
-/// The effective topic configuration: each value with its source.
+/// The dynamic broker configs (from the metadata image) that apply on one broker: its own, and
+/// the cluster-wide defaults, by broker property name.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Dynamic<'a> {
+    pub broker: Option<&'a BTreeMap<String, String>>,
+    pub default: Option<&'a BTreeMap<String, String>>,
+}
+
+impl<'a> Dynamic<'a> {
+    /// Broker `node_id`'s view of the image's dynamic broker configs.
+    pub fn of(configs: &'a BTreeMap<Option<i32>, BTreeMap<String, String>>, node_id: i32) -> Self {
+        Dynamic {
+            broker: configs.get(&Some(node_id)),
+            default: configs.get(&None),
+        }
+    }
+
+    /// The cluster-wide defaults only (what the controller applies).
+    pub fn cluster(configs: &'a BTreeMap<Option<i32>, BTreeMap<String, String>>) -> Self {
+        Dynamic {
+            broker: None,
+            default: configs.get(&None),
+        }
+    }
+
+    /// The dynamic value of a broker property, with its source.
+    pub fn get(&self, key: &str) -> Option<(&'a str, TopicValueSource)> {
+        if let Some(v) = self.broker.and_then(|m| m.get(key)) {
+            return Some((v.as_str(), TopicValueSource::DynamicBroker));
+        }
+        self.default
+            .and_then(|m| m.get(key))
+            .map(|v| (v.as_str(), TopicValueSource::DynamicDefaultBroker))
+    }
+}
+
+/// The topic config a broker property gives the default of: the broker properties that may be
+/// changed without a restart (dynamic broker configs) are exactly these.
+pub fn by_broker_key(key: &str) -> Option<&'static TopicConfigDef> {
+    TOPIC_CONFIGS.iter().find(|d| d.broker_key == key)
+}
+
+/// The effective topic configuration: each value with its source (no dynamic broker configs).
 pub fn effective(
     overrides: &BTreeMap<String, String>,
     broker: &BrokerConfig,
+) -> BTreeMap<&'static str, (String, TopicValueSource)> {
+    effective_with(overrides, broker, Dynamic::default())
+}
+
+/// The effective topic configuration: a topic override, else this broker's dynamic config, else
+/// the cluster's dynamic default, else the static property, else the built-in default.
+pub fn effective_with(
+    overrides: &BTreeMap<String, String>,
+    broker: &BrokerConfig,
+    dynamic: Dynamic<'_>,
 ) -> BTreeMap<&'static str, (String, TopicValueSource)> {
     TOPIC_CONFIGS
         .iter()
         .map(|d| {
             let value = match overrides.get(d.name) {
                 Some(v) => (v.clone(), TopicValueSource::TopicOverride),
-                None => match broker.get(d.broker_key) {
-                    Some((v, Source::Static)) => (v.to_owned(), TopicValueSource::StaticBroker),
-                    Some((v, Source::Default)) => (v.to_owned(), TopicValueSource::Default),
-                    None => (String::new(), TopicValueSource::Default),
+                None => match dynamic.get(d.broker_key) {
+                    Some((v, src)) => (v.to_owned(), src),
+                    None => match broker.get(d.broker_key) {
+                        Some((v, Source::Static)) => (v.to_owned(), TopicValueSource::StaticBroker),
+                        Some((v, Source::Default)) => (v.to_owned(), TopicValueSource::Default),
+                        None => (String::new(), TopicValueSource::Default),
+                    },
                 },
             };
             (d.name, value)
@@ -257,5 +316,39 @@ mod tests {
             eff["retention.ms"],
             ("604800000".to_owned(), TopicValueSource::Default)
         );
+    }
+
+    #[test]
+    fn dynamic_broker_configs_sit_between_topic_overrides_and_static_properties() {
+        let broker = BrokerConfig::from_properties(BTreeMap::from([(
+            "log.retention.bytes".to_owned(),
+            "1000".to_owned(),
+        )]))
+        .expect("config");
+        let map = |k: &str, v: &str| BTreeMap::from([(k.to_owned(), v.to_owned())]);
+        let configs = BTreeMap::from([
+            (None, map("log.retention.bytes", "2000")),
+            (Some(7), map("log.retention.ms", "5")),
+        ]);
+        let topic = map("retention.ms", "9");
+        let on7 = effective_with(&BTreeMap::new(), &broker, Dynamic::of(&configs, 7));
+        assert_eq!(
+            on7["retention.ms"],
+            ("5".to_owned(), TopicValueSource::DynamicBroker)
+        );
+        assert_eq!(
+            on7["retention.bytes"],
+            ("2000".to_owned(), TopicValueSource::DynamicDefaultBroker)
+        );
+        let on8 = effective_with(&topic, &broker, Dynamic::of(&configs, 8));
+        assert_eq!(
+            on8["retention.ms"],
+            ("9".to_owned(), TopicValueSource::TopicOverride)
+        );
+        assert_eq!(
+            by_broker_key("log.retention.ms").map(|d| d.name),
+            Some("retention.ms")
+        );
+        assert!(by_broker_key("log.dirs").is_none(), "needs a restart");
     }
 }

@@ -1,6 +1,9 @@
 //! DescribeConfigs, AlterConfigs and IncrementalAlterConfigs for topics (overrides stored in the
-//! metadata log) and brokers (static configuration, described read-only; dynamic broker configs
-//! are refused with a clear message until they are built).
+//! metadata log) and brokers: one broker (resource name = its id) or every broker (the cluster
+//! default, an empty name). The broker properties that may change without a restart are the
+//! topic defaults (`log.retention.ms`, `min.insync.replicas`, `unclean.leader.election.enable`,
+//! ...): they are stored in the metadata log and take effect on every broker as the record
+//! arrives. Any other property is refused, saying it needs a restart.
 
 use std::collections::BTreeMap;
 
@@ -20,12 +23,14 @@ use crate::broker::Broker;
 use crate::config::{BrokerConfig, Source};
 use crate::metadata::channel::ControllerApi;
 use crate::metadata::{ApiError, QuorumController};
-use crate::topic_config::{self, TopicValueSource, ValueType};
+use crate::topic_config::{self, Dynamic, TopicValueSource, ValueType};
 
 const RESOURCE_TOPIC: i8 = 2;
 const RESOURCE_BROKER: i8 = 4;
 
 const SOURCE_DYNAMIC_TOPIC: i8 = 1;
+const SOURCE_DYNAMIC_BROKER: i8 = 2;
+const SOURCE_DYNAMIC_DEFAULT_BROKER: i8 = 3;
 const SOURCE_STATIC_BROKER: i8 = 4;
 const SOURCE_DEFAULT: i8 = 5;
 
@@ -33,6 +38,8 @@ const SOURCE_DEFAULT: i8 = 5;
 pub(super) fn source_code(source: TopicValueSource) -> i8 {
     match source {
         TopicValueSource::TopicOverride => SOURCE_DYNAMIC_TOPIC,
+        TopicValueSource::DynamicBroker => SOURCE_DYNAMIC_BROKER,
+        TopicValueSource::DynamicDefaultBroker => SOURCE_DYNAMIC_DEFAULT_BROKER,
         TopicValueSource::StaticBroker => SOURCE_STATIC_BROKER,
         TopicValueSource::Default => SOURCE_DEFAULT,
     }
@@ -107,28 +114,37 @@ fn describe_topic(
             format!("topic {name} does not exist"),
         )
     })?;
-    Ok(topic_config::effective(&topic.configs, &broker.config)
-        .into_iter()
-        .filter(|(n, _)| wanted(n))
-        .map(|(n, (value, source))| {
-            let def = topic_config::lookup(n).expect("effective() lists only known configs");
-            let mut syn = Vec::new();
-            if synonyms {
-                if let Some(v) = topic.configs.get(n) {
-                    syn.push(synonym(n, v, SOURCE_DYNAMIC_TOPIC));
+    let dynamic = Dynamic::of(&image.broker_configs, broker.config.node_id);
+    Ok(
+        topic_config::effective_with(&topic.configs, &broker.config, dynamic)
+            .into_iter()
+            .filter(|(n, _)| wanted(n))
+            .map(|(n, (value, source))| {
+                let def = topic_config::lookup(n).expect("effective() lists only known configs");
+                let mut syn = Vec::new();
+                if synonyms {
+                    if let Some(v) = topic.configs.get(n) {
+                        syn.push(synonym(n, v, SOURCE_DYNAMIC_TOPIC));
+                    }
+                    if let Some(v) = dynamic.broker.and_then(|m| m.get(def.broker_key)) {
+                        syn.push(synonym(def.broker_key, v, SOURCE_DYNAMIC_BROKER));
+                    }
+                    if let Some(v) = dynamic.default.and_then(|m| m.get(def.broker_key)) {
+                        syn.push(synonym(def.broker_key, v, SOURCE_DYNAMIC_DEFAULT_BROKER));
+                    }
+                    if let Some((v, src)) = broker.config.get(def.broker_key) {
+                        syn.push(synonym(def.broker_key, v, broker_source(src)));
+                    }
                 }
-                if let Some((v, src)) = broker.config.get(def.broker_key) {
-                    syn.push(synonym(def.broker_key, v, broker_source(src)));
-                }
-            }
-            DescribeConfigsResourceResult::default()
-                .with_name(s(n))
-                .with_value(Some(s(value)))
-                .with_config_source(source_code(source))
-                .with_config_type(type_code(def.value_type))
-                .with_synonyms(syn)
-        })
-        .collect())
+                DescribeConfigsResourceResult::default()
+                    .with_name(s(n))
+                    .with_value(Some(s(value)))
+                    .with_config_source(source_code(source))
+                    .with_config_type(type_code(def.value_type))
+                    .with_synonyms(syn)
+            })
+            .collect(),
+    )
 }
 
 fn synonym(name: &str, value: &str, source: i8) -> DescribeConfigsSynonym {
@@ -143,7 +159,28 @@ fn describe_broker(
     name: &str,
     wanted: &dyn Fn(&str) -> bool,
 ) -> Result<Vec<DescribeConfigsResourceResult>, ApiError> {
-    if !name.is_empty() && name.parse::<i32>().ok() != Some(broker.config.node_id) {
+    let image = broker.metadata.image();
+    let entry = |n: &str, v: &str, source: i8| {
+        let def = topic_config::by_broker_key(n);
+        DescribeConfigsResourceResult::default()
+            .with_name(s(n))
+            .with_value(Some(s(v)))
+            .with_read_only(def.is_none())
+            .with_config_source(source)
+            .with_config_type(def.map_or(2, |d| type_code(d.value_type)))
+    };
+    if name.is_empty() {
+        // The cluster default: the dynamic configs set for every broker.
+        return Ok(image
+            .broker_configs
+            .get(&None)
+            .into_iter()
+            .flatten()
+            .filter(|(n, _)| wanted(n))
+            .map(|(n, v)| entry(n, v, SOURCE_DYNAMIC_DEFAULT_BROKER))
+            .collect());
+    }
+    if name.parse::<i32>().ok() != Some(broker.config.node_id) {
         return Err(ApiError::new(
             ResponseError::InvalidRequest,
             format!(
@@ -152,19 +189,22 @@ fn describe_broker(
             ),
         ));
     }
-    Ok(broker
+    let dynamic = Dynamic::of(&image.broker_configs, broker.config.node_id);
+    let mut out: BTreeMap<String, DescribeConfigsResourceResult> = broker
         .config
         .all()
         .filter(|(n, _, _)| wanted(n))
-        .map(|(n, v, src)| {
-            DescribeConfigsResourceResult::default()
-                .with_name(s(n))
-                .with_value(Some(s(v)))
-                .with_read_only(true)
-                .with_config_source(broker_source(src))
-                .with_config_type(2)
-        })
-        .collect())
+        .map(|(n, v, src)| (n.to_owned(), entry(n, v, broker_source(src))))
+        .collect();
+    // Dynamic values win over static ones (and may name properties not set statically).
+    for m in [dynamic.default, dynamic.broker].into_iter().flatten() {
+        for (n, _) in m.iter().filter(|(n, _)| wanted(n)) {
+            if let Some((v, src)) = dynamic.get(n) {
+                out.insert(n.clone(), entry(n, v, source_code(src)));
+            }
+        }
+    }
+    Ok(out.into_values().collect())
 }
 
 /// Alters one resource: topic overrides through the controller (`change` maps the current
@@ -181,19 +221,25 @@ where
 {
     match resource_type {
         RESOURCE_TOPIC => ctl.alter_topic_configs(name, validate_only, change).await,
-        RESOURCE_BROKER => Err(broker_alter_refused()),
+        RESOURCE_BROKER => {
+            let broker = if name.is_empty() {
+                None
+            } else {
+                Some(name.parse::<i32>().map_err(|_| {
+                    ApiError::new(
+                        ResponseError::InvalidRequest,
+                        format!("broker resource name {name:?} is not a broker id (or empty for every broker)"),
+                    )
+                })?)
+            };
+            ctl.alter_broker_configs(broker, validate_only, change)
+                .await
+        }
         other => Err(ApiError::new(
             ResponseError::InvalidRequest,
             format!("unsupported resource type {other}"),
         )),
     }
-}
-
-fn broker_alter_refused() -> ApiError {
-    ApiError::new(
-        ResponseError::InvalidRequest,
-        "dynamic broker configs are not supported yet; set them in the broker's properties",
-    )
 }
 
 pub(super) async fn alter(
@@ -296,25 +342,24 @@ async fn alter_on_controller(
     AlterConfigsResponse::default().with_responses(responses)
 }
 
-/// One incremental change: SET (0), DELETE (1), APPEND (2) or SUBTRACT (3).
+/// One incremental change: SET (0), DELETE (1), APPEND (2) or SUBTRACT (3). `def` is the
+/// config's definition (for a broker resource, the topic config it is the default of; `None`
+/// for a name no topic config has, which the controller then refuses with its reason) and
+/// `now` its value in effect, which APPEND and SUBTRACT start from.
 fn apply_op(
     configs: &mut BTreeMap<String, String>,
-    effective: &BTreeMap<&'static str, (String, TopicValueSource)>,
+    def: Option<&topic_config::TopicConfigDef>,
+    now: Option<String>,
     name: &str,
     op: i8,
     value: Option<&StrBytes>,
 ) -> Result<(), ApiError> {
     let invalid = |m: String| ApiError::new(ResponseError::InvalidConfig, m);
-    let def = topic_config::lookup(name)
-        .ok_or_else(|| invalid(format!("unknown topic config name: {name}")))?;
     let list_op = |f: &dyn Fn(&mut Vec<String>, &str)| -> Result<String, ApiError> {
-        if !matches!(def.value_type, ValueType::List(_)) {
+        if !def.is_some_and(|d| matches!(d.value_type, ValueType::List(_))) {
             return Err(invalid(format!("{name} is not a list config")));
         }
-        let current = effective
-            .get(name)
-            .map(|(v, _)| v.clone())
-            .unwrap_or_default();
+        let current = now.clone().unwrap_or_default();
         let mut items: Vec<String> = current
             .split(',')
             .map(str::trim)
@@ -407,10 +452,27 @@ async fn incremental_on_controller(
                 let effective = topic_config::effective(current, cfg);
                 let mut new = current.clone();
                 for c in &r.configs {
+                    let name = c.name.as_str();
+                    let (def, now) = if r.resource_type == RESOURCE_BROKER {
+                        let now = current
+                            .get(name)
+                            .cloned()
+                            .or_else(|| cfg.get(name).map(|(v, _)| v.to_owned()));
+                        (topic_config::by_broker_key(name), now)
+                    } else {
+                        let def = topic_config::lookup(name).ok_or_else(|| {
+                            ApiError::new(
+                                ResponseError::InvalidConfig,
+                                format!("unknown topic config name: {name}"),
+                            )
+                        })?;
+                        (Some(def), effective.get(name).map(|(v, _)| v.clone()))
+                    };
                     apply_op(
                         &mut new,
-                        &effective,
-                        &c.name,
+                        def,
+                        now,
+                        name,
                         c.config_operation,
                         c.value.as_ref(),
                     )?;

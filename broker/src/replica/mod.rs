@@ -258,7 +258,8 @@ impl ReplicaManager {
         let included = |id: &Uuid| only.is_none_or(|o| o.contains(id));
         let mut wanted: BTreeMap<TopicPartition, Assignment> = BTreeMap::new();
         for t in image.topics.values().filter(|t| included(&t.topic_id)) {
-            let effective = topic_config::effective(&t.configs, &self.config);
+            let dynamic = topic_config::Dynamic::of(&image.broker_configs, self.node_id);
+            let effective = topic_config::effective_with(&t.configs, &self.config, dynamic);
             let cfg = LogConfig {
                 cleaner_dedupe_buffer_bytes: self.config.cleaner_dedupe_buffer_bytes,
                 ..log_config(&effective)

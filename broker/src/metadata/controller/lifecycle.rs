@@ -58,7 +58,7 @@ pub fn deactivate(
                 continue;
             }
             if let Some(mut next) = election::without_broker(p, broker, eligible) {
-                if next.leader < 0 && unclean_allowed(t, unclean_default) {
+                if next.leader < 0 && unclean_allowed(image, t, unclean_default) {
                     if let Ok(u) = election::unclean(&next, eligible) {
                         tracing::warn!(topic = %t.name, partition = p.partition, leader = u.leader, "unclean leader election: acknowledged data may be lost");
                         next = u;
@@ -72,9 +72,17 @@ pub fn deactivate(
 }
 
 /// `unclean.leader.election.enable`: the topic's override, else the controller's default.
-fn unclean_allowed(t: &crate::metadata::image::TopicImage, default: bool) -> bool {
+/// Whether `t` may elect an unclean leader: its override, else the cluster's dynamic default,
+/// else the controller's own property (`default`).
+fn unclean_allowed(
+    image: &MetadataImage,
+    t: &crate::metadata::image::TopicImage,
+    default: bool,
+) -> bool {
+    const KEY: &str = "unclean.leader.election.enable";
     t.configs
-        .get("unclean.leader.election.enable")
+        .get(KEY)
+        .or_else(|| image.broker_configs.get(&None).and_then(|m| m.get(KEY)))
         .map_or(default, |v| v.trim().eq_ignore_ascii_case("true"))
 }
 
@@ -96,7 +104,7 @@ pub fn activate(
             if p.leader < 0 && p.replicas.contains(&broker) {
                 if let Some(next) = election::with_broker(p, eligible) {
                     records.push(MetadataRecord::Partition(next));
-                } else if unclean_allowed(t, unclean_default) {
+                } else if unclean_allowed(image, t, unclean_default) {
                     if let Ok(u) = election::unclean(p, eligible) {
                         tracing::warn!(topic = %t.name, partition = p.partition, leader = u.leader, "unclean leader election: acknowledged data may be lost");
                         records.push(MetadataRecord::Partition(u));

@@ -608,6 +608,71 @@ impl QuorumController {
     }
 }
 
+impl QuorumController {
+    /// Alters the dynamic configs of broker `broker` (`None`: every broker, the cluster
+    /// default); `change` maps the current set to the new one. Only the broker properties that
+    /// are topic defaults may change without a restart; any other known property is refused
+    /// saying so, an unknown one as unknown.
+    pub async fn alter_broker_configs<F>(
+        &self,
+        broker: Option<i32>,
+        validate_only: bool,
+        change: F,
+    ) -> Result<(), ApiError>
+    where
+        F: FnOnce(&BTreeMap<String, String>) -> Result<BTreeMap<String, String>, ApiError>,
+    {
+        let _guard = self.write.lock().await;
+        let image = self.image();
+        let empty = BTreeMap::new();
+        let current = image.broker_configs.get(&broker).unwrap_or(&empty);
+        let new = change(current)?;
+        for (k, v) in &new {
+            let Some(def) = topic_config::by_broker_key(k) else {
+                let known = crate::config::BrokerConfig::is_known(k);
+                return Err(if known {
+                    ApiError::new(
+                        ResponseError::InvalidRequest,
+                        format!("{k} cannot be changed while the broker runs: set it in the broker's properties and restart it"),
+                    )
+                } else {
+                    ApiError::new(
+                        ResponseError::InvalidConfig,
+                        format!("unknown broker config name: {k}"),
+                    )
+                });
+            };
+            topic_config::validate(def.name, v)
+                .map_err(|m| ApiError::new(ResponseError::InvalidConfig, m.replace(def.name, k)))?;
+        }
+        let resource = ConfigResource::Broker(broker);
+        let mut records = Vec::new();
+        for (k, v) in &new {
+            if current.get(k) != Some(v) {
+                records.push(MetadataRecord::Config {
+                    resource: resource.clone(),
+                    name: k.clone(),
+                    value: Some(v.clone()),
+                });
+            }
+        }
+        for k in current.keys().filter(|k| !new.contains_key(*k)) {
+            records.push(MetadataRecord::Config {
+                resource: resource.clone(),
+                name: k.clone(),
+                value: None,
+            });
+        }
+        if validate_only {
+            return Ok(());
+        }
+        if !records.is_empty() {
+            tracing::info!(broker = ?broker, changes = records.len(), "dynamic broker configs changed");
+        }
+        self.commit(records).await.map(|_| ())
+    }
+}
+
 fn not_controller() -> ApiError {
     ApiError::new(
         ResponseError::NotController,
