@@ -207,37 +207,14 @@ fn may_move(cluster: &Cluster, p: usize, giver: usize, taker: usize) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
-
     use super::*;
-    use crate::model::{BrokerInfo, PartitionInfo};
-
-    fn cluster(racks: &[&str], parts: &[(&[i32], u64)]) -> Cluster {
-        let brokers: Vec<BrokerInfo> = (0..)
-            .zip(racks)
-            .map(|(id, r)| BrokerInfo {
-                id,
-                rack: Some(r.to_string()),
-                cordoned: false,
-            })
-            .collect();
-        let parts: Vec<PartitionInfo> = (0..)
-            .zip(parts)
-            .map(|(i, (r, size))| PartitionInfo {
-                topic: "t".into(),
-                partition: i,
-                replicas: r.to_vec(),
-                size_bytes: *size,
-            })
-            .collect();
-        Cluster::new(&brokers, &parts, &BTreeSet::new()).expect("valid")
-    }
 
     #[test]
     fn the_smallest_partitions_move_to_the_new_brokers() {
-        let mut c = cluster(
+        let mut c = Cluster::for_tests(
             &["a", "a", "a", "a"],
             &[(&[0, 1], 30), (&[1, 0], 10), (&[0, 1], 20), (&[1, 0], 40)],
+            &[],
         );
         balance_replicas(&mut c);
         // 8 replicas over 4 brokers: the band is 1..=3. Both replicas of the 10-byte partition
@@ -254,9 +231,10 @@ mod tests {
         // Partitions span racks b and a; the empty broker 2 is in rack a, so it takes a
         // replica from broker 1 (rack a), never from broker 0 (rack b), which the tie-break
         // would otherwise pick.
-        let mut c = cluster(
+        let mut c = Cluster::for_tests(
             &["b", "a", "a"],
             &[(&[0, 1], 1), (&[1, 0], 1), (&[0, 1], 1)],
+            &[],
         );
         balance_replicas(&mut c);
         assert_eq!(c.load, [3, 2, 1]);
@@ -266,7 +244,11 @@ mod tests {
     fn a_replica_sharing_its_rack_may_move_to_another_rack_the_partition_uses() {
         // Racks a, a, b, b; the partition spans a (twice) and b. Broker 0's replica may go to
         // broker 3 in rack b: the partition still spans both racks.
-        let mut c = cluster(&["a", "a", "b", "b"], &[(&[0, 1, 2], 1), (&[0, 1, 2], 2)]);
+        let mut c = Cluster::for_tests(
+            &["a", "a", "b", "b"],
+            &[(&[0, 1, 2], 1), (&[0, 1, 2], 2)],
+            &[],
+        );
         balance_replicas(&mut c);
         assert_eq!(c.parts[0].slots, [Some(3), Some(1), Some(2)]);
         assert_eq!(c.load, [1, 2, 2, 1]);
@@ -274,9 +256,10 @@ mod tests {
 
     #[test]
     fn a_balanced_cluster_stays_as_it_is() {
-        let mut c = cluster(
+        let mut c = Cluster::for_tests(
             &["a", "a", "a"],
             &[(&[0, 1], 1), (&[1, 2], 1), (&[2, 0], 1), (&[0, 1], 1)],
+            &[],
         );
         balance_replicas(&mut c);
         assert_eq!(c.load, [3, 3, 2]);

@@ -145,6 +145,32 @@ impl Cluster {
     }
 }
 
+#[cfg(test)]
+impl Cluster {
+    /// A cluster for unit tests: broker `i` in rack `racks[i]`, partition `i` of topic "t" with
+    /// the given replicas and size, and the `draining` brokers leaving.
+    pub(crate) fn for_tests(racks: &[&str], parts: &[(&[i32], u64)], draining: &[i32]) -> Self {
+        let brokers: Vec<BrokerInfo> = (0..)
+            .zip(racks)
+            .map(|(id, r)| BrokerInfo {
+                id,
+                rack: Some(r.to_string()),
+                cordoned: false,
+            })
+            .collect();
+        let parts: Vec<PartitionInfo> = (0..)
+            .zip(parts)
+            .map(|(partition, (replicas, size_bytes))| PartitionInfo {
+                topic: "t".into(),
+                partition,
+                replicas: replicas.to_vec(),
+                size_bytes: *size_bytes,
+            })
+            .collect();
+        Cluster::new(&brokers, &parts, &draining.iter().copied().collect()).expect("valid")
+    }
+}
+
 /// Brokers in id order with dense rack numbers, plus every unregistered broker that holds a
 /// replica (as leaving). A broker without a rack gets a rack number of its own.
 fn index_brokers(

@@ -169,36 +169,24 @@ impl Leadership<'_> {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
-
     use super::*;
-    use crate::model::{BrokerInfo, PartitionInfo};
-
-    fn cluster(brokers: i32, parts: &[&[i32]]) -> Cluster {
-        let brokers: Vec<BrokerInfo> = (0..brokers)
-            .map(|id| BrokerInfo {
-                id,
-                rack: None,
-                cordoned: false,
-            })
-            .collect();
-        let parts: Vec<PartitionInfo> = (0..)
-            .zip(parts)
-            .map(|(i, r)| PartitionInfo {
-                topic: "t".into(),
-                partition: i,
-                replicas: r.to_vec(),
-                size_bytes: 1,
-            })
-            .collect();
-        Cluster::new(&brokers, &parts, &BTreeSet::new()).expect("valid")
-    }
 
     #[test]
     fn leadership_shifts_along_a_path_to_the_broker_leading_nothing() {
         // Broker 0 leads four partitions; broker 2 leads none but shares no partition with
         // broker 0, so leadership must go 0 -> 1 on one partition and 1 -> 2 on another.
-        let c = cluster(3, &[&[0, 1], &[0, 1], &[0, 1], &[0, 1], &[1, 2], &[1, 2]]);
+        let c = Cluster::for_tests(
+            &["a"; 3],
+            &[
+                (&[0, 1], 1),
+                (&[0, 1], 1),
+                (&[0, 1], 1),
+                (&[0, 1], 1),
+                (&[1, 2], 1),
+                (&[1, 2], 1),
+            ],
+            &[],
+        );
         let all = vec![true; 6];
         let leaders = choose_leaders(&c, &all, &[false; 6]);
         let mut count = [0; 3];
@@ -211,13 +199,21 @@ mod tests {
 
     #[test]
     fn balanced_leaders_keep_their_current_order() {
-        let c = cluster(3, &[&[0, 1], &[1, 2], &[2, 0], &[0, 2]]);
+        let c = Cluster::for_tests(
+            &["a"; 3],
+            &[(&[0, 1], 1), (&[1, 2], 1), (&[2, 0], 1), (&[0, 2], 1)],
+            &[],
+        );
         assert_eq!(choose_leaders(&c, &[true; 4], &[false; 4]), [0, 1, 2, 0]);
     }
 
     #[test]
     fn only_reorderable_partitions_change_leader() {
-        let c = cluster(2, &[&[0, 1], &[0, 1], &[0, 1], &[0, 1]]);
+        let c = Cluster::for_tests(
+            &["a"; 2],
+            &[(&[0, 1], 1), (&[0, 1], 1), (&[0, 1], 1), (&[0, 1], 1)],
+            &[],
+        );
         let leaders = choose_leaders(&c, &[false, false, false, true], &[false; 4]);
         assert_eq!(leaders, [0, 0, 0, 1]);
     }

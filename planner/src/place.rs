@@ -92,36 +92,7 @@ fn cheapest_to_drop(cluster: &Cluster, p: usize) -> usize {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeSet;
-
     use super::*;
-    use crate::model::{BrokerInfo, PartitionInfo};
-
-    fn cluster(racks: &[&str], parts: &[&[i32]], draining: &[i32]) -> Cluster {
-        let brokers: Vec<BrokerInfo> = (0..)
-            .zip(racks)
-            .map(|(id, r)| BrokerInfo {
-                id,
-                rack: Some(r.to_string()),
-                cordoned: false,
-            })
-            .collect();
-        let parts: Vec<PartitionInfo> = (0..)
-            .zip(parts)
-            .map(|(i, r)| PartitionInfo {
-                topic: "t".into(),
-                partition: i,
-                replicas: r.to_vec(),
-                size_bytes: 1,
-            })
-            .collect();
-        Cluster::new(
-            &brokers,
-            &parts,
-            &draining.iter().copied().collect::<BTreeSet<_>>(),
-        )
-        .expect("valid")
-    }
 
     fn target(c: &Cluster, p: usize) -> Vec<usize> {
         c.parts[p]
@@ -135,9 +106,9 @@ mod tests {
     fn a_vacancy_prefers_an_unused_rack_over_a_lighter_broker() {
         // Broker 3 (rack c) is the busiest, but it is the only one in a rack the partition
         // does not use once broker 2 leaves.
-        let mut c = cluster(
+        let mut c = Cluster::for_tests(
             &["a", "b", "c", "c", "a"],
-            &[&[0, 1, 2], &[3, 4], &[3, 0]],
+            &[(&[0, 1, 2], 1), (&[3, 4], 1), (&[3, 0], 1)],
             &[2],
         );
         fill_vacancies(&mut c).expect("placeable");
@@ -146,7 +117,11 @@ mod tests {
 
     #[test]
     fn a_vacancy_goes_to_the_least_loaded_broker_of_equal_racks() {
-        let mut c = cluster(&["a", "a", "a", "a"], &[&[0, 1], &[2, 1], &[0, 2]], &[0]);
+        let mut c = Cluster::for_tests(
+            &["a", "a", "a", "a"],
+            &[(&[0, 1], 1), (&[2, 1], 1), (&[0, 2], 1)],
+            &[0],
+        );
         fill_vacancies(&mut c).expect("placeable");
         // Broker 3 is empty, so it takes both of broker 0's replicas.
         assert_eq!(target(&c, 0), [3, 1]);
@@ -155,7 +130,7 @@ mod tests {
 
     #[test]
     fn shrinking_drops_a_duplicated_rack_and_keeps_the_leader() {
-        let mut c = cluster(&["a", "b", "a"], &[&[0, 1, 2]], &[]);
+        let mut c = Cluster::for_tests(&["a", "b", "a"], &[(&[0, 1, 2], 1)], &[]);
         set_replication_factor(&mut c, "t", 2).expect("valid");
         assert_eq!(target(&c, 0), [0, 1]);
         // Growing appends vacancies after the kept replicas.
@@ -165,7 +140,7 @@ mod tests {
 
     #[test]
     fn a_partition_with_no_broker_left_for_it_is_refused() {
-        let mut c = cluster(&["a", "b"], &[&[0, 1]], &[1]);
+        let mut c = Cluster::for_tests(&["a", "b"], &[(&[0, 1], 1)], &[1]);
         assert_eq!(
             fill_vacancies(&mut c),
             Err(PlanError::NotEnoughBrokers {
