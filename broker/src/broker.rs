@@ -59,7 +59,9 @@ impl Health {
         use std::fmt::Write;
         let mut out = String::new();
         // Labelled series, after the unlabelled gauges.
-        let mut labelled = String::new();
+        let mut labelled = String::from(
+            "# HELP tributary_replication_throttled_bytes_total Bytes replicated for throttled replicas, by side.\n# TYPE tributary_replication_throttled_bytes_total counter\n# HELP tributary_replication_throttle_held_back_total Times a throttled replica was left out of a fetch, by side.\n# TYPE tributary_replication_throttle_held_back_total counter\n# HELP tributary_replication_throttle_rate_bytes The throttle rate in bytes per second (-1: unlimited).\n# TYPE tributary_replication_throttle_rate_bytes gauge\n",
+        );
         let mut gauge = |name: &str, help: &str, v: i64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {v}");
         };
@@ -105,6 +107,26 @@ impl Health {
                 "Messages the followers of led partitions are behind, summed.",
                 n(r.follower_lag_messages),
             );
+            let t = &b.replicas.throttles;
+            for (side, q) in [("leader", &t.leader), ("follower", &t.follower)] {
+                use std::sync::atomic::Ordering::Relaxed;
+                let _ = writeln!(
+                    labelled,
+                    "tributary_replication_throttled_bytes_total{{side=\"{side}\"}} {}",
+                    q.throttled_bytes.load(Relaxed)
+                );
+                let _ = writeln!(
+                    labelled,
+                    "tributary_replication_throttle_held_back_total{{side=\"{side}\"}} {}",
+                    q.held_back.load(Relaxed)
+                );
+                let _ = writeln!(
+                    labelled,
+                    "tributary_replication_throttle_rate_bytes{{side=\"{side}\"}} {}",
+                    q.rate()
+                        .map_or(-1, |r| i64::try_from(r).unwrap_or(i64::MAX))
+                );
+            }
             if !r.lagging.is_empty() {
                 let name = "tributary_partition_follower_lag_messages";
                 let _ = writeln!(labelled, "# HELP {name} Messages a follower of a led partition is behind the leader's log end (only followers that are behind).\n# TYPE {name} gauge");

@@ -75,6 +75,10 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("log.flush.interval.ms", "9223372036854775807"),
     ("compression.type", "producer"),
     ("unclean.leader.election.enable", "false"),
+    // Replication throttles (bytes/s), applied to the replicas the topics' throttled-replica
+    // lists name; unlimited by default. Usually set dynamically for the time of a move.
+    ("leader.replication.throttled.rate", "9223372036854775807"),
+    ("follower.replication.throttled.rate", "9223372036854775807"),
     ("replica.lag.time.max.ms", "30000"),
     ("group.initial.rebalance.delay.ms", "3000"),
     ("producer.id.expiration.ms", "86400000"),

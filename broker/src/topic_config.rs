@@ -18,6 +18,9 @@ pub enum ValueType {
     Enum(&'static [&'static str]),
     /// A comma-separated list of the listed words.
     List(&'static [&'static str]),
+    /// Replicas as `partition:broker` pairs separated by commas, or `*` for all (the
+    /// replication throttle lists).
+    Replicas,
     Str,
 }
 
@@ -138,6 +141,20 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
         ValueType::Bool,
         0,
     ),
+    // Topic-only (no broker default): the replicas whose replication the leader / follower
+    // throttles, at the broker's `*.replication.throttled.rate`.
+    def(
+        "leader.replication.throttled.replicas",
+        "",
+        ValueType::Replicas,
+        0,
+    ),
+    def(
+        "follower.replication.throttled.replicas",
+        "",
+        ValueType::Replicas,
+        0,
+    ),
 ];
 
 /// The definition of a topic config, if the name is one.
@@ -181,9 +198,60 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
                 return Err(bad(&format!("values must be among: {}", words.join(", "))));
             }
         }
+        ValueType::Replicas => {
+            let pair = |item: &str| {
+                let (p, b) = item.trim().split_once(':')?;
+                p.trim().parse::<i32>().ok().filter(|p| *p >= 0)?;
+                b.trim().parse::<i32>().ok().filter(|b| *b >= 0)
+            };
+            let v = value.trim();
+            if !(v.is_empty() || v == "*" || v.split(',').all(|i| pair(i).is_some())) {
+                return Err(bad("must be * or a list of partition:broker pairs"));
+            }
+        }
         ValueType::Str => {}
     }
     Ok(())
+}
+
+/// Broker properties that may change without a restart although no topic config takes its
+/// default from them: the replication throttle rates (bytes per second).
+pub const BROKER_ONLY_DYNAMIC: &[&str] = &[
+    "leader.replication.throttled.rate",
+    "follower.replication.throttled.rate",
+];
+
+/// Checks a dynamic broker config (`key` is a broker property); `None` when the property may not
+/// change without a restart (or is unknown).
+pub fn validate_dynamic_broker(key: &str, value: &str) -> Option<Result<(), String>> {
+    if let Some(def) = by_broker_key(key) {
+        return Some(validate(def.name, value).map_err(|m| m.replace(def.name, key)));
+    }
+    BROKER_ONLY_DYNAMIC.contains(&key).then(|| {
+        match value.trim().parse::<i64>() {
+            Ok(n) if n >= 1 => Ok(()),
+            _ => Err(format!(
+                "invalid value {value} for configuration {key}: a rate in bytes per second, at least 1"
+            )),
+        }
+    })
+}
+
+/// Whether broker property `key` may change without a restart.
+pub fn is_dynamic_broker_key(key: &str) -> bool {
+    by_broker_key(key).is_some() || BROKER_ONLY_DYNAMIC.contains(&key)
+}
+
+/// Whether `spec` (a `*.replication.throttled.replicas` value) names replica `broker` of
+/// `partition`.
+pub fn throttled(spec: &str, partition: i32, broker: i32) -> bool {
+    let spec = spec.trim();
+    spec == "*"
+        || spec.split(',').any(|item| {
+            item.trim().split_once(':').is_some_and(|(p, b)| {
+                p.trim().parse() == Ok(partition) && b.trim().parse() == Ok(broker)
+            })
+        })
 }
 
 /// Where an effective topic config value comes from (DescribeConfigs `config_source`).
@@ -237,7 +305,9 @@ impl<'a> Dynamic<'a> {
 /// The topic config a broker property gives the default of: the broker properties that may be
 /// changed without a restart (dynamic broker configs) are exactly these.
 pub fn by_broker_key(key: &str) -> Option<&'static TopicConfigDef> {
-    TOPIC_CONFIGS.iter().find(|d| d.broker_key == key)
+    TOPIC_CONFIGS
+        .iter()
+        .find(|d| !d.broker_key.is_empty() && d.broker_key == key)
 }
 
 /// The effective topic configuration: each value with its source (no dynamic broker configs).

@@ -238,3 +238,40 @@ def test_cancel_restores_the_original_replicas_and_bad_targets_are_refused(make_
     # Changing the replication factor is a reassignment: 3 -> 2 completes at once.
     assert reassign(c, topic, {0: [102, 103]}) == {0: None}
     wait_for("RF 2", lambda: assignment(c, topic) == {0: [102, 103]}, 10)
+
+
+def test_a_throttled_move_keeps_to_its_rate(make_cluster):
+    """A move of a ~5 MB partition with 1 MB/s leader- and follower-side throttles (dynamic broker
+    configs, the topic's throttled-replica lists as kafka-reassign-partitions sets them) takes at
+    least 80 % of size / rate, and the throttled bytes show in the metrics."""
+    from confluent_kafka.admin import AlterConfigOpType, ConfigEntry, ConfigResource, ResourceType
+    from test_dynamic_configs import alter
+
+    c = make_cluster(controllers=1, brokers=4)
+    topic = "throttled"
+    create_topic(c.nodes[101].bootstrap, topic, 1, config=RF3, assignment=[[101, 102, 103]])
+    produce(boot(c), topic, [os.urandom(1000) for _ in range(5000)], 1)
+    size = log_dir_sizes(c.nodes[101], topic)[0][0]
+    rate = 1_000_000
+    alter(c.nodes[101], "", "leader.replication.throttled.rate", str(rate))
+    alter(c.nodes[101], "", "follower.replication.throttled.rate", str(rate))
+    res = ConfigResource(ResourceType.TOPIC, topic, incremental_configs=[
+        ConfigEntry("leader.replication.throttled.replicas", "0:101,0:102,0:103",
+                    incremental_operation=AlterConfigOpType.SET),
+        ConfigEntry("follower.replication.throttled.replicas", "0:104",
+                    incremental_operation=AlterConfigOpType.SET)])
+    from clientops import admin
+    adm = admin(boot(c))
+    adm.incremental_alter_configs([res])[res].result(15)
+    t0 = time.time()
+    assert reassign(c, topic, {0: [104, 102, 103]}) == {0: None}
+    wait_for("the throttled move to complete", lambda: ongoing(c, topic) == {}, 60)
+    took = time.time() - t0
+    assert took >= 0.8 * size / rate, f"{size} bytes moved in {took:.1f}s at {rate} B/s"
+    leader_side = sum(
+        float(line.split()[-1]) for n in (c.nodes[101], c.nodes[102], c.nodes[103]) for line in n.http("/metrics")[1].splitlines()
+        if line.startswith('tributary_replication_throttled_bytes_total{side="leader"}'))
+    follower_side = next(float(line.split()[-1]) for line in c.nodes[104].http("/metrics")[1].splitlines()
+                         if line.startswith('tributary_replication_throttled_bytes_total{side="follower"}'))
+    assert follower_side >= size * 0.9 and leader_side >= size * 0.9, (size, leader_side, follower_side)
+    print(f"moved {size} bytes in {took:.1f}s under a {rate} B/s throttle")

@@ -52,7 +52,7 @@ fn type_code(t: ValueType) -> i8 {
         ValueType::Int => 3,
         ValueType::Long => 5,
         ValueType::Double => 6,
-        ValueType::List(_) => 7,
+        ValueType::List(_) | ValueType::Replicas => 7,
     }
 }
 
@@ -165,7 +165,7 @@ fn describe_broker(
         DescribeConfigsResourceResult::default()
             .with_name(s(n))
             .with_value(Some(s(v)))
-            .with_read_only(def.is_none())
+            .with_read_only(!topic_config::is_dynamic_broker_key(n))
             .with_config_source(source)
             .with_config_type(def.map_or(2, |d| type_code(d.value_type)))
     };

@@ -24,6 +24,7 @@ use super::s;
 use crate::broker::Broker;
 use crate::replica::divergence::{self, EpochEndOffset};
 use crate::replica::partition::LeaderEpoch;
+use crate::replica::throttle::Throttles;
 use crate::replica::Partition;
 use crate::server::Splice;
 
@@ -41,6 +42,8 @@ struct Wanted {
     follower: bool,
     /// A follower's log diverged: answer with this, read nothing.
     diverging: Option<EpochEndOffset>,
+    /// A follower outside the ISR whose replication the leader throttles.
+    throttled: bool,
 }
 
 /// Serves a fetch: the response, and the partitions whose records go out as segment-file
@@ -56,6 +59,7 @@ pub(super) async fn handle(
         req.replica_id.0
     };
     let wanted = resolve(broker, &req, version, (replica >= 0).then_some(replica));
+    let throttles = &broker.replicas.throttles;
     let deadline = tokio::time::Instant::now()
         + Duration::from_millis(u64::try_from(req.max_wait_ms).unwrap_or(0));
     let min_bytes = usize::try_from(req.min_bytes).unwrap_or(0);
@@ -69,7 +73,7 @@ pub(super) async fn handle(
         for rx in &mut changes {
             rx.borrow_and_update();
         }
-        let (parts, total, any_error) = read_all(&wanted, max_bytes).await;
+        let (parts, total, any_error) = read_all(&wanted, max_bytes, throttles).await;
         let done =
             total >= min_bytes.max(1) || any_error || tokio::time::Instant::now() >= deadline;
         if done {
@@ -82,7 +86,7 @@ pub(super) async fn handle(
         // Wait for a change to one of the partitions (or the deadline), then read again.
         let waited = tokio::time::timeout_at(deadline, any_changed(&mut changes)).await;
         if !matches!(waited, Ok(true)) {
-            let (parts, total, _) = read_all(&wanted, max_bytes).await;
+            let (parts, total, _) = read_all(&wanted, max_bytes, throttles).await;
             broker
                 .metrics
                 .bytes_out
@@ -142,6 +146,7 @@ fn resolve(broker: &Broker, req: &FetchRequest, version: i16, replica: Option<i3
                 error,
                 follower: replica.is_some(),
                 diverging: None,
+                throttled: false,
             };
             if let (Some(r), None, Some(h)) = (replica, w.error, w.hosted.clone()) {
                 follower_fetched(
@@ -152,6 +157,8 @@ fn resolve(broker: &Broker, req: &FetchRequest, version: i16, replica: Option<i3
                     p.last_fetched_epoch,
                     version,
                 );
+                w.throttled = h.leader_throttled.load(Ordering::Acquire)
+                    && !h.with_state(|st| st.leader().is_some_and(|l| l.isr.contains(&r)));
             }
             out.push(w);
         }
@@ -223,7 +230,12 @@ type Read = (i16, i64, i64, Records);
 /// cheaper than a `sendfile` call and a separate write.
 const SPLICE_MIN_BYTES: usize = 16 * 1024;
 
-async fn read_all(wanted: &[Wanted], max_bytes: usize) -> (Vec<Read>, usize, bool) {
+async fn read_all(
+    wanted: &[Wanted],
+    max_bytes: usize,
+    throttles: &Arc<Throttles>,
+) -> (Vec<Read>, usize, bool) {
+    let throttles = throttles.clone();
     let jobs: Vec<_> = wanted
         .iter()
         .map(|w| {
@@ -234,6 +246,7 @@ async fn read_all(wanted: &[Wanted], max_bytes: usize) -> (Vec<Read>, usize, boo
                 w.max_bytes,
                 w.follower,
                 w.diverging.is_some(),
+                w.throttled,
             )
         })
         .collect();
@@ -241,7 +254,7 @@ async fn read_all(wanted: &[Wanted], max_bytes: usize) -> (Vec<Read>, usize, boo
         let mut total = 0usize;
         let mut any_error = false;
         let mut out = Vec::with_capacity(jobs.len());
-        for (hosted, error, offset, part_max, follower, diverged) in jobs {
+        for (hosted, error, offset, part_max, follower, diverged, throttled) in jobs {
             let (Some(part), None) = (hosted, error) else {
                 any_error = true;
                 out.push((error.map_or(0, |e| e.code()), -1, -1, Records::None));
@@ -260,12 +273,25 @@ async fn read_all(wanted: &[Wanted], max_bytes: usize) -> (Vec<Read>, usize, boo
                 ));
                 continue;
             }
+            // A throttled follower gets nothing while the leader's budget is spent.
+            if throttled && throttles.leader.exceeded() {
+                out.push((
+                    0,
+                    hw.0,
+                    log.log_start_offset().0,
+                    Records::Inline(Bytes::new()),
+                ));
+                continue;
+            }
             // Consumers see the committed part; followers copy everything the leader has.
             let upper = if follower { log.log_end_offset() } else { hw };
             let budget = part_max.min(max_bytes.saturating_sub(total));
             match log.read_ranges(Offset(offset), budget, upper, total == 0) {
                 Ok(r) => {
                     total += r.bytes;
+                    if throttled {
+                        throttles.leader.record(r.bytes as u64);
+                    }
                     let records = if r.bytes == 0 {
                         Records::Inline(Bytes::new())
                     } else if r.bytes < SPLICE_MIN_BYTES {

@@ -11,6 +11,7 @@
 //! unknown epoch) waits for the metadata to say who leads now.
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
@@ -22,6 +23,7 @@ use tokio::time::Instant;
 use tributary_log::{Offset, TopicPartition};
 
 use super::partition::LeaderEpoch;
+use super::throttle::Throttles;
 use super::Partition;
 use crate::metadata::rpc::Conn;
 use crate::metadata::MetadataFollower;
@@ -46,6 +48,7 @@ struct LeaderFetcher {
     partitions: Mutex<BTreeMap<TopicPartition, Followed>>,
     wake: Notify,
     stop: watch::Sender<bool>,
+    throttles: Arc<Throttles>,
 }
 
 /// Every fetcher of this broker.
@@ -53,14 +56,16 @@ pub struct Fetchers {
     node_id: i32,
     metadata: OnceLock<Arc<MetadataFollower>>,
     by_leader: Mutex<HashMap<i32, Arc<LeaderFetcher>>>,
+    throttles: Arc<Throttles>,
 }
 
 impl Fetchers {
-    pub fn new(node_id: i32) -> Self {
+    pub fn new(node_id: i32, throttles: Arc<Throttles>) -> Self {
         Fetchers {
             node_id,
             metadata: OnceLock::new(),
             by_leader: Mutex::new(HashMap::new()),
+            throttles,
         }
     }
 
@@ -96,6 +101,7 @@ impl Fetchers {
                 partitions: Mutex::new(BTreeMap::new()),
                 wake: Notify::new(),
                 stop: watch::channel(false).0,
+                throttles: self.throttles.clone(),
             });
             tokio::spawn(f.clone().run(self.node_id, metadata));
             f
@@ -135,6 +141,12 @@ impl Fetchers {
         }
         by_leader.clear();
     }
+}
+
+/// Whether the follower throttle applies to this replica: named by the topic's follower-side
+/// list and not in the ISR (an in-sync replica is never slowed).
+fn is_throttled(part: &Partition) -> bool {
+    part.follower_throttled.load(Ordering::Acquire) && !part.in_isr.load(Ordering::Acquire)
 }
 
 /// What one partition of a fetch asked for.
@@ -214,6 +226,10 @@ impl LeaderFetcher {
             if f.paused_until.is_some_and(|t| t > now) {
                 continue;
             }
+            // A throttled replica catching up waits while the follower's budget is spent.
+            if is_throttled(&f.part) && self.throttles.follower.exceeded() {
+                continue;
+            }
             let (leo, last_epoch, log_start) = {
                 let log = f.part.log.read().expect("log lock poisoned");
                 (
@@ -272,6 +288,7 @@ impl LeaderFetcher {
                 let records = p.records.clone().filter(|r| !r.is_empty());
                 let leader_hw = Offset(p.high_watermark);
                 let tp2 = tp.clone();
+                let throttles = self.throttles.clone();
                 let result = tokio::task::spawn_blocking(move || {
                     let mut log = part.log.write().expect("log lock poisoned");
                     if let Some((epoch, end)) = diverging {
@@ -285,6 +302,9 @@ impl LeaderFetcher {
                     }
                     if let Some(r) = records {
                         log.append_as_follower(&r)?;
+                        if is_throttled(&part) {
+                            throttles.follower.record(r.len() as u64);
+                        }
                     }
                     Ok::<_, tributary_log::LogError>(log.log_end_offset())
                 })

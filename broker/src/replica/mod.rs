@@ -13,9 +13,10 @@ pub mod fetcher;
 pub mod isr;
 pub mod isr_manager;
 pub mod partition;
+pub mod throttle;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::sync::atomic::{AtomicI32, AtomicI64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 
@@ -61,6 +62,11 @@ pub struct Partition {
     /// path never consults the metadata image).
     pub isr_len: AtomicUsize,
     pub min_insync_replicas: AtomicUsize,
+    /// This broker's replica is in the ISR; the topic's leader-side / follower-side throttle
+    /// lists name it (kept here so the fetch paths never read the metadata image).
+    pub in_isr: AtomicBool,
+    pub leader_throttled: AtomicBool,
+    pub follower_throttled: AtomicBool,
     /// Offsets below this are committed and visible to consumers: a copy of the state
     /// machine's high watermark, published after every change of it (readers never lock).
     pub high_watermark: AtomicI64,
@@ -166,6 +172,9 @@ struct Assignment {
     record: PartitionRecord,
     min_insync_replicas: usize,
     config: LogConfig,
+    /// This broker's replica is named by the topic's leader- / follower-side throttle lists.
+    leader_throttled: bool,
+    follower_throttled: bool,
 }
 
 /// Owns the hosted partitions and their logs.
@@ -179,6 +188,8 @@ pub struct ReplicaManager {
     hw_checkpoint: Mutex<BTreeMap<TopicPartition, Offset>>,
     /// The follower fetchers, one per leader this broker follows partitions of.
     pub fetchers: fetcher::Fetchers,
+    /// The replication throttles (rates from the broker's dynamic or static config).
+    pub throttles: Arc<throttle::Throttles>,
 }
 
 impl ReplicaManager {
@@ -186,6 +197,7 @@ impl ReplicaManager {
     pub fn open(config: &BrokerConfig) -> Result<Self, LogError> {
         let hw_checkpoint =
             tributary_log::checkpoint::read_offset_checkpoint(&config.log_dir.join(HW_CHECKPOINT))?;
+        let throttles = Arc::new(throttle::Throttles::default());
         Ok(ReplicaManager {
             node_id: config.node_id,
             config: config.clone(),
@@ -193,7 +205,8 @@ impl ReplicaManager {
             partitions: RwLock::new(HashMap::new()),
             sync: tokio::sync::Mutex::new(()),
             hw_checkpoint: Mutex::new(hw_checkpoint),
-            fetchers: fetcher::Fetchers::new(config.node_id),
+            fetchers: fetcher::Fetchers::new(config.node_id, throttles.clone()),
+            throttles,
         })
     }
 
@@ -256,6 +269,7 @@ impl ReplicaManager {
     /// Opens, updates or removes the partitions of `only` these topics (all when `None`).
     fn sync_topics(&self, image: &MetadataImage, only: Option<&std::collections::BTreeSet<Uuid>>) {
         let included = |id: &Uuid| only.is_none_or(|o| o.contains(id));
+        self.set_throttle_rates(image);
         let mut wanted: BTreeMap<TopicPartition, Assignment> = BTreeMap::new();
         for t in image.topics.values().filter(|t| included(&t.topic_id)) {
             let dynamic = topic_config::Dynamic::of(&image.broker_configs, self.node_id);
@@ -265,6 +279,10 @@ impl ReplicaManager {
                 ..log_config(&effective)
             };
             let min_isr = effective["min.insync.replicas"].0.parse().unwrap_or(1);
+            let leader_list = effective["leader.replication.throttled.replicas"].0.clone();
+            let follower_list = effective["follower.replication.throttled.replicas"]
+                .0
+                .clone();
             for p in t
                 .partitions
                 .values()
@@ -277,6 +295,16 @@ impl ReplicaManager {
                         record: p.clone(),
                         min_insync_replicas: min_isr,
                         config: cfg.clone(),
+                        leader_throttled: topic_config::throttled(
+                            &leader_list,
+                            p.partition,
+                            self.node_id,
+                        ),
+                        follower_throttled: topic_config::throttled(
+                            &follower_list,
+                            p.partition,
+                            self.node_id,
+                        ),
                     },
                 );
             }
@@ -295,6 +323,27 @@ impl ReplicaManager {
                 tracing::error!(partition = %tp, error = %e, "failed to open partition log");
             }
         }
+    }
+
+    /// The throttle rates in effect on this broker: its dynamic config, else the cluster's
+    /// dynamic default, else its static property (unlimited by default).
+    fn set_throttle_rates(&self, image: &MetadataImage) {
+        let dynamic = topic_config::Dynamic::of(&image.broker_configs, self.node_id);
+        let rate = |key: &str| {
+            dynamic
+                .get(key)
+                .map(|(v, _)| v.to_owned())
+                .or_else(|| self.config.get(key).map(|(v, _)| v.to_owned()))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+                .filter(|r| *r < i64::MAX as u64)
+                .unwrap_or(u64::MAX)
+        };
+        self.throttles
+            .leader
+            .set_rate(rate("leader.replication.throttled.rate"));
+        self.throttles
+            .follower
+            .set_rate(rate("follower.replication.throttled.rate"));
     }
 
     fn delete_strays(&self, image: &MetadataImage) {
@@ -351,6 +400,12 @@ impl ReplicaManager {
         part.isr_len.store(a.record.isr.len(), Ordering::Release);
         part.min_insync_replicas
             .store(a.min_insync_replicas, Ordering::Release);
+        part.in_isr
+            .store(a.record.isr.contains(&self.node_id), Ordering::Release);
+        part.leader_throttled
+            .store(a.leader_throttled, Ordering::Release);
+        part.follower_throttled
+            .store(a.follower_throttled, Ordering::Release);
         let leo = part.log.read().expect("log lock poisoned").log_end_offset();
         let now = tokio::time::Instant::now();
         let settings = ReplicaSettings {
@@ -396,6 +451,9 @@ impl ReplicaManager {
             leader_epoch: AtomicI32::new(a.record.leader_epoch),
             isr_len: AtomicUsize::new(a.record.isr.len()),
             min_insync_replicas: AtomicUsize::new(a.min_insync_replicas),
+            in_isr: AtomicBool::new(a.record.isr.contains(&self.node_id)),
+            leader_throttled: AtomicBool::new(a.leader_throttled),
+            follower_throttled: AtomicBool::new(a.follower_throttled),
             high_watermark: AtomicI64::new(hw.0),
             state: Mutex::new(PartitionState::new(self.node_id, hw, settings)),
             hw_moved: watch::channel(hw.0).0,

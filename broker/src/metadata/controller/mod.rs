@@ -628,7 +628,7 @@ impl QuorumController {
         let current = image.broker_configs.get(&broker).unwrap_or(&empty);
         let new = change(current)?;
         for (k, v) in &new {
-            let Some(def) = topic_config::by_broker_key(k) else {
+            let Some(valid) = topic_config::validate_dynamic_broker(k, v) else {
                 let known = crate::config::BrokerConfig::is_known(k);
                 return Err(if known {
                     ApiError::new(
@@ -642,8 +642,7 @@ impl QuorumController {
                     )
                 });
             };
-            topic_config::validate(def.name, v)
-                .map_err(|m| ApiError::new(ResponseError::InvalidConfig, m.replace(def.name, k)))?;
+            valid.map_err(|m| ApiError::new(ResponseError::InvalidConfig, m))?;
         }
         let resource = ConfigResource::Broker(broker);
         let mut records = Vec::new();
