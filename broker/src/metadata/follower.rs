@@ -199,6 +199,8 @@ pub async fn follow_remote(
     mut stop: watch::Receiver<bool>,
 ) {
     let mut conn: Option<Conn> = None;
+    // The voter the connection goes to.
+    let mut connected: Option<i32> = None;
     let mut next_voter = 0usize;
     let mut failures = 0u32;
     loop {
@@ -206,21 +208,24 @@ pub async fn follow_remote(
             return;
         }
         if conn.is_none() {
-            let target = match follower
+            let (target_id, target) = match follower
                 .leader()
                 .and_then(|l| voters.iter().find(|v| v.0 == l))
             {
-                Some(v) if failures == 0 => v.1.clone(),
+                Some(v) if failures == 0 => v.clone(),
                 _ => {
                     next_voter = (next_voter + 1) % voters.len().max(1);
                     match voters.get(next_voter) {
-                        Some(v) => v.1.clone(),
+                        Some(v) => v.clone(),
                         None => return,
                     }
                 }
             };
             match Conn::connect(&target, Duration::from_secs(2)).await {
-                Ok(c) => conn = Some(c),
+                Ok(c) => {
+                    conn = Some(c);
+                    connected = Some(target_id);
+                }
                 Err(e) => {
                     failures += 1;
                     tracing::debug!(error = %e, "metadata fetch: controller unreachable");
@@ -246,17 +251,23 @@ pub async fn follow_remote(
         };
         match answer {
             Ok(fetched) => {
-                failures = 0;
-                let leader_moved = fetched.leader.is_some() && fetched.leader != follower.leader();
+                // Follow the active controller: its log is the newest. A voter that knows of
+                // none (an election, or a leader cut off from its quorum, which then stops
+                // calling itself leader) is left for the next voter.
+                let elsewhere = fetched.leader != connected;
+                let unknown = fetched.leader.is_none();
+                failures = if unknown { failures + 1 } else { 0 };
                 follower.set_leader(fetched.leader);
                 if let Some(image) = fetched.snapshot {
                     tracing::info!(index = image.applied_index, "metadata: applied a snapshot");
                     follower.reset(image);
                 }
                 follower.apply(fetched.batches.into_iter().map(|(i, r)| (i, Arc::new(r))));
-                // Prefer the active controller: its log is the newest.
-                if leader_moved {
+                if elsewhere {
                     conn = None;
+                }
+                if unknown && failures as usize >= voters.len() {
+                    backoff(failures, &mut stop).await;
                 }
             }
             Err(e) => {

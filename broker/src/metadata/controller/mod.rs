@@ -134,10 +134,10 @@ impl QuorumController {
         self.follower.image()
     }
 
-    /// Whether this node is the active controller.
+    /// Whether this node is the active controller: the Raft leader, acknowledged by a majority
+    /// within the lease (check-quorum, see `Quorum::leader`).
     pub fn is_active(&self) -> bool {
-        let m = self.quorum.raft().metrics().borrow().clone();
-        m.current_leader == Some(m.id)
+        self.quorum.leader() == Some(self.quorum.id())
     }
 
     /// The active controller's node id, if the quorum has a leader.

@@ -64,6 +64,10 @@ pub struct VoterState {
 pub struct Quorum {
     raft: openraft::Raft<TypeConfig>,
     voters: Vec<(i32, String)>,
+    /// Check-quorum: a leader that no majority has acknowledged for this long (the longest
+    /// election timeout, after which the others have elected a new one) no longer acts as the
+    /// active controller, as a KRaft leader resigns when its fetch timeout passes.
+    lease: Duration,
     /// When each voter was last seen at the leader's log end (leader only).
     caught_up: Mutex<HashMap<i32, Instant>>,
 }
@@ -125,6 +129,7 @@ impl Quorum {
         Ok(Quorum {
             raft,
             voters: cfg.voters,
+            lease: Duration::from_millis(election * 2),
             caught_up: Mutex::new(HashMap::new()),
         })
     }
@@ -140,9 +145,29 @@ impl Quorum {
     }
 
     /// The active controller (the Raft leader), if known.
+    ///
+    /// This node reports itself only while a majority acknowledged it within the lease: a
+    /// leader cut off from the other voters (but not from brokers) would otherwise go on
+    /// answering brokers' metadata fetches with a frozen log and taking their heartbeats, and
+    /// the brokers would never find the new active controller.
     pub fn leader(&self) -> Option<i32> {
-        let leader = self.raft.metrics().borrow().current_leader;
-        leader.and_then(|id| i32::try_from(id).ok())
+        let m = self.raft.metrics();
+        let m = m.borrow();
+        let leader = m.current_leader?;
+        if leader == m.id {
+            let acked = m
+                .millis_since_quorum_ack
+                .is_some_and(|ms| u128::from(ms) <= self.lease.as_millis());
+            if !acked {
+                return None;
+            }
+        }
+        i32::try_from(leader).ok()
+    }
+
+    /// This node's id.
+    pub fn id(&self) -> i32 {
+        i32::try_from(self.raft.metrics().borrow().id).unwrap_or(-1)
     }
 
     /// The Raft term (Kafka's leader epoch of the metadata log).
