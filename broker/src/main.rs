@@ -17,6 +17,9 @@ async fn main() -> anyhow::Result<()> {
             .context("invalid configuration")?;
     let effective: Vec<String> = config.all().map(|(k, v, _)| format!("{k}={v}")).collect();
     tracing::info!(config = %effective.join(" "), "effective configuration");
+    if config.get("cordoned.log.dirs").is_some() {
+        tracing::warn!("cordoned.log.dirs is ignored in the properties: cordon a broker with a dynamic config (IncrementalAlterConfigs on the broker), which the controller sees");
+    }
     let running = broker::broker::start(config)
         .await
         .context("broker failed to start")?;

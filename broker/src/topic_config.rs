@@ -219,6 +219,7 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
 pub const BROKER_ONLY_DYNAMIC: &[&str] = &[
     "leader.replication.throttled.rate",
     "follower.replication.throttled.rate",
+    "cordoned.log.dirs",
 ];
 
 /// Checks a dynamic broker config (`key` is a broker property); `None` when the property may not
@@ -226,6 +227,10 @@ pub const BROKER_ONLY_DYNAMIC: &[&str] = &[
 pub fn validate_dynamic_broker(key: &str, value: &str) -> Option<Result<(), String>> {
     if let Some(def) = by_broker_key(key) {
         return Some(validate(def.name, value).map_err(|m| m.replace(def.name, key)));
+    }
+    if key == "cordoned.log.dirs" {
+        // `*`, a list of directories, or empty (not cordoned).
+        return Some(Ok(()));
     }
     BROKER_ONLY_DYNAMIC.contains(&key).then(|| {
         match value.trim().parse::<i64>() {

@@ -102,3 +102,25 @@ def test_a_throttled_move_cancelled_half_way_returns_to_its_replicas(make_cluste
     # Bad input gets a clear error, not a traceback.
     r = cli(c, "reassign", "plan", "--drain", "999", "--out", str(tmp_path / "x.json"), check=False)
     assert r.returncode != 0 and "999" in r.stderr, r.stderr
+
+
+def test_a_cordoned_broker_receives_no_new_replicas(make_cluster, tmp_path):
+    """KIP-1066 through the CLI: `brokers cordon` keeps new topics and `reassign plan` off a
+    broker while its replicas keep serving; `brokers uncordon` lets it receive them again."""
+    c = make_cluster(controllers=1, brokers=4)
+    create_topic(c.nodes[101].bootstrap, "before", 4, rf=2)
+    held = {p: list(pm.replicas) for p, pm in metadata(boot(c)).topics["before"].partitions.items()}
+    assert any(104 in r for r in held.values())
+    assert "cordoned" in cli(c, "brokers", "cordon", "104").stdout
+    listed = {line.split("\t")[0]: line.split("\t")[3] for line in cli(c, "brokers", "list").stdout.splitlines()[1:]}
+    assert listed == {"101": "no", "102": "no", "103": "no", "104": "yes"}, listed
+    create_topic(c.nodes[101].bootstrap, "during", 8, rf=2)
+    md = metadata(boot(c))
+    assert all(104 not in pm.replicas for pm in md.topics["during"].partitions.values())
+    assert {p: list(pm.replicas) for p, pm in md.topics["before"].partitions.items()} == held, "existing replicas stay"
+    plan = str(tmp_path / "balance.json")
+    cli(c, "reassign", "plan", "--balance", "--out", plan)
+    assert all(104 not in set(m["target"]) - set(m["current"]) for m in json.load(open(plan))["plan"]["moves"])
+    cli(c, "brokers", "uncordon", "104")
+    create_topic(c.nodes[101].bootstrap, "after", 8, rf=2)
+    assert any(104 in pm.replicas for pm in metadata(boot(c)).topics["after"].partitions.values())

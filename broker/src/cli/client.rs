@@ -9,12 +9,13 @@ use anyhow::{anyhow, bail, Context, Result};
 use kafka_protocol::messages::alter_partition_reassignments_request::{
     ReassignablePartition, ReassignableTopic,
 };
+use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
 use kafka_protocol::messages::incremental_alter_configs_request::{
     AlterConfigsResource, AlterableConfig,
 };
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    AlterPartitionReassignmentsRequest, BrokerId, DescribeLogDirsRequest,
+    AlterPartitionReassignmentsRequest, BrokerId, DescribeConfigsRequest, DescribeLogDirsRequest,
     IncrementalAlterConfigsRequest, ListPartitionReassignmentsRequest, MetadataRequest,
     MetadataResponse, TopicName,
 };
@@ -186,6 +187,37 @@ impl Client {
             }
         }
         Ok((sizes, total, usable))
+    }
+
+    /// Whether broker `id` at `addr` is cordoned (KIP-1066: its `cordoned.log.dirs` dynamic
+    /// config, or the cluster default, is set), by DescribeConfigs v4 to that broker.
+    pub async fn cordoned(addr: &str, id: i32) -> Result<bool> {
+        let mut conn = Conn::connect(addr, Duration::from_secs(5))
+            .await
+            .with_context(|| format!("connecting to {addr}"))?;
+        let req = DescribeConfigsRequest::default().with_resources(vec![
+            DescribeConfigsResource::default()
+                .with_resource_type(4)
+                .with_resource_name(s(id.to_string()))
+                .with_configuration_keys(Some(vec![s("cordoned.log.dirs")])),
+        ]);
+        let resp = conn
+            .call_kafka(4, &req, TIMEOUT)
+            .await
+            .context("DescribeConfigs")?;
+        let mut cordoned = false;
+        for r in &resp.results {
+            check(
+                r.error_code,
+                &format!("configs of broker {id}"),
+                r.error_message.as_ref(),
+            )?;
+            cordoned |= r.configs.iter().any(|c| {
+                c.name.as_str() == "cordoned.log.dirs"
+                    && c.value.as_ref().is_some_and(|v| !v.trim().is_empty())
+            });
+        }
+        Ok(cordoned)
     }
 
     /// Starts (target `Some`) or cancels (`None`) reassignments; fails naming every partition

@@ -62,8 +62,13 @@ pub enum TopicsCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum BrokersCommand {
-    /// Id, address, rack, replicas, leaders and log-dir bytes of every broker.
+    /// Id, address, rack, cordoned, replicas, leaders and log-dir bytes of every broker.
     List,
+    /// Stops new replicas being placed on a broker (KIP-1066; its replicas keep serving): new
+    /// topics and partitions and `reassign plan` leave it out.
+    Cordon { id: i32 },
+    /// Lets new replicas be placed on a broker again.
+    Uncordon { id: i32 },
 }
 
 #[derive(Debug, Subcommand)]
@@ -123,6 +128,32 @@ pub async fn run(cli: Cli, out: &mut dyn std::io::Write) -> Result<()> {
             under_replicated,
         }) => describe_topics(&mut client, &topics, under_replicated, out).await,
         Command::Brokers(BrokersCommand::List) => list_brokers(&mut client, out).await,
+        Command::Brokers(BrokersCommand::Cordon { id }) => {
+            let value = Some("*".to_owned());
+            client
+                .alter_configs(
+                    RESOURCE_BROKER,
+                    &id.to_string(),
+                    &[("cordoned.log.dirs", value)],
+                )
+                .await?;
+            writeln!(
+                out,
+                "broker {id} cordoned: no new replicas will be placed on it"
+            )?;
+            Ok(())
+        }
+        Command::Brokers(BrokersCommand::Uncordon { id }) => {
+            client
+                .alter_configs(
+                    RESOURCE_BROKER,
+                    &id.to_string(),
+                    &[("cordoned.log.dirs", None)],
+                )
+                .await?;
+            writeln!(out, "broker {id} uncordoned")?;
+            Ok(())
+        }
         Command::Reassign(ReassignCommand::Plan {
             drain,
             balance,
@@ -205,7 +236,7 @@ async fn list_brokers(client: &mut Client, out: &mut dyn std::io::Write) -> Resu
     let meta = client.metadata(None).await?;
     writeln!(
         out,
-        "Id\tAddress\tRack\tReplicas\tLeaders\tLogBytes\tDiskTotal\tDiskUsable"
+        "Id\tAddress\tRack\tCordoned\tReplicas\tLeaders\tLogBytes\tDiskTotal\tDiskUsable"
     )?;
     for b in &meta.brokers {
         let replicas = meta
@@ -215,12 +246,14 @@ async fn list_brokers(client: &mut Client, out: &mut dyn std::io::Write) -> Resu
             .count();
         let leaders = meta.partitions.iter().filter(|p| p.leader == b.id).count();
         let (sizes, total, usable) = Client::log_dir(&b.addr).await?;
+        let cordoned = Client::cordoned(&b.addr, b.id).await?;
         writeln!(
             out,
-            "{}\t{}\t{}\t{replicas}\t{leaders}\t{}\t{total}\t{usable}",
+            "{}\t{}\t{}\t{}\t{replicas}\t{leaders}\t{}\t{total}\t{usable}",
             b.id,
             b.addr,
             b.rack.as_deref().unwrap_or("-"),
+            if cordoned { "yes" } else { "no" },
             sizes.values().sum::<u64>()
         )?;
     }
@@ -242,15 +275,14 @@ async fn plan(
     };
     let meta = client.metadata(None).await?;
     let sizes = sizes(&meta).await?;
-    let brokers: Vec<BrokerInfo> = meta
-        .brokers
-        .iter()
-        .map(|b| BrokerInfo {
+    let mut brokers: Vec<BrokerInfo> = Vec::new();
+    for b in &meta.brokers {
+        brokers.push(BrokerInfo {
             id: b.id,
             rack: b.rack.clone(),
-            cordoned: false,
-        })
-        .collect();
+            cordoned: Client::cordoned(&b.addr, b.id).await?,
+        });
+    }
     let partitions: Vec<PartitionInfo> = meta
         .partitions
         .iter()

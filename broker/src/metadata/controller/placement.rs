@@ -42,7 +42,7 @@ pub fn collides(a: &str, b: &str) -> bool {
 }
 
 /// Assigns `count` new partitions (numbered from `first`) with `rf` replicas each over the
-/// active brokers of `image` (see [`place`]).
+/// active brokers of `image` that are not cordoned (see [`place`]).
 pub fn assign_replicas(
     image: &MetadataImage,
     first: i32,
@@ -52,10 +52,23 @@ pub fn assign_replicas(
     let brokers: Vec<(i32, Option<String>)> = image
         .brokers
         .values()
-        .filter(|b| b.is_active())
+        .filter(|b| b.is_active() && !cordoned(image, b.broker_id))
         .map(|b| (b.broker_id, b.rack.clone()))
         .collect();
     place(&brokers, first, count, rf)
+}
+
+/// KIP-1066: a broker whose `cordoned.log.dirs` (its own dynamic config, else the cluster
+/// default) is set receives no new replica while its existing ones keep serving. A Tributary
+/// broker has one log directory, so any value (`*`, or that directory's path) cordons it.
+pub fn cordoned(image: &MetadataImage, broker: i32) -> bool {
+    const KEY: &str = "cordoned.log.dirs";
+    let value = image
+        .broker_configs
+        .get(&Some(broker))
+        .and_then(|m| m.get(KEY))
+        .or_else(|| image.broker_configs.get(&None).and_then(|m| m.get(KEY)));
+    value.is_some_and(|v| !v.trim().is_empty())
 }
 
 /// Places partitions over `brokers` (id, rack): brokers are ordered so that racks alternate,
