@@ -4,8 +4,9 @@ each with its own ports and data directory, that a test can start, kill (SIGKILL
 
 Where the nodes live is the cluster's `hosts`: "loopback" (default) runs them all on 127.0.0.1
 with distinct ports; "netns" runs each in a network namespace of its own with its own address
-and fixed ports (see netns.py), and the cluster can then cut the network between them
-(`partition`, `isolate`, `cut`, `heal`, `netem`).
+and fixed ports (see netns.py); "docker" runs each as a container of the broker image on a
+private Docker network (see containers.py). On netns and docker clusters the network between
+nodes can be cut (`partition`, `isolate`, `cut`, `heal`, `netem`).
 
 Every node is started with `--override` flags only (no files), so a failing test's log names
 exactly what the node was given; each node's output goes to `<root>/<name>.log`.
@@ -20,6 +21,7 @@ import tempfile
 import time
 import urllib.request
 
+import containers
 import netns
 
 BIN = os.environ.get(
@@ -201,6 +203,64 @@ class Node:
         return None
 
 
+class ContainerNode(Node):
+    """A node as a container of the broker image (`containers.DockerHosts`). The process the
+    harness holds is the attached `docker run` (its output is the node's log); signals, pause
+    and kill go to the container through `docker kill` / `docker pause`."""
+
+    def __init__(self, node_id, roles, data_dir, log_path, voters, ports, overrides, host, hosts):
+        super().__init__(node_id, roles, data_dir, log_path, voters, ports, overrides, host=host)
+        self.hosts = hosts
+        self.overrides["log.dirs"] = containers.DATA_IN_CONTAINER
+
+    def start(self, wait_ready=True, timeout=30):
+        self.hosts.remove_container(self.node_id)  # a stopped one keeps the name
+        containers.own_data_dir(self.data_dir)
+        args = [a for k, v in self.overrides.items() for a in ("--override", f"{k}={v}")]
+        log = open(self.log_path, "ab")
+        log.write(f"\n=== start {time.strftime('%H:%M:%S')} ===\n".encode())
+        log.flush()
+        self.proc = subprocess.Popen(self.hosts.run_command(self.node_id, self.data_dir, args),
+                                     stdout=log, stderr=subprocess.STDOUT)
+        wait_for(f"container of node {self.node_id} running",
+                 lambda: self.hosts.container_pid(self.node_id) or not self.alive(), 30)
+        if self.alive():
+            self.hosts.node_started(self.node_id)  # a new network namespace: the cuts again
+        if wait_ready:
+            self.wait_ready(timeout)
+        return self
+
+    def signal(self, sig):
+        if self.alive():
+            name = signal.Signals(sig).name.removeprefix("SIG")
+            netns.run(["docker", "kill", "-s", name, self.hosts.containers[self.node_id]], check=False)
+
+    def kill(self):
+        if self.alive():
+            self.signal(signal.SIGKILL)
+            self.proc.wait(10)
+
+    def pause(self):
+        if self.alive():
+            netns.run(["docker", "pause", self.hosts.containers[self.node_id]], check=False)
+
+    def resume(self):
+        if self.alive():
+            netns.run(["docker", "unpause", self.hosts.containers[self.node_id]], check=False)
+
+
+_IMAGES = {}  # (binary, size, mtime) -> image tag built from it
+
+
+def broker_image():
+    """The broker image of BIN (built once per binary content, see containers.image_for)."""
+    st = os.stat(BIN)
+    key = (os.path.abspath(BIN), st.st_size, st.st_mtime)
+    if key not in _IMAGES:
+        _IMAGES[key] = containers.image_for(BIN)
+    return _IMAGES[key]
+
+
 NETNS_PORTS = (9092, 9093, 9644)
 """Kafka, controller and HTTP ports of every node of a netns cluster (each has its own address)."""
 
@@ -213,7 +273,9 @@ class Cluster:
     `hosts="netns"`: every node in its own network namespace (netns.py) on its own address with
     NETNS_PORTS; the network is built by `start` and removed by `kill_all` (which the fixtures
     and `__exit__` call), and the fault methods below work. Needs root: see
-    `netns.unavailable_reason`."""
+    `netns.unavailable_reason`.
+    `hosts="docker"`: the same with every node a container of the broker image built from BIN
+    (containers.py); needs a Docker engine too (`containers.unavailable_reason`)."""
 
     def __init__(self, controllers=0, brokers=0, combined=0, root=None, hosts="loopback", **overrides):
         self.root = root or tempfile.mkdtemp(prefix="tributary-cluster-")
@@ -227,8 +289,11 @@ class Cluster:
             self.net = netns.NetnsHosts([nid for nid, _ in specs])
             addrs = {nid: (self.net.ip(nid), NETNS_PORTS, lambda args, n=nid: self.net.command(n, args))
                      for nid, _ in specs}
+        elif hosts == "docker":
+            self.net = containers.DockerHosts([nid for nid, _ in specs], broker_image())
+            addrs = {nid: (self.net.ip(nid), NETNS_PORTS, None) for nid, _ in specs}
         else:
-            raise ValueError(f"hosts must be 'loopback' or 'netns', not {hosts!r}")
+            raise ValueError(f"hosts must be 'loopback', 'netns' or 'docker', not {hosts!r}")
         self.hosts = hosts
         self.voters = ",".join(
             f"{nid}@{addrs[nid][0]}:{addrs[nid][1][1]}" for nid, roles in specs if "controller" in roles
@@ -239,20 +304,15 @@ class Cluster:
             "group.initial.rebalance.delay.ms": 0,
         }
         defaults.update({k.replace("_", "."): v for k, v in overrides.items()})
-        self.nodes = {
-            nid: Node(
-                nid,
-                roles,
-                os.path.join(self.root, f"node-{nid}"),
-                os.path.join(self.root, f"node-{nid}.log"),
-                self.voters,
-                addrs[nid][1],
-                defaults,
-                host=addrs[nid][0],
-                wrap=addrs[nid][2],
-            )
-            for nid, roles in specs
-        }
+        self.nodes = {}
+        for nid, roles in specs:
+            paths = (os.path.join(self.root, f"node-{nid}"), os.path.join(self.root, f"node-{nid}.log"))
+            if hosts == "docker":
+                self.nodes[nid] = ContainerNode(nid, roles, *paths, self.voters, addrs[nid][1], defaults,
+                                                host=addrs[nid][0], hosts=self.net)
+            else:
+                self.nodes[nid] = Node(nid, roles, *paths, self.voters, addrs[nid][1], defaults,
+                                       host=addrs[nid][0], wrap=addrs[nid][2])
 
     @property
     def brokers(self):
@@ -312,12 +372,13 @@ class Cluster:
             if self.net:
                 self.net.teardown()
 
-    # Network faults (hosts="netns" only). Endpoints are node ids, or netns.CLIENTS for the test
-    # clients in the root namespace. DROP rules: connections hang, as on a real partition.
+    # Network faults (hosts="netns" or "docker"). Endpoints are node ids, or netns.CLIENTS for
+    # the test clients in the root namespace. DROP rules: connections hang, as on a real
+    # partition.
 
     def _network(self):
         if not self.net:
-            raise RuntimeError(f"network faults need Cluster(hosts='netns'); this cluster is {self.hosts}")
+            raise RuntimeError(f"network faults need Cluster(hosts='netns' or 'docker'); this cluster is {self.hosts}")
         return self.net
 
     def partition(self, groups):

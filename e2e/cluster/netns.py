@@ -25,7 +25,8 @@ Everything but the guard route is removed by `teardown` (called by the harness w
 is killed); everything, guard routes included, at interpreter exit, on SIGTERM, and for earlier
 runs whose pid is dead by `clean_stale` (run before every new cluster).
 
-Not here: node processes (the harness starts them through `command`), and Docker containers.
+Not here: node processes (the harness starts them through `command`), and Docker containers
+(containers.py, which shares `NetworkFaults`, the guard routes and the exit hooks).
 """
 
 import atexit
@@ -47,14 +48,14 @@ VETH_PREFIX = "trv"
 PEER_PREFIX = "trp"
 """A veth's namespace end between its creation and its move (renamed eth0 there)."""
 CLIENT_HOST = 254
+"""The host part of the bridge's address; node ids use 1..253 as theirs."""
 GUARD_PROTO = "252"
 """The routing protocol number that marks guard routes (their metric is the owner's pid)."""
-"""The host part of the bridge's address; node ids use 1..253 as theirs."""
 
 _NS_RE = re.compile(r"^trib-(\d+)-(\d+)-n\d+$")
 _LINK_RE = re.compile(r"^tr[bvp](\d+)-\d+(-\d+)?$")
 
-_live = set()  # NetnsHosts set up and not yet torn down, for atexit and SIGTERM
+_live = set()  # hosts (netns or docker) set up and not yet torn down, for atexit and SIGTERM
 _guards = set()  # guard routes (subnet, pid) this process added
 _lock = threading.Lock()
 _counter = [0]
@@ -65,9 +66,9 @@ class NetnsError(RuntimeError):
     """A command that sets up or changes the test network failed."""
 
 
-def run(args, check=True, input=None):
+def run(args, check=True, input=None, timeout=30):
     """Runs one command; raises NetnsError with its stderr when `check` and it fails."""
-    p = subprocess.run(args, input=input, capture_output=True, text=True, timeout=30)
+    p = subprocess.run(args, input=input, capture_output=True, text=True, timeout=timeout)
     if check and p.returncode != 0:
         raise NetnsError(f"{' '.join(args)} failed ({p.returncode}): {p.stderr.strip()}")
     return p
@@ -94,7 +95,7 @@ def unavailable_reason():
     return None
 
 
-def _pid_alive(pid):
+def pid_alive(pid):
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -127,7 +128,7 @@ def clean_stale():
     for line in run(["ip", "netns", "list"], check=False).stdout.splitlines():
         name = line.split()[0] if line.split() else ""
         m = _NS_RE.match(name)
-        if m and not _pid_alive(int(m.group(1))):
+        if m and not pid_alive(int(m.group(1))):
             _kill_namespace_processes(name)
             run(["ip", "netns", "del", name], check=False)
     links = run(["ip", "-o", "link", "show"], check=False).stdout
@@ -135,17 +136,17 @@ def clean_stale():
     for m in re.finditer(r"^\d+: ([^:@\s]+)", links, re.M):
         name = m.group(1)
         lm = _LINK_RE.match(name)
-        if lm and not _pid_alive(int(lm.group(1))):
+        if lm and not pid_alive(int(lm.group(1))):
             stale.add(name)
     for name in sorted(stale, key=lambda n: n.startswith(BRIDGE_PREFIX)):  # veths, then bridges
         run(["ip", "link", "del", name], check=False)
     for line in run(["iptables", "-S", "FORWARD"], check=False).stdout.splitlines():
         m = re.match(r"^-A FORWARD -i (trb(\d+)-\d+) -o \1 -j ACCEPT$", line)
-        if m and not _pid_alive(int(m.group(2))):
+        if m and not pid_alive(int(m.group(2))):
             _delete_forward_rules(m.group(1))
     for line in run(["ip", "-4", "route", "show", "proto", GUARD_PROTO], check=False).stdout.splitlines():
         m = re.match(r"^unreachable (\S+) metric (\d+)", line.strip())
-        if m and not _pid_alive(int(m.group(2))):
+        if m and not pid_alive(int(m.group(2))):
             _delete_guard(m.group(1), m.group(2))
 
 
@@ -189,34 +190,18 @@ def _render_rules(drops_in, drops_out):
     return "\n".join(lines + ["COMMIT", ""])
 
 
-class NetnsHosts:
-    """The network of one cluster: a namespace and address per node id, a bridge, and the cuts
-    currently in force. Addresses are decided at construction; nothing exists on the machine
-    until `setup`."""
+class NetworkFaults:
+    """Directed cuts and netem over the nodes of one cluster, each in a network namespace of its
+    own on one /24 with the test clients at CLIENT_HOST. Subclasses own the namespaces: they
+    set `node_ids`, `subnet`, and say how to run a command in a node's namespace (`command`)
+    and which nodes have one now (`nodes_up`)."""
 
-    name = "netns"
+    node_ids: list
+    subnet: ipaddress.IPv4Network
 
-    def __init__(self, node_ids):
-        bad = [n for n in node_ids if not 1 <= n < CLIENT_HOST]
-        if bad:
-            raise ValueError(f"node ids must be 1..{CLIENT_HOST - 1} to be host parts of an address: {bad}")
-        with _lock:
-            _counter[0] += 1
-            k = _counter[0]
-        pid = os.getpid()
-        self.node_ids = sorted(node_ids)
-        self.subnet = pick_subnet()
-        self.bridge = f"{BRIDGE_PREFIX}{pid}-{k}"
-        self.namespaces = {n: f"{NS_PREFIX}{pid}-{k}-n{n}" for n in self.node_ids}
-        self.veths = {n: f"{VETH_PREFIX}{pid}-{k}-{i}" for i, n in enumerate(self.node_ids)}
-        too_long = [x for x in [self.bridge, *self.veths.values()] if len(x) > 15]
-        if too_long:
-            raise NetnsError(f"interface names longer than 15 characters: {too_long}")
+    def __init__(self):
         self.cuts = set()  # directed (from, to) endpoint pairs whose packets are dropped
-        self.netem = {}  # node id -> tc netem arguments in force
-        self.is_set_up = False
-
-    # Addresses
+        self.netem = {}  # node id -> (delay_ms, jitter_ms, loss_pct) in force
 
     def ip(self, endpoint):
         """The address of a node id, or of CLIENTS (the bridge, where test clients live)."""
@@ -224,64 +209,10 @@ class NetnsHosts:
         return str(self.subnet.network_address + host)
 
     def command(self, node_id, args):
-        """`args` run inside the node's namespace (`ip netns exec` execs: the pid is args')."""
-        return ["ip", "netns", "exec", self.namespaces[node_id], *args]
+        raise NotImplementedError
 
-    # Life cycle
-
-    def setup(self):
-        """Creates the bridge, the namespaces and the FORWARD rule (idempotent). Undone by
-        `teardown`, also at exit and on SIGTERM."""
-        if self.is_set_up:
-            return
-        clean_stale()
-        _install_exit_hooks()
-        with _lock:
-            _live.add(self)
-        self.is_set_up = True  # from here on, teardown removes whatever exists
-        prefix = self.subnet.prefixlen
-        run(["ip", "link", "add", self.bridge, "type", "bridge"])
-        run(["ip", "addr", "add", f"{self.ip(CLIENTS)}/{prefix}", "dev", self.bridge])
-        run(["ip", "link", "set", self.bridge, "up"])
-        run(["iptables", "-I", "FORWARD", "-i", self.bridge, "-o", self.bridge, "-j", "ACCEPT"])
-        guard = (str(self.subnet), os.getpid())
-        run(["ip", "route", "add", *_guard_args(*guard)])
-        with _lock:
-            _guards.add(guard)
-        for n in self.node_ids:
-            self._add_node(n, prefix)
-
-    def _add_node(self, n, prefix):
-        ns, host_end = self.namespaces[n], self.veths[n]
-        peer = host_end.replace(VETH_PREFIX, PEER_PREFIX, 1)
-        run(["ip", "netns", "add", ns])
-        run(["ip", "link", "add", host_end, "type", "veth", "peer", "name", peer])
-        run(["ip", "link", "set", host_end, "master", self.bridge, "up"])
-        run(["ip", "link", "set", peer, "netns", ns])
-        run(["ip", "-n", ns, "link", "set", peer, "name", "eth0"])
-        run(["ip", "-n", ns, "addr", "add", f"{self.ip(n)}/{prefix}", "dev", "eth0"])
-        run(["ip", "-n", ns, "link", "set", "eth0", "up"])
-        run(["ip", "-n", ns, "link", "set", "lo", "up"])
-
-    def teardown(self):
-        """Kills what still runs in the namespaces, removes them, the veths, the bridge and the
-        FORWARD rule. Idempotent; never raises."""
-        if not self.is_set_up:
-            return
-        self.is_set_up = False
-        for ns in self.namespaces.values():
-            _kill_namespace_processes(ns)
-        for n in self.node_ids:
-            run(["ip", "link", "del", self.veths[n]], check=False)  # takes the namespace's end too
-            run(["ip", "netns", "del", self.namespaces[n]], check=False)
-        run(["ip", "link", "del", self.bridge], check=False)
-        _delete_forward_rules(self.bridge)
-        self.cuts.clear()
-        self.netem.clear()
-        with _lock:
-            _live.discard(self)
-
-    # Faults
+    def nodes_up(self):
+        return self.node_ids
 
     def _endpoints(self):
         return self.node_ids + [CLIENTS]
@@ -291,12 +222,20 @@ class NetnsHosts:
         if unknown:
             raise ValueError(f"unknown nodes {unknown}; this cluster has {self.node_ids} and {CLIENTS!r}")
 
-    def _apply(self):
-        """Rewrites every namespace's filter table from `self.cuts`."""
-        for n in self.node_ids:
+    def _apply(self, nodes=None):
+        """Rewrites the filter table of each of `nodes` (default: every node that has a network
+        namespace now) from `self.cuts`."""
+        for n in self.nodes_up() if nodes is None else nodes:
             drops_in = {self.ip(a) for a, b in self.cuts if b == n}
             drops_out = {self.ip(b) for a, b in self.cuts if a == n}
             run(self.command(n, ["iptables-restore"]), input=_render_rules(drops_in, drops_out))
+
+    def node_started(self, node_id):
+        """Puts the cuts and netem in force on a node whose network namespace is new (a
+        restarted container)."""
+        self._apply([node_id])
+        if node_id in self.netem:
+            self.set_netem(node_id, *self.netem[node_id])
 
     def cut(self, src, dst, both_ways=False):
         """Drops packets from `src` to `dst` (node ids or CLIENTS); with `both_ways`, the other
@@ -346,10 +285,11 @@ class NetnsHosts:
         if loss_pct:
             args += ["loss", f"{loss_pct}%"]
         run(self.command(node_id, ["tc", "qdisc", "replace", "dev", "eth0", "root", "netem", *args]))
-        self.netem[node_id] = args
+        self.netem[node_id] = (delay_ms, jitter_ms, loss_pct)
 
     def clear_netem(self, node_id):
-        run(self.command(node_id, ["tc", "qdisc", "del", "dev", "eth0", "root"]), check=False)
+        if node_id in self.nodes_up():
+            run(self.command(node_id, ["tc", "qdisc", "del", "dev", "eth0", "root"]), check=False)
         self.netem.pop(node_id, None)
 
     def describe(self):
@@ -358,6 +298,113 @@ class NetnsHosts:
             return "no cuts"
         return ", ".join(f"{a}->{b}" for a, b in sorted(self.cuts, key=str))
 
+
+def check_node_ids(node_ids):
+    bad = [n for n in node_ids if not 1 <= n < CLIENT_HOST]
+    if bad:
+        raise ValueError(f"node ids must be 1..{CLIENT_HOST - 1} to be host parts of an address: {bad}")
+
+
+def next_cluster_number():
+    """A number unique in this process, for names."""
+    with _lock:
+        _counter[0] += 1
+        return _counter[0]
+
+
+def add_guard(subnet):
+    """The guard route of `subnet` for this process (see the module doc), removed at exit."""
+    guard = (str(subnet), os.getpid())
+    run(["ip", "route", "add", *_guard_args(*guard)])
+    with _lock:
+        _guards.add(guard)
+
+
+def register(hosts):
+    """`hosts.teardown()` runs at exit and on SIGTERM unless it ran before."""
+    _install_exit_hooks()
+    with _lock:
+        _live.add(hosts)
+
+
+def unregister(hosts):
+    with _lock:
+        _live.discard(hosts)
+
+
+class NetnsHosts(NetworkFaults):
+    """The network of one cluster: a namespace and address per node id, a bridge, and the cuts
+    currently in force. Addresses are decided at construction; nothing exists on the machine
+    until `setup`."""
+
+    name = "netns"
+
+    def __init__(self, node_ids):
+        super().__init__()
+        check_node_ids(node_ids)
+        k = next_cluster_number()
+        pid = os.getpid()
+        self.node_ids = sorted(node_ids)
+        self.subnet = pick_subnet()
+        self.bridge = f"{BRIDGE_PREFIX}{pid}-{k}"
+        self.namespaces = {n: f"{NS_PREFIX}{pid}-{k}-n{n}" for n in self.node_ids}
+        self.veths = {n: f"{VETH_PREFIX}{pid}-{k}-{i}" for i, n in enumerate(self.node_ids)}
+        too_long = [x for x in [self.bridge, *self.veths.values()] if len(x) > 15]
+        if too_long:
+            raise NetnsError(f"interface names longer than 15 characters: {too_long}")
+        self.is_set_up = False
+
+    def command(self, node_id, args):
+        """`args` run inside the node's namespace (`ip netns exec` execs: the pid is args')."""
+        return ["ip", "netns", "exec", self.namespaces[node_id], *args]
+
+    # Life cycle
+
+    def setup(self):
+        """Creates the bridge, the namespaces and the FORWARD rule (idempotent). Undone by
+        `teardown`, also at exit and on SIGTERM."""
+        if self.is_set_up:
+            return
+        clean_stale()
+        register(self)
+        self.is_set_up = True  # from here on, teardown removes whatever exists
+        prefix = self.subnet.prefixlen
+        run(["ip", "link", "add", self.bridge, "type", "bridge"])
+        run(["ip", "addr", "add", f"{self.ip(CLIENTS)}/{prefix}", "dev", self.bridge])
+        run(["ip", "link", "set", self.bridge, "up"])
+        run(["iptables", "-I", "FORWARD", "-i", self.bridge, "-o", self.bridge, "-j", "ACCEPT"])
+        add_guard(self.subnet)
+        for n in self.node_ids:
+            self._add_node(n, prefix)
+
+    def _add_node(self, n, prefix):
+        ns, host_end = self.namespaces[n], self.veths[n]
+        peer = host_end.replace(VETH_PREFIX, PEER_PREFIX, 1)
+        run(["ip", "netns", "add", ns])
+        run(["ip", "link", "add", host_end, "type", "veth", "peer", "name", peer])
+        run(["ip", "link", "set", host_end, "master", self.bridge, "up"])
+        run(["ip", "link", "set", peer, "netns", ns])
+        run(["ip", "-n", ns, "link", "set", peer, "name", "eth0"])
+        run(["ip", "-n", ns, "addr", "add", f"{self.ip(n)}/{prefix}", "dev", "eth0"])
+        run(["ip", "-n", ns, "link", "set", "eth0", "up"])
+        run(["ip", "-n", ns, "link", "set", "lo", "up"])
+
+    def teardown(self):
+        """Kills what still runs in the namespaces, removes them, the veths, the bridge and the
+        FORWARD rule. Idempotent; never raises."""
+        if not self.is_set_up:
+            return
+        self.is_set_up = False
+        for ns in self.namespaces.values():
+            _kill_namespace_processes(ns)
+        for n in self.node_ids:
+            run(["ip", "link", "del", self.veths[n]], check=False)  # takes the namespace's end too
+            run(["ip", "netns", "del", self.namespaces[n]], check=False)
+        run(["ip", "link", "del", self.bridge], check=False)
+        _delete_forward_rules(self.bridge)
+        self.cuts.clear()
+        self.netem.clear()
+        unregister(self)
 
 def teardown_all():
     """Tears down every cluster network of this process and removes its guard routes (atexit,
