@@ -16,10 +16,10 @@ from harness import Cluster
 def make_cluster():
     made = []
 
-    def make(**kw):
+    def make(only=None, **kw):
         c = Cluster(**kw)
         made.append(c)
-        return c.start()
+        return c.start(only=only)
 
     yield make
     for c in made:

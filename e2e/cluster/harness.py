@@ -326,14 +326,17 @@ class Cluster:
     def bootstrap(self):
         return ",".join(n.bootstrap for n in self.brokers if n.alive())
 
-    def start(self, timeout=60):
+    def start(self, timeout=60, only=None):
+        """Starts the nodes (or the node ids in `only`: the others can be started later, as
+        brokers added to a running cluster)."""
         if self.net:
             self.net.setup()
+        nodes = [n for nid, n in self.nodes.items() if only is None or nid in only]
         # Start every process first: a quorum needs a majority before anyone is ready.
-        for n in self.nodes.values():
+        for n in nodes:
             os.makedirs(n.data_dir, exist_ok=True)
             n.start(wait_ready=False)
-        for n in self.nodes.values():
+        for n in nodes:
             n.wait_ready(timeout)
         return self
 
