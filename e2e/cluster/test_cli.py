@@ -6,6 +6,7 @@ sees the CLI's reassignments as its own."""
 
 import json
 import os
+import re
 import subprocess
 import time
 
@@ -124,3 +125,48 @@ def test_a_cordoned_broker_receives_no_new_replicas(make_cluster, tmp_path):
     cli(c, "brokers", "uncordon", "104")
     create_topic(c.nodes[101].bootstrap, "after", 8, rf=2)
     assert any(104 in pm.replicas for pm in metadata(boot(c)).topics["after"].partitions.values())
+
+
+def test_a_drain_survives_killing_the_active_controller_and_the_receiving_broker(make_cluster, tmp_path):
+    """A throttled drain of 101 onto 104 is half-way when the active controller and 104 are both
+    SIGKILLed; the moves wait (the original replicas keep serving, min.insync.replicas holds) and
+    complete once both are back; nothing acknowledged is lost."""
+    c = make_cluster(controllers=3, brokers=4, replica_lag_time_max_ms=3000)
+    create_topic(c.nodes[101].bootstrap, "rest", 3, config=RF3, assignment=ON_THREE[:3])
+    produce(boot(c), "rest", [os.urandom(1000) for _ in range(3000)], 3)
+    plan = str(tmp_path / "drain.json")
+    seen = {}
+
+    def schedule(topic, at):
+        def drain():
+            cli(c, "reassign", "plan", "--drain", "101", "--out", plan)
+            cli(c, "reassign", "execute", plan, "--throttle", "500000")
+
+        def kill():
+            seen["mid"] = cli(c, "reassign", "status", plan).stdout
+            seen["controller"] = c.active_controller()
+            seen["controller"].kill()
+            c.nodes[104].kill()
+
+        def restart():
+            seen["controller"].start(wait_ready=False)
+            c.nodes[104].start(wait_ready=True)
+
+        at(2, "drain 101 onto 104 at 0.5 MB/s", drain)
+        at(5, "SIGKILL the active controller and 104", kill)
+        at(10, "restart both", restart)
+        at(11, "status --watch", lambda: seen.update(status=cli(c, "reassign", "status", plan, "--watch",
+                                                                   timeout=120).stdout))
+
+    result, faults = run_with_faults(c, tmp_path, schedule, duration=20, assignment=ON_THREE)
+    print(seen.get("mid"), seen.get("status"))
+    assert len(faults) == 4, faults
+    assert result.valid, report.summary(result)
+    assert result.counts["acknowledged_unread"] == 0
+    done, total, moved, remaining = map(int, re.match(
+        r"(\d+)/(\d+) partitions done, (\d+) bytes moved, (\d+) bytes remaining", seen["mid"]).groups())
+    assert done < total and moved > 0 and remaining > 0, seen["mid"]  # half-way, and copying
+    assert "done: throttle removed" in seen["status"], seen["status"]
+    md = metadata(boot(c))
+    assert all(101 not in pm.replicas for t in md.topics.values() for pm in t.partitions.values())
+    assert all(sorted(pm.isrs) == sorted(pm.replicas) for pm in md.topics["rest"].partitions.values())

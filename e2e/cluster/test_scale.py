@@ -5,7 +5,7 @@ decommissioning will do it:
 - 3 -> 5 brokers: two brokers join a running cluster whose every replica is on the first three;
   `reassign plan --balance` / `execute --throttle` / `status --watch` spreads the replicas so
   every broker holds within 10 % of the mean, and the preferred leaders within one of theirs;
-- 5 -> 3 brokers: `reassign plan --drain 104,105` empties two brokers while a sampler reads the
+- 5 -> 3 brokers: `brokers cordon`, then `reassign plan --drain 104,105` empties two brokers while a sampler reads the
   metadata every 100 ms: no partition's ISR is ever seen below min.insync.replicas; then the
   drained brokers stop (controlled shutdown) and are unregistered.
 
@@ -140,12 +140,14 @@ def test_two_brokers_of_five_drained_and_removed_without_isr_below_min(make_clus
             sampler["s"].start()
 
         def drain():
+            for b in ("104", "105"):
+                cli(c, "brokers", "cordon", b)
             seen["plan"] = cli(c, "reassign", "plan", "--drain", "104,105", "--out", plan).stdout
             seen["execute"] = cli(c, "reassign", "execute", plan, "--throttle", "20000000").stdout
             seen["status"] = cli(c, "reassign", "status", plan, "--watch", timeout=120).stdout
 
         at(1, "sample every partition's ISR every 100 ms", start_sampling)
-        at(4, "drain 104 and 105: plan, execute (20 MB/s throttle), status --watch", drain)
+        at(4, "drain 104 and 105: cordon, plan, execute (20 MB/s throttle), status --watch", drain)
 
     result, faults = run_with_faults(c, tmp_path, schedule, duration=24, assignment=five + [five[0]])
     s = sampler["s"]

@@ -20,6 +20,10 @@ pub struct PartitionState {
     pub replicas: Vec<BrokerId>,
     /// Whether a reassignment of this partition is in progress.
     pub reassigning: bool,
+    /// Bytes already on the replicas this move adds (the sum of their log sizes, as
+    /// DescribeLogDirs reports them), while the move runs; 0 when unknown.
+    #[serde(default)]
+    pub copied_bytes: u64,
 }
 
 /// Progress of a plan.
@@ -31,9 +35,10 @@ pub struct Progress {
     pub partitions_done: usize,
     /// Moves in the plan.
     pub partitions_total: usize,
-    /// Bytes of the finished moves.
+    /// Bytes of the finished moves, plus what the running moves have copied so far (at most
+    /// each move's own size).
     pub bytes_moved_estimate: u64,
-    /// Bytes of the moves not finished yet.
+    /// Bytes the moves not finished yet still have to copy.
     pub bytes_remaining: u64,
 }
 
@@ -46,7 +51,9 @@ impl Progress {
 
 /// Compares `plan` with the observed partitions. A move is done when its partition's replica
 /// list equals the target (order included: the order sets the preferred leader) and no
-/// reassignment of it is in progress. A move's bytes count only once it is done.
+/// reassignment of it is in progress. A running move counts the bytes its new replicas already
+/// hold (`copied_bytes`, capped at the move's size: a replica may already have grown past the
+/// size planned); a done move counts its whole size.
 pub fn progress(plan: &Plan, current: &[PartitionState]) -> Progress {
     let observed: BTreeMap<(&str, i32), &PartitionState> = current
         .iter()
@@ -57,14 +64,15 @@ pub fn progress(plan: &Plan, current: &[PartitionState]) -> Progress {
         ..Progress::default()
     };
     for m in &plan.moves {
-        let done = observed
-            .get(&(m.topic.as_str(), m.partition))
-            .is_none_or(|s| !s.reassigning && s.replicas == m.target);
+        let state = observed.get(&(m.topic.as_str(), m.partition));
+        let done = state.is_none_or(|s| !s.reassigning && s.replicas == m.target);
         if done {
             out.partitions_done += 1;
             out.bytes_moved_estimate += m.bytes();
         } else {
-            out.bytes_remaining += m.bytes();
+            let copied = state.map_or(0, |s| s.copied_bytes.min(m.bytes()));
+            out.bytes_moved_estimate += copied;
+            out.bytes_remaining += m.bytes() - copied;
         }
     }
     out
@@ -91,6 +99,7 @@ mod tests {
             partition,
             replicas: replicas.to_vec(),
             reassigning,
+            copied_bytes: 0,
         }
     }
 
@@ -125,5 +134,28 @@ mod tests {
         // Partition 0 is gone from the observation (topic deleted): nothing left to move.
         assert!(progress(&plan, &finished).is_complete());
         assert_eq!(progress(&plan, &finished).bytes_remaining, 0);
+    }
+
+    #[test]
+    fn a_running_move_counts_what_its_new_replicas_hold_up_to_its_size() {
+        let plan = Plan {
+            moves: vec![mv(0, &[1, 2], &[3, 4]), mv(1, &[1, 2], &[3, 2])],
+            bytes_to_move: 300,
+            ..Plan::default()
+        };
+        let observed = [
+            PartitionState {
+                copied_bytes: 150,
+                ..state(0, &[3, 4, 1, 2], true)
+            },
+            // The new replica grew past the planned size (writes go on): capped at 100.
+            PartitionState {
+                copied_bytes: 180,
+                ..state(1, &[3, 2, 1], true)
+            },
+        ];
+        let p = progress(&plan, &observed);
+        assert_eq!((p.bytes_moved_estimate, p.bytes_remaining), (250, 50));
+        assert_eq!(p.partitions_done, 0);
     }
 }

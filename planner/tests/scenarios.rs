@@ -266,6 +266,7 @@ fn progress_follows_the_partitions_through_a_drain() {
                 partition: x.partition,
                 replicas: x.replicas.clone(),
                 reassigning,
+                copied_bytes: 0,
             })
             .collect()
     };

@@ -424,14 +424,36 @@ async fn progress_now(client: &mut Client, plan: &Plan) -> Result<tributary_plan
         .collect();
     let meta = client.metadata(Some(&topics)).await?;
     let ongoing = client.ongoing().await?;
+    // What the new replicas of the running moves already hold: DescribeLogDirs of each broker
+    // that receives one (a broker that does not answer counts as holding nothing yet).
+    let receiving: BTreeSet<i32> = ongoing
+        .values()
+        .flat_map(|(_, adding, _)| adding.iter().copied())
+        .collect();
+    let mut held: BTreeMap<i32, BTreeMap<(String, i32), u64>> = BTreeMap::new();
+    for b in meta.brokers.iter().filter(|b| receiving.contains(&b.id)) {
+        if let Ok((sizes, _, _)) = Client::log_dir(&b.addr).await {
+            held.insert(b.id, sizes);
+        }
+    }
     let states: Vec<PartitionState> = meta
         .partitions
         .iter()
-        .map(|p| PartitionState {
-            topic: p.topic.clone(),
-            partition: p.partition,
-            replicas: p.replicas.clone(),
-            reassigning: ongoing.contains_key(&(p.topic.clone(), p.partition)),
+        .map(|p| {
+            let key = (p.topic.clone(), p.partition);
+            let copied_bytes = ongoing.get(&key).map_or(0, |(_, adding, _)| {
+                adding
+                    .iter()
+                    .filter_map(|b| held.get(b).and_then(|sizes| sizes.get(&key)))
+                    .sum()
+            });
+            PartitionState {
+                topic: p.topic.clone(),
+                partition: p.partition,
+                replicas: p.replicas.clone(),
+                reassigning: ongoing.contains_key(&key),
+                copied_bytes,
+            }
         })
         .collect();
     Ok(tributary_planner::progress(plan, &states))
