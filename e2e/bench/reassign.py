@@ -8,7 +8,13 @@ bytes/s. Reported: bytes moved (the leader's log sizes, DescribeLogDirs), second
 for the throttled run the ratio to the throttle-bound time (size / rate). The machine's
 loopback and page-cache ceilings are measured the same day with ceilings.py.
 
+With --latency-rate N, a paced acks=all producer (1 KiB messages, N per second) writes to a topic
+of its own on 101..103 (not moved) through the whole run, and its delivery latency is reported
+apart for three phases: idle (10 s before any move), during the unthrottled move and during the
+throttled move - what a move costs the clients, with and without a throttle.
+
 Usage: python reassign.py --broker-bin target/release/broker [--mib 1024] [--throttle 52428800]
+       [--latency-rate 1000]
 """
 
 import argparse
@@ -17,6 +23,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "cluster"))
@@ -42,10 +49,50 @@ def fill(bootstrap, topic, partitions, mib):
     assert p.flush(300) == 0
 
 
+class Prober(threading.Thread):
+    """A paced acks=all producer; delivery latencies (ms) are kept per phase."""
+
+    def __init__(self, bootstrap, topic, rate):
+        super().__init__(daemon=True)
+        self.p = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": 0,
+                           "enable.idempotence": True})
+        self.topic, self.rate = topic, rate
+        self.phase, self.lat, self.failed = "warm-up", {}, 0
+        self.stop = threading.Event()
+
+    def run(self):
+        interval, next_at = 1.0 / self.rate, time.perf_counter()
+        while not self.stop.is_set():
+            sent, phase = time.perf_counter(), self.phase
+
+            def done(err, _msg, sent=sent, phase=phase):
+                if err:
+                    self.failed += 1
+                else:
+                    self.lat.setdefault(phase, []).append((time.perf_counter() - sent) * 1000)
+
+            self.p.produce(self.topic, PAYLOAD, callback=done)
+            self.p.poll(0)
+            next_at += interval
+            delay = next_at - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        self.p.flush(30)
+
+    def report(self):
+        out = {}
+        for phase, xs in self.lat.items():
+            xs = sorted(xs)
+            q = lambda f: round(xs[min(len(xs) - 1, int(f * len(xs)))], 2)  # noqa: E731
+            out[phase] = {"messages": len(xs), "p50_ms": q(0.5), "p99_ms": q(0.99), "max_ms": round(xs[-1], 2)}
+        out["failed"] = self.failed
+        return out
+
+
 def move(cli, bootstrap, drain, throttle, workdir):
     plan = os.path.join(workdir, f"plan-{drain}-{time.time_ns()}.json")
     run = lambda *a: subprocess.run([cli, "-b", bootstrap, *a], check=True, capture_output=True, text=True)  # noqa: E731
-    run("reassign", "plan", "--drain", str(drain), "--out", plan)
+    run("reassign", "plan", "--drain", str(drain), "--topics", "bench", "--out", plan)
     size = json.load(open(plan))["plan"]["bytesToMove"]
     t0 = time.time()
     run("reassign", "execute", plan, *(["--throttle", str(throttle)] if throttle else []))
@@ -59,6 +106,7 @@ def main():
     ap.add_argument("--mib", type=int, default=1024)
     ap.add_argument("--partitions", type=int, default=4)
     ap.add_argument("--throttle", type=int, default=50 * 1024 * 1024)
+    ap.add_argument("--latency-rate", type=int, default=0)
     ap.add_argument("--out")
     args = ap.parse_args()
     harness.BIN = os.path.abspath(args.broker_bin)
@@ -76,15 +124,33 @@ def main():
         t0 = time.time()
         fill(boot, "bench", args.partitions, args.mib)
         print(f"filled {args.mib} MiB in {time.time() - t0:.1f}s", file=sys.stderr)
+        prober = None
+        if args.latency_rate:
+            a.create_topics([NewTopic("probe", num_partitions=3, replica_assignment=[[101, 102, 103], [102, 103, 101],
+                                                                                     [103, 101, 102]])])["probe"].result(30)
+            prober = Prober(boot, "probe", args.latency_rate)
+            prober.start()
+            time.sleep(3)
+            prober.phase = "idle"
+            time.sleep(10)
+            prober.phase = "unthrottled move"
         size, secs = move(cli, boot, 101, None, work)
         results["unthrottled"] = {"bytes": size, "seconds": round(secs, 2), "mb_s": round(size / 1e6 / secs, 1)}
         print(f"  unthrottled: {results['unthrottled']}", file=sys.stderr)
+        if prober:
+            prober.phase = "between"
+            time.sleep(3)
+            prober.phase = "throttled move"
         size, secs = move(cli, boot, 104, args.throttle, work)
         bound = size / args.throttle
         results["throttled"] = {"bytes": size, "seconds": round(secs, 2), "mb_s": round(size / 1e6 / secs, 1),
                                 "throttle_bytes_s": args.throttle, "bound_seconds": round(bound, 2),
                                 "ratio_to_bound": round(secs / bound, 3)}
         print(f"  throttled: {results['throttled']}", file=sys.stderr)
+        if prober:
+            prober.stop.set()
+            prober.join(60)
+            results["producer_latency"] = prober.report()
     finally:
         c.stop()
         c.kill_all()
