@@ -11,6 +11,9 @@ build, Kafka's default timeouts). Not a test: a tool people run and report
               median and max over --kills kills
   shutdown    SIGTERM (controlled shutdown) of partition 0's leader under a paced producer:
               the longest gap between two acknowledgements
+  catchup     a follower stopped (SIGTERM) while --mib MiB are produced to 4 partitions, then
+              restarted: seconds from its start until it is back in every partition's ISR
+              (metadata polled every 100 ms), and MB/s of the bytes it was behind
 
 Usage: python replication.py --broker-bin target/release/broker [--only throughput,latency,...]
 """
@@ -193,6 +196,34 @@ def shutdown(c, rate, repeats):
     return out
 
 
+def catchup(c, mib):
+    create(c.bootstrap, "cu", 4, 3, 2)
+    a = AdminClient({"bootstrap.servers": c.bootstrap})
+    follower = c.nodes[103]
+    follower.stop()
+    harness.wait_for("103 out of every ISR", lambda: all(
+        103 not in p.isrs for p in a.list_topics("cu", timeout=5).topics["cu"].partitions.values()), 60)
+    p = Producer({"bootstrap.servers": c.bootstrap, "acks": "all", "linger.ms": 10, "batch.size": 1_000_000,
+                  "enable.idempotence": True, "queue.buffering.max.kbytes": 1_048_576})
+    for i in range(mib * 1024):
+        while True:
+            try:
+                p.produce("cu", PAYLOAD, partition=i % 4)
+                break
+            except BufferError:
+                p.poll(0.01)
+    assert p.flush(300) == 0
+    behind = sum(os.path.getsize(os.path.join(root, f)) for d in os.listdir(c.nodes[101].data_dir)
+                 if d.startswith("cu-") for root in [os.path.join(c.nodes[101].data_dir, d)]
+                 for f in os.listdir(root) if f.endswith(".log"))
+    t0 = time.time()
+    follower.start(wait_ready=False)
+    while not all(103 in p.isrs for p in a.list_topics("cu", timeout=5).topics["cu"].partitions.values()):
+        time.sleep(0.1)
+    took = time.time() - t0
+    return {"bytes_behind": behind, "seconds_to_full_isr": round(took, 2), "mb_s": round(behind / 1e6 / took, 1)}
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--broker-bin", required=True)
@@ -223,6 +254,8 @@ def main():
                 results[part] = failover(c, args.kills)
             elif part == "shutdown":
                 results[part] = shutdown(c, args.rate, args.shutdowns)
+            elif part == "catchup":
+                results.setdefault(part, []).append(catchup(c, args.mib))
         finally:
             c.stop()
             c.kill_all()
