@@ -140,7 +140,7 @@ def test_a_drain_survives_killing_the_active_controller_and_the_receiving_broker
     def schedule(topic, at):
         def drain():
             cli(c, "reassign", "plan", "--drain", "101", "--out", plan)
-            cli(c, "reassign", "execute", plan, "--throttle", "500000")
+            cli(c, "reassign", "execute", plan, "--throttle", "300000")
 
         def kill():
             seen["mid"] = cli(c, "reassign", "status", plan).stdout
@@ -152,7 +152,7 @@ def test_a_drain_survives_killing_the_active_controller_and_the_receiving_broker
             seen["controller"].start(wait_ready=False)
             c.nodes[104].start(wait_ready=True)
 
-        at(2, "drain 101 onto 104 at 0.5 MB/s", drain)
+        at(2, "drain 101 onto 104 at 0.3 MB/s", drain)
         at(5, "SIGKILL the active controller and 104", kill)
         at(10, "restart both", restart)
         at(11, "status --watch", lambda: seen.update(status=cli(c, "reassign", "status", plan, "--watch",

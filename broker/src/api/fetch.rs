@@ -285,7 +285,10 @@ async fn read_all(
             }
             // Consumers see the committed part; followers copy everything the leader has.
             let upper = if follower { log.log_end_offset() } else { hw };
-            let budget = part_max.min(max_bytes.saturating_sub(total));
+            let mut budget = part_max.min(max_bytes.saturating_sub(total));
+            if throttled {
+                budget = budget.min(throttles.leader.available().unwrap_or(usize::MAX).max(1));
+            }
             match log.read_ranges(Offset(offset), budget, upper, total == 0) {
                 Ok(r) => {
                     total += r.bytes;

@@ -143,6 +143,10 @@ impl Fetchers {
     }
 }
 
+/// The most a follower asks of one partition per fetch (Kafka's `replica.fetch.max.bytes`
+/// default).
+const PARTITION_MAX_BYTES: usize = 1024 * 1024;
+
 /// Whether the follower throttle applies to this replica: named by the topic's follower-side
 /// list and not in the ISR (an in-sync replica is never slowed).
 fn is_throttled(part: &Partition) -> bool {
@@ -222,13 +226,27 @@ impl LeaderFetcher {
         let mut topics: Vec<FetchTopic> = Vec::new();
         let mut asked = Vec::new();
         let parts = self.partitions.lock().expect("fetcher lock poisoned");
+        // What throttled replicas may still fetch: shared out among them in order, so that one
+        // fetch overdraws the budget by at most a batch per partition.
+        let mut throttled_budget = self.throttles.follower.available();
         for (tp, f) in parts.iter() {
             if f.paused_until.is_some_and(|t| t > now) {
                 continue;
             }
+            let mut max_bytes = PARTITION_MAX_BYTES;
             // A throttled replica catching up waits while the follower's budget is spent.
-            if is_throttled(&f.part) && self.throttles.follower.exceeded() {
-                continue;
+            if is_throttled(&f.part) {
+                if let Some(left) = throttled_budget.as_mut() {
+                    if *left == 0 {
+                        self.throttles
+                            .follower
+                            .held_back
+                            .fetch_add(1, Ordering::Relaxed);
+                        continue;
+                    }
+                    max_bytes = max_bytes.min(*left);
+                    *left -= max_bytes;
+                }
             }
             let (leo, last_epoch, log_start) = {
                 let log = f.part.log.read().expect("log lock poisoned");
@@ -244,7 +262,7 @@ impl LeaderFetcher {
                 .with_fetch_offset(leo.0)
                 .with_last_fetched_epoch(last_epoch.unwrap_or(-1))
                 .with_log_start_offset(log_start.0)
-                .with_partition_max_bytes(1024 * 1024);
+                .with_partition_max_bytes(i32::try_from(max_bytes).unwrap_or(i32::MAX));
             match topics.last_mut() {
                 Some(t) if t.topic.0.as_str() == tp.topic => t.partitions.push(p),
                 _ => topics.push(

@@ -7,7 +7,9 @@
 //! Each side is a token bucket holding at most one second of its rate: bytes sent (leader) or
 //! fetched (follower) for throttled replicas take tokens, and while the bucket is empty the
 //! throttled partitions are left out of fetches. The long-run rate is the configured one; a
-//! single fetch may overdraw the bucket, which then stays empty until the debt is repaid.
+//! fetch asks for (follower) or returns (leader) at most the tokens left, so it overdraws the
+//! bucket by at most one batch (a fetch always gets its first batch whole), and the bucket then
+//! stays empty until the debt is repaid.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Mutex;
@@ -75,6 +77,21 @@ impl Quota {
             self.held_back.fetch_add(1, Ordering::Relaxed);
         }
         exceeded
+    }
+
+    /// The bytes the throttled replicas may still take now (`None`: no limit). A fetch caps
+    /// its throttled partitions at this, so a single fetch overdraws the budget by at most one
+    /// batch instead of a whole fetch's worth.
+    pub fn available_at(&self, now: Instant) -> Option<usize> {
+        let rate = self.rate()?;
+        let mut b = self.bucket.lock().expect("throttle lock poisoned");
+        self.refill(&mut b, now, rate as f64);
+        Some(b.tokens.max(0.0) as usize)
+    }
+
+    /// [`Quota::available_at`] now.
+    pub fn available(&self) -> Option<usize> {
+        self.available_at(Instant::now())
     }
 
     /// [`Quota::exceeded_at`] now.
@@ -146,5 +163,24 @@ mod tests {
         q.set_rate(u64::MAX);
         q.record_at(1 << 30, t0);
         assert!(!q.exceeded_at(t0), "unlimited again");
+    }
+
+    #[test]
+    fn what_is_available_grows_with_time_up_to_one_second_of_rate() {
+        let q = Quota::default();
+        let t0 = Instant::now();
+        assert_eq!(q.available_at(t0), None, "unlimited");
+        q.set_rate(1000);
+        let start = q.available_at(t0).expect("limited");
+        q.record_at(start as u64, t0);
+        assert_eq!(q.available_at(t0), Some(0));
+        assert_eq!(q.available_at(t0 + Duration::from_millis(500)), Some(500));
+        assert_eq!(q.available_at(t0 + Duration::from_secs(10)), Some(1000));
+        q.record_at(3000, t0 + Duration::from_secs(10));
+        assert_eq!(
+            q.available_at(t0 + Duration::from_secs(11)),
+            Some(0),
+            "in debt"
+        );
     }
 }
