@@ -203,16 +203,8 @@ def catchup(c, mib):
     follower.stop()
     harness.wait_for("103 out of every ISR", lambda: all(
         103 not in p.isrs for p in a.list_topics("cu", timeout=5).topics["cu"].partitions.values()), 60)
-    p = Producer({"bootstrap.servers": c.bootstrap, "acks": "all", "linger.ms": 10, "batch.size": 1_000_000,
-                  "enable.idempotence": True, "queue.buffering.max.kbytes": 1_048_576})
-    for i in range(mib * 1024):
-        while True:
-            try:
-                p.produce("cu", PAYLOAD, partition=i % 4)
-                break
-            except BufferError:
-                p.poll(0.01)
-    assert p.flush(300) == 0
+    from reassign import fill
+    fill(c.bootstrap, "cu", 4, mib)
     behind = sum(os.path.getsize(os.path.join(root, f)) for d in os.listdir(c.nodes[101].data_dir)
                  if d.startswith("cu-") for root in [os.path.join(c.nodes[101].data_dir, d)]
                  for f in os.listdir(root) if f.endswith(".log"))
