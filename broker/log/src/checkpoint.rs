@@ -20,12 +20,13 @@ const CHECKPOINT_VERSION: &str = "0";
 /// A checkpoint file that could not be read, parsed or written.
 #[derive(Debug, Error)]
 pub enum CheckpointError {
-    #[error("failed to {action} {path}")]
+    /// The OS error is part of the message (not a `source`), so that every log line and
+    /// error report that shows this error says why, e.g. "No space left on device".
+    #[error("failed to {action} {path}: {cause}")]
     Io {
         action: &'static str,
         path: PathBuf,
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
     #[error("malformed checkpoint {path} at line {line}: {reason}")]
     Malformed {
@@ -39,10 +40,10 @@ fn io_err<'a>(
     action: &'static str,
     path: &'a Path,
 ) -> impl FnOnce(io::Error) -> CheckpointError + 'a {
-    move |source| CheckpointError::Io {
+    move |cause| CheckpointError::Io {
         action,
         path: path.to_path_buf(),
-        source,
+        cause,
     }
 }
 

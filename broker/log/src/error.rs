@@ -103,12 +103,13 @@ pub enum LogError {
     #[error("lock of partition {partition} is poisoned")]
     Poisoned { partition: TopicPartition },
     /// A file operation failed.
-    #[error("failed to {action} {path}")]
+    /// The OS error is part of the message (not a `source`), so that every log line and
+    /// error report that shows this error says why, e.g. "No space left on device".
+    #[error("failed to {action} {path}: {cause}")]
     Io {
         action: &'static str,
         path: PathBuf,
-        #[source]
-        source: io::Error,
+        cause: io::Error,
     },
     /// A checkpoint file failed.
     #[error(transparent)]
@@ -146,9 +147,9 @@ pub(crate) fn io_err<'a>(
     action: &'static str,
     path: &'a Path,
 ) -> impl FnOnce(io::Error) -> LogError + 'a {
-    move |source| LogError::Io {
+    move |cause| LogError::Io {
         action,
         path: path.to_path_buf(),
-        source,
+        cause,
     }
 }
