@@ -7,7 +7,9 @@ runs the workload of e2e/workload (idempotent acks=all producers, RF 3, min.insy
 verifying consumers) while faults are applied one after another: each is drawn from the seed,
 held for a drawn time, then healed (the process restarted, resumed, or the network healed),
 with a drawn pause before the next. Everything is healed before the workload's final read.
-The schedule is a pure function of (seed, faults, hosts), printed and saved before the run, so a
+The producers run until the last fault is healed (restarts take as long as they take, so a run
+lasts longer than the sum of holds and gaps). The schedule is a pure function of (seed, faults,
+hosts), printed and saved before the run, so a
 failing run is replayed with the same command; which node is "the leader of partition 0" or
 "the active controller" is resolved when the fault is applied.
 
@@ -222,9 +224,10 @@ def main(argv=None):
     schedule = make_schedule(args.seed, args.faults, args.hosts, tuple(args.hold), tuple(args.gap))
     with open(os.path.join(args.out, "schedule.json"), "w") as f:
         json.dump({"seed": args.seed, "faults": args.faults, "hosts": args.hosts, "schedule": schedule}, f, indent=1)
-    lead = 5.0
-    duration = lead + schedule_seconds(schedule) + 3
-    print(f"seed {args.seed}: {len(schedule)} faults over about {duration:.0f} s on {args.hosts} hosts", file=sys.stderr)
+    lead, settle = 5.0, 3.0
+    planned = lead + schedule_seconds(schedule) + settle
+    print(f"seed {args.seed}: {len(schedule)} faults over at least {planned:.0f} s on {args.hosts} hosts",
+          file=sys.stderr)
 
     c = Cluster(controllers=3, brokers=3, hosts=args.hosts, root=os.path.join(args.out, "cluster"),
                 replica_lag_time_max_ms=3000, default_replication_factor=3)
@@ -238,12 +241,20 @@ def main(argv=None):
         inj = Injector(c, topic)
         cfg = workload.WorkloadConfig(
             bootstrap=c.bootstrap, topic=topic, partitions=6, replication_factor=3, topic_config=RF3,
-            create_topic=False, producers=2, consumers=2, consumer_mode="assign", duration=duration,
+            create_topic=False, producers=2, consumers=2, consumer_mode="assign", duration=3 * planned + 300,
             rate=args.rate, max_messages=10_000_000, message_timeout=30, drain_timeout=40,
             final_read_timeout=60, seed=args.seed)
         start = time.time()
+        schedule_done = threading.Event()
 
         def run_schedule():
+            try:
+                apply_all()
+            finally:
+                time.sleep(settle)
+                schedule_done.set()  # the producers stop: the workload drains and reads back
+
+        def apply_all():
             time.sleep(lead)
             for i, fault in enumerate(schedule):
                 t = time.time()
@@ -262,7 +273,7 @@ def main(argv=None):
 
         injector = threading.Thread(target=run_schedule, daemon=True)
         injector.start()
-        h = workload.run(cfg, out_dir=args.out)
+        h = workload.run(cfg, out_dir=args.out, stop=schedule_done)
         injector.join(120)
         poller.done.set()
         result = check(h.ops(), h.meta)

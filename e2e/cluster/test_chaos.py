@@ -25,6 +25,7 @@ def test_a_short_run_on_loopback_reports_its_faults_and_the_checker_verdict(tmp_
     assert rc == 0 and rep["valid"], rep["checker"]
     assert rep["faults_applied"] == 3, rep["faults"]
     assert all(f["healed"] >= f["applied"] for f in rep["faults"])
+    assert rep["faults"][-1]["healed"] < len(rep["per_second"]) - 1, "producers ran until the last fault was healed"
     assert rep["counts"]["acknowledged"] > 100 and rep["counts"]["acknowledged_unread"] == 0
     assert sum(s["acknowledged"] for s in rep["per_second"]) == rep["counts"]["acknowledged"]
     assert os.path.getsize(os.path.join(out, "report.png")) > 10_000

@@ -124,9 +124,12 @@ class _Thread(threading.Thread):
             self.error = e
 
 
-def run(cfg: WorkloadConfig, history: Optional[History] = None, out_dir: Optional[str] = None) -> History:
+def run(cfg: WorkloadConfig, history: Optional[History] = None, out_dir: Optional[str] = None,
+        stop: Optional[threading.Event] = None) -> History:
     """Runs the workload and returns its history (also streamed to out_dir/history.jsonl when
-    `out_dir` is given). Raises `WorkloadError` if setup or a worker failed."""
+    `out_dir` is given). Raises `WorkloadError` if setup or a worker failed. With `stop`, the
+    producers stop when it is set or after `duration` seconds, whichever comes first (a fault
+    schedule of unknown length sets it when it is done)."""
     history = history or History()
     history.meta = {**asdict(cfg), "started": time.time()}
     if out_dir:
@@ -135,7 +138,7 @@ def run(cfg: WorkloadConfig, history: Optional[History] = None, out_dir: Optiona
     try:
         if cfg.create_topic:
             ensure_topic(cfg)
-        threads = _run_clients(cfg, history)
+        threads = _run_clients(cfg, history, stop)
         final_read(cfg, history)
     except (KafkaException, TimeoutError) as e:
         raise WorkloadError(f"client call failed outside the workers: {e}", history) from e
@@ -147,9 +150,9 @@ def run(cfg: WorkloadConfig, history: Optional[History] = None, out_dir: Optiona
     return history
 
 
-def _run_clients(cfg: WorkloadConfig, history: History) -> list:
+def _run_clients(cfg: WorkloadConfig, history: History, stop: Optional[threading.Event] = None) -> list:
     """Phases 2-4: returns the joined threads."""
-    stop_producers, stop_consumers = threading.Event(), threading.Event()
+    stop_producers, stop_consumers = stop or threading.Event(), threading.Event()
     progress = Progress()
     kind = AssignConsumer if cfg.consumer_mode == "assign" else GroupConsumer
     consumers = [kind(n, cfg, history, stop_consumers, progress) for n in range(cfg.consumers)]
