@@ -251,3 +251,133 @@ async fn ready_pods_are_not_ready_until_the_cluster_lists_their_broker_as_regist
     assert_eq!(action, Action::requeue(REQUEUE_READY));
     assert_eq!(condition(&api, "Ready")["status"], "True");
 }
+
+fn events_with_reason(api: &FakeApi, reason: &str) -> Vec<Value> {
+    api.names(&coll(NS, "events"))
+        .iter()
+        .filter_map(|n| api.get(&coll(NS, "events"), n))
+        .filter(|e| e["reason"] == reason)
+        .collect()
+}
+
+fn edit_spec(api: &FakeApi, f: impl FnOnce(&mut Value)) {
+    let mut kc = api.get(&coll(NS, "kafkaclusters"), "demo").expect("kc");
+    f(&mut kc["spec"]);
+    let g = kc["metadata"]["generation"].as_i64().unwrap_or(0) + 1;
+    kc["metadata"]["generation"] = json!(g);
+    api.insert(&coll(NS, "kafkaclusters"), kc);
+}
+
+#[tokio::test]
+async fn flipping_combined_is_refused_and_nothing_is_pruned() {
+    let (client, api) = FakeApi::start();
+    api.insert(&coll(NS, "kafkaclusters"), fixture("basic.yaml"));
+    let ctx = context(client, FakeAdmin::with_brokers(&[100, 101, 102]));
+    reconcile_once(&api, &ctx).await.expect("reconcile");
+    run_pods(&api);
+    reconcile_once(&api, &ctx).await.expect("reconcile");
+    assert_eq!(condition(&api, "Ready")["status"], "True");
+    // a CRD without the CEL rule lets this through: the reconciler must refuse it itself
+    edit_spec(&api, |spec| {
+        spec["combined"] = json!(true);
+        spec.as_object_mut().expect("spec").remove("controllers");
+    });
+    for pass in 0..3 {
+        let err = reconcile_once(&api, &ctx).await.expect_err("refused");
+        assert!(!err.is_transient(), "pass {pass}: {err}");
+        assert_eq!(
+            api.names(&coll(NS, "statefulsets")),
+            ["demo-broker", "demo-controller"],
+            "pass {pass}: the running pools' StatefulSets stay and no combined pool is created"
+        );
+    }
+    let degraded = condition(&api, "Degraded");
+    assert_eq!(degraded["status"], "True");
+    assert_eq!(degraded["reason"], "PoolRemovalRefused", "{degraded}");
+    assert_eq!(degraded["observedGeneration"], 4);
+    assert!(
+        degraded["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("demo-controller (3 nodes)"),
+        "{degraded}"
+    );
+    assert_eq!(
+        condition(&api, "Ready")["status"],
+        "True",
+        "the nodes still run"
+    );
+    assert!(!events_with_reason(&api, "PoolRemovalRefused").is_empty());
+    assert!(ctx.metrics.render().contains(r#"kind="refused"} 3"#));
+
+    // back to the running shape: reconciled normally again
+    edit_spec(&api, |spec| {
+        spec["combined"] = json!(false);
+        spec["controllers"] = json!({ "replicas": 3, "storage": { "size": "1Gi" } });
+    });
+    reconcile_once(&api, &ctx).await.expect("reconcile");
+    assert_eq!(condition(&api, "Degraded")["status"], "False");
+}
+
+#[tokio::test]
+async fn a_changed_quorum_size_is_refused_over_several_passes() {
+    let (client, api) = FakeApi::start();
+    api.insert(&coll(NS, "kafkaclusters"), fixture("basic.yaml"));
+    let ctx = context(client, FakeAdmin::with_brokers(&[100, 101, 102]));
+    reconcile_once(&api, &ctx).await.expect("reconcile");
+    run_pods(&api);
+    edit_spec(&api, |spec| spec["controllers"]["replicas"] = json!(5));
+    for _ in 0..3 {
+        reconcile_once(&api, &ctx).await.expect("reconcile");
+        let sts = api
+            .get(&coll(NS, "statefulsets"), "demo-controller")
+            .expect("sts");
+        assert_eq!(sts["spec"]["replicas"], 3, "the voters stay");
+        let cm = api
+            .get(&coll(NS, "configmaps"), "demo-controller-config")
+            .expect("cm");
+        let props = cm["data"]["demo-controller-0.properties"]
+            .as_str()
+            .expect("props");
+        assert!(!props.contains("3@"), "voters unchanged: {props}");
+    }
+    let degraded = condition(&api, "Degraded");
+    assert_eq!(degraded["reason"], "QuorumChangeRefused", "{degraded}");
+    assert_eq!(
+        events_with_reason(&api, "QuorumChangeRefused").len(),
+        1,
+        "one Event, not one per pass"
+    );
+}
+
+#[tokio::test]
+async fn a_name_that_is_not_a_service_name_is_refused() {
+    let (client, api) = FakeApi::start();
+    let mut kc = fixture("basic.yaml");
+    kc["metadata"]["name"] = json!("kafka.prod");
+    api.insert(&coll(NS, "kafkaclusters"), kc);
+    let ctx = context(client, FakeAdmin::default());
+    let obj: KafkaCluster =
+        serde_json::from_value(api.get(&coll(NS, "kafkaclusters"), "kafka.prod").expect("kc"))
+            .expect("kc");
+    let err = reconcile(Arc::new(obj), ctx.clone())
+        .await
+        .expect_err("refused");
+    assert!(!err.is_transient());
+    let kc = api
+        .get(&coll(NS, "kafkaclusters"), "kafka.prod")
+        .expect("kc");
+    let degraded = kc["status"]["conditions"]
+        .as_array()
+        .and_then(|cs| cs.iter().find(|c| c["type"] == "Degraded").cloned())
+        .expect("degraded");
+    assert_eq!(degraded["reason"], "InvalidSpec");
+    assert!(
+        degraded["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("not a valid Service name"),
+        "{degraded}"
+    );
+    assert!(api.names(&coll(NS, "services")).is_empty());
+}

@@ -22,8 +22,11 @@ use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use super::build::{build_all, DesiredObjects, CLUSTER_LABEL, CONFIG_HASH_ANNOTATION, ROLE_LABEL};
-use super::status::{compute_status, Observed, PodObservation};
-use super::validate::{refuse_scale_down, validate, SpecError, ValidatedCluster};
+use super::status::{compute_status, refusal_message, Observed, PodObservation};
+use super::validate::{
+    refuse_pool_removal, refuse_unsafe_changes, validate, ExistingPool, Refusal, SpecError,
+    ValidatedCluster,
+};
 use crate::context::{now_rfc3339, Context, FIELD_MANAGER};
 use crate::crd::cluster::KafkaCluster;
 use crate::crd::common::{finalize_conditions, find_condition, Condition};
@@ -71,30 +74,31 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
             return Err(Error::InvalidSpec(e));
         }
     };
-    let current = current_replicas(ctx, &vc).await?;
-    let refusals = refuse_scale_down(&mut vc, &current);
+    let existing = existing_pools(ctx, &vc).await?;
+    if let Some(r) = refuse_pool_removal(&vc, &existing) {
+        record_refusal(kc, ctx, &r).await?;
+        return Err(Error::Refused(r.message));
+    }
+    let current = existing
+        .iter()
+        .map(|e| (e.suffix.clone(), e.replicas))
+        .collect();
+    let refusals = refuse_unsafe_changes(&mut vc, &current);
     let desired = build_all(&vc);
     apply_all(ctx, &vc, &desired).await?;
     prune(ctx, kc, &vc, &desired).await?;
     let mut observed = observe(ctx, &vc, &desired).await?;
-    if !refusals.is_empty()
-        && find_condition(
-            &kc.status.clone().unwrap_or_default().conditions,
-            "Degraded",
-        )
-        .is_none_or(|c| c.reason != "ScaleDownRefused")
-    {
-        ctx.publish(
-            kc,
-            EventType::Warning,
-            "ScaleDownRefused",
-            "Plan",
-            Some(refusals.join("; ")),
-        )
-        .await;
+    let previous = kc.status.clone().unwrap_or_default();
+    let message = refusal_message(&refusals);
+    if let Some(first) = refusals.first() {
+        let already = find_condition(&previous.conditions, "Degraded")
+            .is_some_and(|c| c.is_true() && c.message == message);
+        if !already {
+            ctx.publish(kc, EventType::Warning, first.reason, "Plan", Some(message))
+                .await;
+        }
     }
     observed.refusals = refusals;
-    let previous = kc.status.clone().unwrap_or_default();
     let status = compute_status(
         &vc,
         &observed,
@@ -129,25 +133,64 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
 }
 
 async fn record_invalid_spec(kc: &KafkaCluster, ctx: &Context, e: &SpecError) -> Result<()> {
+    let conditions = vec![
+        Condition::new("Ready", false, "InvalidSpec", e.to_string()),
+        Condition::new(
+            "Progressing",
+            false,
+            "InvalidSpec",
+            "waiting for a corrected spec",
+        ),
+        Condition::new("Degraded", true, "InvalidSpec", e.to_string()),
+    ];
+    record_problem(kc, ctx, conditions, "InvalidSpec", "Validate", e.to_string()).await
+}
+
+/// A refused spec change that stops the whole pass: nothing is applied or pruned; the nodes keep
+/// running, so `Ready` keeps its last value.
+async fn record_refusal(kc: &KafkaCluster, ctx: &Context, r: &Refusal) -> Result<()> {
+    let conditions = vec![
+        Condition::new(
+            "Progressing",
+            false,
+            r.reason,
+            "waiting for a spec the operator can carry out",
+        ),
+        Condition::new("Degraded", true, r.reason, r.message.clone()),
+    ];
+    record_problem(kc, ctx, conditions, r.reason, "Plan", r.message.clone()).await
+}
+
+/// Writes `conditions` over the previous ones (other condition types are kept), stamps the
+/// generation and records a Warning Event: what every permanent failure leaves behind, so the
+/// status never shows an older pass's picture as if it were current.
+async fn record_problem(
+    kc: &KafkaCluster,
+    ctx: &Context,
+    conditions: Vec<Condition>,
+    reason: &str,
+    action: &str,
+    note: String,
+) -> Result<()> {
     let previous = kc.status.clone().unwrap_or_default();
-    let conditions = finalize_conditions(
-        vec![
-            Condition::new("Ready", false, "InvalidSpec", e.to_string()),
-            Condition::new(
-                "Progressing",
-                false,
-                "InvalidSpec",
-                "waiting for a corrected spec",
-            ),
-            Condition::new("Degraded", true, "InvalidSpec", e.to_string()),
-        ],
+    let mut merged: Vec<Condition> = previous
+        .conditions
+        .iter()
+        .filter(|p| !conditions.iter().any(|c| c.type_ == p.type_))
+        .cloned()
+        .collect();
+    let generation = kc.metadata.generation;
+    let now = now_rfc3339();
+    merged.extend(finalize_conditions(
+        conditions,
         &previous.conditions,
-        kc.metadata.generation,
-        &now_rfc3339(),
-    );
+        generation,
+        &now,
+    ));
+    merged.sort_by_key(|c| condition_order(&c.type_));
     let api: Api<KafkaCluster> =
         Api::namespaced(ctx.client.clone(), &kc.namespace().unwrap_or_default());
-    let patch = json!({ "status": { "conditions": conditions, "observedGeneration": kc.metadata.generation } });
+    let patch = json!({ "status": { "conditions": merged, "observedGeneration": generation } });
     api.patch_status(
         &kc.name_any(),
         &PatchParams::default(),
@@ -155,15 +198,17 @@ async fn record_invalid_spec(kc: &KafkaCluster, ctx: &Context, e: &SpecError) ->
     )
     .await
     .map_err(Error::kube("patch KafkaCluster status"))?;
-    ctx.publish(
-        kc,
-        EventType::Warning,
-        "InvalidSpec",
-        "Validate",
-        Some(e.to_string()),
-    )
-    .await;
+    ctx.publish(kc, EventType::Warning, reason, action, Some(note))
+        .await;
     Ok(())
+}
+
+/// Conditions are listed Ready, Progressing, Degraded, then any other type.
+fn condition_order(type_: &str) -> usize {
+    ["Ready", "Progressing", "Degraded"]
+        .iter()
+        .position(|t| *t == type_)
+        .unwrap_or(3)
 }
 
 async fn apply_all(ctx: &Context, vc: &ValidatedCluster, d: &DesiredObjects) -> Result<()> {
@@ -278,27 +323,26 @@ where
     Ok(())
 }
 
-/// Replicas of the pools' existing StatefulSets, by role suffix.
-async fn current_replicas(
-    ctx: &Context,
-    vc: &ValidatedCluster,
-) -> Result<std::collections::BTreeMap<String, i32>> {
+/// Every StatefulSet labelled as this cluster's, with its role and replica counts.
+async fn existing_pools(ctx: &Context, vc: &ValidatedCluster) -> Result<Vec<ExistingPool>> {
     let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &vc.namespace);
-    let mut out = std::collections::BTreeMap::new();
-    for pool in &vc.pools {
-        let name = super::build::pool_name(vc, pool);
-        if let Some(sts) = api
-            .get_opt(&name)
-            .await
-            .map_err(Error::kube(format!("get StatefulSet {name}")))?
-        {
-            out.insert(
-                pool.role.suffix().to_owned(),
-                sts.spec.and_then(|s| s.replicas).unwrap_or(0),
-            );
-        }
-    }
-    Ok(out)
+    let lp = ListParams::default().labels(&format!("{CLUSTER_LABEL}={}", vc.name));
+    let list = api
+        .list(&lp)
+        .await
+        .map_err(Error::kube("list StatefulSet"))?;
+    Ok(list
+        .items
+        .iter()
+        .filter_map(|sts| {
+            let suffix = sts.labels().get(ROLE_LABEL)?.clone();
+            Some(ExistingPool {
+                suffix,
+                replicas: sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0),
+                running: sts.status.as_ref().map_or(0, |s| s.replicas),
+            })
+        })
+        .collect())
 }
 
 /// Reads pods and, when a broker pod is ready, the cluster's broker list.

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::build::{bootstrap_address, pod_name};
-use super::validate::ValidatedCluster;
+use super::validate::{Refusal, ValidatedCluster};
 use crate::admin::ClusterInfo;
 use crate::crd::cluster::{
     KafkaClusterStatus, NodeState, NodeStatus, OperationKind, OperationStatus,
@@ -29,8 +29,8 @@ pub struct Observed {
     pub desired_hashes: BTreeMap<String, String>,
     /// The cluster's own view, or why it could not be asked.
     pub cluster: Result<ClusterInfo, String>,
-    /// Spec changes the operator refused this pass (e.g. scale-down).
-    pub refusals: Vec<String>,
+    /// Spec changes the operator refused this pass (scale-down, quorum change, storage…).
+    pub refusals: Vec<Refusal>,
 }
 
 /// Computes the new status. `previous` keeps condition transition times; `now` is RFC 3339.
@@ -105,13 +105,8 @@ pub fn compute_status(
         Condition::new("Progressing", false, "UpToDate", "cluster matches its spec")
     });
     let degraded = was_ready && !all_ready;
-    conditions.push(if !observed.refusals.is_empty() {
-        Condition::new(
-            "Degraded",
-            true,
-            "ScaleDownRefused",
-            observed.refusals.join("; "),
-        )
+    conditions.push(if let Some(first) = observed.refusals.first() {
+        Condition::new("Degraded", true, first.reason, refusal_message(&observed.refusals))
     } else if degraded {
         Condition::new(
             "Degraded",
@@ -131,6 +126,15 @@ pub fn compute_status(
         bootstrap: Some(bootstrap_address(vc)),
         outdated_pods: outdated,
     }
+}
+
+/// Every refusal's message, joined: what the `Degraded` condition and the Event say.
+pub fn refusal_message(refusals: &[Refusal]) -> String {
+    refusals
+        .iter()
+        .map(|r| r.message.as_str())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn node_statuses(vc: &ValidatedCluster, observed: &Observed) -> Vec<NodeStatus> {
