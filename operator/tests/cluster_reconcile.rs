@@ -381,3 +381,71 @@ async fn a_name_that_is_not_a_service_name_is_refused() {
     );
     assert!(api.names(&coll(NS, "services")).is_empty());
 }
+
+#[tokio::test]
+async fn a_failed_node_keeps_the_cluster_degraded_over_passes_and_the_leader_stays_known() {
+    let (client, api) = FakeApi::start();
+    api.insert(&coll(NS, "kafkaclusters"), fixture("basic.yaml"));
+    let admin = FakeAdmin::with_brokers(&[100, 101, 102]);
+    let ctx = context(client, admin.clone());
+    reconcile_once(&api, &ctx).await.expect("reconcile");
+    run_pods(&api);
+    reconcile_once(&api, &ctx).await.expect("reconcile");
+    assert_eq!(condition(&api, "Ready")["status"], "True");
+    // broker 1 fails: its pod is not ready and the cluster fences it; later the cluster cannot
+    // be asked at all
+    let mut pod = api
+        .get(&coll(NS, "pods"), "demo-broker-1")
+        .expect("pod");
+    pod["status"]["conditions"][0]["status"] = json!("False");
+    api.insert(&coll(NS, "pods"), pod);
+    admin.lock().brokers.retain(|b| *b != 101);
+    for pass in 0..4 {
+        if pass == 2 {
+            admin.lock().unreachable = true;
+        }
+        reconcile_once(&api, &ctx).await.expect("reconcile");
+        let degraded = condition(&api, "Degraded");
+        assert_eq!(degraded["status"], "True", "pass {pass}: {degraded}");
+        assert_eq!(degraded["reason"], "NodesNotReady");
+        let kc = api.get(&coll(NS, "kafkaclusters"), "demo").expect("kc");
+        assert_eq!(
+            kc["status"]["operation"]["kind"], "None",
+            "pass {pass}: a failed node is not scaling"
+        );
+        assert_eq!(kc["status"]["controllerLeader"], 100, "pass {pass}");
+    }
+    admin.lock().unreachable = false;
+    admin.lock().brokers.push(101);
+    run_pods(&api);
+    reconcile_once(&api, &ctx).await.expect("reconcile");
+    assert_eq!(condition(&api, "Degraded")["status"], "False");
+    assert_eq!(condition(&api, "Ready")["status"], "True");
+}
+
+#[tokio::test]
+async fn rack_awareness_without_zone_labels_is_reported() {
+    let (client, api) = FakeApi::start();
+    let mut kc = fixture("combined.yaml");
+    kc["metadata"]["namespace"] = json!(NS);
+    kc["metadata"]["name"] = json!("demo");
+    api.insert(&coll(NS, "kafkaclusters"), kc);
+    let ctx = context(client, FakeAdmin::with_brokers(&[0]));
+    reconcile_once(&api, &ctx).await.expect("reconcile");
+    run_pods(&api);
+    for _ in 0..2 {
+        reconcile_once(&api, &ctx).await.expect("reconcile");
+        let rack = condition(&api, "RackAwareness");
+        assert_eq!(rack["status"], "False", "{rack}");
+        assert_eq!(rack["reason"], "ZoneLabelMissing");
+        assert!(
+            rack["message"].as_str().unwrap_or("").contains("demo-node-0"),
+            "{rack}"
+        );
+    }
+    let mut pod = api.get(&coll(NS, "pods"), "demo-node-0").expect("pod");
+    pod["metadata"]["labels"]["topology.kubernetes.io/zone"] = json!("eu-1a");
+    api.insert(&coll(NS, "pods"), pod);
+    reconcile_once(&api, &ctx).await.expect("reconcile");
+    assert_eq!(condition(&api, "RackAwareness")["status"], "True");
+}

@@ -381,6 +381,15 @@ async fn observe(ctx: &Context, vc: &ValidatedCluster, d: &DesiredObjects) -> Re
             Some((role, hash))
         })
         .collect();
+    let pods_without_rack = match &vc.rack_key {
+        Some(key) => list
+            .items
+            .iter()
+            .filter(|p| !p.labels().get(key).is_some_and(|v| !v.is_empty()))
+            .map(ResourceExt::name_any)
+            .collect(),
+        None => Vec::new(),
+    };
     let broker_prefix = format!("{}-{}-", vc.name, vc.broker_pool().role.suffix());
     let any_broker_ready = pods
         .iter()
@@ -399,5 +408,6 @@ async fn observe(ctx: &Context, vc: &ValidatedCluster, d: &DesiredObjects) -> Re
         desired_hashes,
         cluster,
         refusals: Vec::new(),
+        pods_without_rack,
     })
 }
