@@ -449,3 +449,147 @@ async fn rack_awareness_without_zone_labels_is_reported() {
     reconcile_once(&api, &ctx).await.expect("reconcile");
     assert_eq!(condition(&api, "RackAwareness")["status"], "True");
 }
+
+/// Claims as the StatefulSet controller would create them from the template.
+fn create_claims(api: &FakeApi, sts: &str, replicas: i64, size: &str) {
+    for i in 0..replicas {
+        api.insert(
+            &coll(NS, "persistentvolumeclaims"),
+            json!({
+                "apiVersion": "v1", "kind": "PersistentVolumeClaim",
+                "metadata": { "name": format!("data-{sts}-{i}"), "namespace": NS },
+                "spec": { "storageClassName": "fast", "resources": { "requests": { "storage": size } } }
+            }),
+        );
+    }
+}
+
+fn storage_class(api: &FakeApi, name: &str, expandable: bool) {
+    api.insert(
+        &coll(NS, "storageclasses"),
+        json!({
+            "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+            "metadata": { "name": name }, "provisioner": "example.com/disk",
+            "allowVolumeExpansion": expandable
+        }),
+    );
+}
+
+fn claim_size(api: &FakeApi, name: &str) -> Value {
+    api.get(&coll(NS, "persistentvolumeclaims"), name).expect("pvc")["spec"]["resources"]
+        ["requests"]["storage"]
+        .clone()
+}
+
+async fn ready_basic_cluster() -> (FakeApi, Arc<operator::context::Context>) {
+    let (client, api) = FakeApi::start();
+    api.insert(&coll(NS, "kafkaclusters"), fixture("basic.yaml"));
+    let ctx = context(client, FakeAdmin::with_brokers(&[100, 101, 102]));
+    reconcile_once(&api, &ctx).await.expect("reconcile");
+    run_pods(&api);
+    create_claims(&api, "demo-broker", 3, "10Gi");
+    reconcile_once(&api, &ctx).await.expect("reconcile");
+    assert_eq!(condition(&api, "Ready")["status"], "True");
+    (api, ctx)
+}
+
+fn template_size(api: &FakeApi) -> Value {
+    api.get(&coll(NS, "statefulsets"), "demo-broker").expect("sts")["spec"]
+        ["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
+        .clone()
+}
+
+#[tokio::test]
+async fn a_larger_size_grows_the_claims_when_the_class_allows_expansion() {
+    let (api, ctx) = ready_basic_cluster().await;
+    storage_class(&api, "fast", true);
+    edit_spec(&api, |spec| spec["brokers"]["storage"]["size"] = json!("20Gi"));
+    for pass in 0..3 {
+        let action = reconcile_once(&api, &ctx)
+            .await
+            .unwrap_or_else(|e| panic!("pass {pass}: {e}: {:?}", std::error::Error::source(&e)));
+        assert_eq!(action, Action::requeue(REQUEUE_READY), "pass {pass}");
+    }
+    for i in 0..3 {
+        assert_eq!(claim_size(&api, &format!("data-demo-broker-{i}")), "20Gi");
+    }
+    assert_eq!(template_size(&api), "10Gi", "the immutable template is kept");
+    assert_eq!(events_with_reason(&api, "VolumeResized").len(), 3, "one per claim, once");
+    assert_eq!(condition(&api, "Degraded")["status"], "False");
+    let kc = api.get(&coll(NS, "kafkaclusters"), "demo").expect("kc");
+    assert_eq!(kc["status"]["observedGeneration"], 4);
+}
+
+#[tokio::test]
+async fn a_resize_the_class_cannot_do_is_refused_without_wedging_the_cluster() {
+    let (api, ctx) = ready_basic_cluster().await;
+    storage_class(&api, "fast", false);
+    edit_spec(&api, |spec| {
+        spec["brokers"]["storage"]["size"] = json!("20Gi");
+        spec["brokers"]["config"]["log.retention.ms"] = json!("1000");
+    });
+    for pass in 0..3 {
+        reconcile_once(&api, &ctx)
+            .await
+            .unwrap_or_else(|e| panic!("pass {pass}: {e}: {:?}", std::error::Error::source(&e)));
+    }
+    assert_eq!(claim_size(&api, "data-demo-broker-0"), "10Gi");
+    let degraded = condition(&api, "Degraded");
+    assert_eq!(degraded["reason"], "StorageResizeRefused", "{degraded}");
+    assert_eq!(degraded["observedGeneration"], 4);
+    assert!(
+        degraded["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("allowVolumeExpansion"),
+        "{degraded}"
+    );
+    assert_eq!(events_with_reason(&api, "StorageResizeRefused").len(), 1);
+    // the rest of the spec still applies
+    let sts = api.get(&coll(NS, "statefulsets"), "demo-broker").expect("sts");
+    let outdated = api.get(&coll(NS, "kafkaclusters"), "demo").expect("kc")["status"]
+        ["outdatedPods"]
+        .clone();
+    assert!(sts["spec"]["template"].is_object());
+    assert_eq!(outdated.as_array().map(Vec::len), Some(3), "{outdated}");
+
+    // a changed class and a smaller size are refused too
+    edit_spec(&api, |spec| spec["brokers"]["storage"]["storageClassName"] = json!("slow"));
+    reconcile_once(&api, &ctx).await.expect("reconcile");
+    assert_eq!(condition(&api, "Degraded")["reason"], "StorageClassChangeRefused");
+    edit_spec(&api, |spec| {
+        spec["brokers"]["storage"]["storageClassName"] = json!("fast");
+        spec["brokers"]["storage"]["size"] = json!("5Gi");
+    });
+    reconcile_once(&api, &ctx).await.expect("reconcile");
+    assert_eq!(condition(&api, "Degraded")["reason"], "StorageShrinkRefused");
+    edit_spec(&api, |spec| spec["brokers"]["storage"]["size"] = json!("10Gi"));
+    reconcile_once(&api, &ctx).await.expect("reconcile");
+    assert_eq!(condition(&api, "Degraded")["status"], "False");
+}
+
+#[tokio::test]
+async fn a_write_the_api_server_rejects_is_reported_in_status_and_an_event() {
+    let (api, ctx) = ready_basic_cluster().await;
+    api.fail("PATCH /api/v1/namespaces/kafka/services/demo-bootstrap", 422);
+    edit_spec(&api, |spec| spec["config"]["log.retention.ms"] = json!("1000"));
+    for _ in 0..2 {
+        let err = reconcile_once(&api, &ctx).await.expect_err("rejected");
+        assert!(!err.is_transient(), "{err}");
+    }
+    let degraded = condition(&api, "Degraded");
+    assert_eq!(degraded["status"], "True");
+    assert_eq!(degraded["reason"], "KubernetesRejected", "{degraded}");
+    assert_eq!(degraded["observedGeneration"], 4);
+    assert!(
+        degraded["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("demo-bootstrap"),
+        "{degraded}"
+    );
+    assert!(!events_with_reason(&api, "KubernetesRejected").is_empty());
+    api.heal();
+    reconcile_once(&api, &ctx).await.expect("reconcile");
+    assert_eq!(condition(&api, "Degraded")["status"], "False");
+}

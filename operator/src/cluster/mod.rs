@@ -4,6 +4,7 @@
 pub mod build;
 pub mod reconcile;
 pub mod status;
+pub mod storage;
 pub mod validate;
 
 #[cfg(test)]

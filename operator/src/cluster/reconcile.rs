@@ -9,7 +9,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -23,9 +24,10 @@ use tracing::{info, instrument, warn};
 
 use super::build::{build_all, DesiredObjects, CLUSTER_LABEL, CONFIG_HASH_ANNOTATION, ROLE_LABEL};
 use super::status::{compute_status, refusal_message, Observed, PodObservation};
+use super::storage::{parse_quantity, plan_storage, ClaimTemplate, StorageDecision};
 use super::validate::{
-    refuse_pool_removal, refuse_unsafe_changes, validate, ExistingPool, Refusal, SpecError,
-    ValidatedCluster,
+    refuse_pool_removal, refuse_unsafe_changes, validate, ExistingPool, Pool, Refusal, Role,
+    SpecError, ValidatedCluster,
 };
 use crate::context::{now_rfc3339, Context, FIELD_MANAGER};
 use crate::crd::cluster::KafkaCluster;
@@ -74,7 +76,8 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
             return Err(Error::InvalidSpec(e));
         }
     };
-    let existing = existing_pools(ctx, &vc).await?;
+    let existing_sets = existing_statefulsets(ctx, &vc).await?;
+    let existing: Vec<ExistingPool> = existing_sets.iter().filter_map(existing_pool).collect();
     if let Some(r) = refuse_pool_removal(&vc, &existing) {
         record_refusal(kc, ctx, &r).await?;
         return Err(Error::Refused(r.message));
@@ -83,10 +86,12 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
         .iter()
         .map(|e| (e.suffix.clone(), e.replicas))
         .collect();
-    let refusals = refuse_unsafe_changes(&mut vc, &current);
-    let desired = build_all(&vc);
-    apply_all(ctx, &vc, &desired).await?;
-    prune(ctx, kc, &vc, &desired).await?;
+    let mut refusals = refuse_unsafe_changes(&mut vc, &current);
+    let mut desired = build_all(&vc);
+    let storage = reconcile_storage(ctx, kc, &vc, &mut desired, &existing_sets).await;
+    refusals.extend(report_permanent(kc, ctx, storage).await?);
+    report_permanent(kc, ctx, apply_all(ctx, &vc, &desired).await).await?;
+    report_permanent(kc, ctx, prune(ctx, kc, &vc, &desired).await).await?;
     let mut observed = observe(ctx, &vc, &desired).await?;
     let previous = kc.status.clone().unwrap_or_default();
     let message = refusal_message(&refusals);
@@ -144,6 +149,28 @@ async fn record_invalid_spec(kc: &KafkaCluster, ctx: &Context, e: &SpecError) ->
         Condition::new("Degraded", true, "InvalidSpec", e.to_string()),
     ];
     record_problem(kc, ctx, conditions, "InvalidSpec", "Validate", e.to_string()).await
+}
+
+/// A permanent failure (the API server refused a write as invalid or forbidden) is written as
+/// `Degraded=True` with reason `KubernetesRejected` and an Event before it is returned, so the
+/// status does not keep describing an older pass; transient ones are returned as they are.
+async fn report_permanent<T>(kc: &KafkaCluster, ctx: &Context, result: Result<T>) -> Result<T> {
+    let e = match result {
+        Ok(v) => return Ok(v),
+        Err(e) => e,
+    };
+    if !e.is_transient() {
+        let msg = match std::error::Error::source(&e) {
+            Some(source) => format!("{e}: {source}"),
+            None => e.to_string(),
+        };
+        let conditions = vec![
+            Condition::new("Progressing", false, "KubernetesRejected", msg.clone()),
+            Condition::new("Degraded", true, "KubernetesRejected", msg.clone()),
+        ];
+        record_problem(kc, ctx, conditions, "KubernetesRejected", "Apply", msg).await?;
+    }
+    Err(e)
 }
 
 /// A refused spec change that stops the whole pass: nothing is applied or pruned; the nodes keep
@@ -323,26 +350,149 @@ where
     Ok(())
 }
 
-/// Every StatefulSet labelled as this cluster's, with its role and replica counts.
-async fn existing_pools(ctx: &Context, vc: &ValidatedCluster) -> Result<Vec<ExistingPool>> {
+/// Every StatefulSet labelled as this cluster's.
+async fn existing_statefulsets(ctx: &Context, vc: &ValidatedCluster) -> Result<Vec<StatefulSet>> {
     let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &vc.namespace);
     let lp = ListParams::default().labels(&format!("{CLUSTER_LABEL}={}", vc.name));
     let list = api
         .list(&lp)
         .await
         .map_err(Error::kube("list StatefulSet"))?;
-    Ok(list
-        .items
+    Ok(list.items)
+}
+
+/// A StatefulSet's role and replica counts.
+fn existing_pool(sts: &StatefulSet) -> Option<ExistingPool> {
+    Some(ExistingPool {
+        suffix: sts.labels().get(ROLE_LABEL)?.clone(),
+        replicas: sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0),
+        running: sts.status.as_ref().map_or(0, |s| s.replicas),
+    })
+}
+
+/// Keeps each existing StatefulSet's volume claim templates in the desired one (the API server
+/// refuses to change them), grows the pool's claims when `storage.size` grew and the class
+/// allows it, and returns what cannot be done (see `storage::plan_storage`).
+async fn reconcile_storage(
+    ctx: &Context,
+    kc: &KafkaCluster,
+    vc: &ValidatedCluster,
+    desired: &mut DesiredObjects,
+    existing: &[StatefulSet],
+) -> Result<Vec<Refusal>> {
+    let mut refusals = Vec::new();
+    for (pool, sts) in vc.pools.iter().zip(desired.stateful_sets.iter_mut()) {
+        let name = sts.name_any();
+        let Some(current) = existing.iter().find(|e| e.name_any() == name) else {
+            continue;
+        };
+        let templates = current
+            .spec
+            .as_ref()
+            .and_then(|s| s.volume_claim_templates.clone());
+        let Some(have) = templates.as_deref().and_then(data_template) else {
+            continue;
+        };
+        if let Some(spec) = sts.spec.as_mut() {
+            spec.volume_claim_templates = templates.clone();
+        }
+        let field = if pool.role == Role::Controller {
+            "controllers"
+        } else {
+            "brokers"
+        };
+        let want = ClaimTemplate {
+            size: pool.spec.storage.size.clone(),
+            class: pool.spec.storage.storage_class_name.clone(),
+        };
+        let needs_class = parse_quantity(&want.size) > parse_quantity(&have.size);
+        let expandable = if needs_class {
+            class_allows_expansion(ctx, have.class.as_deref()).await?
+        } else {
+            None
+        };
+        match plan_storage(field, &want, &have, expandable) {
+            StorageDecision::Unchanged => {}
+            StorageDecision::Refuse(r) => refusals.push(r),
+            StorageDecision::Resize { size } => resize_claims(ctx, kc, vc, pool, &size).await?,
+        }
+    }
+    Ok(refusals)
+}
+
+/// Size and class of the `data` claim template.
+fn data_template(templates: &[PersistentVolumeClaim]) -> Option<ClaimTemplate> {
+    let t = templates
         .iter()
-        .filter_map(|sts| {
-            let suffix = sts.labels().get(ROLE_LABEL)?.clone();
-            Some(ExistingPool {
-                suffix,
-                replicas: sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0),
-                running: sts.status.as_ref().map_or(0, |s| s.replicas),
-            })
-        })
-        .collect())
+        .find(|t| t.metadata.name.as_deref() == Some("data"))?;
+    let spec = t.spec.as_ref()?;
+    let size = spec.resources.as_ref()?.requests.as_ref()?.get("storage")?;
+    Some(ClaimTemplate {
+        size: size.0.clone(),
+        class: spec.storage_class_name.clone(),
+    })
+}
+
+/// `allowVolumeExpansion` of the named class, or of the cluster's default class; `None` when
+/// there is no such class.
+async fn class_allows_expansion(ctx: &Context, class: Option<&str>) -> Result<Option<bool>> {
+    const DEFAULT_CLASS: &str = "storageclass.kubernetes.io/is-default-class";
+    let api: Api<StorageClass> = Api::all(ctx.client.clone());
+    let found = match class {
+        Some(name) => api
+            .get_opt(name)
+            .await
+            .map_err(Error::kube(format!("get StorageClass {name}")))?,
+        None => api
+            .list(&ListParams::default())
+            .await
+            .map_err(Error::kube("list StorageClass"))?
+            .items
+            .into_iter()
+            .find(|c| c.annotations().get(DEFAULT_CLASS).map(String::as_str) == Some("true")),
+    };
+    Ok(found.map(|c| c.allow_volume_expansion == Some(true)))
+}
+
+/// Grows every existing claim of `pool` (`data-<pod>`) that requests less than `size`.
+async fn resize_claims(
+    ctx: &Context,
+    kc: &KafkaCluster,
+    vc: &ValidatedCluster,
+    pool: &Pool,
+    size: &str,
+) -> Result<()> {
+    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &vc.namespace);
+    for ordinal in 0..pool.replicas {
+        let name = format!("data-{}", super::build::pod_name(vc, pool, ordinal));
+        let Some(pvc) = api
+            .get_opt(&name)
+            .await
+            .map_err(Error::kube(format!("get PersistentVolumeClaim {name}")))?
+        else {
+            continue;
+        };
+        let requested = pvc
+            .spec
+            .as_ref()
+            .and_then(|s| s.resources.as_ref())
+            .and_then(|r| r.requests.as_ref())
+            .and_then(|r| r.get("storage"))
+            .map(|q| q.0.clone())
+            .unwrap_or_default();
+        if parse_quantity(&requested) >= parse_quantity(size) {
+            continue;
+        }
+        let patch = json!({ "spec": { "resources": { "requests": { "storage": size } } } });
+        api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
+            .await
+            .map_err(Error::kube(format!("resize PersistentVolumeClaim {name}")))?;
+        let note = format!("resized PersistentVolumeClaim {name} from {requested} to {size}");
+        info!(claim = %name, from = %requested, to = %size, "resized volume claim");
+        ctx.publish(kc, EventType::Normal, "VolumeResized", "Resize", Some(note))
+            .await;
+    }
+    Ok(())
 }
 
 /// Reads pods and, when a broker pod is ready, the cluster's broker list.
