@@ -35,24 +35,47 @@ fn condition(api: &FakeApi, type_: &str) -> Value {
         .unwrap_or(Value::Null)
 }
 
-/// Makes a ready pod for every StatefulSet replica, with the template's hash (what the
-/// StatefulSet controller and kubelet would do).
+/// Makes a ready pod for every StatefulSet replica, from the current template (what the
+/// StatefulSet controller and kubelet would do for new or restarted pods).
 fn run_pods(api: &FakeApi) {
     for sts in api.names(&coll(NS, "statefulsets")) {
         let s = api.get(&coll(NS, "statefulsets"), &sts).expect("sts");
         let replicas = s["spec"]["replicas"].as_i64().expect("replicas");
-        let meta = &s["spec"]["template"]["metadata"];
         for i in 0..replicas {
-            api.insert(
-                &coll(NS, "pods"),
-                json!({
-                    "apiVersion": "v1", "kind": "Pod",
-                    "metadata": { "name": format!("{sts}-{i}"), "namespace": NS, "labels": meta["labels"], "annotations": meta["annotations"] },
-                    "status": { "conditions": [{ "type": "Ready", "status": "True" }] }
-                }),
-            );
+            run_pod(api, &sts, i);
         }
     }
+}
+
+/// (Re)creates one ready pod of `sts` from its current template.
+fn run_pod(api: &FakeApi, sts: &str, ordinal: i64) {
+    let s = api.get(&coll(NS, "statefulsets"), sts).expect("sts");
+    let meta = &s["spec"]["template"]["metadata"];
+    api.insert(
+        &coll(NS, "pods"),
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": { "name": format!("{sts}-{ordinal}"), "namespace": NS, "labels": meta["labels"], "annotations": meta["annotations"] },
+            "spec": s["spec"]["template"]["spec"],
+            "status": { "conditions": [{ "type": "Ready", "status": "True" }] }
+        }),
+    );
+}
+
+/// The ConfigMap revision the StatefulSet's template mounts.
+fn template_configmap(api: &FakeApi, sts: &str) -> String {
+    let s = api.get(&coll(NS, "statefulsets"), sts).expect("sts");
+    s["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"]
+        .as_str()
+        .expect("configmap volume")
+        .to_owned()
+}
+
+fn configmap_names(api: &FakeApi, prefix: &str) -> Vec<String> {
+    api.names(&coll(NS, "configmaps"))
+        .into_iter()
+        .filter(|n| n.starts_with(prefix))
+        .collect()
 }
 
 #[tokio::test]
@@ -72,10 +95,11 @@ async fn new_cluster_gets_its_objects_then_becomes_ready() {
         api.names(&coll(NS, "services")),
         ["demo-bootstrap", "demo-broker", "demo-controller"]
     );
-    assert_eq!(
-        api.names(&coll(NS, "configmaps")),
-        ["demo-broker-config", "demo-controller-config"]
-    );
+    let cms = api.names(&coll(NS, "configmaps"));
+    assert_eq!(cms.len(), 2, "{cms:?}");
+    assert!(cms[0].starts_with("demo-broker-config-"), "{cms:?}");
+    assert!(cms[1].starts_with("demo-controller-config-"), "{cms:?}");
+    assert_eq!(template_configmap(&api, "demo-broker"), cms[0]);
     assert_eq!(
         api.names(&coll(NS, "poddisruptionbudgets")),
         ["demo-broker", "demo-controller"]
@@ -202,7 +226,7 @@ async fn scale_down_is_refused_and_the_statefulset_keeps_its_nodes() {
         "brokers are not removed without draining"
     );
     let cm = api
-        .get(&coll(NS, "configmaps"), "demo-broker-config")
+        .get(&coll(NS, "configmaps"), &template_configmap(&api, "demo-broker"))
         .expect("cm");
     assert!(
         cm["data"]["demo-broker-2.properties"].is_string(),
@@ -334,7 +358,10 @@ async fn a_changed_quorum_size_is_refused_over_several_passes() {
             .expect("sts");
         assert_eq!(sts["spec"]["replicas"], 3, "the voters stay");
         let cm = api
-            .get(&coll(NS, "configmaps"), "demo-controller-config")
+            .get(
+                &coll(NS, "configmaps"),
+                &template_configmap(&api, "demo-controller"),
+            )
             .expect("cm");
         let props = cm["data"]["demo-controller-0.properties"]
             .as_str()
@@ -592,4 +619,57 @@ async fn a_write_the_api_server_rejects_is_reported_in_status_and_an_event() {
     api.heal();
     reconcile_once(&api, &ctx).await.expect("reconcile");
     assert_eq!(condition(&api, "Degraded")["status"], "False");
+}
+
+#[tokio::test]
+async fn a_config_change_makes_a_new_configmap_revision_that_only_restarted_pods_use() {
+    let (api, ctx) = ready_basic_cluster().await;
+    let first = template_configmap(&api, "demo-broker");
+    let first_data = api.get(&coll(NS, "configmaps"), &first).expect("cm")["data"].clone();
+    edit_spec(&api, |spec| {
+        spec["brokers"]["config"]["log.retention.ms"] = json!("1000");
+    });
+    for _ in 0..2 {
+        reconcile_once(&api, &ctx).await.expect("reconcile");
+    }
+    let second = template_configmap(&api, "demo-broker");
+    assert_ne!(second, first);
+    assert_eq!(
+        configmap_names(&api, "demo-broker-config-").len(),
+        2,
+        "the running pods' revision is kept"
+    );
+    assert_eq!(
+        api.get(&coll(NS, "configmaps"), &first).expect("cm")["data"],
+        first_data,
+        "the file under the running pods did not change"
+    );
+    let second_data = &api.get(&coll(NS, "configmaps"), &second).expect("cm")["data"];
+    assert!(second_data["demo-broker-0.properties"]
+        .as_str()
+        .unwrap_or("")
+        .contains("log.retention.ms=1000"));
+    let kc = api.get(&coll(NS, "kafkaclusters"), "demo").expect("kc");
+    assert_eq!(kc["status"]["outdatedPods"].as_array().map(Vec::len), Some(3));
+
+    // a roll moves pods to the new revision one by one; the old one goes with its last user
+    run_pod(&api, "demo-broker", 0);
+    run_pod(&api, "demo-broker", 1);
+    reconcile_once(&api, &ctx).await.expect("reconcile");
+    assert!(api.get(&coll(NS, "configmaps"), &first).is_some(), "demo-broker-2 still mounts it");
+    let kc = api.get(&coll(NS, "kafkaclusters"), "demo").expect("kc");
+    assert_eq!(kc["status"]["outdatedPods"], json!(["demo-broker-2"]));
+    run_pod(&api, "demo-broker", 2);
+    reconcile_once(&api, &ctx).await.expect("reconcile");
+    assert!(api.get(&coll(NS, "configmaps"), &first).is_none(), "unused revision pruned");
+    assert_eq!(configmap_names(&api, "demo-broker-config-"), [second.clone()]);
+
+    // adding a broker: a new revision for the new pod, the running ones stay up to date
+    edit_spec(&api, |spec| spec["brokers"]["replicas"] = json!(4));
+    reconcile_once(&api, &ctx).await.expect("reconcile");
+    let third = template_configmap(&api, "demo-broker");
+    assert_ne!(third, second);
+    let kc = api.get(&coll(NS, "kafkaclusters"), "demo").expect("kc");
+    assert_eq!(kc["status"]["outdatedPods"], json!([]), "{}", kc["status"]);
+    assert_eq!(configmap_names(&api, "demo-broker-config-").len(), 2);
 }

@@ -91,8 +91,10 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
     let storage = reconcile_storage(ctx, kc, &vc, &mut desired, &existing_sets).await;
     refusals.extend(report_permanent(kc, ctx, storage).await?);
     report_permanent(kc, ctx, apply_all(ctx, &vc, &desired).await).await?;
-    report_permanent(kc, ctx, prune(ctx, kc, &vc, &desired).await).await?;
-    let mut observed = observe(ctx, &vc, &desired).await?;
+    let pods = list_pods(ctx, &vc).await?;
+    let in_use = mounted_configmaps(&pods);
+    report_permanent(kc, ctx, prune(ctx, kc, &vc, &desired, &in_use).await).await?;
+    let mut observed = observe(ctx, &vc, &desired, &pods).await?;
     let previous = kc.status.clone().unwrap_or_default();
     let message = refusal_message(&refusals);
     if let Some(first) = refusals.first() {
@@ -274,12 +276,14 @@ where
     Ok(())
 }
 
-/// Deletes objects labelled as this cluster's that the spec no longer produces.
+/// Deletes objects labelled as this cluster's that the spec no longer produces. ConfigMap
+/// revisions that a pod still mounts (`in_use`) are kept until no pod uses them.
 async fn prune(
     ctx: &Context,
     kc: &KafkaCluster,
     vc: &ValidatedCluster,
     d: &DesiredObjects,
+    in_use: &[String],
 ) -> Result<()> {
     prune_kind::<StatefulSet>(
         ctx,
@@ -299,7 +303,11 @@ async fn prune(
         ctx,
         kc,
         vc,
-        d.config_maps.iter().map(ResourceExt::name_any).collect(),
+        d.config_maps
+            .iter()
+            .map(ResourceExt::name_any)
+            .chain(in_use.iter().cloned())
+            .collect(),
     )
     .await?;
     prune_kind::<PodDisruptionBudget>(
@@ -495,13 +503,34 @@ async fn resize_claims(
     Ok(())
 }
 
-/// Reads pods and, when a broker pod is ready, the cluster's broker list.
-async fn observe(ctx: &Context, vc: &ValidatedCluster, d: &DesiredObjects) -> Result<Observed> {
+/// The cluster's pods.
+async fn list_pods(ctx: &Context, vc: &ValidatedCluster) -> Result<Vec<Pod>> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &vc.namespace);
     let lp = ListParams::default().labels(&format!("{CLUSTER_LABEL}={}", vc.name));
-    let list = pods.list(&lp).await.map_err(Error::kube("list Pod"))?;
+    Ok(pods
+        .list(&lp)
+        .await
+        .map_err(Error::kube("list Pod"))?
+        .items)
+}
+
+/// Names of the ConfigMaps the pods mount.
+fn mounted_configmaps(pods: &[Pod]) -> Vec<String> {
+    pods.iter()
+        .filter_map(|p| p.spec.as_ref()?.volumes.as_ref())
+        .flatten()
+        .filter_map(|v| Some(v.config_map.as_ref()?.name.clone()))
+        .collect()
+}
+
+/// Reads the pods' state and, when a broker pod is ready, the cluster's broker list.
+async fn observe(
+    ctx: &Context,
+    vc: &ValidatedCluster,
+    d: &DesiredObjects,
+    list: &[Pod],
+) -> Result<Observed> {
     let pods = list
-        .items
         .iter()
         .map(|p| {
             let ready = p
@@ -533,7 +562,6 @@ async fn observe(ctx: &Context, vc: &ValidatedCluster, d: &DesiredObjects) -> Re
         .collect();
     let pods_without_rack = match &vc.rack_key {
         Some(key) => list
-            .items
             .iter()
             .filter(|p| !p.labels().get(key).is_some_and(|v| !v.is_empty()))
             .map(ResourceExt::name_any)
