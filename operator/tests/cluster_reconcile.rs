@@ -226,7 +226,10 @@ async fn scale_down_is_refused_and_the_statefulset_keeps_its_nodes() {
         "brokers are not removed without draining"
     );
     let cm = api
-        .get(&coll(NS, "configmaps"), &template_configmap(&api, "demo-broker"))
+        .get(
+            &coll(NS, "configmaps"),
+            &template_configmap(&api, "demo-broker"),
+        )
         .expect("cm");
     assert!(
         cm["data"]["demo-broker-2.properties"].is_string(),
@@ -384,9 +387,11 @@ async fn a_name_that_is_not_a_service_name_is_refused() {
     kc["metadata"]["name"] = json!("kafka.prod");
     api.insert(&coll(NS, "kafkaclusters"), kc);
     let ctx = context(client, FakeAdmin::default());
-    let obj: KafkaCluster =
-        serde_json::from_value(api.get(&coll(NS, "kafkaclusters"), "kafka.prod").expect("kc"))
-            .expect("kc");
+    let obj: KafkaCluster = serde_json::from_value(
+        api.get(&coll(NS, "kafkaclusters"), "kafka.prod")
+            .expect("kc"),
+    )
+    .expect("kc");
     let err = reconcile(Arc::new(obj), ctx.clone())
         .await
         .expect_err("refused");
@@ -421,9 +426,7 @@ async fn a_failed_node_keeps_the_cluster_degraded_over_passes_and_the_leader_sta
     assert_eq!(condition(&api, "Ready")["status"], "True");
     // broker 1 fails: its pod is not ready and the cluster fences it; later the cluster cannot
     // be asked at all
-    let mut pod = api
-        .get(&coll(NS, "pods"), "demo-broker-1")
-        .expect("pod");
+    let mut pod = api.get(&coll(NS, "pods"), "demo-broker-1").expect("pod");
     pod["status"]["conditions"][0]["status"] = json!("False");
     api.insert(&coll(NS, "pods"), pod);
     admin.lock().brokers.retain(|b| *b != 101);
@@ -466,7 +469,10 @@ async fn rack_awareness_without_zone_labels_is_reported() {
         assert_eq!(rack["status"], "False", "{rack}");
         assert_eq!(rack["reason"], "ZoneLabelMissing");
         assert!(
-            rack["message"].as_str().unwrap_or("").contains("demo-node-0"),
+            rack["message"]
+                .as_str()
+                .unwrap_or("")
+                .contains("demo-node-0"),
             "{rack}"
         );
     }
@@ -503,8 +509,8 @@ fn storage_class(api: &FakeApi, name: &str, expandable: bool) {
 }
 
 fn claim_size(api: &FakeApi, name: &str) -> Value {
-    api.get(&coll(NS, "persistentvolumeclaims"), name).expect("pvc")["spec"]["resources"]
-        ["requests"]["storage"]
+    api.get(&coll(NS, "persistentvolumeclaims"), name)
+        .expect("pvc")["spec"]["resources"]["requests"]["storage"]
         .clone()
 }
 
@@ -521,8 +527,9 @@ async fn ready_basic_cluster() -> (FakeApi, Arc<operator::context::Context>) {
 }
 
 fn template_size(api: &FakeApi) -> Value {
-    api.get(&coll(NS, "statefulsets"), "demo-broker").expect("sts")["spec"]
-        ["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]["storage"]
+    api.get(&coll(NS, "statefulsets"), "demo-broker")
+        .expect("sts")["spec"]["volumeClaimTemplates"][0]["spec"]["resources"]["requests"]
+        ["storage"]
         .clone()
 }
 
@@ -530,7 +537,9 @@ fn template_size(api: &FakeApi) -> Value {
 async fn a_larger_size_grows_the_claims_when_the_class_allows_expansion() {
     let (api, ctx) = ready_basic_cluster().await;
     storage_class(&api, "fast", true);
-    edit_spec(&api, |spec| spec["brokers"]["storage"]["size"] = json!("20Gi"));
+    edit_spec(&api, |spec| {
+        spec["brokers"]["storage"]["size"] = json!("20Gi")
+    });
     for pass in 0..3 {
         let action = reconcile_once(&api, &ctx)
             .await
@@ -540,8 +549,16 @@ async fn a_larger_size_grows_the_claims_when_the_class_allows_expansion() {
     for i in 0..3 {
         assert_eq!(claim_size(&api, &format!("data-demo-broker-{i}")), "20Gi");
     }
-    assert_eq!(template_size(&api), "10Gi", "the immutable template is kept");
-    assert_eq!(events_with_reason(&api, "VolumeResized").len(), 3, "one per claim, once");
+    assert_eq!(
+        template_size(&api),
+        "10Gi",
+        "the immutable template is kept"
+    );
+    assert_eq!(
+        events_with_reason(&api, "VolumeResized").len(),
+        3,
+        "one per claim, once"
+    );
     assert_eq!(condition(&api, "Degraded")["status"], "False");
     let kc = api.get(&coll(NS, "kafkaclusters"), "demo").expect("kc");
     assert_eq!(kc["status"]["observedGeneration"], 4);
@@ -573,24 +590,35 @@ async fn a_resize_the_class_cannot_do_is_refused_without_wedging_the_cluster() {
     );
     assert_eq!(events_with_reason(&api, "StorageResizeRefused").len(), 1);
     // the rest of the spec still applies
-    let sts = api.get(&coll(NS, "statefulsets"), "demo-broker").expect("sts");
-    let outdated = api.get(&coll(NS, "kafkaclusters"), "demo").expect("kc")["status"]
-        ["outdatedPods"]
-        .clone();
+    let sts = api
+        .get(&coll(NS, "statefulsets"), "demo-broker")
+        .expect("sts");
+    let outdated =
+        api.get(&coll(NS, "kafkaclusters"), "demo").expect("kc")["status"]["outdatedPods"].clone();
     assert!(sts["spec"]["template"].is_object());
     assert_eq!(outdated.as_array().map(Vec::len), Some(3), "{outdated}");
 
     // a changed class and a smaller size are refused too
-    edit_spec(&api, |spec| spec["brokers"]["storage"]["storageClassName"] = json!("slow"));
+    edit_spec(&api, |spec| {
+        spec["brokers"]["storage"]["storageClassName"] = json!("slow")
+    });
     reconcile_once(&api, &ctx).await.expect("reconcile");
-    assert_eq!(condition(&api, "Degraded")["reason"], "StorageClassChangeRefused");
+    assert_eq!(
+        condition(&api, "Degraded")["reason"],
+        "StorageClassChangeRefused"
+    );
     edit_spec(&api, |spec| {
         spec["brokers"]["storage"]["storageClassName"] = json!("fast");
         spec["brokers"]["storage"]["size"] = json!("5Gi");
     });
     reconcile_once(&api, &ctx).await.expect("reconcile");
-    assert_eq!(condition(&api, "Degraded")["reason"], "StorageShrinkRefused");
-    edit_spec(&api, |spec| spec["brokers"]["storage"]["size"] = json!("10Gi"));
+    assert_eq!(
+        condition(&api, "Degraded")["reason"],
+        "StorageShrinkRefused"
+    );
+    edit_spec(&api, |spec| {
+        spec["brokers"]["storage"]["size"] = json!("10Gi")
+    });
     reconcile_once(&api, &ctx).await.expect("reconcile");
     assert_eq!(condition(&api, "Degraded")["status"], "False");
 }
@@ -598,8 +626,13 @@ async fn a_resize_the_class_cannot_do_is_refused_without_wedging_the_cluster() {
 #[tokio::test]
 async fn a_write_the_api_server_rejects_is_reported_in_status_and_an_event() {
     let (api, ctx) = ready_basic_cluster().await;
-    api.fail("PATCH /api/v1/namespaces/kafka/services/demo-bootstrap", 422);
-    edit_spec(&api, |spec| spec["config"]["log.retention.ms"] = json!("1000"));
+    api.fail(
+        "PATCH /api/v1/namespaces/kafka/services/demo-bootstrap",
+        422,
+    );
+    edit_spec(&api, |spec| {
+        spec["config"]["log.retention.ms"] = json!("1000")
+    });
     for _ in 0..2 {
         let err = reconcile_once(&api, &ctx).await.expect_err("rejected");
         assert!(!err.is_transient(), "{err}");
@@ -650,19 +683,31 @@ async fn a_config_change_makes_a_new_configmap_revision_that_only_restarted_pods
         .unwrap_or("")
         .contains("log.retention.ms=1000"));
     let kc = api.get(&coll(NS, "kafkaclusters"), "demo").expect("kc");
-    assert_eq!(kc["status"]["outdatedPods"].as_array().map(Vec::len), Some(3));
+    assert_eq!(
+        kc["status"]["outdatedPods"].as_array().map(Vec::len),
+        Some(3)
+    );
 
     // a roll moves pods to the new revision one by one; the old one goes with its last user
     run_pod(&api, "demo-broker", 0);
     run_pod(&api, "demo-broker", 1);
     reconcile_once(&api, &ctx).await.expect("reconcile");
-    assert!(api.get(&coll(NS, "configmaps"), &first).is_some(), "demo-broker-2 still mounts it");
+    assert!(
+        api.get(&coll(NS, "configmaps"), &first).is_some(),
+        "demo-broker-2 still mounts it"
+    );
     let kc = api.get(&coll(NS, "kafkaclusters"), "demo").expect("kc");
     assert_eq!(kc["status"]["outdatedPods"], json!(["demo-broker-2"]));
     run_pod(&api, "demo-broker", 2);
     reconcile_once(&api, &ctx).await.expect("reconcile");
-    assert!(api.get(&coll(NS, "configmaps"), &first).is_none(), "unused revision pruned");
-    assert_eq!(configmap_names(&api, "demo-broker-config-"), [second.clone()]);
+    assert!(
+        api.get(&coll(NS, "configmaps"), &first).is_none(),
+        "unused revision pruned"
+    );
+    assert_eq!(
+        configmap_names(&api, "demo-broker-config-"),
+        vec![second.clone()]
+    );
 
     // adding a broker: a new revision for the new pod, the running ones stay up to date
     edit_spec(&api, |spec| spec["brokers"]["replicas"] = json!(4));

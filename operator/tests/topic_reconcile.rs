@@ -380,17 +380,28 @@ async fn observed_generation_moves_only_on_passes_that_handled_the_spec() {
     // no cluster yet: the pass waits and does not claim generation 1 as observed
     pass(&api, &ctx).await.expect("waits");
     assert_eq!(condition(&api, "Ready")["reason"], "ClusterNotFound");
-    assert!(status(&api)["observedGeneration"].is_null(), "{}", status(&api));
+    assert!(
+        status(&api)["observedGeneration"].is_null(),
+        "{}",
+        status(&api)
+    );
 
     ready_cluster(&api);
     pass(&api, &ctx).await.expect("synced");
     assert_eq!(status(&api)["observedGeneration"], 1);
-    let writes = api.requests("PATCH /apis/kafka.tributary.dev/v1alpha1/namespaces/kafka/kafkatopics/orders/status").len();
+    let writes = api
+        .requests(
+            "PATCH /apis/kafka.tributary.dev/v1alpha1/namespaces/kafka/kafkatopics/orders/status",
+        )
+        .len();
     // a pass that finds the topic in sync writes nothing
     pass(&api, &ctx).await.expect("synced");
     pass(&api, &ctx).await.expect("synced");
     assert_eq!(
-        api.requests("PATCH /apis/kafka.tributary.dev/v1alpha1/namespaces/kafka/kafkatopics/orders/status").len(),
+        api.requests(
+            "PATCH /apis/kafka.tributary.dev/v1alpha1/namespaces/kafka/kafkatopics/orders/status"
+        )
+        .len(),
         writes,
         "no status write on passes that changed nothing"
     );

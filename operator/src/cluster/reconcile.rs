@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
-use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -150,7 +150,15 @@ async fn record_invalid_spec(kc: &KafkaCluster, ctx: &Context, e: &SpecError) ->
         ),
         Condition::new("Degraded", true, "InvalidSpec", e.to_string()),
     ];
-    record_problem(kc, ctx, conditions, "InvalidSpec", "Validate", e.to_string()).await
+    record_problem(
+        kc,
+        ctx,
+        conditions,
+        "InvalidSpec",
+        "Validate",
+        e.to_string(),
+    )
+    .await
 }
 
 /// A permanent failure (the API server refused a write as invalid or forbidden) is written as
@@ -507,11 +515,7 @@ async fn resize_claims(
 async fn list_pods(ctx: &Context, vc: &ValidatedCluster) -> Result<Vec<Pod>> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &vc.namespace);
     let lp = ListParams::default().labels(&format!("{CLUSTER_LABEL}={}", vc.name));
-    Ok(pods
-        .list(&lp)
-        .await
-        .map_err(Error::kube("list Pod"))?
-        .items)
+    Ok(pods.list(&lp).await.map_err(Error::kube("list Pod"))?.items)
 }
 
 /// Names of the ConfigMaps the pods mount.
@@ -563,7 +567,7 @@ async fn observe(
     let pods_without_rack = match &vc.rack_key {
         Some(key) => list
             .iter()
-            .filter(|p| !p.labels().get(key).is_some_and(|v| !v.is_empty()))
+            .filter(|p| p.labels().get(key).is_none_or(|v| v.is_empty()))
             .map(ResourceExt::name_any)
             .collect(),
         None => Vec::new(),

@@ -126,7 +126,12 @@ pub fn compute_status(
         .map(|n| n.pod.as_str())
         .collect();
     conditions.push(if let Some(first) = observed.refusals.first() {
-        Condition::new("Degraded", true, first.reason, refusal_message(&observed.refusals))
+        Condition::new(
+            "Degraded",
+            true,
+            first.reason,
+            refusal_message(&observed.refusals),
+        )
     } else if degraded {
         Condition::new(
             "Degraded",
@@ -345,7 +350,11 @@ mod tests {
             let degraded = find_condition(&status.conditions, "Degraded").expect("degraded");
             assert!(degraded.is_true(), "pass {pass}: {degraded:?}");
             assert_eq!(degraded.reason, "NodesNotReady");
-            assert!(degraded.message.contains("demo-broker-2"), "{}", degraded.message);
+            assert!(
+                degraded.message.contains("demo-broker-2"),
+                "{}",
+                degraded.message
+            );
             assert_eq!(degraded.last_transition_time.as_deref(), Some("t2"));
             assert_eq!(status.operation.kind, OperationKind::None, "pass {pass}");
             assert_eq!(status.controller_leader, Some(1), "pass {pass}");
@@ -376,14 +385,32 @@ mod tests {
         let mut more = kc;
         more.spec.brokers.replicas = 4;
         let vc4 = validate(&more).expect("valid");
-        let s = compute_status(&vc4, &observed(&ALL, &[100, 101, 102], "h1"), &ready, Some(4), "t2");
+        let s = compute_status(
+            &vc4,
+            &observed(&ALL, &[100, 101, 102], "h1"),
+            &ready,
+            Some(4),
+            "t2",
+        );
         assert_eq!(s.operation.kind, OperationKind::Scaling);
         // the next pass lists demo-broker-3 already: still scaling until it is ready
-        let s = compute_status(&vc4, &observed(&ALL, &[100, 101, 102], "h1"), &s, Some(4), "t3");
+        let s = compute_status(
+            &vc4,
+            &observed(&ALL, &[100, 101, 102], "h1"),
+            &s,
+            Some(4),
+            "t3",
+        );
         assert_eq!(s.operation.kind, OperationKind::Scaling);
         let mut all = ALL.to_vec();
         all.push("demo-broker-3");
-        let s = compute_status(&vc4, &observed(&all, &[100, 101, 102, 103], "h1"), &s, Some(4), "t4");
+        let s = compute_status(
+            &vc4,
+            &observed(&all, &[100, 101, 102, 103], "h1"),
+            &s,
+            Some(4),
+            "t4",
+        );
         assert_eq!(s.operation.kind, OperationKind::None);
     }
 
@@ -403,7 +430,13 @@ mod tests {
             .expect("rack condition")
             .is_true());
         let basic = validate(&cluster("basic.yaml")).expect("valid");
-        let s = compute_status(&basic, &observed(&ALL, &[], "h1"), &Default::default(), Some(1), "t");
+        let s = compute_status(
+            &basic,
+            &observed(&ALL, &[], "h1"),
+            &Default::default(),
+            Some(1),
+            "t",
+        );
         assert!(find_condition(&s.conditions, "RackAwareness").is_none());
     }
 

@@ -44,8 +44,10 @@ pub fn plan_storage(
             ),
         ));
     }
-    let (Some(want), Some(have)) = (parse_quantity(&desired.size), parse_quantity(&existing.size))
-    else {
+    let (Some(want), Some(have)) = (
+        parse_quantity(&desired.size),
+        parse_quantity(&existing.size),
+    ) else {
         return StorageDecision::Unchanged;
     };
     if want == have {
@@ -111,7 +113,11 @@ pub fn parse_quantity(s: &str) -> Option<u128> {
     }
     let int: u128 = int.parse().ok()?;
     let scale = 10u128.checked_pow(u32::try_from(frac.len()).ok()?)?;
-    let frac_value: u128 = if frac.is_empty() { 0 } else { frac.parse().ok()? };
+    let frac_value: u128 = if frac.is_empty() {
+        0
+    } else {
+        frac.parse().ok()?
+    };
     Some(int * unit + frac_value * unit / scale)
 }
 
@@ -159,7 +165,12 @@ mod tests {
             other => panic!("not refused: {other:?}"),
         };
         assert_eq!(
-            reason(plan_storage("brokers", &t("20Gi", None), &have, Some(false))),
+            reason(plan_storage(
+                "brokers",
+                &t("20Gi", None),
+                &have,
+                Some(false)
+            )),
             "StorageResizeRefused"
         );
         assert_eq!(
@@ -171,7 +182,12 @@ mod tests {
             "StorageShrinkRefused"
         );
         assert_eq!(
-            reason(plan_storage("brokers", &t("10Gi", Some("slow")), &have, Some(true))),
+            reason(plan_storage(
+                "brokers",
+                &t("10Gi", Some("slow")),
+                &have,
+                Some(true)
+            )),
             "StorageClassChangeRefused"
         );
     }

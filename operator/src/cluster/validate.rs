@@ -276,7 +276,14 @@ pub fn refuse_pool_removal(vc: &ValidatedCluster, existing: &[ExistingPool]) -> 
         .iter()
         .filter(|e| !vc.pools.iter().any(|p| p.role.suffix() == e.suffix))
         .filter(|e| e.replicas > 0 || e.running > 0)
-        .map(|e| format!("{}-{} ({} nodes)", vc.name, e.suffix, e.replicas.max(e.running)))
+        .map(|e| {
+            format!(
+                "{}-{} ({} nodes)",
+                vc.name,
+                e.suffix,
+                e.replicas.max(e.running)
+            )
+        })
         .collect();
     (!busy.is_empty()).then(|| {
         Refusal::new(
@@ -373,8 +380,7 @@ pub fn is_cluster_name(name: &str) -> bool {
         && b.len() <= MAX_CLUSTER_NAME_LEN
         && b[0].is_ascii_lowercase()
         && b[b.len() - 1] != b'-'
-        && b
-            .iter()
+        && b.iter()
             .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 
@@ -548,15 +554,30 @@ mod tests {
         // the cluster ran dedicated pools and the spec flipped to combined
         let r = refuse_pool_removal(
             &vc,
-            &[pool("controller", 3, 3), pool("broker", 0, 0), pool("node", 1, 1)],
+            &[
+                pool("controller", 3, 3),
+                pool("broker", 0, 0),
+                pool("node", 1, 1),
+            ],
         )
         .expect("refused");
         assert_eq!(r.reason, "PoolRemovalRefused");
-        assert!(r.message.contains("dev-controller (3 nodes)"), "{}", r.message);
-        assert!(!r.message.contains("dev-broker"), "an empty pool may go: {}", r.message);
+        assert!(
+            r.message.contains("dev-controller (3 nodes)"),
+            "{}",
+            r.message
+        );
+        assert!(
+            !r.message.contains("dev-broker"),
+            "an empty pool may go: {}",
+            r.message
+        );
         // a pool scaled to zero whose pods are still terminating is not empty yet
         assert!(refuse_pool_removal(&vc, &[pool("broker", 0, 1)]).is_some());
-        assert_eq!(refuse_pool_removal(&vc, &[pool("broker", 0, 0), pool("node", 1, 1)]), None);
+        assert_eq!(
+            refuse_pool_removal(&vc, &[pool("broker", 0, 0), pool("node", 1, 1)]),
+            None
+        );
     }
 
     #[test]
@@ -564,10 +585,20 @@ mod tests {
         for ok in ["demo", "a", "kafka-prod-1", &"x".repeat(40)] {
             assert!(is_cluster_name(ok), "{ok}");
         }
-        for bad in ["", "Demo", "1kafka", "kafka-", "kafka.prod", "kafka_prod", &"x".repeat(41)] {
+        for bad in [
+            "",
+            "Demo",
+            "1kafka",
+            "kafka-",
+            "kafka.prod",
+            "kafka_prod",
+            &"x".repeat(41),
+        ] {
             assert!(!is_cluster_name(bad), "{bad}");
         }
-        let e = refused("basic.yaml", |kc| kc.metadata.name = Some("kafka.prod".into()));
+        let e = refused("basic.yaml", |kc| {
+            kc.metadata.name = Some("kafka.prod".into())
+        });
         assert!(matches!(e, SpecError::NameNotDns { .. }), "{e}");
     }
 

@@ -322,7 +322,10 @@ mod tests {
             "{err:?}"
         );
         assert!(KafkaClusterSpec::validate_cel(&old, Some(&old)).is_ok());
-        assert!(KafkaClusterSpec::validate_cel(&new, None).is_ok(), "creation is fine");
+        assert!(
+            KafkaClusterSpec::validate_cel(&new, None).is_ok(),
+            "creation is fine"
+        );
     }
 
     #[test]

@@ -351,13 +351,23 @@ impl FakeApi {
 /// The API server's refusal of a StatefulSet update that changes a field other than the few
 /// it allows (replicas, template, updateStrategy, …): `volumeClaimTemplates`, `selector`,
 /// `serviceName`, `podManagementPolicy`.
-fn immutable_change(collection: &str, name: &str, existing: &Value, patch: &Value) -> Option<String> {
+fn immutable_change(
+    collection: &str,
+    name: &str,
+    existing: &Value,
+    patch: &Value,
+) -> Option<String> {
     if !collection.ends_with("/statefulsets") || existing["spec"].is_null() {
         return None;
     }
-    let changed = ["volumeClaimTemplates", "selector", "serviceName", "podManagementPolicy"]
-        .into_iter()
-        .any(|f| !patch["spec"][f].is_null() && patch["spec"][f] != existing["spec"][f]);
+    let changed = [
+        "volumeClaimTemplates",
+        "selector",
+        "serviceName",
+        "podManagementPolicy",
+    ]
+    .into_iter()
+    .any(|f| !patch["spec"][f].is_null() && patch["spec"][f] != existing["spec"][f]);
     changed.then(|| format!("StatefulSet.apps \"{name}\" is invalid: spec: Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"))
 }
 

@@ -22,7 +22,11 @@ pub const CONFIG_MOUNT: &str = "/etc/tributary";
 /// running pods mount (which the kubelet would update under them): a pod moves to a new revision
 /// only when it is restarted, from the StatefulSet's template that names it.
 pub fn configmap_name(vc: &ValidatedCluster, pool: &Pool) -> String {
-    format!("{}-config-{}", pool_name(vc, pool), data_hash(&configmap_data(vc, pool)))
+    format!(
+        "{}-config-{}",
+        pool_name(vc, pool),
+        data_hash(&configmap_data(vc, pool))
+    )
 }
 
 /// The pool's ConfigMap data: one `<pod>.properties` key per ordinal.
@@ -202,7 +206,10 @@ process.roles=broker
             .insert("log.retention.ms".into(), "1000".into());
         let vc2 = validate(&changed).expect("valid");
         assert_ne!(configmap_name(&vc2, vc2.broker_pool()), name);
-        assert_eq!(configmap_name(&validate(&kc).expect("valid"), vc.broker_pool()), name);
+        assert_eq!(
+            configmap_name(&validate(&kc).expect("valid"), vc.broker_pool()),
+            name
+        );
     }
 
     #[test]

@@ -352,7 +352,9 @@ mod tests {
         let pool = vc.broker_pool();
         let more = serde_json::to_value(build_statefulset(&vc, pool, &config_hash(&vc, pool)))
             .expect("json");
-        let cm = |v: &serde_json::Value| v["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"].clone();
+        let cm = |v: &serde_json::Value| {
+            v["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"].clone()
+        };
         let hash = |v: &serde_json::Value| {
             v["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH_ANNOTATION].clone()
         };
