@@ -1,17 +1,20 @@
 //! The `KafkaCluster` reconciler: observe → validate → plan (build) → act. It applies every
 //! desired object with server-side apply under one field manager, deletes labelled objects the
 //! spec no longer needs, reads pods and the cluster's own broker list, and writes a status
-//! computed by `status::compute_status`. It does not restart pods (rolling restarts are a later
-//! step; outdated pods are only reported).
+//! computed by `status::compute_status`. Spec changes it cannot carry out safely (a removed pool
+//! that still has nodes, a quorum size change, a broker scale-down, storage changes the volumes
+//! cannot take) are refused with a `Degraded` condition and an Event, and so is any write the API
+//! server rejects permanently. ConfigMap revisions that pods still mount are kept. It does not
+//! restart pods, move partitions or shrink pools: `day2::decide` plans those but is not called
+//! here yet; outdated pods are only reported.
 
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
-use k8s_openapi::api::storage::v1::StorageClass;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
 use kube::runtime::controller::Action;
@@ -24,11 +27,11 @@ use tracing::{info, instrument, warn};
 
 use super::build::{build_all, DesiredObjects, CLUSTER_LABEL, CONFIG_HASH_ANNOTATION, ROLE_LABEL};
 use super::status::{compute_status, refusal_message, Observed, PodObservation};
-use super::storage::{parse_quantity, plan_storage, ClaimTemplate, StorageDecision};
 use super::validate::{
-    refuse_pool_removal, refuse_unsafe_changes, validate, ExistingPool, Pool, Refusal, Role,
-    SpecError, ValidatedCluster,
+    refuse_pool_removal, refuse_unsafe_changes, validate, ExistingPool, Refusal, SpecError,
+    ValidatedCluster,
 };
+use super::volumes::reconcile_storage;
 use crate::context::{now_rfc3339, Context, FIELD_MANAGER};
 use crate::crd::cluster::KafkaCluster;
 use crate::crd::common::{finalize_conditions, find_condition, Condition};
@@ -384,131 +387,6 @@ fn existing_pool(sts: &StatefulSet) -> Option<ExistingPool> {
         replicas: sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0),
         running: sts.status.as_ref().map_or(0, |s| s.replicas),
     })
-}
-
-/// Keeps each existing StatefulSet's volume claim templates in the desired one (the API server
-/// refuses to change them), grows the pool's claims when `storage.size` grew and the class
-/// allows it, and returns what cannot be done (see `storage::plan_storage`).
-async fn reconcile_storage(
-    ctx: &Context,
-    kc: &KafkaCluster,
-    vc: &ValidatedCluster,
-    desired: &mut DesiredObjects,
-    existing: &[StatefulSet],
-) -> Result<Vec<Refusal>> {
-    let mut refusals = Vec::new();
-    for (pool, sts) in vc.pools.iter().zip(desired.stateful_sets.iter_mut()) {
-        let name = sts.name_any();
-        let Some(current) = existing.iter().find(|e| e.name_any() == name) else {
-            continue;
-        };
-        let templates = current
-            .spec
-            .as_ref()
-            .and_then(|s| s.volume_claim_templates.clone());
-        let Some(have) = templates.as_deref().and_then(data_template) else {
-            continue;
-        };
-        if let Some(spec) = sts.spec.as_mut() {
-            spec.volume_claim_templates = templates.clone();
-        }
-        let field = if pool.role == Role::Controller {
-            "controllers"
-        } else {
-            "brokers"
-        };
-        let want = ClaimTemplate {
-            size: pool.spec.storage.size.clone(),
-            class: pool.spec.storage.storage_class_name.clone(),
-        };
-        let needs_class = parse_quantity(&want.size) > parse_quantity(&have.size);
-        let expandable = if needs_class {
-            class_allows_expansion(ctx, have.class.as_deref()).await?
-        } else {
-            None
-        };
-        match plan_storage(field, &want, &have, expandable) {
-            StorageDecision::Unchanged => {}
-            StorageDecision::Refuse(r) => refusals.push(r),
-            StorageDecision::Resize { size } => resize_claims(ctx, kc, vc, pool, &size).await?,
-        }
-    }
-    Ok(refusals)
-}
-
-/// Size and class of the `data` claim template.
-fn data_template(templates: &[PersistentVolumeClaim]) -> Option<ClaimTemplate> {
-    let t = templates
-        .iter()
-        .find(|t| t.metadata.name.as_deref() == Some("data"))?;
-    let spec = t.spec.as_ref()?;
-    let size = spec.resources.as_ref()?.requests.as_ref()?.get("storage")?;
-    Some(ClaimTemplate {
-        size: size.0.clone(),
-        class: spec.storage_class_name.clone(),
-    })
-}
-
-/// `allowVolumeExpansion` of the named class, or of the cluster's default class; `None` when
-/// there is no such class.
-async fn class_allows_expansion(ctx: &Context, class: Option<&str>) -> Result<Option<bool>> {
-    const DEFAULT_CLASS: &str = "storageclass.kubernetes.io/is-default-class";
-    let api: Api<StorageClass> = Api::all(ctx.client.clone());
-    let found = match class {
-        Some(name) => api
-            .get_opt(name)
-            .await
-            .map_err(Error::kube(format!("get StorageClass {name}")))?,
-        None => api
-            .list(&ListParams::default())
-            .await
-            .map_err(Error::kube("list StorageClass"))?
-            .items
-            .into_iter()
-            .find(|c| c.annotations().get(DEFAULT_CLASS).map(String::as_str) == Some("true")),
-    };
-    Ok(found.map(|c| c.allow_volume_expansion == Some(true)))
-}
-
-/// Grows every existing claim of `pool` (`data-<pod>`) that requests less than `size`.
-async fn resize_claims(
-    ctx: &Context,
-    kc: &KafkaCluster,
-    vc: &ValidatedCluster,
-    pool: &Pool,
-    size: &str,
-) -> Result<()> {
-    let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &vc.namespace);
-    for ordinal in 0..pool.replicas {
-        let name = format!("data-{}", super::build::pod_name(vc, pool, ordinal));
-        let Some(pvc) = api
-            .get_opt(&name)
-            .await
-            .map_err(Error::kube(format!("get PersistentVolumeClaim {name}")))?
-        else {
-            continue;
-        };
-        let requested = pvc
-            .spec
-            .as_ref()
-            .and_then(|s| s.resources.as_ref())
-            .and_then(|r| r.requests.as_ref())
-            .and_then(|r| r.get("storage"))
-            .map(|q| q.0.clone())
-            .unwrap_or_default();
-        if parse_quantity(&requested) >= parse_quantity(size) {
-            continue;
-        }
-        let patch = json!({ "spec": { "resources": { "requests": { "storage": size } } } });
-        api.patch(&name, &PatchParams::default(), &Patch::Merge(patch))
-            .await
-            .map_err(Error::kube(format!("resize PersistentVolumeClaim {name}")))?;
-        let note = format!("resized PersistentVolumeClaim {name} from {requested} to {size}");
-        info!(claim = %name, from = %requested, to = %size, "resized volume claim");
-        ctx.publish(kc, EventType::Normal, "VolumeResized", "Resize", Some(note))
-            .await;
-    }
-    Ok(())
 }
 
 /// The cluster's pods.
