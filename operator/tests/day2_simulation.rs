@@ -99,6 +99,7 @@ impl Sim {
         let mut s = self.fake.lock();
         match action {
             Day2Action::None | Day2Action::Wait | Day2Action::Refuse { .. } => {}
+            Day2Action::ClearThrottle => s.calls.push("clear throttle".to_owned()),
             Day2Action::Cordon { brokers } => s.cordoned.extend(brokers.iter().copied()),
             Day2Action::Uncordon { brokers } => s.cordoned.retain(|b| !brokers.contains(b)),
             Day2Action::Reassign { moves, .. } => s.reassign(moves).expect("moves accepted"),
@@ -217,6 +218,7 @@ fn decommissioning_drains_then_shrinks_then_unregisters() {
             Day2Action::ScaleBrokers { .. } => "scale",
             Day2Action::Unregister { .. } => "unregister",
             Day2Action::Wait => "wait",
+            Day2Action::ClearThrottle => "clearThrottle",
             Day2Action::None => "none",
             other => panic!("unexpected {other:?}"),
         })
@@ -228,6 +230,12 @@ fn decommissioning_drains_then_shrinks_then_unregisters() {
         .position(|k| *k == "unregister")
         .expect("unregistered");
     assert!(kinds[..scale].contains(&"reassign"));
+    let cleared = kinds
+        .iter()
+        .position(|k| *k == "clearThrottle")
+        .expect("throttle removed");
+    let last_move = kinds.iter().rposition(|k| *k == "reassign").expect("moved");
+    assert!(last_move < cleared && cleared < scale, "{kinds:?}");
     assert!(scale < unregister, "{kinds:?}");
     let s = sim.fake.lock();
     assert_eq!(s.brokers, [100, 101, 102]);

@@ -33,7 +33,50 @@ use super::restart::{continue_restart, rolling_restart};
 const NAMED_IN_MESSAGE: usize = 5;
 
 /// Decides the next action. Pure and deterministic.
+///
+/// On the first pass (no brokers known, no operation) the registered brokers are adopted as they
+/// are: a cluster the operator starts managing is not rebalanced; only brokers that register
+/// later are commissioned. A throttle set with submitted moves is removed as soon as no move is
+/// in flight and the next step is not another batch.
 pub fn decide(input: &Day2Input) -> Decision {
+    if input.state.known_brokers.is_empty() && input.state.operation.is_none() {
+        let mut adopted = input.clone();
+        adopted.state.known_brokers = input
+            .kafka
+            .brokers
+            .iter()
+            .filter(|b| !b.fenced && input.spec.brokers.contains(&b.id))
+            .map(|b| b.id)
+            .collect();
+        adopted.state.known_brokers.sort_unstable();
+        if !adopted.state.known_brokers.is_empty() {
+            return decide(&adopted);
+        }
+    }
+    let decision = next_step(input);
+    let in_flight = input
+        .kafka
+        .partitions
+        .iter()
+        .any(PartitionView::reassigning);
+    if input.state.throttled
+        && !in_flight
+        && !matches!(decision.action, Day2Action::Reassign { .. })
+    {
+        let mut state = input.state.clone();
+        state.throttled = false;
+        let operation = reported(&state);
+        return act(
+            state,
+            Day2Action::ClearThrottle,
+            operation,
+            "every submitted move is finished: removing the replication throttle".to_owned(),
+        );
+    }
+    decision
+}
+
+fn next_step(input: &Day2Input) -> Decision {
     let state = input.state.clone();
     let moving: Vec<&PartitionView> = input
         .kafka
@@ -225,6 +268,7 @@ pub(super) fn submit_batch(
     let planned = moves.len();
     moves.truncate(input.spec.batch_size.max(1));
     let bytes: u64 = moves.iter().map(tributary_planner::Move::bytes).sum();
+    state.throttled |= input.spec.throttle_bytes_per_second.is_some();
     for m in &moves {
         let name = format!("{}-{}", m.topic, m.partition);
         if !moved.contains(&name) {

@@ -72,6 +72,27 @@ pub(super) fn decommission(input: &Day2Input, mut state: Day2State) -> Decision 
     if scaled_down {
         return finish_decommission(input, state, leaving, moved);
     }
+    let voters: Vec<NodeId> = input
+        .kube
+        .pods
+        .iter()
+        .filter(|p| p.controller && leaving.contains(&p.node_id))
+        .map(|p| p.node_id)
+        .collect();
+    if !voters.is_empty() {
+        state.operation = None;
+        let reason = format!(
+            "brokers {voters:?} are also controller quorum voters: the quorum's membership cannot change yet"
+        );
+        return act(
+            state,
+            Day2Action::Refuse {
+                reason: "QuorumChangeRefused".to_owned(),
+            },
+            ReportedOperation::None,
+            reason,
+        );
+    }
     let remaining = input
         .kafka
         .brokers

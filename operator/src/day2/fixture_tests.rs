@@ -99,6 +99,9 @@ fixtures!(
     restart_waits_while_fenced,
     restart_next_after_post_gate,
     restart_reissued_when_old_pod_still_runs,
+    first_pass_adopts_registered_brokers,
+    throttle_cleared_when_moves_finish,
+    decommission_refused_for_quorum_voters,
 );
 
 fn moves_of(name: &str) -> Vec<tributary_planner::Move> {

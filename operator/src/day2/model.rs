@@ -178,6 +178,9 @@ pub struct Day2State {
     /// When the current step started waiting on a gate (RFC 3339), while it waits.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub blocked_since: Option<String>,
+    /// A replication throttle was set with submitted moves and is still in place.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub throttled: bool,
 }
 
 /// A long operation.
@@ -227,6 +230,8 @@ pub enum Day2Action {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         throttle_bytes_per_second: Option<u64>,
     },
+    /// Remove the replication throttle the moves were submitted with (they are all finished).
+    ClearThrottle,
     /// Set the broker StatefulSet's replicas.
     ScaleBrokers { replicas: i32 },
     /// Unregister these (stopped, empty) brokers.
