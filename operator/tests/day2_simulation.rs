@@ -343,3 +343,42 @@ fn rolling_restart_waits_while_a_follower_is_out_of_sync() {
         }
     );
 }
+
+#[test]
+fn a_broker_failing_mid_drain_pauses_the_decommission_which_resumes_when_it_returns() {
+    let mut sim = Sim::new(3, &[100, 101, 102, 103], 2);
+    rf3_topic(&sim, &[100, 101, 102, 103]);
+    sim.spec.brokers = vec![100, 101, 102];
+    sim.pass(); // cordon
+    sim.pass(); // first batch
+                // broker 101 stops: with it fenced, a partition on 103, 100 and 102 has nowhere to go
+    sim.fake.lock().stop_broker(101);
+    for pass in 0..3 {
+        let d = sim.pass();
+        assert!(
+            !matches!(d.action, Day2Action::ScaleBrokers { .. }),
+            "pass {pass}: shrunk while 101 is down"
+        );
+        assert_eq!(
+            d.operation,
+            operator::day2::ReportedOperation::Draining,
+            "{d:?}"
+        );
+        assert!(
+            sim.state.operation.is_some(),
+            "pass {pass}: the operation is kept"
+        );
+    }
+    assert!(
+        sim.actions
+            .iter()
+            .any(|a| matches!(a, Day2Action::Refuse { reason } if reason == "DrainImpossible")),
+        "{:?}",
+        sim.actions
+    );
+    sim.fake.lock().start_broker(101);
+    sim.run(60);
+    let s = sim.fake.lock();
+    assert_eq!(s.brokers, [100, 101, 102]);
+    assert!(s.kafka_view().partitions.iter().all(|p| p.fully_in_sync()));
+}
