@@ -73,6 +73,7 @@ REQUIRED_PERMISSIONS = [
     ("", "persistentvolumeclaims", "delete"),
     ("storage.k8s.io", "storageclasses", "get"),
     ("storage.k8s.io", "storageclasses", "list"),
+    ("", "nodes", "get"),
     ("apps", "statefulsets", "delete"),
     ("", "configmaps", "delete"),
     ("events.k8s.io", "events", "create"),

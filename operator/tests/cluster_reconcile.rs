@@ -476,6 +476,23 @@ async fn rack_awareness_without_zone_labels_is_reported() {
             "{rack}"
         );
     }
+    // the pod runs on a node without the label: the condition says to label the node
+    let mut pod = api.get(&coll(NS, "pods"), "demo-node-0").expect("pod");
+    pod["spec"]["nodeName"] = json!("worker-1");
+    api.insert(&coll(NS, "pods"), pod);
+    api.insert(
+        &coll(NS, "nodes"),
+        json!({ "apiVersion": "v1", "kind": "Node", "metadata": { "name": "worker-1", "labels": {} } }),
+    );
+    reconcile_once(&api, &ctx).await.expect("reconcile");
+    let rack = condition(&api, "RackAwareness");
+    assert!(
+        rack["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("nodes without it: worker-1"),
+        "{rack}"
+    );
     let mut pod = api.get(&coll(NS, "pods"), "demo-node-0").expect("pod");
     pod["metadata"]["labels"]["topology.kubernetes.io/zone"] = json!("eu-1a");
     api.insert(&coll(NS, "pods"), pod);

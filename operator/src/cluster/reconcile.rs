@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -389,6 +389,31 @@ fn existing_pool(sts: &StatefulSet) -> Option<ExistingPool> {
     })
 }
 
+/// Pods without the rack label `key`, and the nodes they run on that lack it too. A node that
+/// cannot be read (not found, or no RBAC for nodes) is left out: this only explains a warning.
+async fn rack_gaps(ctx: &Context, pods: &[Pod], key: &str) -> (Vec<String>, Vec<String>) {
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    let mut bare_pods = Vec::new();
+    let mut bare_nodes = std::collections::BTreeSet::new();
+    for p in pods {
+        if p.labels().get(key).is_some_and(|v| !v.is_empty()) {
+            continue;
+        }
+        bare_pods.push(p.name_any());
+        let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) else {
+            continue;
+        };
+        match nodes.get_opt(&node).await {
+            Ok(Some(n)) if n.labels().get(key).is_none_or(|v| v.is_empty()) => {
+                bare_nodes.insert(node);
+            }
+            Ok(_) => {}
+            Err(e) => warn!(node = %node, error = %e, "cannot read node for its rack label"),
+        }
+    }
+    (bare_pods, bare_nodes.into_iter().collect())
+}
+
 /// The cluster's pods.
 async fn list_pods(ctx: &Context, vc: &ValidatedCluster) -> Result<Vec<Pod>> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &vc.namespace);
@@ -442,13 +467,9 @@ async fn observe(
             Some((role, hash))
         })
         .collect();
-    let pods_without_rack = match &vc.rack_key {
-        Some(key) => list
-            .iter()
-            .filter(|p| p.labels().get(key).is_none_or(|v| v.is_empty()))
-            .map(ResourceExt::name_any)
-            .collect(),
-        None => Vec::new(),
+    let (pods_without_rack, nodes_without_rack) = match &vc.rack_key {
+        Some(key) => rack_gaps(ctx, list, key).await,
+        None => (Vec::new(), Vec::new()),
     };
     let broker_prefix = format!("{}-{}-", vc.name, vc.broker_pool().role.suffix());
     let any_broker_ready = pods
@@ -469,5 +490,6 @@ async fn observe(
         cluster,
         refusals: Vec::new(),
         pods_without_rack,
+        nodes_without_rack,
     })
 }

@@ -33,6 +33,8 @@ pub struct Observed {
     pub refusals: Vec<Refusal>,
     /// Pods that lack the rack label (`spec.rack.topologyKey`); empty without rack awareness.
     pub pods_without_rack: Vec<String>,
+    /// Nodes those pods run on that lack the label too (as far as they could be read).
+    pub nodes_without_rack: Vec<String>,
 }
 
 /// Computes the new status. `previous` keeps condition transition times; `now` is RFC 3339.
@@ -174,12 +176,20 @@ fn rack_condition(vc: &ValidatedCluster, observed: &Observed) -> Condition {
             format!("every pod carries {key}"),
         )
     } else {
+        let fix = if observed.nodes_without_rack.is_empty() {
+            "the pods' nodes were not found without it: Kubernetes copies node topology labels onto pods only with PodTopologyLabelsAdmission (1.33+); restart the pods once it is on".to_owned()
+        } else {
+            format!(
+                "nodes without it: {}; label them, then restart the pods",
+                observed.nodes_without_rack.join(", ")
+            )
+        };
         Condition::new(
             "RackAwareness",
             false,
             "ZoneLabelMissing",
             format!(
-                "pods without the {key} label run with no broker.rack, so replicas may share a zone: {} (label the nodes, and enable PodTopologyLabelsAdmission so Kubernetes copies the label onto pods)",
+                "pods without the {key} label run with no broker.rack, so replicas may share a zone: {} ({fix})",
                 observed.pods_without_rack.join(", ")
             ),
         )
@@ -260,6 +270,7 @@ mod tests {
             }),
             refusals: Vec::new(),
             pods_without_rack: Vec::new(),
+            nodes_without_rack: Vec::new(),
         }
     }
 
@@ -424,7 +435,21 @@ mod tests {
         assert!(!c.is_true());
         assert_eq!(c.reason, "ZoneLabelMissing");
         assert!(c.message.contains("dev-node-0"), "{}", c.message);
+        assert!(
+            c.message.contains("PodTopologyLabelsAdmission"),
+            "{}",
+            c.message
+        );
+        obs.nodes_without_rack = vec!["worker-1".into()];
+        let s = compute_status(&vc, &obs, &s, Some(1), "t");
+        let c = find_condition(&s.conditions, "RackAwareness").expect("rack condition");
+        assert!(
+            c.message.contains("nodes without it: worker-1"),
+            "{}",
+            c.message
+        );
         obs.pods_without_rack.clear();
+        obs.nodes_without_rack.clear();
         let s = compute_status(&vc, &obs, &s, Some(1), "t");
         assert!(find_condition(&s.conditions, "RackAwareness")
             .expect("rack condition")
