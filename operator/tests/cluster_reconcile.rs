@@ -508,7 +508,8 @@ fn create_claims(api: &FakeApi, sts: &str, replicas: i64, size: &str) {
             json!({
                 "apiVersion": "v1", "kind": "PersistentVolumeClaim",
                 "metadata": { "name": format!("data-{sts}-{i}"), "namespace": NS },
-                "spec": { "storageClassName": "fast", "resources": { "requests": { "storage": size } } }
+                "spec": { "storageClassName": "fast", "resources": { "requests": { "storage": size } } },
+                "status": { "capacity": { "storage": size } }
             }),
         );
     }
@@ -577,6 +578,26 @@ async fn a_larger_size_grows_the_claims_when_the_class_allows_expansion() {
         "one per claim, once"
     );
     assert_eq!(condition(&api, "Degraded")["status"], "False");
+    // the volume driver reports the old capacity until it is done
+    let progressing = condition(&api, "Progressing");
+    assert_eq!(progressing["reason"], "VolumesResizing", "{progressing}");
+    assert!(
+        progressing["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("data-demo-broker-0 (capacity 10Gi of 20Gi)"),
+        "{progressing}"
+    );
+    for i in 0..3 {
+        let name = format!("data-demo-broker-{i}");
+        let mut pvc = api
+            .get(&coll(NS, "persistentvolumeclaims"), &name)
+            .expect("pvc");
+        pvc["status"]["capacity"]["storage"] = json!("20Gi");
+        api.insert(&coll(NS, "persistentvolumeclaims"), pvc);
+    }
+    reconcile_once(&api, &ctx).await.expect("reconcile");
+    assert_eq!(condition(&api, "Progressing")["reason"], "UpToDate");
     let kc = api.get(&coll(NS, "kafkaclusters"), "demo").expect("kc");
     assert_eq!(kc["status"]["observedGeneration"], 4);
 }

@@ -92,7 +92,8 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
     let mut refusals = refuse_unsafe_changes(&mut vc, &current);
     let mut desired = build_all(&vc);
     let storage = reconcile_storage(ctx, kc, &vc, &mut desired, &existing_sets).await;
-    refusals.extend(report_permanent(kc, ctx, storage).await?);
+    let storage = report_permanent(kc, ctx, storage).await?;
+    refusals.extend(storage.refusals);
     report_permanent(kc, ctx, apply_all(ctx, &vc, &desired).await).await?;
     let pods = list_pods(ctx, &vc).await?;
     let in_use = mounted_configmaps(&pods);
@@ -109,6 +110,7 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
         }
     }
     observed.refusals = refusals;
+    observed.resizing = storage.resizing;
     let status = compute_status(
         &vc,
         &observed,
@@ -491,5 +493,6 @@ async fn observe(
         refusals: Vec::new(),
         pods_without_rack,
         nodes_without_rack,
+        resizing: Vec::new(),
     })
 }

@@ -35,6 +35,8 @@ pub struct Observed {
     pub pods_without_rack: Vec<String>,
     /// Nodes those pods run on that lack the label too (as far as they could be read).
     pub nodes_without_rack: Vec<String>,
+    /// Volume claims grown on request whose capacity has not reached it yet.
+    pub resizing: Vec<String>,
 }
 
 /// Computes the new status. `previous` keeps condition transition times; `now` is RFC 3339.
@@ -105,6 +107,13 @@ pub fn compute_status(
     )];
     conditions.push(if operation.kind != OperationKind::None {
         Condition::new("Progressing", true, "Reconciling", operation.message.clone())
+    } else if !observed.resizing.is_empty() {
+        Condition::new(
+            "Progressing",
+            true,
+            "VolumesResizing",
+            format!("volumes growing: {}", observed.resizing.join(", ")),
+        )
     } else if !outdated.is_empty() {
         Condition::new(
             "Progressing",
@@ -271,6 +280,7 @@ mod tests {
             refusals: Vec::new(),
             pods_without_rack: Vec::new(),
             nodes_without_rack: Vec::new(),
+            resizing: Vec::new(),
         }
     }
 

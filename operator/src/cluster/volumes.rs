@@ -26,8 +26,8 @@ pub(crate) async fn reconcile_storage(
     vc: &ValidatedCluster,
     desired: &mut DesiredObjects,
     existing: &[StatefulSet],
-) -> Result<Vec<Refusal>> {
-    let mut refusals = Vec::new();
+) -> Result<StorageOutcome> {
+    let mut out = StorageOutcome::default();
     for (pool, sts) in vc.pools.iter().zip(desired.stateful_sets.iter_mut()) {
         let name = sts.name_any();
         let Some(current) = existing.iter().find(|e| e.name_any() == name) else {
@@ -60,11 +60,21 @@ pub(crate) async fn reconcile_storage(
         };
         match plan_storage(field, &want, &have, expandable) {
             StorageDecision::Unchanged => {}
-            StorageDecision::Refuse(r) => refusals.push(r),
-            StorageDecision::Resize { size } => resize_claims(ctx, kc, vc, pool, &size).await?,
+            StorageDecision::Refuse(r) => out.refusals.push(r),
+            StorageDecision::Resize { size } => out
+                .resizing
+                .extend(resize_claims(ctx, kc, vc, pool, &size).await?),
         }
     }
-    Ok(refusals)
+    Ok(out)
+}
+
+/// What the storage step refused, and which claims are still growing.
+#[derive(Debug, Default)]
+pub(crate) struct StorageOutcome {
+    pub(crate) refusals: Vec<Refusal>,
+    /// `data-<pod> (capacity C of S)` for claims whose volume has not grown to the request yet.
+    pub(crate) resizing: Vec<String>,
 }
 
 /// Size and class of the `data` claim template.
@@ -101,14 +111,16 @@ async fn class_allows_expansion(ctx: &Context, class: Option<&str>) -> Result<Op
     Ok(found.map(|c| c.allow_volume_expansion == Some(true)))
 }
 
-/// Grows every existing claim of `pool` (`data-<pod>`) that requests less than `size`.
+/// Grows every existing claim of `pool` (`data-<pod>`) that requests less than `size`; returns
+/// the claims whose reported capacity is still below `size`.
 async fn resize_claims(
     ctx: &Context,
     kc: &KafkaCluster,
     vc: &ValidatedCluster,
     pool: &Pool,
     size: &str,
-) -> Result<()> {
+) -> Result<Vec<String>> {
+    let mut resizing = Vec::new();
     let api: Api<PersistentVolumeClaim> = Api::namespaced(ctx.client.clone(), &vc.namespace);
     for ordinal in 0..pool.replicas {
         let name = format!("data-{}", pod_name(vc, pool, ordinal));
@@ -127,6 +139,19 @@ async fn resize_claims(
             .and_then(|r| r.get("storage"))
             .map(|q| q.0.clone())
             .unwrap_or_default();
+        let capacity = pvc
+            .status
+            .as_ref()
+            .and_then(|s| s.capacity.as_ref())
+            .and_then(|c| c.get("storage"))
+            .map(|q| q.0.clone());
+        if capacity
+            .as_deref()
+            .is_some_and(|c| parse_quantity(c) < parse_quantity(size))
+        {
+            let capacity = capacity.unwrap_or_default();
+            resizing.push(format!("{name} (capacity {capacity} of {size})"));
+        }
         if parse_quantity(&requested) >= parse_quantity(size) {
             continue;
         }
@@ -139,5 +164,5 @@ async fn resize_claims(
         ctx.publish(kc, EventType::Normal, "VolumeResized", "Resize", Some(note))
             .await;
     }
-    Ok(())
+    Ok(resizing)
 }
