@@ -57,6 +57,46 @@ def k8s_validate(doc, where):
         fail(f"{where}: no schema for {doc.get('apiVersion')} {doc.get('kind')}: {e}")
 
 
+# What the operator's code calls, as (API group, resource, verb): the rendered RBAC must grant
+# each one (cluster-wide or in the watched namespace).
+REQUIRED_PERMISSIONS = [
+    ("kafka.tributary.dev", "kafkaclusters", v) for v in ("get", "list", "watch", "patch")
+] + [
+    ("kafka.tributary.dev", "kafkaclusters/status", "patch"),
+    ("kafka.tributary.dev", "kafkatopics/status", "patch"),
+    ("kafka.tributary.dev", "kafkaclusters/finalizers", "update"),
+    ("kafka.tributary.dev", "kafkatopics/finalizers", "update"),
+    ("", "pods", "list"),
+    ("", "pods", "delete"),
+    ("", "persistentvolumeclaims", "get"),
+    ("", "persistentvolumeclaims", "patch"),
+    ("", "persistentvolumeclaims", "delete"),
+    ("storage.k8s.io", "storageclasses", "get"),
+    ("storage.k8s.io", "storageclasses", "list"),
+    ("", "nodes", "get"),
+    ("apps", "statefulsets", "delete"),
+    ("", "configmaps", "delete"),
+    ("events.k8s.io", "events", "create"),
+]
+
+
+def check_permissions(name, rendered_docs):
+    granted = set()
+    for doc in rendered_docs:
+        if doc["kind"] not in ("Role", "ClusterRole"):
+            continue
+        for rule in doc.get("rules", []):
+            for g in rule.get("apiGroups", []):
+                for r in rule.get("resources", []):
+                    for v in rule.get("verbs", []):
+                        granted.add((g, r, v))
+    missing = [p for p in REQUIRED_PERMISSIONS if p not in granted]
+    if missing:
+        fail(f"rbac[{name}]: the operator needs {missing}")
+    else:
+        print(f"ok   rbac[{name}] grants the {len(REQUIRED_PERMISSIONS)} permissions the operator uses")
+
+
 def lint_and_render():
     chart = helm.Chart.load(str(CHART))
     for name, values in VALUE_SETS.items():
@@ -68,6 +108,7 @@ def lint_and_render():
             fail(f"lint[{name}]: {e}")
         rendered = chart.render(values, name="tributary", namespace="tributary", is_install=True)
         kinds = []
+        all_docs = []
         for path, text in sorted(rendered.items()):
             if path.endswith("NOTES.txt"):
                 if "kubectl apply" not in text:
@@ -75,7 +116,9 @@ def lint_and_render():
                 continue
             for doc in docs(text):
                 kinds.append(doc["kind"])
+                all_docs.append(doc)
                 k8s_validate(doc, f"render[{name}] {path}")
+        check_permissions(name, all_docs)
         expected = {"Deployment", "ServiceAccount", "Service"}
         if not expected <= set(kinds):
             fail(f"render[{name}]: missing kinds {expected - set(kinds)} in {kinds}")

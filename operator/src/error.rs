@@ -25,6 +25,9 @@ pub enum Error {
     Admin(#[source] AdminError),
     #[error("finalizer handling failed: {0}")]
     Finalizer(String),
+    /// A spec change the operator will not carry out (reported as a condition and an Event).
+    #[error("spec change refused: {0}")]
+    Refused(String),
 }
 
 impl Error {
@@ -37,7 +40,7 @@ impl Error {
     /// Whether retrying without a spec change can succeed.
     pub fn is_transient(&self) -> bool {
         match self {
-            Error::InvalidSpec(_) | Error::InvalidTopic(_) => false,
+            Error::InvalidSpec(_) | Error::InvalidTopic(_) | Error::Refused(_) => false,
             Error::Admin(e) => e.is_transient(),
             Error::Kube { source, .. } => match source {
                 // 4xx other than conflict / throttling / not found mean our request is wrong.
@@ -59,6 +62,7 @@ impl Error {
             Error::Admin(e) if e.is_transient() => "kafka_unavailable",
             Error::Admin(_) => "kafka_rejected",
             Error::Finalizer(_) => "finalizer",
+            Error::Refused(_) => "refused",
         }
     }
 }

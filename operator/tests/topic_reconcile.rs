@@ -367,3 +367,58 @@ async fn transient_failures_back_off_per_object_and_reset_after_success() {
     let d = delay(&error_policy(kt(), &err, ctx.clone()));
     assert!(d <= std::time::Duration::from_secs(1), "reset: {d:?}");
 }
+
+#[tokio::test]
+async fn observed_generation_moves_only_on_passes_that_handled_the_spec() {
+    let (client, api) = FakeApi::start();
+    let mut obj = topic_obj(3, json!({}));
+    obj["metadata"]["finalizers"] = json!(["kafka.tributary.dev/topic"]);
+    obj["metadata"]["generation"] = json!(1);
+    api.insert(&coll(NS, "kafkatopics"), obj);
+    let kafka = FakeAdmin::with_brokers(&[0, 1, 2]);
+    let ctx = context(client, kafka.clone());
+    // no cluster yet: the pass waits and does not claim generation 1 as observed
+    pass(&api, &ctx).await.expect("waits");
+    assert_eq!(condition(&api, "Ready")["reason"], "ClusterNotFound");
+    assert!(
+        status(&api)["observedGeneration"].is_null(),
+        "{}",
+        status(&api)
+    );
+
+    ready_cluster(&api);
+    pass(&api, &ctx).await.expect("synced");
+    assert_eq!(status(&api)["observedGeneration"], 1);
+    let writes = api
+        .requests(
+            "PATCH /apis/kafka.tributary.dev/v1alpha1/namespaces/kafka/kafkatopics/orders/status",
+        )
+        .len();
+    // a pass that finds the topic in sync writes nothing
+    pass(&api, &ctx).await.expect("synced");
+    pass(&api, &ctx).await.expect("synced");
+    assert_eq!(
+        api.requests(
+            "PATCH /apis/kafka.tributary.dev/v1alpha1/namespaces/kafka/kafkatopics/orders/status"
+        )
+        .len(),
+        writes,
+        "no status write on passes that changed nothing"
+    );
+
+    // the spec moves to generation 2 while the cluster is not ready: 1 stays observed
+    let mut kt = api.get(&coll(NS, "kafkatopics"), "orders").expect("kt");
+    kt["spec"]["partitions"] = json!(6);
+    kt["metadata"]["generation"] = json!(2);
+    api.insert(&coll(NS, "kafkatopics"), kt);
+    let mut kc = api.get(&coll(NS, "kafkaclusters"), "demo").expect("kc");
+    kc["status"]["conditions"][0]["status"] = json!("False");
+    api.insert(&coll(NS, "kafkaclusters"), kc);
+    pass(&api, &ctx).await.expect("waits");
+    assert_eq!(condition(&api, "Ready")["reason"], "ClusterNotReady");
+    assert_eq!(status(&api)["observedGeneration"], 1);
+    ready_cluster(&api);
+    pass(&api, &ctx).await.expect("synced");
+    assert_eq!(status(&api)["observedGeneration"], 2);
+    assert_eq!(status(&api)["partitions"], 6);
+}

@@ -1,9 +1,10 @@
 //! An in-memory `KafkaAdmin` for tests: topics with partitions, RF and config, a broker list, a
-//! record of every call made, and injectable failures. It follows the real broker's rules that
+//! record of every call made, and injectable failures; `fake_partitions` adds replica lists,
+//! ISRs and reassignments for the day-2 planner's tests. It follows the real broker's rules that
 //! matter to the reconcilers (partitions only grow, RF cannot exceed the broker count, deleting a
 //! missing topic is fine) and nothing more.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
@@ -45,6 +46,15 @@ pub struct FakeState {
     /// When set, IncrementalAlterConfigs answers success but changes nothing (a broker that
     /// loses the change), so callers that trust the answer are caught.
     pub ignore_alters: bool,
+    /// Partitions with replicas, ISR, leader and moves (see `fake_partitions`); independent of
+    /// `topics`, which the topic reconciler uses.
+    pub partitions: BTreeMap<(String, i32), super::fake_partitions::FakePartition>,
+    /// Registered brokers that are fenced (stopped).
+    pub fenced: BTreeSet<i32>,
+    /// Cordoned brokers.
+    pub cordoned: BTreeSet<i32>,
+    /// `min.insync.replicas` overrides per topic.
+    pub topic_min_isr: BTreeMap<String, usize>,
     next_id: u32,
 }
 

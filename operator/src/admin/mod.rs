@@ -5,6 +5,7 @@
 
 pub mod client;
 pub mod fake;
+pub mod fake_partitions;
 
 use std::collections::BTreeMap;
 use std::time::Duration;

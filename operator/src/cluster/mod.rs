@@ -1,10 +1,14 @@
-//! `KafkaCluster` handling: `validate` (spec → `ValidatedCluster`), `build` (desired objects),
-//! `status` (observed state → status), all pure; `reconcile` applies them through the API.
+//! `KafkaCluster` handling: `validate` (spec → `ValidatedCluster`, refusals of unsafe changes),
+//! `build` (desired objects), `status` (observed state → status), `storage` (what a changed
+//! `storage` section allows), all pure; `reconcile` applies them through the API, with
+//! `volumes` for claim templates and claim resizing.
 
 pub mod build;
 pub mod reconcile;
 pub mod status;
+pub mod storage;
 pub mod validate;
+mod volumes;
 
 #[cfg(test)]
 pub(crate) mod fixtures;

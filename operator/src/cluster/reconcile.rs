@@ -1,15 +1,19 @@
 //! The `KafkaCluster` reconciler: observe → validate → plan (build) → act. It applies every
 //! desired object with server-side apply under one field manager, deletes labelled objects the
 //! spec no longer needs, reads pods and the cluster's own broker list, and writes a status
-//! computed by `status::compute_status`. It does not restart pods (rolling restarts are a later
-//! step; outdated pods are only reported).
+//! computed by `status::compute_status`. Spec changes it cannot carry out safely (a removed pool
+//! that still has nodes, a quorum size change, a broker scale-down, storage changes the volumes
+//! cannot take) are refused with a `Degraded` condition and an Event, and so is any write the API
+//! server rejects permanently. ConfigMap revisions that pods still mount are kept. It does not
+//! restart pods, move partitions or shrink pools: `day2::decide` plans those but is not called
+//! here yet; outdated pods are only reported.
 
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Node, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
 use k8s_openapi::NamespaceResourceScope;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams};
@@ -22,8 +26,12 @@ use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use super::build::{build_all, DesiredObjects, CLUSTER_LABEL, CONFIG_HASH_ANNOTATION, ROLE_LABEL};
-use super::status::{compute_status, Observed, PodObservation};
-use super::validate::{refuse_scale_down, validate, SpecError, ValidatedCluster};
+use super::status::{compute_status, refusal_message, Observed, PodObservation};
+use super::validate::{
+    refuse_pool_removal, refuse_unsafe_changes, validate, ExistingPool, Refusal, SpecError,
+    ValidatedCluster,
+};
+use super::volumes::reconcile_storage;
 use crate::context::{now_rfc3339, Context, FIELD_MANAGER};
 use crate::crd::cluster::KafkaCluster;
 use crate::crd::common::{finalize_conditions, find_condition, Condition};
@@ -71,30 +79,38 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
             return Err(Error::InvalidSpec(e));
         }
     };
-    let current = current_replicas(ctx, &vc).await?;
-    let refusals = refuse_scale_down(&mut vc, &current);
-    let desired = build_all(&vc);
-    apply_all(ctx, &vc, &desired).await?;
-    prune(ctx, kc, &vc, &desired).await?;
-    let mut observed = observe(ctx, &vc, &desired).await?;
-    if !refusals.is_empty()
-        && find_condition(
-            &kc.status.clone().unwrap_or_default().conditions,
-            "Degraded",
-        )
-        .is_none_or(|c| c.reason != "ScaleDownRefused")
-    {
-        ctx.publish(
-            kc,
-            EventType::Warning,
-            "ScaleDownRefused",
-            "Plan",
-            Some(refusals.join("; ")),
-        )
-        .await;
+    let existing_sets = existing_statefulsets(ctx, &vc).await?;
+    let existing: Vec<ExistingPool> = existing_sets.iter().filter_map(existing_pool).collect();
+    if let Some(r) = refuse_pool_removal(&vc, &existing) {
+        record_refusal(kc, ctx, &r).await?;
+        return Err(Error::Refused(r.message));
+    }
+    let current = existing
+        .iter()
+        .map(|e| (e.suffix.clone(), e.replicas))
+        .collect();
+    let mut refusals = refuse_unsafe_changes(&mut vc, &current);
+    let mut desired = build_all(&vc);
+    let storage = reconcile_storage(ctx, kc, &vc, &mut desired, &existing_sets).await;
+    let storage = report_permanent(kc, ctx, storage).await?;
+    refusals.extend(storage.refusals);
+    report_permanent(kc, ctx, apply_all(ctx, &vc, &desired).await).await?;
+    let pods = list_pods(ctx, &vc).await?;
+    let in_use = mounted_configmaps(&pods);
+    report_permanent(kc, ctx, prune(ctx, kc, &vc, &desired, &in_use).await).await?;
+    let mut observed = observe(ctx, &vc, &desired, &pods).await?;
+    let previous = kc.status.clone().unwrap_or_default();
+    let message = refusal_message(&refusals);
+    if let Some(first) = refusals.first() {
+        let already = find_condition(&previous.conditions, "Degraded")
+            .is_some_and(|c| c.is_true() && c.message == message);
+        if !already {
+            ctx.publish(kc, EventType::Warning, first.reason, "Plan", Some(message))
+                .await;
+        }
     }
     observed.refusals = refusals;
-    let previous = kc.status.clone().unwrap_or_default();
+    observed.resizing = storage.resizing;
     let status = compute_status(
         &vc,
         &observed,
@@ -129,25 +145,94 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
 }
 
 async fn record_invalid_spec(kc: &KafkaCluster, ctx: &Context, e: &SpecError) -> Result<()> {
+    let conditions = vec![
+        Condition::new("Ready", false, "InvalidSpec", e.to_string()),
+        Condition::new(
+            "Progressing",
+            false,
+            "InvalidSpec",
+            "waiting for a corrected spec",
+        ),
+        Condition::new("Degraded", true, "InvalidSpec", e.to_string()),
+    ];
+    record_problem(
+        kc,
+        ctx,
+        conditions,
+        "InvalidSpec",
+        "Validate",
+        e.to_string(),
+    )
+    .await
+}
+
+/// A permanent failure (the API server refused a write as invalid or forbidden) is written as
+/// `Degraded=True` with reason `KubernetesRejected` and an Event before it is returned, so the
+/// status does not keep describing an older pass; transient ones are returned as they are.
+async fn report_permanent<T>(kc: &KafkaCluster, ctx: &Context, result: Result<T>) -> Result<T> {
+    let e = match result {
+        Ok(v) => return Ok(v),
+        Err(e) => e,
+    };
+    if !e.is_transient() {
+        let msg = match std::error::Error::source(&e) {
+            Some(source) => format!("{e}: {source}"),
+            None => e.to_string(),
+        };
+        let conditions = vec![
+            Condition::new("Progressing", false, "KubernetesRejected", msg.clone()),
+            Condition::new("Degraded", true, "KubernetesRejected", msg.clone()),
+        ];
+        record_problem(kc, ctx, conditions, "KubernetesRejected", "Apply", msg).await?;
+    }
+    Err(e)
+}
+
+/// A refused spec change that stops the whole pass: nothing is applied or pruned; the nodes keep
+/// running, so `Ready` keeps its last value.
+async fn record_refusal(kc: &KafkaCluster, ctx: &Context, r: &Refusal) -> Result<()> {
+    let conditions = vec![
+        Condition::new(
+            "Progressing",
+            false,
+            r.reason,
+            "waiting for a spec the operator can carry out",
+        ),
+        Condition::new("Degraded", true, r.reason, r.message.clone()),
+    ];
+    record_problem(kc, ctx, conditions, r.reason, "Plan", r.message.clone()).await
+}
+
+/// Writes `conditions` over the previous ones (other condition types are kept), stamps the
+/// generation and records a Warning Event: what every permanent failure leaves behind, so the
+/// status never shows an older pass's picture as if it were current.
+async fn record_problem(
+    kc: &KafkaCluster,
+    ctx: &Context,
+    conditions: Vec<Condition>,
+    reason: &str,
+    action: &str,
+    note: String,
+) -> Result<()> {
     let previous = kc.status.clone().unwrap_or_default();
-    let conditions = finalize_conditions(
-        vec![
-            Condition::new("Ready", false, "InvalidSpec", e.to_string()),
-            Condition::new(
-                "Progressing",
-                false,
-                "InvalidSpec",
-                "waiting for a corrected spec",
-            ),
-            Condition::new("Degraded", true, "InvalidSpec", e.to_string()),
-        ],
+    let mut merged: Vec<Condition> = previous
+        .conditions
+        .iter()
+        .filter(|p| !conditions.iter().any(|c| c.type_ == p.type_))
+        .cloned()
+        .collect();
+    let generation = kc.metadata.generation;
+    let now = now_rfc3339();
+    merged.extend(finalize_conditions(
+        conditions,
         &previous.conditions,
-        kc.metadata.generation,
-        &now_rfc3339(),
-    );
+        generation,
+        &now,
+    ));
+    merged.sort_by_key(|c| condition_order(&c.type_));
     let api: Api<KafkaCluster> =
         Api::namespaced(ctx.client.clone(), &kc.namespace().unwrap_or_default());
-    let patch = json!({ "status": { "conditions": conditions, "observedGeneration": kc.metadata.generation } });
+    let patch = json!({ "status": { "conditions": merged, "observedGeneration": generation } });
     api.patch_status(
         &kc.name_any(),
         &PatchParams::default(),
@@ -155,15 +240,17 @@ async fn record_invalid_spec(kc: &KafkaCluster, ctx: &Context, e: &SpecError) ->
     )
     .await
     .map_err(Error::kube("patch KafkaCluster status"))?;
-    ctx.publish(
-        kc,
-        EventType::Warning,
-        "InvalidSpec",
-        "Validate",
-        Some(e.to_string()),
-    )
-    .await;
+    ctx.publish(kc, EventType::Warning, reason, action, Some(note))
+        .await;
     Ok(())
+}
+
+/// Conditions are listed Ready, Progressing, Degraded, then any other type.
+fn condition_order(type_: &str) -> usize {
+    ["Ready", "Progressing", "Degraded"]
+        .iter()
+        .position(|t| *t == type_)
+        .unwrap_or(3)
 }
 
 async fn apply_all(ctx: &Context, vc: &ValidatedCluster, d: &DesiredObjects) -> Result<()> {
@@ -202,12 +289,14 @@ where
     Ok(())
 }
 
-/// Deletes objects labelled as this cluster's that the spec no longer produces.
+/// Deletes objects labelled as this cluster's that the spec no longer produces. ConfigMap
+/// revisions that a pod still mounts (`in_use`) are kept until no pod uses them.
 async fn prune(
     ctx: &Context,
     kc: &KafkaCluster,
     vc: &ValidatedCluster,
     d: &DesiredObjects,
+    in_use: &[String],
 ) -> Result<()> {
     prune_kind::<StatefulSet>(
         ctx,
@@ -227,7 +316,11 @@ async fn prune(
         ctx,
         kc,
         vc,
-        d.config_maps.iter().map(ResourceExt::name_any).collect(),
+        d.config_maps
+            .iter()
+            .map(ResourceExt::name_any)
+            .chain(in_use.iter().cloned())
+            .collect(),
     )
     .await?;
     prune_kind::<PodDisruptionBudget>(
@@ -278,36 +371,75 @@ where
     Ok(())
 }
 
-/// Replicas of the pools' existing StatefulSets, by role suffix.
-async fn current_replicas(
-    ctx: &Context,
-    vc: &ValidatedCluster,
-) -> Result<std::collections::BTreeMap<String, i32>> {
+/// Every StatefulSet labelled as this cluster's.
+async fn existing_statefulsets(ctx: &Context, vc: &ValidatedCluster) -> Result<Vec<StatefulSet>> {
     let api: Api<StatefulSet> = Api::namespaced(ctx.client.clone(), &vc.namespace);
-    let mut out = std::collections::BTreeMap::new();
-    for pool in &vc.pools {
-        let name = super::build::pool_name(vc, pool);
-        if let Some(sts) = api
-            .get_opt(&name)
-            .await
-            .map_err(Error::kube(format!("get StatefulSet {name}")))?
-        {
-            out.insert(
-                pool.role.suffix().to_owned(),
-                sts.spec.and_then(|s| s.replicas).unwrap_or(0),
-            );
-        }
-    }
-    Ok(out)
+    let lp = ListParams::default().labels(&format!("{CLUSTER_LABEL}={}", vc.name));
+    let list = api
+        .list(&lp)
+        .await
+        .map_err(Error::kube("list StatefulSet"))?;
+    Ok(list.items)
 }
 
-/// Reads pods and, when a broker pod is ready, the cluster's broker list.
-async fn observe(ctx: &Context, vc: &ValidatedCluster, d: &DesiredObjects) -> Result<Observed> {
+/// A StatefulSet's role and replica counts.
+fn existing_pool(sts: &StatefulSet) -> Option<ExistingPool> {
+    Some(ExistingPool {
+        suffix: sts.labels().get(ROLE_LABEL)?.clone(),
+        replicas: sts.spec.as_ref().and_then(|s| s.replicas).unwrap_or(0),
+        running: sts.status.as_ref().map_or(0, |s| s.replicas),
+    })
+}
+
+/// Pods without the rack label `key`, and the nodes they run on that lack it too. A node that
+/// cannot be read (not found, or no RBAC for nodes) is left out: this only explains a warning.
+async fn rack_gaps(ctx: &Context, pods: &[Pod], key: &str) -> (Vec<String>, Vec<String>) {
+    let nodes: Api<Node> = Api::all(ctx.client.clone());
+    let mut bare_pods = Vec::new();
+    let mut bare_nodes = std::collections::BTreeSet::new();
+    for p in pods {
+        if p.labels().get(key).is_some_and(|v| !v.is_empty()) {
+            continue;
+        }
+        bare_pods.push(p.name_any());
+        let Some(node) = p.spec.as_ref().and_then(|s| s.node_name.clone()) else {
+            continue;
+        };
+        match nodes.get_opt(&node).await {
+            Ok(Some(n)) if n.labels().get(key).is_none_or(|v| v.is_empty()) => {
+                bare_nodes.insert(node);
+            }
+            Ok(_) => {}
+            Err(e) => warn!(node = %node, error = %e, "cannot read node for its rack label"),
+        }
+    }
+    (bare_pods, bare_nodes.into_iter().collect())
+}
+
+/// The cluster's pods.
+async fn list_pods(ctx: &Context, vc: &ValidatedCluster) -> Result<Vec<Pod>> {
     let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &vc.namespace);
     let lp = ListParams::default().labels(&format!("{CLUSTER_LABEL}={}", vc.name));
-    let list = pods.list(&lp).await.map_err(Error::kube("list Pod"))?;
+    Ok(pods.list(&lp).await.map_err(Error::kube("list Pod"))?.items)
+}
+
+/// Names of the ConfigMaps the pods mount.
+fn mounted_configmaps(pods: &[Pod]) -> Vec<String> {
+    pods.iter()
+        .filter_map(|p| p.spec.as_ref()?.volumes.as_ref())
+        .flatten()
+        .filter_map(|v| Some(v.config_map.as_ref()?.name.clone()))
+        .collect()
+}
+
+/// Reads the pods' state and, when a broker pod is ready, the cluster's broker list.
+async fn observe(
+    ctx: &Context,
+    vc: &ValidatedCluster,
+    d: &DesiredObjects,
+    list: &[Pod],
+) -> Result<Observed> {
     let pods = list
-        .items
         .iter()
         .map(|p| {
             let ready = p
@@ -337,6 +469,10 @@ async fn observe(ctx: &Context, vc: &ValidatedCluster, d: &DesiredObjects) -> Re
             Some((role, hash))
         })
         .collect();
+    let (pods_without_rack, nodes_without_rack) = match &vc.rack_key {
+        Some(key) => rack_gaps(ctx, list, key).await,
+        None => (Vec::new(), Vec::new()),
+    };
     let broker_prefix = format!("{}-{}-", vc.name, vc.broker_pool().role.suffix());
     let any_broker_ready = pods
         .iter()
@@ -355,5 +491,8 @@ async fn observe(ctx: &Context, vc: &ValidatedCluster, d: &DesiredObjects) -> Re
         desired_hashes,
         cluster,
         refusals: Vec::new(),
+        pods_without_rack,
+        nodes_without_rack,
+        resizing: Vec::new(),
     })
 }

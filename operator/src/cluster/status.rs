@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use super::build::{bootstrap_address, pod_name};
-use super::validate::ValidatedCluster;
+use super::validate::{Refusal, ValidatedCluster};
 use crate::admin::ClusterInfo;
 use crate::crd::cluster::{
     KafkaClusterStatus, NodeState, NodeStatus, OperationKind, OperationStatus,
@@ -29,8 +29,14 @@ pub struct Observed {
     pub desired_hashes: BTreeMap<String, String>,
     /// The cluster's own view, or why it could not be asked.
     pub cluster: Result<ClusterInfo, String>,
-    /// Spec changes the operator refused this pass (e.g. scale-down).
-    pub refusals: Vec<String>,
+    /// Spec changes the operator refused this pass (scale-down, quorum change, storage…).
+    pub refusals: Vec<Refusal>,
+    /// Pods that lack the rack label (`spec.rack.topologyKey`); empty without rack awareness.
+    pub pods_without_rack: Vec<String>,
+    /// Nodes those pods run on that lack the label too (as far as they could be read).
+    pub nodes_without_rack: Vec<String>,
+    /// Volume claims grown on request whose capacity has not reached it yet.
+    pub resizing: Vec<String>,
 }
 
 /// Computes the new status. `previous` keeps condition transition times; `now` is RFC 3339.
@@ -52,21 +58,32 @@ pub fn compute_status(
         .collect();
     let all_ready = total > 0 && registered == total;
     let was_ready = find_condition(&previous.conditions, "Ready").is_some_and(Condition::is_true);
+    let was_degraded = find_condition(&previous.conditions, "Degraded")
+        .is_some_and(|c| c.is_true() && c.reason == "NodesNotReady");
     let extra_pods = observed
         .pods
         .keys()
         .filter(|p| !nodes.iter().any(|n| &n.pod == *p))
         .count();
-
-    let operation = if all_ready && extra_pods == 0 {
+    // A node the previous status did not list is being added; a listed node that is not ready
+    // has failed (Degraded), which is not scaling.
+    let new_nodes = !previous.nodes.is_empty()
+        && nodes
+            .iter()
+            .any(|n| !n.ready && !previous.nodes.iter().any(|p| p.pod == n.pod));
+    let creating = previous.nodes.is_empty() || previous.operation.kind == OperationKind::Creating;
+    let kind = if all_ready && extra_pods == 0 {
+        OperationKind::None
+    } else if creating && extra_pods == 0 {
+        OperationKind::Creating
+    } else if extra_pods > 0 || new_nodes || previous.operation.kind == OperationKind::Scaling {
+        OperationKind::Scaling
+    } else {
+        OperationKind::None
+    };
+    let operation = if kind == OperationKind::None {
         OperationStatus::default()
     } else {
-        let kind =
-            if !was_ready && previous.operation.kind != OperationKind::Scaling && extra_pods == 0 {
-                OperationKind::Creating
-            } else {
-                OperationKind::Scaling
-            };
         OperationStatus {
             kind,
             message: format!("{registered} of {total} nodes ready and registered"),
@@ -90,6 +107,13 @@ pub fn compute_status(
     )];
     conditions.push(if operation.kind != OperationKind::None {
         Condition::new("Progressing", true, "Reconciling", operation.message.clone())
+    } else if !observed.resizing.is_empty() {
+        Condition::new(
+            "Progressing",
+            true,
+            "VolumesResizing",
+            format!("volumes growing: {}", observed.resizing.join(", ")),
+        )
     } else if !outdated.is_empty() {
         Condition::new(
             "Progressing",
@@ -104,33 +128,90 @@ pub fn compute_status(
     } else {
         Condition::new("Progressing", false, "UpToDate", "cluster matches its spec")
     });
-    let degraded = was_ready && !all_ready;
-    conditions.push(if !observed.refusals.is_empty() {
+    // Once a ready cluster loses a node it stays Degraded until every node is back, however
+    // many passes that takes.
+    let degraded = !all_ready && (was_ready || was_degraded);
+    let down: Vec<&str> = nodes
+        .iter()
+        .filter(|n| !(n.ready && n.registered))
+        .map(|n| n.pod.as_str())
+        .collect();
+    conditions.push(if let Some(first) = observed.refusals.first() {
         Condition::new(
             "Degraded",
             true,
-            "ScaleDownRefused",
-            observed.refusals.join("; "),
+            first.reason,
+            refusal_message(&observed.refusals),
         )
     } else if degraded {
         Condition::new(
             "Degraded",
             true,
             "NodesNotReady",
-            "a node that was ready is not",
+            format!("not ready or not registered: {}", down.join(", ")),
         )
     } else {
         Condition::new("Degraded", false, "AsExpected", "")
     });
+    if vc.rack_key.is_some() {
+        conditions.push(rack_condition(vc, observed));
+    }
     KafkaClusterStatus {
         conditions: finalize_conditions(conditions, &previous.conditions, generation, now),
         observed_generation: generation,
         nodes,
-        controller_leader: observed.cluster.as_ref().ok().and_then(|c| c.controller_id),
+        // A leader once known stays reported while the cluster cannot be asked or knows none.
+        controller_leader: observed
+            .cluster
+            .as_ref()
+            .ok()
+            .and_then(|c| c.controller_id)
+            .or(previous.controller_leader),
         operation,
         bootstrap: Some(bootstrap_address(vc)),
         outdated_pods: outdated,
     }
+}
+
+/// `RackAwareness`: whether every pod carries the rack label its `broker.rack` is read from.
+/// A pod without it runs with an empty rack, so replicas may share a zone.
+fn rack_condition(vc: &ValidatedCluster, observed: &Observed) -> Condition {
+    let key = vc.rack_key.as_deref().unwrap_or_default();
+    if observed.pods_without_rack.is_empty() {
+        Condition::new(
+            "RackAwareness",
+            true,
+            "ZoneLabelsPresent",
+            format!("every pod carries {key}"),
+        )
+    } else {
+        let fix = if observed.nodes_without_rack.is_empty() {
+            "the pods' nodes were not found without it: Kubernetes copies node topology labels onto pods only with PodTopologyLabelsAdmission (1.33+); restart the pods once it is on".to_owned()
+        } else {
+            format!(
+                "nodes without it: {}; label them, then restart the pods",
+                observed.nodes_without_rack.join(", ")
+            )
+        };
+        Condition::new(
+            "RackAwareness",
+            false,
+            "ZoneLabelMissing",
+            format!(
+                "pods without the {key} label run with no broker.rack, so replicas may share a zone: {} ({fix})",
+                observed.pods_without_rack.join(", ")
+            ),
+        )
+    }
+}
+
+/// Every refusal's message, joined: what the `Degraded` condition and the Event say.
+pub fn refusal_message(refusals: &[Refusal]) -> String {
+    refusals
+        .iter()
+        .map(|r| r.message.as_str())
+        .collect::<Vec<_>>()
+        .join("; ")
 }
 
 fn node_statuses(vc: &ValidatedCluster, observed: &Observed) -> Vec<NodeStatus> {
@@ -197,6 +278,9 @@ mod tests {
                 controller_id: Some(1),
             }),
             refusals: Vec::new(),
+            pods_without_rack: Vec::new(),
+            nodes_without_rack: Vec::new(),
+            resizing: Vec::new(),
         }
     }
 
@@ -259,7 +343,136 @@ mod tests {
         assert!(find_condition(&s3.conditions, "Degraded")
             .expect("degraded")
             .is_true());
-        assert_eq!(s3.operation.kind, OperationKind::Scaling);
+        assert_eq!(
+            s3.operation.kind,
+            OperationKind::None,
+            "a failed node is not scaling"
+        );
+    }
+
+    #[test]
+    fn a_failed_node_stays_degraded_is_not_scaling_and_the_leader_is_kept() {
+        let vc = validate(&cluster("basic.yaml")).expect("valid");
+        let ready = compute_status(
+            &vc,
+            &observed(&ALL, &[100, 101, 102], "h1"),
+            &Default::default(),
+            Some(3),
+            "t1",
+        );
+        let mut status = ready;
+        // broker 2 goes down for several passes, and the cluster cannot name a leader meanwhile
+        for pass in 0..4 {
+            let mut obs = observed(&ALL[..5], &[100, 101], "h1");
+            if pass > 0 {
+                obs.cluster = Err("timeout".into());
+            }
+            status = compute_status(&vc, &obs, &status, Some(3), &format!("t{}", pass + 2));
+            let degraded = find_condition(&status.conditions, "Degraded").expect("degraded");
+            assert!(degraded.is_true(), "pass {pass}: {degraded:?}");
+            assert_eq!(degraded.reason, "NodesNotReady");
+            assert!(
+                degraded.message.contains("demo-broker-2"),
+                "{}",
+                degraded.message
+            );
+            assert_eq!(degraded.last_transition_time.as_deref(), Some("t2"));
+            assert_eq!(status.operation.kind, OperationKind::None, "pass {pass}");
+            assert_eq!(status.controller_leader, Some(1), "pass {pass}");
+        }
+        let back = compute_status(
+            &vc,
+            &observed(&ALL, &[100, 101, 102], "h1"),
+            &status,
+            Some(3),
+            "t9",
+        );
+        assert!(!find_condition(&back.conditions, "Degraded")
+            .expect("degraded")
+            .is_true());
+    }
+
+    #[test]
+    fn added_nodes_are_scaling_until_ready() {
+        let kc = cluster("basic.yaml");
+        let vc = validate(&kc).expect("valid");
+        let ready = compute_status(
+            &vc,
+            &observed(&ALL, &[100, 101, 102], "h1"),
+            &Default::default(),
+            Some(3),
+            "t1",
+        );
+        let mut more = kc;
+        more.spec.brokers.replicas = 4;
+        let vc4 = validate(&more).expect("valid");
+        let s = compute_status(
+            &vc4,
+            &observed(&ALL, &[100, 101, 102], "h1"),
+            &ready,
+            Some(4),
+            "t2",
+        );
+        assert_eq!(s.operation.kind, OperationKind::Scaling);
+        // the next pass lists demo-broker-3 already: still scaling until it is ready
+        let s = compute_status(
+            &vc4,
+            &observed(&ALL, &[100, 101, 102], "h1"),
+            &s,
+            Some(4),
+            "t3",
+        );
+        assert_eq!(s.operation.kind, OperationKind::Scaling);
+        let mut all = ALL.to_vec();
+        all.push("demo-broker-3");
+        let s = compute_status(
+            &vc4,
+            &observed(&all, &[100, 101, 102, 103], "h1"),
+            &s,
+            Some(4),
+            "t4",
+        );
+        assert_eq!(s.operation.kind, OperationKind::None);
+    }
+
+    #[test]
+    fn rack_awareness_warns_about_pods_without_the_zone_label() {
+        let vc = validate(&cluster("combined.yaml")).expect("valid");
+        let mut obs = observed(&["dev-node-0"], &[0], "h1");
+        obs.pods_without_rack = vec!["dev-node-0".into()];
+        let s = compute_status(&vc, &obs, &Default::default(), Some(1), "t");
+        let c = find_condition(&s.conditions, "RackAwareness").expect("rack condition");
+        assert!(!c.is_true());
+        assert_eq!(c.reason, "ZoneLabelMissing");
+        assert!(c.message.contains("dev-node-0"), "{}", c.message);
+        assert!(
+            c.message.contains("PodTopologyLabelsAdmission"),
+            "{}",
+            c.message
+        );
+        obs.nodes_without_rack = vec!["worker-1".into()];
+        let s = compute_status(&vc, &obs, &s, Some(1), "t");
+        let c = find_condition(&s.conditions, "RackAwareness").expect("rack condition");
+        assert!(
+            c.message.contains("nodes without it: worker-1"),
+            "{}",
+            c.message
+        );
+        obs.pods_without_rack.clear();
+        obs.nodes_without_rack.clear();
+        let s = compute_status(&vc, &obs, &s, Some(1), "t");
+        assert!(find_condition(&s.conditions, "RackAwareness")
+            .expect("rack condition")
+            .is_true());
+        let basic = validate(&cluster("basic.yaml")).expect("valid");
+        let s = compute_status(
+            &basic,
+            &observed(&ALL, &[], "h1"),
+            &Default::default(),
+            Some(1),
+            "t",
+        );
+        assert!(find_condition(&s.conditions, "RackAwareness").is_none());
     }
 
     #[test]

@@ -10,7 +10,8 @@ use thiserror::Error;
 use crate::crd::cluster::{KafkaCluster, NodePoolSpec, PodTemplateOverrides};
 
 /// Longest cluster name: `<name>-controller` must leave room for StatefulSet pod names and the
-/// `controller-revision-hash` label (63 characters).
+/// `controller-revision-hash` label (63 characters), and every Service name (`<name>-controller`,
+/// `<name>-bootstrap`) must stay an RFC 1035 label of at most 63 characters.
 pub const MAX_CLUSTER_NAME_LEN: usize = 40;
 /// Most controller voters we accept.
 pub const MAX_CONTROLLERS: i32 = 9;
@@ -43,6 +44,8 @@ pub const SUPPORTED_RACK_KEYS: &[&str] = &[
 pub enum SpecError {
     #[error("cluster name {name:?} is longer than {MAX_CLUSTER_NAME_LEN} characters")]
     NameTooLong { name: String },
+    #[error("cluster name {name:?} is not a valid Service name (an RFC 1035 label: lowercase letters, digits and '-', starting with a letter and ending with a letter or digit)")]
+    NameNotDns { name: String },
     #[error("resource has no namespace")]
     NoNamespace,
     #[error("spec.controllers is required unless spec.combined is true")]
@@ -164,6 +167,9 @@ pub fn validate(kc: &KafkaCluster) -> Result<ValidatedCluster, SpecError> {
     if name.len() > MAX_CLUSTER_NAME_LEN {
         return Err(SpecError::NameTooLong { name });
     }
+    if !is_cluster_name(&name) {
+        return Err(SpecError::NameNotDns { name });
+    }
     let namespace = kc.namespace().ok_or(SpecError::NoNamespace)?;
     if spec.image.trim().is_empty() {
         return Err(SpecError::NoImage);
@@ -190,28 +196,104 @@ pub fn validate(kc: &KafkaCluster) -> Result<ValidatedCluster, SpecError> {
     })
 }
 
-/// Refuses shrinking a pool below what its StatefulSet runs (`current`, by role suffix): leaving
-/// brokers must be drained first and the voter set cannot change yet. Keeps the current replica
-/// count in `vc` and returns one message per refused pool.
-pub fn refuse_scale_down(
+/// A spec change the operator does not carry out, with the reason it reports in the `Degraded`
+/// condition and the Event.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Refusal {
+    /// CamelCase reason (`ScaleDownRefused`, `QuorumChangeRefused`, `PoolRemovalRefused`…).
+    pub reason: &'static str,
+    /// What was refused and why.
+    pub message: String,
+}
+
+impl Refusal {
+    /// A refusal with `reason` and `message`.
+    pub fn new(reason: &'static str, message: impl Into<String>) -> Self {
+        Refusal {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+/// Refuses replica changes that cannot be done safely yet, given what the pools' StatefulSets
+/// run now (`current`, by role suffix), and keeps the current count in `vc` for them:
+/// - shrinking the broker pool (leaving brokers must be drained first: not built yet);
+/// - any change of the voter pool (controllers, or combined nodes): the broker has no controller
+///   membership change (KIP-853) yet, so the quorum keeps its voters.
+///
+/// Growing a dedicated broker pool is allowed.
+pub fn refuse_unsafe_changes(
     vc: &mut ValidatedCluster,
     current: &BTreeMap<String, i32>,
-) -> Vec<String> {
+) -> Vec<Refusal> {
     let mut refused = Vec::new();
     for pool in &mut vc.pools {
         let Some(&now) = current.get(pool.role.suffix()) else {
             continue;
         };
-        if pool.replicas < now {
-            refused.push(format!(
-                "{} replicas stay at {now} (spec asks for {}): removing nodes safely (draining partitions, changing the quorum) is not implemented yet",
-                pool.role.suffix(),
-                pool.replicas
+        if pool.role.is_controller() && pool.replicas != now {
+            refused.push(Refusal::new(
+                "QuorumChangeRefused",
+                format!(
+                    "{} replicas stay at {now} (spec asks for {}): the controller quorum's voters cannot change yet (no controller membership change in the broker)",
+                    pool.role.suffix(),
+                    pool.replicas
+                ),
+            ));
+            pool.replicas = now;
+        } else if pool.replicas < now {
+            refused.push(Refusal::new(
+                "ScaleDownRefused",
+                format!(
+                    "{} replicas stay at {now} (spec asks for {}): removing brokers safely (draining their partitions first) is not implemented yet",
+                    pool.role.suffix(),
+                    pool.replicas
+                ),
             ));
             pool.replicas = now;
         }
     }
     refused
+}
+
+/// A StatefulSet of the cluster as observed: its role suffix and how many pods it runs or wants.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExistingPool {
+    pub suffix: String,
+    /// `spec.replicas`.
+    pub replicas: i32,
+    /// `status.replicas`: pods that still exist.
+    pub running: i32,
+}
+
+/// Refuses a spec whose pools no longer include a pool that still has nodes (flipping
+/// `combined`, or dropping `controllers`): pruning its StatefulSet would delete its pods and,
+/// with `reclaimPolicy: Delete`, its volumes. A pool may go only once it is empty (0 replicas,
+/// no pods). `None` when every existing pool is still wanted or empty.
+pub fn refuse_pool_removal(vc: &ValidatedCluster, existing: &[ExistingPool]) -> Option<Refusal> {
+    let busy: Vec<String> = existing
+        .iter()
+        .filter(|e| !vc.pools.iter().any(|p| p.role.suffix() == e.suffix))
+        .filter(|e| e.replicas > 0 || e.running > 0)
+        .map(|e| {
+            format!(
+                "{}-{} ({} nodes)",
+                vc.name,
+                e.suffix,
+                e.replicas.max(e.running)
+            )
+        })
+        .collect();
+    (!busy.is_empty()).then(|| {
+        Refusal::new(
+            "PoolRemovalRefused",
+            format!(
+                "the spec no longer has the node pool of {}, which still runs nodes: changing spec.combined or removing a pool would delete them and their data; nothing was changed (restore the previous spec, or move the data to a new cluster)",
+                busy.join(", ")
+            ),
+        )
+    })
 }
 
 fn pools(kc: &KafkaCluster) -> Result<Vec<Pool>, SpecError> {
@@ -289,6 +371,17 @@ fn check_properties(location: &str, props: &BTreeMap<String, String>) -> Result<
         }
     }
     Ok(())
+}
+
+/// An RFC 1035 label (what a Service name must be) no longer than [`MAX_CLUSTER_NAME_LEN`].
+pub fn is_cluster_name(name: &str) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty()
+        && b.len() <= MAX_CLUSTER_NAME_LEN
+        && b[0].is_ascii_lowercase()
+        && b[b.len() - 1] != b'-'
+        && b.iter()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'-')
 }
 
 /// Kafka property names: lowercase words joined by `.`, `-` or `_`.
@@ -409,18 +502,104 @@ mod tests {
     }
 
     #[test]
-    fn scale_down_is_refused_and_scale_up_allowed() {
+    fn broker_scale_down_and_any_quorum_change_are_refused() {
         let mut vc = validate(&cluster("basic.yaml")).expect("valid");
         let current = BTreeMap::from([("broker".to_owned(), 5), ("controller".to_owned(), 1)]);
-        let refused = refuse_scale_down(&mut vc, &current);
-        assert_eq!(refused.len(), 1, "{refused:?}");
+        let refused = refuse_unsafe_changes(&mut vc, &current);
+        assert_eq!(refused.len(), 2, "{refused:?}");
+        assert_eq!(refused[0].reason, "QuorumChangeRefused");
         assert!(
-            refused[0].starts_with("broker replicas stay at 5 (spec asks for 3)"),
-            "{}",
             refused[0]
+                .message
+                .starts_with("controller replicas stay at 1 (spec asks for 3)"),
+            "{}",
+            refused[0].message
+        );
+        assert_eq!(refused[1].reason, "ScaleDownRefused");
+        assert!(
+            refused[1]
+                .message
+                .starts_with("broker replicas stay at 5 (spec asks for 3)"),
+            "{}",
+            refused[1].message
         );
         assert_eq!(vc.broker_pool().replicas, 5);
-        assert_eq!(vc.voter_pool().replicas, 3, "growing is fine");
+        assert_eq!(vc.voter_pool().replicas, 1, "voters keep their count");
+
+        // growing brokers is fine; shrinking the voters is refused too
+        let mut vc = validate(&cluster("basic.yaml")).expect("valid");
+        let current = BTreeMap::from([("broker".to_owned(), 2), ("controller".to_owned(), 5)]);
+        let refused = refuse_unsafe_changes(&mut vc, &current);
+        assert_eq!(refused.len(), 1, "{refused:?}");
+        assert_eq!(refused[0].reason, "QuorumChangeRefused");
+        assert_eq!(vc.broker_pool().replicas, 3);
+        assert_eq!(vc.voter_pool().replicas, 5);
+
+        // combined nodes are voters: growing them is refused
+        let mut vc = validate(&cluster("combined.yaml")).expect("valid");
+        vc.pools[0].replicas = 3;
+        let refused = refuse_unsafe_changes(&mut vc, &BTreeMap::from([("node".to_owned(), 1)]));
+        assert_eq!(refused[0].reason, "QuorumChangeRefused");
+        assert_eq!(vc.pools[0].replicas, 1);
+    }
+
+    #[test]
+    fn removing_a_pool_that_still_has_nodes_is_refused() {
+        let vc = validate(&cluster("combined.yaml")).expect("valid");
+        let pool = |suffix: &str, replicas, running| ExistingPool {
+            suffix: suffix.to_owned(),
+            replicas,
+            running,
+        };
+        // the cluster ran dedicated pools and the spec flipped to combined
+        let r = refuse_pool_removal(
+            &vc,
+            &[
+                pool("controller", 3, 3),
+                pool("broker", 0, 0),
+                pool("node", 1, 1),
+            ],
+        )
+        .expect("refused");
+        assert_eq!(r.reason, "PoolRemovalRefused");
+        assert!(
+            r.message.contains("dev-controller (3 nodes)"),
+            "{}",
+            r.message
+        );
+        assert!(
+            !r.message.contains("dev-broker"),
+            "an empty pool may go: {}",
+            r.message
+        );
+        // a pool scaled to zero whose pods are still terminating is not empty yet
+        assert!(refuse_pool_removal(&vc, &[pool("broker", 0, 1)]).is_some());
+        assert_eq!(
+            refuse_pool_removal(&vc, &[pool("broker", 0, 0), pool("node", 1, 1)]),
+            None
+        );
+    }
+
+    #[test]
+    fn cluster_names_must_be_service_names() {
+        for ok in ["demo", "a", "kafka-prod-1", &"x".repeat(40)] {
+            assert!(is_cluster_name(ok), "{ok}");
+        }
+        for bad in [
+            "",
+            "Demo",
+            "1kafka",
+            "kafka-",
+            "kafka.prod",
+            "kafka_prod",
+            &"x".repeat(41),
+        ] {
+            assert!(!is_cluster_name(bad), "{bad}");
+        }
+        let e = refused("basic.yaml", |kc| {
+            kc.metadata.name = Some("kafka.prod".into())
+        });
+        assert!(matches!(e, SpecError::NameNotDns { .. }), "{e}");
     }
 
     #[test]

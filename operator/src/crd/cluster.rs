@@ -30,6 +30,11 @@ pub const DEFAULT_CLIENT_PORT: i32 = 9092;
     shortname = "kc",
     status = "KafkaClusterStatus",
     category = "tributary",
+    cel,
+    // Same rule as `cluster::validate::is_cluster_name`: object names derive from the cluster's
+    // (`<name>-controller` Services, pods `<name>-controller-N`), so it must be an RFC 1035 label
+    // short enough for the longest suffix.
+    validation = Rule::new("self.metadata.name.matches('^[a-z]([-a-z0-9]*[a-z0-9])?$') && size(self.metadata.name) <= 40").message("metadata.name must be an RFC 1035 label (lowercase letters, digits and '-', starting with a letter) of at most 40 characters: the cluster's Service and pod names are derived from it"),
     printcolumn = r#"{"name":"Brokers","type":"integer","description":"Desired broker replicas","jsonPath":".spec.brokers.replicas"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","description":"Ready condition","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Operation","type":"string","description":"What the operator is doing","jsonPath":".status.operation.kind"}"#,
@@ -38,7 +43,11 @@ pub const DEFAULT_CLIENT_PORT: i32 = 9092;
 #[x_kube(
     cel,
     validation = Rule::new("!self.combined || !has(self.controllers)").message("spec.controllers must be omitted when spec.combined is true"),
-    validation = Rule::new("self.combined || has(self.controllers)").message("spec.controllers is required unless spec.combined is true")
+    validation = Rule::new("self.combined || has(self.controllers)").message("spec.controllers is required unless spec.combined is true"),
+    // Flipping `combined` replaces every node pool: the operator would have to delete the
+    // running nodes' StatefulSets (and, with reclaimPolicy Delete, their volumes). The reconciler
+    // refuses it too (`cluster::validate::refuse_pool_removal`) for CRDs applied without this rule.
+    validation = Rule::new("self.combined == oldSelf.combined").message("spec.combined cannot be changed: it would replace every node (and its data); create a new cluster instead")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct KafkaClusterSpec {
@@ -290,4 +299,46 @@ pub enum OperationKind {
     Rolling,
     /// Partitions are being moved off leaving brokers.
     Draining,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(yaml: &str) -> KafkaCluster {
+        serde_yaml::from_str(yaml).expect("fixture parses")
+    }
+
+    const DEDICATED: &str = "{apiVersion: kafka.tributary.dev/v1alpha1, kind: KafkaCluster, metadata: {name: demo}, spec: {controllers: {replicas: 3, storage: {size: 1Gi}}, brokers: {replicas: 3, storage: {size: 1Gi}}}}";
+    const COMBINED: &str = "{apiVersion: kafka.tributary.dev/v1alpha1, kind: KafkaCluster, metadata: {name: demo}, spec: {combined: true, brokers: {replicas: 3, storage: {size: 1Gi}}}}";
+
+    #[test]
+    fn cel_refuses_flipping_combined() {
+        let old = serde_json::to_value(cluster(DEDICATED).spec).expect("json");
+        let new = serde_json::to_value(cluster(COMBINED).spec).expect("json");
+        let err = KafkaClusterSpec::validate_cel(&new, Some(&old)).expect_err("flip refused");
+        assert!(
+            format!("{err:?}").contains("spec.combined cannot be changed"),
+            "{err:?}"
+        );
+        assert!(KafkaClusterSpec::validate_cel(&old, Some(&old)).is_ok());
+        assert!(
+            KafkaClusterSpec::validate_cel(&new, None).is_ok(),
+            "creation is fine"
+        );
+    }
+
+    #[test]
+    fn cel_refuses_names_that_are_not_service_names() {
+        assert!(cluster(DEDICATED).validate_cel().is_ok());
+        for bad in ["Demo", "kafka.prod", "1kafka", "kafka-"] {
+            let mut kc = cluster(DEDICATED);
+            kc.metadata.name = Some(bad.to_owned());
+            let err = kc.validate_cel().expect_err("name refused");
+            assert!(format!("{err:?}").contains("RFC 1035"), "{bad}: {err:?}");
+        }
+        let mut kc = cluster(DEDICATED);
+        kc.metadata.name = Some("x".repeat(41));
+        assert!(kc.validate_cel().is_err(), "41 characters refused");
+    }
 }

@@ -123,6 +123,7 @@ async fn apply(kt: &KafkaTopic, ctx: &Context) -> Result<Action> {
                     "InvalidTopicName",
                     msg.clone(),
                 )],
+                Pass::Reconciled,
             )
             .await?;
             ctx.publish(
@@ -144,6 +145,7 @@ async fn apply(kt: &KafkaTopic, ctx: &Context) -> Result<Action> {
                 ctx,
                 None,
                 vec![Condition::new("Ready", false, reason, msg)],
+                Pass::Waited,
             )
             .await?;
             return Ok(Action::requeue(REQUEUE_WAITING));
@@ -164,6 +166,7 @@ async fn apply(kt: &KafkaTopic, ctx: &Context) -> Result<Action> {
                 ctx,
                 None,
                 vec![Condition::new("Ready", false, "KafkaRejected", msg.clone())],
+                Pass::Reconciled,
             )
             .await?;
             ctx.publish(kt, EventType::Warning, "KafkaRejected", "Apply", Some(msg))
@@ -210,6 +213,7 @@ async fn apply(kt: &KafkaTopic, ctx: &Context) -> Result<Action> {
         ctx,
         Some(applied_status(kt, &name, after.as_ref())),
         conditions,
+        Pass::Reconciled,
     )
     .await?;
     Ok(Action::requeue(requeue))
@@ -313,13 +317,25 @@ async fn cleanup(kt: &KafkaTopic, ctx: &Context) -> Result<Action> {
     }
 }
 
+/// What a pass did with the spec: only a pass that compared the spec with the cluster (and
+/// acted on it, or refused it) may claim the generation as observed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Pass {
+    /// The spec was compared with the topic and applied or refused.
+    Reconciled,
+    /// Nothing was done with the spec (waiting for the cluster).
+    Waited,
+}
+
 /// Patches status: `status` fields (when given) and `conditions`, removing config keys the
-/// cluster no longer reports (a merge patch needs explicit nulls for that).
+/// cluster no longer reports (a merge patch needs explicit nulls for that). `observedGeneration`
+/// moves only on a `Pass::Reconciled`; a patch that would change nothing is not sent.
 async fn write_status(
     kt: &KafkaTopic,
     ctx: &Context,
     status: Option<KafkaTopicStatus>,
     conditions: Vec<Condition>,
+    pass: Pass,
 ) -> Result<()> {
     let previous = kt.status.clone().unwrap_or_default();
     let conditions = finalize_conditions(
@@ -343,7 +359,14 @@ async fn write_status(
         None => json!({}),
     };
     patch["conditions"] = serde_json::to_value(conditions).unwrap_or(Value::Null);
-    patch["observedGeneration"] = json!(kt.metadata.generation);
+    if pass == Pass::Reconciled {
+        patch["observedGeneration"] = json!(kt.metadata.generation);
+    } else if let Some(obj) = patch.as_object_mut() {
+        obj.remove("observedGeneration");
+    }
+    if !changes(&previous, &patch) {
+        return Ok(());
+    }
     let api: Api<KafkaTopic> =
         Api::namespaced(ctx.client.clone(), &kt.namespace().unwrap_or_default());
     api.patch_status(
@@ -354,4 +377,33 @@ async fn write_status(
     .await
     .map_err(Error::kube("patch KafkaTopic status"))?;
     Ok(())
+}
+
+/// Whether merging `patch` into `previous` changes anything.
+fn changes(previous: &KafkaTopicStatus, patch: &Value) -> bool {
+    let before = serde_json::to_value(previous).unwrap_or(Value::Null);
+    let mut after = before.clone();
+    merge(&mut after, patch);
+    before != after
+}
+
+/// RFC 7386 merge, as the API server applies the status patch.
+fn merge(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = json!({});
+            }
+            if let Some(t) = target.as_object_mut() {
+                for (k, v) in p {
+                    if v.is_null() {
+                        t.remove(k);
+                    } else {
+                        merge(t.entry(k.clone()).or_insert(Value::Null), v);
+                    }
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
 }

@@ -5,8 +5,11 @@
 //! deletionTimestamp), server-side apply (approximated as a deep merge), merge patch, JSON patch,
 //! and the status subresource. Every write gives the object a new resourceVersion. Faults can be
 //! injected per request (`fail`, `hang`). Every request is logged as `VERB path`.
+//! Cluster-scoped collections (`/apis/storage.k8s.io/v1/storageclasses`) work too.
 //! It is not a conformance-grade apiserver: no watches, no field ownership (so apply never
-//! removes fields another manager or an earlier apply set, and never conflicts), no validation.
+//! removes fields another manager or an earlier apply set, and never conflicts), no validation
+//! except the one that wedged the operator before: a StatefulSet update changing an immutable
+//! field (`volumeClaimTemplates`, `selector`, `serviceName`, `podManagementPolicy`) is a 422.
 
 use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
@@ -294,6 +297,9 @@ impl FakeApi {
             return not_found(name);
         };
         let before_spec = obj["spec"].clone();
+        if let Some(refusal) = immutable_change(collection, name, &obj, &body) {
+            return (422, status(422, "Invalid", &refusal));
+        }
         match (ctype, sub) {
             (c, _) if c.starts_with("application/json-patch") => {
                 if let Err(e) = json_patch(&mut obj, &body) {
@@ -342,6 +348,29 @@ impl FakeApi {
     }
 }
 
+/// The API server's refusal of a StatefulSet update that changes a field other than the few
+/// it allows (replicas, template, updateStrategy, …): `volumeClaimTemplates`, `selector`,
+/// `serviceName`, `podManagementPolicy`.
+fn immutable_change(
+    collection: &str,
+    name: &str,
+    existing: &Value,
+    patch: &Value,
+) -> Option<String> {
+    if !collection.ends_with("/statefulsets") || existing["spec"].is_null() {
+        return None;
+    }
+    let changed = [
+        "volumeClaimTemplates",
+        "selector",
+        "serviceName",
+        "podManagementPolicy",
+    ]
+    .into_iter()
+    .any(|f| !patch["spec"][f].is_null() && patch["spec"][f] != existing["spec"][f]);
+    changed.then(|| format!("StatefulSet.apps \"{name}\" is invalid: spec: Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"))
+}
+
 fn stamp_new(mut obj: Value) -> Value {
     let meta = &mut obj["metadata"];
     if meta["uid"].is_null() {
@@ -364,8 +393,16 @@ fn respond(code: u16, value: &Value) -> Response<Body> {
 /// `(collection, name, subresource)` of an API path.
 fn split_path(path: &str) -> (String, Option<String>, Option<String>) {
     let parts: Vec<&str> = path.trim_end_matches('/').split('/').collect();
-    // /api/v1/namespaces/ns/kind[/name[/sub]]  or  /apis/g/v/namespaces/ns/kind[/name[/sub]]
-    let base = if parts.get(1) == Some(&"api") { 6 } else { 7 };
+    // /api/v1/namespaces/ns/kind[/name[/sub]]  or  /apis/g/v/namespaces/ns/kind[/name[/sub]];
+    // cluster-scoped: /api/v1/kind[/name]  or  /apis/g/v/kind[/name]
+    let core = parts.get(1) == Some(&"api");
+    let namespaced = parts.get(if core { 3 } else { 4 }) == Some(&"namespaces");
+    let base = match (core, namespaced) {
+        (true, true) => 6,
+        (false, true) => 7,
+        (true, false) => 4,
+        (false, false) => 5,
+    };
     let collection = parts[..base.min(parts.len())].join("/");
     (
         collection,

@@ -20,6 +20,8 @@ pub fn coll(ns: &str, kind: &str) -> String {
         "poddisruptionbudgets" => format!("/apis/policy/v1/namespaces/{ns}/{kind}"),
         "leases" => format!("/apis/coordination.k8s.io/v1/namespaces/{ns}/{kind}"),
         "events" => format!("/apis/events.k8s.io/v1/namespaces/{ns}/{kind}"),
+        "storageclasses" => "/apis/storage.k8s.io/v1/storageclasses".to_owned(),
+        "nodes" => "/api/v1/nodes".to_owned(),
         _ => format!("/api/v1/namespaces/{ns}/{kind}"),
     }
 }

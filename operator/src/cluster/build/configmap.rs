@@ -1,6 +1,8 @@
 //! Renders each node's broker properties (Kafka names) into its pool's ConfigMap, one key per pod
-//! (`<pod>.properties`), and hashes what every pod of the pool shares so a changed config can be
-//! detected on running pods. Node ids and advertised hosts are computed here, from ordinals.
+//! (`<pod>.properties`), named by a hash of its content (one ConfigMap per revision, so running
+//! pods never see their file change), and hashes what every pod of the pool shares so a changed
+//! config can be detected on running pods. Node ids and advertised hosts are computed here, from
+//! ordinals.
 
 use std::collections::BTreeMap;
 
@@ -15,9 +17,40 @@ pub const DATA_MOUNT: &str = "/var/lib/tributary";
 /// Where the ConfigMap is mounted.
 pub const CONFIG_MOUNT: &str = "/etc/tributary";
 
-/// Name of a pool's ConfigMap.
+/// Name of a pool's current ConfigMap revision: `<cluster>-<role>-config-<hash of its data>`.
+/// Every change of the rendered properties makes a new ConfigMap instead of editing the one the
+/// running pods mount (which the kubelet would update under them): a pod moves to a new revision
+/// only when it is restarted, from the StatefulSet's template that names it.
 pub fn configmap_name(vc: &ValidatedCluster, pool: &Pool) -> String {
-    format!("{}-config", pool_name(vc, pool))
+    format!(
+        "{}-config-{}",
+        pool_name(vc, pool),
+        data_hash(&configmap_data(vc, pool))
+    )
+}
+
+/// The pool's ConfigMap data: one `<pod>.properties` key per ordinal.
+fn configmap_data(vc: &ValidatedCluster, pool: &Pool) -> BTreeMap<String, String> {
+    (0..pool.replicas)
+        .map(|o| {
+            (
+                format!("{}.properties", pod_name(vc, pool, o)),
+                render_properties(&node_properties(vc, pool, o)),
+            )
+        })
+        .collect()
+}
+
+/// Hash of ConfigMap data (keys and values), 10 hex digits.
+fn data_hash(data: &BTreeMap<String, String>) -> String {
+    let mut h = Sha256::new();
+    for (k, v) in data {
+        h.update(k.as_bytes());
+        h.update([0]);
+        h.update(v.as_bytes());
+        h.update([0]);
+    }
+    hex(&h.finalize()[..5])
 }
 
 /// `controller.quorum.voters`: every voter's node id at its stable pod DNS name.
@@ -99,19 +132,12 @@ pub fn render_properties(props: &BTreeMap<String, String>) -> String {
     out
 }
 
-/// The pool's ConfigMap: one `<pod>.properties` key per ordinal.
+/// The pool's current ConfigMap revision (named by `configmap_name`): one `<pod>.properties`
+/// key per ordinal.
 pub fn build_configmap(vc: &ValidatedCluster, pool: &Pool) -> ConfigMap {
-    let data = (0..pool.replicas)
-        .map(|o| {
-            (
-                format!("{}.properties", pod_name(vc, pool, o)),
-                render_properties(&node_properties(vc, pool, o)),
-            )
-        })
-        .collect();
     ConfigMap {
         metadata: object_meta(vc, configmap_name(vc, pool), pool_labels(vc, pool)),
-        data: Some(data),
+        data: Some(configmap_data(vc, pool)),
         ..ConfigMap::default()
     }
 }
@@ -160,6 +186,30 @@ num.partitions=3
 process.roles=broker
 ";
         assert_eq!(text, expected);
+    }
+
+    #[test]
+    fn every_config_revision_gets_its_own_configmap_name() {
+        let kc = cluster("basic.yaml");
+        let vc = validate(&kc).expect("valid");
+        let name = configmap_name(&vc, vc.broker_pool());
+        assert!(name.starts_with("demo-broker-config-"), "{name}");
+        assert_eq!(name.len(), "demo-broker-config-".len() + 10);
+        assert_eq!(
+            build_configmap(&vc, vc.broker_pool()).metadata.name,
+            Some(name.clone())
+        );
+        let mut changed = kc.clone();
+        changed
+            .spec
+            .config
+            .insert("log.retention.ms".into(), "1000".into());
+        let vc2 = validate(&changed).expect("valid");
+        assert_ne!(configmap_name(&vc2, vc2.broker_pool()), name);
+        assert_eq!(
+            configmap_name(&validate(&kc).expect("valid"), vc.broker_pool()),
+            name
+        );
     }
 
     #[test]

@@ -79,11 +79,23 @@ pub fn build_statefulset(vc: &ValidatedCluster, pool: &Pool, config_hash: &str) 
     }
 }
 
-/// The hash stored on each pod: the rendered config hash and the pod template, together.
+/// The hash stored on each pod: the rendered config hash and the pod template, together. The
+/// ConfigMap revision's name is left out: it changes with every pod's file (adding a broker adds
+/// one), while what a restart would change for the pods already running is in `config_hash`.
 pub fn template_hash(config_hash: &str, template: &PodTemplateSpec) -> String {
+    let mut template = template.clone();
+    for v in template
+        .spec
+        .iter_mut()
+        .flat_map(|s| s.volumes.iter_mut().flatten())
+    {
+        if let Some(cm) = v.config_map.as_mut() {
+            cm.name.clear();
+        }
+    }
     let mut h = Sha256::new();
     h.update(config_hash.as_bytes());
-    h.update(serde_json::to_vec(template).unwrap_or_default());
+    h.update(serde_json::to_vec(&template).unwrap_or_default());
     hex(&h.finalize()[..8])
 }
 
@@ -329,6 +341,25 @@ mod tests {
             s["spec"]["persistentVolumeClaimRetentionPolicy"]["whenDeleted"],
             "Retain"
         );
+    }
+
+    #[test]
+    fn adding_a_broker_changes_the_configmap_revision_but_not_the_pod_hash() {
+        let base = broker_sts("basic.yaml");
+        let mut kc = cluster("basic.yaml");
+        kc.spec.brokers.replicas = 4;
+        let vc = validate(&kc).expect("valid");
+        let pool = vc.broker_pool();
+        let more = serde_json::to_value(build_statefulset(&vc, pool, &config_hash(&vc, pool)))
+            .expect("json");
+        let cm = |v: &serde_json::Value| {
+            v["spec"]["template"]["spec"]["volumes"][0]["configMap"]["name"].clone()
+        };
+        let hash = |v: &serde_json::Value| {
+            v["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH_ANNOTATION].clone()
+        };
+        assert_ne!(cm(&base), cm(&more), "new pods mount the new revision");
+        assert_eq!(hash(&base), hash(&more), "running pods are not outdated");
     }
 
     #[test]

@@ -1,0 +1,275 @@
+//! The fake cluster's partitions, for tests of day-2 decisions: replica lists, ISRs, leaders and
+//! KIP-455 reassignments (target replicas are added, join the ISR, then the replicas no longer
+//! wanted are removed), brokers stopped and started (a stopped broker is fenced and leaves every
+//! ISR; a started one catches up on the next step), cordoning and unregistering. Time advances
+//! only when the test calls `tick`: one tick lets every live replica catch up and completes every
+//! reassignment whose new replicas are in sync. It models no data, no throttle and no lag beyond
+//! that one step.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use tributary_planner::Move;
+
+use super::fake::FakeState;
+use crate::day2::{BrokerView, ObservedKafka, PartitionView};
+
+/// One partition of the fake cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FakePartition {
+    /// Assigned replicas; during a reassignment the target followed by the replicas to remove.
+    pub replicas: Vec<i32>,
+    pub isr: Vec<i32>,
+    pub leader: Option<i32>,
+    pub adding: Vec<i32>,
+    pub removing: Vec<i32>,
+    pub size_bytes: u64,
+}
+
+impl FakeState {
+    /// Adds a topic's partitions with these assignments (all replicas in sync, first one leads).
+    pub fn add_partitions(&mut self, topic: &str, assignments: &[Vec<i32>], size_bytes: u64) {
+        for (p, replicas) in assignments.iter().enumerate() {
+            let partition = i32::try_from(p).expect("few partitions");
+            self.partitions.insert(
+                (topic.to_owned(), partition),
+                FakePartition {
+                    replicas: replicas.clone(),
+                    isr: replicas.clone(),
+                    leader: replicas.first().copied(),
+                    adding: Vec::new(),
+                    removing: Vec::new(),
+                    size_bytes,
+                },
+            );
+        }
+    }
+
+    /// What the admin APIs would report: registered brokers (fenced, cordoned), partitions with
+    /// ISR, leader and moves in progress, and each broker's log-dir bytes.
+    pub fn kafka_view(&self) -> ObservedKafka {
+        let mut log_dir_bytes: BTreeMap<i32, u64> = self.brokers.iter().map(|b| (*b, 0)).collect();
+        let partitions = self
+            .partitions
+            .iter()
+            .map(|((topic, partition), p)| {
+                for r in &p.replicas {
+                    *log_dir_bytes.entry(*r).or_default() += p.size_bytes;
+                }
+                PartitionView {
+                    topic: topic.clone(),
+                    partition: *partition,
+                    replicas: p.replicas.clone(),
+                    isr: p.isr.clone(),
+                    leader: p.leader,
+                    adding: p.adding.clone(),
+                    removing: p.removing.clone(),
+                    size_bytes: p.size_bytes,
+                }
+            })
+            .collect();
+        ObservedKafka {
+            brokers: self
+                .brokers
+                .iter()
+                .map(|id| BrokerView {
+                    id: *id,
+                    rack: None,
+                    fenced: self.fenced.contains(id),
+                    cordoned: self.cordoned.contains(id),
+                })
+                .collect(),
+            active_controller: self.controller,
+            partitions,
+            topic_min_insync_replicas: self.topic_min_isr.clone(),
+            log_dir_bytes,
+        }
+    }
+
+    /// Starts KIP-455 reassignments. Refused (nothing changes) when a partition is unknown or
+    /// already moving, or a target broker is not registered.
+    pub fn reassign(&mut self, moves: &[Move]) -> Result<(), String> {
+        for m in moves {
+            let p = self
+                .partitions
+                .get(&(m.topic.clone(), m.partition))
+                .ok_or_else(|| format!("unknown partition {}-{}", m.topic, m.partition))?;
+            if !p.adding.is_empty() || !p.removing.is_empty() {
+                return Err(format!("{}-{} is already moving", m.topic, m.partition));
+            }
+            if let Some(b) = m.target.iter().find(|b| !self.brokers.contains(b)) {
+                return Err(format!("broker {b} is not registered"));
+            }
+        }
+        for m in moves {
+            let Some(p) = self.partitions.get_mut(&(m.topic.clone(), m.partition)) else {
+                continue;
+            };
+            p.adding = m.added();
+            p.removing = m.removed();
+            let mut replicas = m.target.clone();
+            replicas.extend(p.removing.iter().copied());
+            p.replicas = replicas;
+            self.calls.push(format!(
+                "reassign {}-{} {:?}",
+                m.topic, m.partition, m.target
+            ));
+        }
+        Ok(())
+    }
+
+    /// One step of time: live replicas catch up into the ISR, finished reassignments drop the
+    /// replicas they remove, and partitions without a live leader elect one from the ISR.
+    pub fn tick(&mut self) {
+        let fenced = self.fenced.clone();
+        for p in self.partitions.values_mut() {
+            let has_leader = p.leader.is_some_and(|l| !fenced.contains(&l));
+            if has_leader {
+                for r in p.replicas.clone() {
+                    if !fenced.contains(&r) && !p.isr.contains(&r) {
+                        p.isr.push(r);
+                    }
+                }
+            }
+            if (!p.adding.is_empty() || !p.removing.is_empty())
+                && p.adding.iter().all(|a| p.isr.contains(a))
+            {
+                let removing = std::mem::take(&mut p.removing);
+                p.adding.clear();
+                p.replicas.retain(|r| !removing.contains(r));
+                p.isr.retain(|r| !removing.contains(r));
+                if p.leader.is_some_and(|l| removing.contains(&l)) {
+                    p.leader = None;
+                }
+            }
+            elect(p, &fenced);
+        }
+    }
+
+    /// Stops a broker: fenced, out of every ISR, its leaderships move to the next in-sync replica.
+    pub fn stop_broker(&mut self, id: i32) {
+        self.fenced.insert(id);
+        let fenced = self.fenced.clone();
+        for p in self.partitions.values_mut() {
+            if p.isr.len() > 1 || p.isr != [id] {
+                p.isr.retain(|r| *r != id);
+            }
+            if p.leader == Some(id) {
+                p.leader = None;
+            }
+            elect(p, &fenced);
+        }
+    }
+
+    /// Starts a stopped broker: unfenced; its replicas rejoin the ISRs on the next `tick`.
+    pub fn start_broker(&mut self, id: i32) {
+        self.fenced.remove(&id);
+    }
+
+    /// Unregisters a broker; refused while it still holds replicas (as the real controller does).
+    pub fn unregister(&mut self, id: i32) -> Result<(), String> {
+        if self.partitions.values().any(|p| p.replicas.contains(&id)) {
+            return Err(format!("broker {id} still holds replicas"));
+        }
+        self.brokers.retain(|b| *b != id);
+        self.fenced.remove(&id);
+        self.cordoned.remove(&id);
+        Ok(())
+    }
+
+    /// Partitions whose ISR is smaller than `min` (the topic's override or this default), as
+    /// `topic-partition`: what acks=all producers would see as NOT_ENOUGH_REPLICAS.
+    pub fn below_min_isr(&self, default_min: usize) -> Vec<String> {
+        self.partitions
+            .iter()
+            .filter(|((topic, _), p)| {
+                let min = self
+                    .topic_min_isr
+                    .get(topic)
+                    .copied()
+                    .unwrap_or(default_min);
+                p.isr.len() < min
+            })
+            .map(|((t, n), _)| format!("{t}-{n}"))
+            .collect()
+    }
+
+    /// Brokers holding at least one replica.
+    pub fn hosting_brokers(&self) -> BTreeSet<i32> {
+        self.partitions
+            .values()
+            .flat_map(|p| p.replicas.iter().copied())
+            .collect()
+    }
+}
+
+/// Elects the first in-sync, unfenced replica in assignment order when there is no live leader.
+fn elect(p: &mut FakePartition, fenced: &BTreeSet<i32>) {
+    if p.leader.is_some_and(|l| !fenced.contains(&l)) {
+        return;
+    }
+    p.leader = p
+        .replicas
+        .iter()
+        .copied()
+        .find(|r| p.isr.contains(r) && !fenced.contains(r));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_move_adds_catches_up_then_removes() {
+        let mut s = FakeState::default();
+        s.brokers = vec![1, 2, 3, 4];
+        s.add_partitions("t", &[vec![1, 2, 3]], 10);
+        let m = Move {
+            topic: "t".into(),
+            partition: 0,
+            current: vec![1, 2, 3],
+            target: vec![4, 2, 3],
+            size_bytes: 10,
+        };
+        s.reassign(std::slice::from_ref(&m)).expect("accepted");
+        let v = s.kafka_view();
+        assert_eq!(v.partitions[0].replicas, [4, 2, 3, 1]);
+        assert_eq!(
+            (
+                v.partitions[0].adding.clone(),
+                v.partitions[0].removing.clone()
+            ),
+            (vec![4], vec![1])
+        );
+        assert!(s.reassign(&[m]).is_err(), "already moving");
+        assert!(s.unregister(1).is_err());
+        s.tick();
+        let v = s.kafka_view();
+        assert_eq!(v.partitions[0].replicas, [4, 2, 3]);
+        assert_eq!(v.partitions[0].isr, [2, 3, 4]);
+        assert_eq!(
+            v.partitions[0].leader,
+            Some(4),
+            "the removed leader handed over"
+        );
+        assert_eq!(v.log_dir_bytes[&1], 0);
+        s.unregister(1).expect("empty broker unregisters");
+    }
+
+    #[test]
+    fn a_stopped_broker_leaves_the_isr_and_rejoins_after_start() {
+        let mut s = FakeState::default();
+        s.brokers = vec![1, 2, 3];
+        s.add_partitions("t", &[vec![1, 2, 3]], 10);
+        s.stop_broker(1);
+        let v = s.kafka_view();
+        assert_eq!(v.partitions[0].isr, [2, 3]);
+        assert_eq!(v.partitions[0].leader, Some(2));
+        assert!(v.brokers[0].fenced);
+        assert_eq!(s.below_min_isr(3), ["t-0"]);
+        s.tick();
+        assert_eq!(s.kafka_view().partitions[0].isr, [2, 3], "still down");
+        s.start_broker(1);
+        s.tick();
+        assert_eq!(s.kafka_view().partitions[0].isr, [2, 3, 1]);
+    }
+}

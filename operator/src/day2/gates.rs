@@ -1,0 +1,183 @@
+//! The gates of a rolling restart, as pure checks over observed partitions:
+//! - before restarting broker X (Strimzi's rule): every partition X hosts must keep at least
+//!   `min.insync.replicas` in-sync replicas without X. Topics whose replication factor is not
+//!   above `min.insync.replicas` can never pass that check: they are skipped and named (their
+//!   acks=all producers see NOT_ENOUGH_REPLICAS while X restarts, whatever the operator waits for);
+//! - after restarting X: X is registered and unfenced, back in the ISR of every partition it
+//!   hosts, and no partition of the cluster is under-replicated.
+//!
+//! This module does not choose which pod restarts next; `decide` does.
+
+use std::collections::BTreeSet;
+
+use super::model::{Blocker, BrokerView, NodeId, ObservedKafka, PartitionView};
+
+/// The result of a gate: the partitions that block it and the topics it does not wait for.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct GateResult {
+    pub blocked: Vec<Blocker>,
+    pub skipped: Vec<String>,
+}
+
+impl GateResult {
+    /// Whether the step may go ahead.
+    pub fn open(&self) -> bool {
+        self.blocked.is_empty()
+    }
+}
+
+/// `min.insync.replicas` of `topic`: its override, or the cluster's.
+pub fn min_isr(kafka: &ObservedKafka, topic: &str, cluster_default: usize) -> usize {
+    kafka
+        .topic_min_insync_replicas
+        .get(topic)
+        .copied()
+        .unwrap_or(cluster_default)
+}
+
+/// May broker `id` restart now?
+pub fn before_restart(kafka: &ObservedKafka, id: NodeId, cluster_min_isr: usize) -> GateResult {
+    let mut out = GateResult::default();
+    let mut skipped = BTreeSet::new();
+    for p in kafka.partitions.iter().filter(|p| p.replicas.contains(&id)) {
+        let min = min_isr(kafka, &p.topic, cluster_min_isr);
+        let rf = p.replicas.len() - p.adding.len();
+        if rf <= min {
+            skipped.insert(format!(
+                "{} (replication factor {rf} ≤ min.insync.replicas {min}: unavailable to acks=all producers while a replica restarts)",
+                p.topic
+            ));
+            continue;
+        }
+        let remaining = p.isr.iter().filter(|r| **r != id).count();
+        if remaining < min {
+            out.blocked.push(Blocker {
+                partition: p.name(),
+                reason: format!(
+                    "ISR {:?} would keep {remaining} in-sync replicas without broker {id}, below min.insync.replicas {min}",
+                    p.isr
+                ),
+            });
+        }
+    }
+    out.skipped = skipped.into_iter().collect();
+    out
+}
+
+/// Is broker `id` fully back after its restart?
+pub fn after_restart(kafka: &ObservedKafka, id: NodeId) -> GateResult {
+    let mut out = GateResult::default();
+    match kafka.brokers.iter().find(|b| b.id == id) {
+        None => out.blocked.push(Blocker {
+            partition: String::new(),
+            reason: format!("broker {id} is not registered"),
+        }),
+        Some(BrokerView { fenced: true, .. }) => out.blocked.push(Blocker {
+            partition: String::new(),
+            reason: format!("broker {id} is fenced"),
+        }),
+        Some(_) => {}
+    }
+    for p in &kafka.partitions {
+        if let Some(reason) = after_restart_blocker(p, id) {
+            out.blocked.push(Blocker {
+                partition: p.name(),
+                reason,
+            });
+        }
+    }
+    out
+}
+
+fn after_restart_blocker(p: &PartitionView, id: NodeId) -> Option<String> {
+    if p.replicas.contains(&id) && !p.isr.contains(&id) {
+        return Some(format!("broker {id} is not back in the ISR {:?}", p.isr));
+    }
+    if !p.fully_in_sync() {
+        return Some(format!(
+            "under-replicated: ISR {:?} of replicas {:?}",
+            p.isr, p.replicas
+        ));
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn part(topic: &str, replicas: &[i32], isr: &[i32]) -> PartitionView {
+        PartitionView {
+            topic: topic.into(),
+            partition: 0,
+            replicas: replicas.to_vec(),
+            isr: isr.to_vec(),
+            leader: isr.first().copied(),
+            adding: vec![],
+            removing: vec![],
+            size_bytes: 0,
+        }
+    }
+
+    fn kafka(parts: Vec<PartitionView>) -> ObservedKafka {
+        ObservedKafka {
+            brokers: [100, 101, 102]
+                .into_iter()
+                .map(|id| BrokerView {
+                    id,
+                    rack: None,
+                    fenced: false,
+                    cordoned: false,
+                })
+                .collect(),
+            partitions: parts,
+            ..ObservedKafka::default()
+        }
+    }
+
+    #[test]
+    fn restart_keeps_min_isr_of_every_hosted_partition() {
+        let k = kafka(vec![part("a", &[100, 101, 102], &[100, 101, 102])]);
+        assert!(before_restart(&k, 100, 2).open());
+        // 101 is already out of the ISR: restarting 100 would leave only 102
+        let k = kafka(vec![part("a", &[100, 101, 102], &[100, 102])]);
+        let g = before_restart(&k, 100, 2);
+        assert_eq!(g.blocked.len(), 1, "{g:?}");
+        assert_eq!(g.blocked[0].partition, "a-0");
+        // but restarting 101 (already out) keeps two
+        assert!(before_restart(&k, 101, 2).open());
+    }
+
+    #[test]
+    fn topics_whose_rf_is_not_above_min_isr_are_skipped_and_named() {
+        let mut k = kafka(vec![part("small", &[100, 101], &[100, 101])]);
+        k.topic_min_insync_replicas.insert("small".into(), 2);
+        let g = before_restart(&k, 100, 1);
+        assert!(g.open());
+        assert_eq!(g.skipped.len(), 1);
+        assert!(
+            g.skipped[0].starts_with("small (replication factor 2"),
+            "{g:?}"
+        );
+    }
+
+    #[test]
+    fn after_restart_waits_for_the_isr_and_any_under_replicated_partition() {
+        let k = kafka(vec![
+            part("a", &[100, 101, 102], &[101, 102]),
+            part("b", &[101, 102, 100], &[101, 102, 100]),
+        ]);
+        let g = after_restart(&k, 100);
+        assert_eq!(g.blocked.len(), 1);
+        assert!(g.blocked[0].reason.contains("not back in the ISR"));
+        let k = kafka(vec![part("c", &[101, 102], &[101])]);
+        let g = after_restart(&k, 100);
+        assert!(g.blocked[0].reason.starts_with("under-replicated"), "{g:?}");
+        let mut k = kafka(vec![]);
+        k.brokers[0].fenced = true;
+        assert_eq!(
+            after_restart(&k, 100).blocked[0].reason,
+            "broker 100 is fenced"
+        );
+    }
+}

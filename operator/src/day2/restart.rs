@@ -1,0 +1,160 @@
+//! Rolling restarts: one pod at a time, controllers before brokers, the active controller last,
+//! every pod ready first, and the ISR gates of `gates` before and after each broker.
+
+use super::decide::{act, idle, wait};
+use super::gates::{after_restart, before_restart};
+use super::model::{
+    Blocker, Day2Action, Day2Input, Day2State, Decision, NodeId, Operation, PodView,
+    ReportedOperation,
+};
+
+/// Restart order: controller-only pods, then the others; within each, the active controller
+/// last; then by node id.
+fn restart_order(input: &Day2Input) -> Vec<&PodView> {
+    let active = input.kafka.active_controller;
+    let mut pods: Vec<&PodView> = input.kube.pods.iter().collect();
+    pods.sort_by_key(|p| {
+        let group = u8::from(p.broker);
+        let is_active = p.controller && Some(p.node_id) == active;
+        (group, is_active, p.node_id)
+    });
+    pods
+}
+
+pub(super) fn rolling_restart(input: &Day2Input, mut state: Day2State) -> Decision {
+    let total = input.kube.pods.len();
+    let done = input.kube.pods.iter().filter(|p| p.up_to_date).count();
+    let not_ready: Vec<Blocker> = input
+        .kube
+        .pods
+        .iter()
+        .filter(|p| !p.ready)
+        .map(|p| Blocker {
+            partition: String::new(),
+            reason: format!("pod {} to be ready (one pod down at a time)", p.name),
+        })
+        .collect();
+    let Some(next) = restart_order(input).into_iter().find(|p| !p.up_to_date) else {
+        return idle(state, "every pod runs the desired configuration");
+    };
+    let what = format!("rolling restart: {} next", next.name);
+    if !not_ready.is_empty() {
+        let mut d = wait(
+            state,
+            &input.now,
+            ReportedOperation::Rolling,
+            &what,
+            not_ready,
+        );
+        (d.done, d.total) = (done, total);
+        return d;
+    }
+    let mut skipped = Vec::new();
+    if next.broker {
+        let gate = before_restart(&input.kafka, next.node_id, input.spec.min_insync_replicas);
+        skipped = gate.skipped.clone();
+        if !gate.open() {
+            let mut d = wait(
+                state,
+                &input.now,
+                ReportedOperation::Rolling,
+                &what,
+                gate.blocked,
+            );
+            d.skipped = skipped;
+            (d.done, d.total) = (done, total);
+            return d;
+        }
+    }
+    state.operation = Some(Operation::Restarting {
+        pod: next.name.clone(),
+        node_id: next.node_id,
+    });
+    let mut msg = format!(
+        "rolling restart: restarting {} ({done} of {total} pods up to date)",
+        next.name
+    );
+    if !skipped.is_empty() {
+        msg.push_str(&format!("; not waited for: {}", skipped.join(", ")));
+    }
+    let mut d = act(
+        state,
+        Day2Action::RestartPod {
+            pod: next.name.clone(),
+        },
+        ReportedOperation::Rolling,
+        msg,
+    );
+    d.skipped = skipped;
+    (d.done, d.total) = (done, total);
+    d
+}
+
+pub(super) fn continue_restart(
+    input: &Day2Input,
+    state: Day2State,
+    pod: &str,
+    node_id: NodeId,
+) -> Decision {
+    let what = format!("rolling restart: {pod} restarted");
+    let Some(p) = input.kube.pods.iter().find(|p| p.name == pod) else {
+        let blocked = vec![Blocker {
+            partition: String::new(),
+            reason: format!("pod {pod} to be recreated"),
+        }];
+        return wait(
+            state,
+            &input.now,
+            ReportedOperation::Rolling,
+            &what,
+            blocked,
+        );
+    };
+    if p.ready && !p.up_to_date {
+        // The old pod still runs: the delete did not happen (or not yet); ask again.
+        let msg = format!("rolling restart: {pod} still runs the old configuration; restarting it");
+        return act(
+            state,
+            Day2Action::RestartPod {
+                pod: pod.to_owned(),
+            },
+            ReportedOperation::Rolling,
+            msg,
+        );
+    }
+    if !p.ready {
+        let blocked = vec![Blocker {
+            partition: String::new(),
+            reason: format!("pod {pod} to be ready"),
+        }];
+        return wait(
+            state,
+            &input.now,
+            ReportedOperation::Rolling,
+            &what,
+            blocked,
+        );
+    }
+    if p.broker {
+        let gate = after_restart(&input.kafka, node_id);
+        if !gate.open() {
+            return wait(
+                state,
+                &input.now,
+                ReportedOperation::Rolling,
+                &what,
+                gate.blocked,
+            );
+        }
+    }
+    let mut state = state;
+    state.operation = None;
+    state.blocked_since = None;
+    if input.kube.pods.iter().any(|p| !p.up_to_date) {
+        return rolling_restart(input, state);
+    }
+    idle(
+        state,
+        "rolling restart finished: every pod runs the desired configuration",
+    )
+}
