@@ -1,6 +1,6 @@
 """Network partitions on a cluster whose nodes each have their own address (Cluster(hosts="netns"):
-one network namespace per node, see netns.py; the first scenario also with hosts="docker",
-containers of the broker image): 3 controllers + 3 brokers, replication factor 3
+one network namespace per node, see netns.py; and again with hosts="docker", containers of the
+broker image): 3 controllers + 3 brokers, replication factor 3
 with min.insync.replicas=2, idempotent acks=all producers and verifying consumers (the workload
 of e2e/workload) while
 
@@ -257,6 +257,7 @@ def is_active(node):
         return False
 
 
+@pytest.mark.parametrize("cluster", ["netns", "docker"], indirect=True)
 def test_an_active_controller_cut_off_the_other_controllers_is_replaced(cluster, tmp_path):
     """Only controller-to-controller traffic is cut: brokers and clients still reach the old
     active controller, which keeps its (now uncommittable) leadership in its own eyes.
@@ -319,6 +320,7 @@ def test_an_active_controller_cut_off_the_other_controllers_is_replaced(cluster,
                           f"{seen['offline_during']}; the old one still says it is active: {seen['old_claims']}")
 
 
+@pytest.mark.parametrize("cluster", ["netns", "docker"], indirect=True)
 def test_a_minority_with_a_leader_and_the_active_controller_then_heal(cluster, tmp_path):
     c = cluster
     seen = {}
