@@ -50,7 +50,14 @@ def close_members(make_broker):
 
 
 class Member:
-    """A group member that records what it consumed and commits after processing each message."""
+    """A group member that records what it consumed and commits after processing each message.
+
+    The per-message commit is asynchronous: one test thread polls several members in turn, and a
+    synchronous commit blocks that thread behind the member's own JoinGroup, which the
+    coordinator holds (on the same connection, as Kafka does) until every member has rejoined -
+    including the ones this thread no longer polls, whose rebalance callbacks then never run. In
+    CI that waited out three 60 s socket timeouts. `commit_sync` commits the consumed positions
+    once the group is stable."""
 
     def __init__(self, name, consumer, topic, on_assign=None):
         self.name, self.c, self.seen = name, consumer, []
@@ -64,9 +71,19 @@ class Member:
             return
         self.seen.append((m.partition(), m.offset()))
         try:
-            self.c.commit(message=m, asynchronous=False)
+            self.c.commit(message=m, asynchronous=True)
         except KafkaException:
             pass  # a rebalance is under way: the message may be read again (at least once)
+
+    def commit_sync(self):
+        """Commits the positions of everything consumed so far (call with the group stable)."""
+        for _ in range(10):
+            self.c.poll(0.05)  # serves the callbacks of earlier asynchronous commits
+        try:
+            self.c.commit(asynchronous=False)
+        except KafkaException as e:
+            if "NO_OFFSET" not in str(e):  # nothing consumed since the last commit
+                raise
 
     def partitions(self):
         return sorted(tp.partition for tp in self.c.assignment())
@@ -115,13 +132,14 @@ def test_members_share_partitions_and_nothing_is_lost_across_rebalances(make_bro
     poll_until(members, lambda: disjoint_cover(members, 6) and seen_all(members, acked))
     # A member leaves: the other three take over its partitions.
     leaving = members.pop(0)
+    leaving.commit_sync()
     leaving.c.close()
     acked += produce_confluent(b.bootstrap, topic, 300, tag="c")
     poll_until(members, lambda: disjoint_cover(members, 6) and seen_all(members, acked, [leaving]))
     # Let every commit land, then stop the whole group.
     for m in members:
-        for _ in range(5):
-            m.poll_once()
+        m.commit_sync()
+    for m in members:
         m.c.close()
 
     # Restart the group: it resumes from the committed offsets and reads only the new messages.
@@ -131,6 +149,8 @@ def test_members_share_partitions_and_nothing_is_lost_across_rebalances(make_bro
     for m in restarted:
         for _ in range(10):
             m.poll_once()
+    for m in restarted:
+        m.commit_sync()
     old = {(p, o) for p, o, _, _ in acked}
     reread = [x for m in restarted for x in m.seen if x in old]
     assert not reread, f"re-read committed messages: {reread[:10]}"
@@ -250,6 +270,7 @@ def test_admin_lists_describes_alters_and_deletes_groups(make_broker, topic):
     group = f"adm-{uuid.uuid4().hex[:8]}"
     m = Member("a", group_consumer(b.bootstrap, group, **{"client.id": "admin-test"}), topic)
     poll_until([m], lambda: len(m.seen) == 20)
+    m.commit_sync()
     a = admin(b.bootstrap)
 
     listed = a.list_consumer_groups().result(10).valid
