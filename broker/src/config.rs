@@ -11,6 +11,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::logging::LogFormat;
+
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -91,6 +93,8 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("auto.leader.rebalance.enable", "true"),
     ("leader.imbalance.check.interval.seconds", "300"),
     ("leader.imbalance.per.broker.percentage", "10"),
+    // Tributary's own: `text`, or `json` for one JSON object per line (`logging`).
+    ("log.format", "text"),
 ];
 
 /// The broker's typed configuration, plus every raw property for DescribeConfigs.
@@ -138,6 +142,8 @@ pub struct BrokerConfig {
     pub leader_imbalance_percentage: u32,
     /// `cluster.id`, when set: the id a new cluster takes and every node must match.
     pub cluster_id: Option<String>,
+    /// `log.format`: text or JSON lines.
+    pub log_format: LogFormat,
     props: BTreeMap<String, (String, Source)>,
 }
 
@@ -316,6 +322,7 @@ impl BrokerConfig {
                 .get("cluster.id")
                 .map(|(v, _)| v.trim().to_owned())
                 .filter(|v| !v.is_empty()),
+            log_format: parse_num("log.format", get("log.format"))?,
             props,
         })
     }
@@ -532,6 +539,18 @@ mod tests {
         let err = BrokerConfig::from_properties(props(&[("process.roles", "observer")]))
             .expect_err("bad role");
         assert!(err.to_string().contains("process.roles"), "{err}");
+    }
+
+    #[test]
+    fn log_format_comes_from_the_property_or_the_environment() {
+        let c = BrokerConfig::from_properties(BTreeMap::new()).expect("defaults");
+        assert_eq!(c.log_format, LogFormat::Text);
+        let env = [("TRIBUTARY_LOG_FORMAT".to_owned(), "json".to_owned())];
+        let c = BrokerConfig::from_args_and_env(Vec::new(), env).expect("env");
+        assert_eq!(c.log_format, LogFormat::Json);
+        let set = BTreeMap::from([("log.format".to_owned(), "xml".to_owned())]);
+        let err = BrokerConfig::from_properties(set).expect_err("invalid");
+        assert!(err.to_string().contains("log.format"), "{err}");
     }
 
     #[test]

@@ -12,6 +12,7 @@ pub mod fsutil;
 pub mod group;
 pub mod http;
 pub mod lifecycle;
+pub mod logging;
 pub mod meta_properties;
 pub mod metadata;
 pub mod metrics;
