@@ -180,6 +180,8 @@ pub enum BrokerError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    MetaProperties(#[from] crate::meta_properties::MetaPropertiesError),
     #[error("failed to open the logs")]
     Logs(#[from] tributary_log::LogError),
     #[error("failed to start the metadata quorum")]
@@ -345,12 +347,13 @@ pub async fn start(config: BrokerConfig) -> Result<Running, BrokerError> {
         source,
     };
     std::fs::create_dir_all(&dir).map_err(dir_err)?;
-    let stored_cluster_id = meta_properties::load(&dir, config.node_id).map_err(dir_err)?;
+    let stored_cluster_id = meta_properties::load(&dir, config.node_id)?;
     if let (Some(stored), Some(set)) = (&stored_cluster_id, &config.cluster_id) {
         if stored != set {
             return Err(BrokerError::ClusterId(format!(
-                "cluster.id is set to {set}, but {} belongs to cluster {stored}",
-                dir.display()
+                "cluster.id is set to {set}, but {} belongs to cluster {stored}; \
+                 set cluster.id={stored} (or remove it), or give this node an empty log directory",
+                dir.join("meta.properties").display()
             )));
         }
     }
@@ -432,7 +435,7 @@ pub async fn start(config: BrokerConfig) -> Result<Running, BrokerError> {
 
     let cluster_id = wait_cluster_id(&follower, &config).await;
     check_cluster_id(&config, stored_cluster_id.as_deref(), &cluster_id)?;
-    meta_properties::store(&dir, config.node_id, &cluster_id).map_err(dir_err)?;
+    meta_properties::store(&dir, config.node_id, &cluster_id)?;
 
     let channel = Arc::new(ControllerChannel::new(
         &config,
@@ -527,7 +530,8 @@ fn check_cluster_id(
     }
     if let Some(set) = config.cluster_id.as_deref().filter(|s| *s != actual) {
         return Err(BrokerError::ClusterId(format!(
-            "cluster.id is {set}, but the controller quorum is cluster {actual}"
+            "cluster.id is {set}, but the controller quorum is cluster {actual}; \
+             set cluster.id={actual} (or remove it), or point controller.quorum.voters at cluster {set}"
         )));
     }
     Ok(())

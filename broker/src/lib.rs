@@ -19,6 +19,7 @@ pub mod metrics;
 pub mod producer_ids;
 pub mod replica;
 pub mod server;
+pub mod start_error;
 pub mod topic_config;
 
 /// Every binary and test linking the broker uses its allocator (see `alloc`).

@@ -1,15 +1,36 @@
 //! `broker`: runs a Tributary node. With no arguments it is a single combined broker and
 //! controller on 127.0.0.1:9092 with data under ./data (see `config` for every source).
+//!
+//! A fatal start-up error prints one line to stderr (`start_error::explain`: what failed, why,
+//! what to do) and exits with status 1; the error's full structure (`Debug`) follows only when
+//! `RUST_BACKTRACE` asks for detail.
 
-use anyhow::Context;
+use std::error::Error;
+use std::process::ExitCode;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
+use broker::config::BrokerConfig;
+
+fn main() -> ExitCode {
     // The configuration first: it says how to log (`log.format`).
-    let config =
-        broker::config::BrokerConfig::from_args_and_env(std::env::args().skip(1), std::env::vars())
-            .context("invalid configuration")?;
+    let config = match BrokerConfig::from_args_and_env(std::env::args().skip(1), std::env::vars()) {
+        Ok(config) => config,
+        Err(e) => return fatal(&e),
+    };
     broker::logging::init(config.log_format);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => return fatal(&e),
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fatal(&*e),
+    }
+}
+
+async fn run(config: BrokerConfig) -> Result<(), Box<dyn Error + Send + Sync>> {
     let effective: Vec<String> = config.all().map(|(k, v, _)| format!("{k}={v}")).collect();
     tracing::info!(config = %effective.join(" "), "effective configuration");
     if config.get("cordoned.log.dirs").is_some() {
@@ -17,13 +38,21 @@ async fn main() -> anyhow::Result<()> {
     }
     // Before starting: a SIGTERM that arrives while the node starts stops it cleanly after.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let running = broker::broker::start(config)
-        .await
-        .context("broker failed to start")?;
+    let running = broker::broker::start(config).await?;
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
     }
     running.shutdown().await;
     Ok(())
+}
+
+/// Prints the one-line explanation of a fatal error (and, when `RUST_BACKTRACE` is set, the
+/// error's `Debug` form with every field of the chain) and returns the failure status.
+fn fatal(err: &(dyn Error + 'static)) -> ExitCode {
+    eprintln!("{}", broker::start_error::explain(err));
+    if std::env::var_os("RUST_BACKTRACE").is_some_and(|v| v != "0") {
+        eprintln!("{err:?}");
+    }
+    ExitCode::FAILURE
 }
