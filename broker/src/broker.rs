@@ -33,6 +33,8 @@ pub struct Broker {
     pub channel: Arc<ControllerChannel>,
     pub replicas: ReplicaManager,
     pub metrics: Metrics,
+    /// Open connections of the Kafka listener and its limits.
+    pub connections: Arc<crate::server::limits::ConnectionTracker>,
     pub producer_ids: ProducerIdManager,
     /// The group coordinator for the `__consumer_offsets` partitions led here.
     pub groups: Arc<crate::group::GroupCoordinator>,
@@ -567,6 +569,8 @@ async fn start_broker(
         .await
         .map_err(|e| BrokerError::Register(e.message))?;
     let group_config = crate::group::GroupConfig::from_broker(&config);
+    let connections =
+        crate::server::limits::ConnectionTracker::new(config.connection_limits.clone());
     let broker = Arc::new_cyclic(|me| Broker {
         groups: crate::group::GroupCoordinator::new(
             group_config,
@@ -577,6 +581,7 @@ async fn start_broker(
         channel,
         replicas,
         metrics: Metrics::default(),
+        connections,
         producer_ids: ProducerIdManager::default(),
         lifecycle,
     });

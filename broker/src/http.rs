@@ -20,9 +20,11 @@ fn respond(health: &Health, path: &str) -> Response<Full<Bytes>> {
         "/metrics" => (
             StatusCode::OK,
             match health.broker.get() {
-                Some(b) => b
-                    .metrics
-                    .render(b.replicas.all().len(), b.replicas.total_size()),
+                Some(b) => {
+                    b.metrics
+                        .render(b.replicas.all().len(), b.replicas.total_size())
+                        + &b.connections.render()
+                }
                 None => String::new(),
             } + &health.render_node(),
         ),

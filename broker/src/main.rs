@@ -17,6 +17,7 @@ fn main() -> ExitCode {
         Err(e) => return fatal(&e),
     };
     broker::logging::init(config.log_format);
+    raise_open_files_limit();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -45,6 +46,25 @@ async fn run(config: BrokerConfig) -> Result<(), Box<dyn Error + Send + Sync>> {
     }
     running.shutdown().await;
     Ok(())
+}
+
+/// Each connection and segment is a descriptor: take the hard limit, and say what it is.
+fn raise_open_files_limit() {
+    let (raised, soft, hard) = broker::server::limits::raise_open_files_limit();
+    let show = |l: Option<u64>| l.map_or_else(|| "unlimited".to_owned(), |n| n.to_string());
+    match raised {
+        Ok(()) => tracing::info!(
+            soft = %show(soft),
+            hard = %show(hard),
+            "open files limit (RLIMIT_NOFILE) in effect"
+        ),
+        Err(e) => tracing::warn!(
+            error = %e,
+            soft = %show(soft),
+            hard = %show(hard),
+            "could not raise the open files limit (RLIMIT_NOFILE) to the hard limit"
+        ),
+    }
 }
 
 /// Prints the one-line explanation of a fatal error (and, when `RUST_BACKTRACE` is set, the

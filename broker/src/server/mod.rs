@@ -6,9 +6,11 @@
 //! responses (see `api`).
 
 pub mod frame;
+pub mod limits;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader};
@@ -88,28 +90,84 @@ pub struct Request {
     pub peer: Option<SocketAddr>,
 }
 
-/// Accepts connections until `shutdown` flips to true.
+/// Accepts connections until `shutdown` flips to true. A connection over a limit
+/// (`limits`) is closed at once; running out of descriptors or memory pauses accepting
+/// (10 ms doubling to 1 s) until a connection can be accepted again. Refusals and failures are
+/// logged at most once per second each, with their count.
 pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let tracker = broker.connections.clone();
     let mut tasks = tokio::task::JoinSet::new();
+    let mut backoff = limits::AcceptBackoff::default();
+    let mut refusals = limits::LogLimiter::new(limits::LOG_INTERVAL);
+    let mut failures = limits::LogLimiter::new(limits::LOG_INTERVAL);
+    let mut rate = tracker
+        .limits()
+        .creation_rate
+        .map(|r| limits::CreationRate::new(r, std::time::Instant::now()));
     loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let broker = broker.clone();
-                    let shutdown = shutdown.clone();
-                    tasks.spawn(async move { connection(stream, peer, broker, shutdown).await });
-                }
-                Err(e) => warn!(error = %e, "accept failed"),
-            },
+        // Finished connections leave the set here, so it holds only open ones.
+        while tasks.try_join_next().is_some() {}
+        let wait = rate
+            .as_mut()
+            .map_or(Duration::ZERO, |r| r.take(std::time::Instant::now()));
+        if !wait.is_zero() && pause(wait, &mut shutdown).await {
+            break;
+        }
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
             _ = shutdown.changed() => break,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff.succeeded();
+                match tracker.admit(peer.ip()) {
+                    Ok(permit) => {
+                        let broker = broker.clone();
+                        let shutdown = shutdown.clone();
+                        tasks.spawn(async move {
+                            connection(stream, peer, broker, shutdown).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(refusal) => {
+                        drop(stream);
+                        if let Some(n) = refusals.hit(std::time::Instant::now()) {
+                            warn!(%peer, reason = %refusal, refused = n, "refused connections over a limit (count since the last such line)");
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracker.accept_failed();
+                let wait = limits::is_resource_exhaustion(&e).then(|| backoff.failed());
+                if let Some(n) = failures.hit(std::time::Instant::now()) {
+                    warn!(error = %e, failures = n, backoff_ms = wait.map_or(0, |d| d.as_millis() as u64), "accept failed (count since the last such line); accepting resumes by itself");
+                }
+                match wait {
+                    Some(wait) => {
+                        if pause(wait, &mut shutdown).await {
+                            break;
+                        }
+                    }
+                    None => tokio::task::yield_now().await,
+                }
+            }
         }
     }
     // Let in-flight requests finish: each connection stops after its current request.
     while tasks.join_next().await.is_some() {}
+}
+
+/// Sleeps for `wait`; true when shutdown came first.
+async fn pause(wait: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => false,
+        _ = shutdown.changed() => true,
+    }
 }
 
 async fn connection(
@@ -122,9 +180,19 @@ async fn connection(
     let (read, mut write) = stream.into_split();
     let mut read = BufReader::with_capacity(64 * 1024, read);
     let max = broker.config.socket_request_max_bytes;
+    let idle = broker.connections.limits().idle_timeout;
     loop {
+        // Idle time is counted while waiting for the next request; a long-polling fetch being
+        // served is not idle.
         let frame = tokio::select! {
-            f = frame::read_frame(&mut read, max) => f,
+            f = tokio::time::timeout(idle, frame::read_frame(&mut read, max)) => match f {
+                Ok(f) => f,
+                Err(_) => {
+                    debug!(%peer, idle_ms = idle.as_millis() as u64, "closing idle connection (connections.max.idle.ms)");
+                    broker.connections.idle_closed();
+                    return;
+                }
+            },
             _ = shutdown.changed() => return,
         };
         let result = match frame {
