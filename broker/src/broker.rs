@@ -53,9 +53,22 @@ pub struct Health {
     pub is_broker: bool,
     /// Set when the node is stopping: never ready again.
     pub stopping: AtomicBool,
+    /// Why the node cannot go on (the metadata quorum stopped on a storage error); `main`
+    /// waits on `fatal_notify` and exits.
+    pub fatal: std::sync::Mutex<Option<String>>,
+    pub fatal_notify: tokio::sync::Notify,
 }
 
 impl Health {
+    /// Records why the node cannot go on and wakes `main`, which exits (the process, not this
+    /// library, decides to stop: CONVENTIONS 8).
+    pub fn fail(&self, reason: String) {
+        tracing::error!(%reason, "fatal: the node stops");
+        let mut fatal = self.fatal.lock().expect("fatal lock poisoned");
+        fatal.get_or_insert(reason);
+        self.fatal_notify.notify_one();
+    }
+
     /// Node-level gauges for `/metrics`: the metadata log position and role states.
     pub fn render_node(&self) -> String {
         use std::fmt::Write;
@@ -437,6 +450,8 @@ pub async fn start(config: BrokerConfig) -> Result<Running, BrokerError> {
 
     let cluster_id = wait_cluster_id(&follower, &config).await;
     check_cluster_id(&config, stored_cluster_id.as_deref(), &cluster_id)?;
+    // Rewritten at every start: a log directory that cannot be written (a full disk) stops
+    // the start here, with a clear error, rather than at the first metadata write.
     meta_properties::store(&dir, config.node_id, &cluster_id)?;
 
     let channel = Arc::new(ControllerChannel::new(
@@ -621,6 +636,10 @@ async fn watch_quorum(
     let mut metrics = ctl.quorum().raft().metrics();
     let mut last_leader = None;
     loop {
+        if let Err(fatal) = &metrics.borrow().running_state {
+            health.fail(format!("the metadata quorum stopped: {fatal}"));
+            return;
+        }
         let leader = metrics.borrow_and_update().current_leader;
         health
             .controller_ready
@@ -630,7 +649,12 @@ async fn watch_quorum(
             last_leader = leader;
         }
         tokio::select! {
-            r = metrics.changed() => if r.is_err() { return },
+            r = metrics.changed() => if r.is_err() {
+                if !health.stopping.load(Ordering::Acquire) {
+                    health.fail("the metadata quorum stopped".to_owned());
+                }
+                return;
+            },
             _ = stop.changed() => return,
         }
     }

@@ -40,13 +40,26 @@ async fn run(config: BrokerConfig) -> Result<(), Box<dyn Error + Send + Sync>> {
     // Before starting: a SIGTERM that arrives while the node starts stops it cleanly after.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
     let running = broker::broker::start(config).await?;
+    let health = running.health.clone();
     tokio::select! {
         _ = term.recv() => {}
         _ = tokio::signal::ctrl_c() => {}
+        _ = health.fatal_notify.notified() => {
+            // The metadata log cannot be written (a full disk): stop at once, as Kafka halts,
+            // so that a supervisor restarts the node, which says on start what is wrong. The
+            // partition logs need no clean close (recovery runs on start).
+            let reason = health.fatal.lock().map(|r| r.clone()).ok().flatten().unwrap_or_default();
+            return Err(Box::new(Fatal(reason)));
+        }
     }
     running.shutdown().await;
     Ok(())
 }
+
+/// A failure after start-up that stops the node.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}; free space in the log directory (or fix the I/O error) and restart the node")]
+struct Fatal(String);
 
 /// Each connection and segment is a descriptor: take the hard limit, and say what it is.
 fn raise_open_files_limit() {

@@ -252,6 +252,20 @@ mod tests {
     }
 
     #[test]
+    fn a_full_disk_at_start_says_to_free_space() {
+        let err = BrokerError::MetaProperties(MetaPropertiesError::Write {
+            path: PathBuf::from("/d/meta.properties"),
+            source: io(ErrorKind::StorageFull, "No space left on device"),
+        });
+        assert_eq!(
+            explain(&err),
+            "error: failed to write /d/meta.properties: No space left on device; the log \
+             directory's filesystem is full: free space or grow the volume, then start the \
+             broker again (acknowledged data is kept)"
+        );
+    }
+
+    #[test]
     fn a_cluster_id_mismatch_is_one_line_with_its_own_advice() {
         let err = BrokerError::ClusterId(
             "cluster.id is set to A, but /d/meta.properties belongs to cluster B; set \

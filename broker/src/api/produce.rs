@@ -172,6 +172,15 @@ async fn append(
         (info, log.log_end_offset(), log.log_start_offset())
     })
     .await;
+    if let Ok((r, _, _)) = &result {
+        match r {
+            Ok(_) => broker.metrics.log_dir_written(true),
+            Err((e, _)) if e.kafka_error_code() == tributary_log::codes::KAFKA_STORAGE_ERROR => {
+                broker.metrics.log_dir_written(false);
+            }
+            Err(_) => {}
+        }
+    }
     match result {
         Ok((Ok(info), _, log_start)) if info.duplicate => {
             // An idempotent producer's retry of a batch already stored: the original offsets.
