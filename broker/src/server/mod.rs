@@ -16,6 +16,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -170,6 +171,11 @@ async fn pause(wait: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
     }
 }
 
+/// A connection's read buffer, held only while requests arrive: a connection waiting for its
+/// next request with nothing buffered gives it back, so an idle connection costs its task and
+/// socket, not a buffer (measured in `docs/benchmarks.md`).
+const READ_BUFFER: usize = 64 * 1024;
+
 async fn connection(
     stream: TcpStream,
     peer: SocketAddr,
@@ -177,33 +183,68 @@ async fn connection(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let (read, mut write) = stream.into_split();
-    let mut read = BufReader::with_capacity(64 * 1024, read);
-    let max = broker.config.socket_request_max_bytes;
+    let (mut raw, mut write) = stream.into_split();
     let idle = broker.connections.limits().idle_timeout;
     loop {
         // Idle time is counted while waiting for the next request; a long-polling fetch being
         // served is not idle.
-        let frame = tokio::select! {
-            f = tokio::time::timeout(idle, frame::read_frame(&mut read, max)) => match f {
-                Ok(f) => f,
-                Err(_) => {
-                    debug!(%peer, idle_ms = idle.as_millis() as u64, "closing idle connection (connections.max.idle.ms)");
-                    broker.connections.idle_closed();
-                    return;
-                }
-            },
+        let ready = tokio::select! {
+            r = tokio::time::timeout(idle, raw.readable()) => r,
             _ = shutdown.changed() => return,
         };
+        match ready {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return,
+            Err(_) => return idle_close(&broker, peer, idle),
+        }
+        let mut reader = BufReader::with_capacity(READ_BUFFER, raw);
+        if !serve_buffered(&broker, &mut reader, peer, &mut write, &mut shutdown).await {
+            return;
+        }
+        raw = reader.into_inner();
+    }
+}
+
+fn idle_close(broker: &Broker, peer: SocketAddr, idle: Duration) {
+    debug!(%peer, idle_ms = idle.as_millis() as u64, "closing idle connection (connections.max.idle.ms)");
+    broker.connections.idle_closed();
+}
+
+/// Serves requests until the read buffer is drained; false when the connection is done.
+async fn serve_buffered(
+    broker: &Broker,
+    read: &mut BufReader<OwnedReadHalf>,
+    peer: SocketAddr,
+    write: &mut tokio::net::tcp::OwnedWriteHalf,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    let max = broker.config.socket_request_max_bytes;
+    let idle = broker.connections.limits().idle_timeout;
+    loop {
+        let frame = tokio::select! {
+            f = tokio::time::timeout(idle, frame::read_frame(read, max)) => match f {
+                Ok(f) => f,
+                Err(_) => {
+                    idle_close(broker, peer, idle);
+                    return false;
+                }
+            },
+            _ = shutdown.changed() => return false,
+        };
         let result = match frame {
-            Ok(Some(frame)) => serve_one(&broker, frame, peer, &mut write).await,
-            Ok(None) => return,
+            // Boxed: the handlers' futures are large, and inline they would make every
+            // connection's task that large even while it waits for a request.
+            Ok(Some(frame)) => Box::pin(serve_one(broker, frame, peer, write)).await,
+            Ok(None) => return false,
             Err(e) => Err(e.into()),
         };
         if let Err(e) = result {
             warn!(%peer, error = %e, cause = ?std::error::Error::source(&e).map(ToString::to_string), "closing connection");
             broker.metrics.connection_closed_on_error();
-            return;
+            return false;
+        }
+        if read.buffer().is_empty() {
+            return true;
         }
     }
 }
