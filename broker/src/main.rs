@@ -37,9 +37,18 @@ async fn run(config: BrokerConfig) -> Result<(), Box<dyn Error + Send + Sync>> {
     if config.get("cordoned.log.dirs").is_some() {
         tracing::warn!("cordoned.log.dirs is ignored in the properties: cordon a broker with a dynamic config (IncrementalAlterConfigs on the broker), which the controller sees");
     }
-    // Before starting: a SIGTERM that arrives while the node starts stops it cleanly after.
+    // Before starting, so that no SIGTERM is missed between start-up and the wait below. One
+    // that arrives during start-up (e.g. while waiting for an unreachable quorum) ends it.
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
-    let running = broker::broker::start(config).await?;
+    let running = tokio::select! {
+        biased;
+        r = broker::broker::start(config) => r?,
+        _ = term.recv() => {
+            tracing::info!("stopped during start-up");
+            return Ok(());
+        }
+        _ = tokio::signal::ctrl_c() => return Ok(()),
+    };
     let health = running.health.clone();
     tokio::select! {
         _ = term.recv() => {}
