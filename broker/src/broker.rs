@@ -33,6 +33,8 @@ pub struct Broker {
     pub channel: Arc<ControllerChannel>,
     pub replicas: ReplicaManager,
     pub metrics: Metrics,
+    /// Open connections of the Kafka listener and its limits.
+    pub connections: Arc<crate::server::limits::ConnectionTracker>,
     pub producer_ids: ProducerIdManager,
     /// The group coordinator for the `__consumer_offsets` partitions led here.
     pub groups: Arc<crate::group::GroupCoordinator>,
@@ -51,9 +53,22 @@ pub struct Health {
     pub is_broker: bool,
     /// Set when the node is stopping: never ready again.
     pub stopping: AtomicBool,
+    /// Why the node cannot go on (the metadata quorum stopped on a storage error); `main`
+    /// waits on `fatal_notify` and exits.
+    pub fatal: std::sync::Mutex<Option<String>>,
+    pub fatal_notify: tokio::sync::Notify,
 }
 
 impl Health {
+    /// Records why the node cannot go on and wakes `main`, which exits (the process, not this
+    /// library, decides to stop: CONVENTIONS 8).
+    pub fn fail(&self, reason: String) {
+        tracing::error!(%reason, "fatal: the node stops");
+        let mut fatal = self.fatal.lock().expect("fatal lock poisoned");
+        fatal.get_or_insert(reason);
+        self.fatal_notify.notify_one();
+    }
+
     /// Node-level gauges for `/metrics`: the metadata log position and role states.
     pub fn render_node(&self) -> String {
         use std::fmt::Write;
@@ -180,6 +195,8 @@ pub enum BrokerError {
         #[source]
         source: std::io::Error,
     },
+    #[error(transparent)]
+    MetaProperties(#[from] crate::meta_properties::MetaPropertiesError),
     #[error("failed to open the logs")]
     Logs(#[from] tributary_log::LogError),
     #[error("failed to start the metadata quorum")]
@@ -345,12 +362,13 @@ pub async fn start(config: BrokerConfig) -> Result<Running, BrokerError> {
         source,
     };
     std::fs::create_dir_all(&dir).map_err(dir_err)?;
-    let stored_cluster_id = meta_properties::load(&dir, config.node_id).map_err(dir_err)?;
+    let stored_cluster_id = meta_properties::load(&dir, config.node_id)?;
     if let (Some(stored), Some(set)) = (&stored_cluster_id, &config.cluster_id) {
         if stored != set {
             return Err(BrokerError::ClusterId(format!(
-                "cluster.id is set to {set}, but {} belongs to cluster {stored}",
-                dir.display()
+                "cluster.id is set to {set}, but {} belongs to cluster {stored}; \
+                 set cluster.id={stored} (or remove it), or give this node an empty log directory",
+                dir.join("meta.properties").display()
             )));
         }
     }
@@ -432,7 +450,9 @@ pub async fn start(config: BrokerConfig) -> Result<Running, BrokerError> {
 
     let cluster_id = wait_cluster_id(&follower, &config).await;
     check_cluster_id(&config, stored_cluster_id.as_deref(), &cluster_id)?;
-    meta_properties::store(&dir, config.node_id, &cluster_id).map_err(dir_err)?;
+    // Rewritten at every start: a log directory that cannot be written (a full disk) stops
+    // the start here, with a clear error, rather than at the first metadata write.
+    meta_properties::store(&dir, config.node_id, &cluster_id)?;
 
     let channel = Arc::new(ControllerChannel::new(
         &config,
@@ -527,7 +547,8 @@ fn check_cluster_id(
     }
     if let Some(set) = config.cluster_id.as_deref().filter(|s| *s != actual) {
         return Err(BrokerError::ClusterId(format!(
-            "cluster.id is {set}, but the controller quorum is cluster {actual}"
+            "cluster.id is {set}, but the controller quorum is cluster {actual}; \
+             set cluster.id={actual} (or remove it), or point controller.quorum.voters at cluster {set}"
         )));
     }
     Ok(())
@@ -563,6 +584,8 @@ async fn start_broker(
         .await
         .map_err(|e| BrokerError::Register(e.message))?;
     let group_config = crate::group::GroupConfig::from_broker(&config);
+    let connections =
+        crate::server::limits::ConnectionTracker::new(config.connection_limits.clone());
     let broker = Arc::new_cyclic(|me| Broker {
         groups: crate::group::GroupCoordinator::new(
             group_config,
@@ -573,6 +596,7 @@ async fn start_broker(
         channel,
         replicas,
         metrics: Metrics::default(),
+        connections,
         producer_ids: ProducerIdManager::default(),
         lifecycle,
     });
@@ -612,6 +636,10 @@ async fn watch_quorum(
     let mut metrics = ctl.quorum().raft().metrics();
     let mut last_leader = None;
     loop {
+        if let Err(fatal) = &metrics.borrow().running_state {
+            health.fail(format!("the metadata quorum stopped: {fatal}"));
+            return;
+        }
         let leader = metrics.borrow_and_update().current_leader;
         health
             .controller_ready
@@ -621,7 +649,12 @@ async fn watch_quorum(
             last_leader = leader;
         }
         tokio::select! {
-            r = metrics.changed() => if r.is_err() { return },
+            r = metrics.changed() => if r.is_err() {
+                if !health.stopping.load(Ordering::Acquire) {
+                    health.fail("the metadata quorum stopped".to_owned());
+                }
+                return;
+            },
             _ = stop.changed() => return,
         }
     }

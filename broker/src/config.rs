@@ -11,6 +11,9 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use crate::logging::LogFormat;
+use crate::server::limits::{parse_per_ip_overrides, ConnectionLimits};
+
 /// Why a configuration could not be loaded.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -91,6 +94,14 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("auto.leader.rebalance.enable", "true"),
     ("leader.imbalance.check.interval.seconds", "300"),
     ("leader.imbalance.per.broker.percentage", "10"),
+    // Tributary's own: `text`, or `json` for one JSON object per line (`logging`).
+    ("log.format", "text"),
+    // Limits of the Kafka listener (`server::limits`), unlimited by default as in Kafka.
+    ("max.connections", "2147483647"),
+    ("max.connections.per.ip", "2147483647"),
+    ("max.connections.per.ip.overrides", ""),
+    ("max.connection.creation.rate", "2147483647"),
+    ("connections.max.idle.ms", "600000"),
 ];
 
 /// The broker's typed configuration, plus every raw property for DescribeConfigs.
@@ -138,6 +149,11 @@ pub struct BrokerConfig {
     pub leader_imbalance_percentage: u32,
     /// `cluster.id`, when set: the id a new cluster takes and every node must match.
     pub cluster_id: Option<String>,
+    /// `log.format`: text or JSON lines.
+    pub log_format: LogFormat,
+    /// `max.connections`, `max.connections.per.ip(.overrides)`, `connections.max.idle.ms`,
+    /// `max.connection.creation.rate`.
+    pub connection_limits: ConnectionLimits,
     props: BTreeMap<String, (String, Source)>,
 }
 
@@ -316,6 +332,8 @@ impl BrokerConfig {
                 .get("cluster.id")
                 .map(|(v, _)| v.trim().to_owned())
                 .filter(|v| !v.is_empty()),
+            log_format: parse_num("log.format", get("log.format"))?,
+            connection_limits: connection_limits(&get)?,
             props,
         })
     }
@@ -331,6 +349,31 @@ impl BrokerConfig {
             .iter()
             .map(|(k, (v, s))| (k.as_str(), v.as_str(), *s))
     }
+}
+
+/// The Kafka listener's limits; Kafka's "no limit" (2147483647) is no limit.
+fn connection_limits<'a>(get: &impl Fn(&str) -> &'a str) -> Result<ConnectionLimits, ConfigError> {
+    let overrides = "max.connections.per.ip.overrides";
+    let idle_ms: u64 = parse_num("connections.max.idle.ms", get("connections.max.idle.ms"))?;
+    if idle_ms == 0 {
+        return Err(invalid(
+            "connections.max.idle.ms",
+            get("connections.max.idle.ms"),
+            "must be positive",
+        ));
+    }
+    let rate: u32 = parse_num(
+        "max.connection.creation.rate",
+        get("max.connection.creation.rate"),
+    )?;
+    Ok(ConnectionLimits {
+        max_connections: parse_num("max.connections", get("max.connections"))?,
+        max_per_ip: parse_num("max.connections.per.ip", get("max.connections.per.ip"))?,
+        per_ip_overrides: parse_per_ip_overrides(get(overrides))
+            .map_err(|reason| invalid(overrides, get(overrides), reason))?,
+        idle_timeout: Duration::from_millis(idle_ms),
+        creation_rate: (rate < i32::MAX as u32).then_some(rate),
+    })
 }
 
 fn invalid(name: &str, value: &str, reason: impl ToString) -> ConfigError {
@@ -532,6 +575,53 @@ mod tests {
         let err = BrokerConfig::from_properties(props(&[("process.roles", "observer")]))
             .expect_err("bad role");
         assert!(err.to_string().contains("process.roles"), "{err}");
+    }
+
+    #[test]
+    fn log_format_comes_from_the_property_or_the_environment() {
+        let c = BrokerConfig::from_properties(BTreeMap::new()).expect("defaults");
+        assert_eq!(c.log_format, LogFormat::Text);
+        let env = [("TRIBUTARY_LOG_FORMAT".to_owned(), "json".to_owned())];
+        let c = BrokerConfig::from_args_and_env(Vec::new(), env).expect("env");
+        assert_eq!(c.log_format, LogFormat::Json);
+        let set = BTreeMap::from([("log.format".to_owned(), "xml".to_owned())]);
+        let err = BrokerConfig::from_properties(set).expect_err("invalid");
+        assert!(err.to_string().contains("log.format"), "{err}");
+    }
+
+    #[test]
+    fn connection_limits_default_to_none_but_the_idle_timeout() {
+        let c = BrokerConfig::from_properties(BTreeMap::new()).expect("defaults");
+        assert_eq!(
+            c.connection_limits.idle_timeout,
+            Duration::from_millis(600_000)
+        );
+        assert_eq!(c.connection_limits.max_connections, 2_147_483_647);
+        assert_eq!(c.connection_limits.creation_rate, None);
+        let set = BTreeMap::from([
+            ("max.connections".to_owned(), "100".to_owned()),
+            ("max.connections.per.ip".to_owned(), "10".to_owned()),
+            (
+                "max.connections.per.ip.overrides".to_owned(),
+                "127.0.0.1:50".to_owned(),
+            ),
+            ("max.connection.creation.rate".to_owned(), "20".to_owned()),
+        ]);
+        let l = BrokerConfig::from_properties(set)
+            .expect("limits")
+            .connection_limits;
+        assert_eq!((l.max_connections, l.max_per_ip), (100, 10));
+        assert_eq!(l.per_ip("127.0.0.1".parse().expect("ip")), 50);
+        assert_eq!(l.creation_rate, Some(20));
+        for (k, v) in [
+            ("max.connections", "-1"),
+            ("max.connections.per.ip.overrides", "host-a:5"),
+            ("connections.max.idle.ms", "0"),
+        ] {
+            let set = BTreeMap::from([(k.to_owned(), v.to_owned())]);
+            let err = BrokerConfig::from_properties(set).expect_err(k);
+            assert!(err.to_string().contains(k), "{err}");
+        }
     }
 
     #[test]

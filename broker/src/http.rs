@@ -20,9 +20,12 @@ fn respond(health: &Health, path: &str) -> Response<Full<Bytes>> {
         "/metrics" => (
             StatusCode::OK,
             match health.broker.get() {
-                Some(b) => b
-                    .metrics
-                    .render(b.replicas.all().len(), b.replicas.total_size()),
+                Some(b) => {
+                    b.metrics
+                        .render(b.replicas.all().len(), b.replicas.total_size())
+                        + &b.connections.render()
+                        + &log_dir_space(&b.config.log_dir)
+                }
                 None => String::new(),
             } + &health.render_node(),
         ),
@@ -58,5 +61,20 @@ pub async fn serve(listener: TcpListener, health: Arc<Health>, mut stop: watch::
                 tracing::debug!(error = %e, "http connection ended with an error");
             }
         });
+    }
+}
+
+/// The log directory's filesystem: total and available bytes (statvfs), read at scrape time.
+fn log_dir_space(dir: &std::path::Path) -> String {
+    match rustix::fs::statvfs(dir) {
+        Ok(v) => format!(
+            "# HELP tributary_log_dir_total_bytes Size of the log directory's filesystem.\n\
+             # TYPE tributary_log_dir_total_bytes gauge\ntributary_log_dir_total_bytes {}\n\
+             # HELP tributary_log_dir_available_bytes Bytes the broker may still write in the log directory's filesystem.\n\
+             # TYPE tributary_log_dir_available_bytes gauge\ntributary_log_dir_available_bytes {}\n",
+            v.f_blocks.saturating_mul(v.f_frsize),
+            v.f_bavail.saturating_mul(v.f_frsize)
+        ),
+        Err(_) => String::new(),
     }
 }

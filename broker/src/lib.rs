@@ -12,12 +12,14 @@ pub mod fsutil;
 pub mod group;
 pub mod http;
 pub mod lifecycle;
+pub mod logging;
 pub mod meta_properties;
 pub mod metadata;
 pub mod metrics;
 pub mod producer_ids;
 pub mod replica;
 pub mod server;
+pub mod start_error;
 pub mod topic_config;
 
 /// Every binary and test linking the broker uses its allocator (see `alloc`).

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -31,6 +31,9 @@ pub struct Metrics {
     pub isr_shrinks: AtomicU64,
     pub isr_expands: AtomicU64,
     connection_errors: AtomicU64,
+    /// Set when an append to the log directory failed with an I/O error (a full disk), cleared
+    /// by the next append that succeeds.
+    log_dir_write_failing: AtomicBool,
     cleaner_runs: AtomicU64,
     cleaner_bytes_removed: AtomicU64,
     apis: Mutex<BTreeMap<i16, ApiStats>>,
@@ -54,6 +57,19 @@ impl Metrics {
     /// Counts a connection closed because of bad input or an I/O failure.
     pub fn connection_closed_on_error(&self) {
         self.connection_errors.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Records whether an append reached the log directory (`false`: an I/O error such as a
+    /// full disk), for `tributary_log_dir_writable`.
+    pub fn log_dir_written(&self, ok: bool) {
+        let was_failing = self.log_dir_write_failing.swap(!ok, Ordering::Relaxed);
+        if was_failing == ok {
+            if ok {
+                tracing::info!("appends to the log directory succeed again");
+            } else {
+                tracing::error!("an append to the log directory failed (disk full or I/O error): produce answers KAFKA_STORAGE_ERROR until writes succeed again; reads keep working");
+            }
+        }
     }
 
     /// Counts one pass of the log cleaner and the bytes it removed.
@@ -120,6 +136,7 @@ impl Metrics {
             "Bytes removed from compacted logs by the cleaner.",
             self.cleaner_bytes_removed.load(Ordering::Relaxed),
         );
+        let _ = writeln!(out, "# HELP tributary_log_dir_writable 1 while appends to the log directory succeed, 0 after one failed with an I/O error (e.g. a full disk) until one succeeds again.\n# TYPE tributary_log_dir_writable gauge\ntributary_log_dir_writable {}", u8::from(!self.log_dir_write_failing.load(Ordering::Relaxed)));
         let _ = writeln!(out, "# HELP tributary_partitions Partitions hosted by this broker.\n# TYPE tributary_partitions gauge\ntributary_partitions {partitions}");
         let _ = writeln!(out, "# HELP tributary_log_size_bytes Bytes of all partition logs.\n# TYPE tributary_log_size_bytes gauge\ntributary_log_size_bytes {log_bytes}");
         let apis = self.apis.lock().expect("metrics lock poisoned").clone();

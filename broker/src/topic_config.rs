@@ -157,6 +157,34 @@ pub const TOPIC_CONFIGS: &[TopicConfigDef] = &[
     ),
 ];
 
+/// Topic configs Kafka 3.x/4.x still accepts although they no longer do anything (message format
+/// v2 is the only one): accepted and ignored, with a log line, never stored.
+pub const IGNORED_TOPIC_CONFIGS: &[&str] =
+    &["message.format.version", "message.downconversion.enable"];
+
+/// Whether `name` is a deprecated topic config that is accepted and ignored.
+pub fn is_ignored(name: &str) -> bool {
+    IGNORED_TOPIC_CONFIGS.contains(&name)
+}
+
+/// `configs` without the ignored deprecated ones, logging each one dropped.
+pub fn without_ignored(
+    topic: &str,
+    configs: &BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
+    configs
+        .iter()
+        .filter(|(k, v)| {
+            let ignored = is_ignored(k);
+            if ignored {
+                tracing::info!(%topic, config = %k, value = %v, "ignoring deprecated topic config (it has no effect since message format v2)");
+            }
+            !ignored
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
 /// The definition of a topic config, if the name is one.
 pub fn lookup(name: &str) -> Option<&'static TopicConfigDef> {
     TOPIC_CONFIGS.iter().find(|d| d.name == name)
@@ -164,6 +192,9 @@ pub fn lookup(name: &str) -> Option<&'static TopicConfigDef> {
 
 /// Checks one topic config; the error text is what the client sees.
 pub fn validate(name: &str, value: &str) -> Result<(), String> {
+    if is_ignored(name) {
+        return Ok(());
+    }
     let def = lookup(name).ok_or_else(|| format!("unknown topic config name: {name}"))?;
     let bad = |why: &str| format!("invalid value {value} for configuration {name}: {why}");
     match def.value_type {
@@ -193,8 +224,11 @@ pub fn validate(name: &str, value: &str) -> Result<(), String> {
                 return Err(bad(&format!("string must be one of: {}", words.join(", "))));
             }
         }
+        // An empty list is allowed (Kafka 4.1): an empty `cleanup.policy` neither deletes nor
+        // compacts.
         ValueType::List(words) => {
-            if value.split(',').any(|w| !words.contains(&w.trim())) {
+            let mut items = value.split(',').map(str::trim).filter(|w| !w.is_empty());
+            if items.any(|w| !words.contains(&w)) {
                 return Err(bad(&format!("values must be among: {}", words.join(", "))));
             }
         }
@@ -360,6 +394,16 @@ mod tests {
         assert!(validate("segment.bytes", "99999999999").is_err());
         assert!(validate("cleanup.policy", "compact,delete").is_ok());
         assert!(validate("cleanup.policy", "shred").is_err());
+        assert!(validate("cleanup.policy", "").is_ok());
+        assert!(validate("message.format.version", "2.8-IV1").is_ok());
+        let kept = without_ignored(
+            "t",
+            &BTreeMap::from([
+                ("message.format.version".to_owned(), "3.0".to_owned()),
+                ("retention.ms".to_owned(), "1".to_owned()),
+            ]),
+        );
+        assert_eq!(kept.keys().collect::<Vec<_>>(), ["retention.ms"]);
         assert!(validate("min.cleanable.dirty.ratio", "0.01").is_ok());
         assert!(validate("min.cleanable.dirty.ratio", "1.5").is_err());
         assert!(validate("min.cleanable.dirty.ratio", "x").is_err());

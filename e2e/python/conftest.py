@@ -36,6 +36,8 @@ class Broker:
             **{k.replace("_", "."): str(v) for k, v in overrides.items()},
         }
         self.proc = None
+        # Runs in the child before exec (e.g. to lower its resource limits).
+        self.preexec_fn = None
         self.log_path = os.path.join(data_dir, "..", os.path.basename(data_dir) + ".log")
 
     @property
@@ -47,7 +49,7 @@ class Broker:
         for k, v in self.overrides.items():
             args += ["--override", f"{k}={v}"]
         log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, preexec_fn=self.preexec_fn)
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:

@@ -125,3 +125,23 @@ def test_delete_topics(broker, topic):
     a.create_topics([NewTopic(topic, 1, 1)])[topic].result(10)
     acked = produce_confluent(broker.bootstrap, topic, 5)
     assert [o for _, o, *_ in acked] == [0, 1, 2, 3, 4]
+
+
+def test_describe_configs_of_a_broker_lists_every_config_with_its_source_and_default(make_broker):
+    from confluent_kafka.admin import ConfigResource, ConfigSource
+    from clients import admin
+    b = make_broker(num_partitions=3)
+    res = ConfigResource(ConfigResource.Type.BROKER, "1")
+    client = admin(b.bootstrap)  # keep the handle alive until the future resolves
+    configs = client.describe_configs([res])[res].result(10)
+    # Every property the broker knows is listed (its built-in defaults included).
+    for name in ("log.retention.ms", "max.connections", "connections.max.idle.ms", "log.format"):
+        assert name in configs, name
+    default = configs["log.retention.ms"]
+    assert default.source == ConfigSource.DEFAULT_CONFIG.value
+    assert [(s.source, s.value) for s in default.synonyms.values()] == [(ConfigSource.DEFAULT_CONFIG.value, "604800000")]
+    static = configs["num.partitions"]
+    assert (static.source, static.value) == (ConfigSource.STATIC_BROKER_CONFIG.value, "3")
+    # The built-in default is among the synonyms (confluent-kafka keys synonyms by name, so of
+    # the same-name STATIC and DEFAULT entries it keeps the last, the default).
+    assert [(s.source, s.value) for s in static.synonyms.values()] == [(ConfigSource.DEFAULT_CONFIG.value, "1")]

@@ -9,7 +9,7 @@ import time
 
 from confluent_kafka import Consumer, KafkaError, Producer, TopicPartition
 
-from clients import create_topic
+from clients import admin, create_topic
 
 KEYS, ROUNDS, DEAD = 200, 20, 20
 
@@ -150,3 +150,32 @@ def test_group_offsets_survive_cleaning_of_consumer_offsets(make_broker, topic):
     got = c.committed([TopicPartition(topic, 0), TopicPartition(topic, 1)], timeout=20)
     c.close()
     assert [(tp.partition, tp.offset) for tp in got] == [(0, 300), (1, 600)]
+
+
+def test_keyless_records_on_a_compacted_topic_are_named_in_record_errors(make_broker, topic):
+    from rawproto import produce_v8
+    b = make_broker()
+    create_topic(b.bootstrap, topic, config={"cleanup.policy": "compact"})
+    error, message, record_errors = produce_v8(b.port, topic, [b"k0", None, b"k2", None])
+    assert error == 87, (error, message)  # INVALID_RECORD
+    assert "without a key" in message
+    assert [i for i, _ in record_errors] == [1, 3]
+    assert all("without a key" in m for _, m in record_errors)
+    # Nothing of the refused batch was stored; a keyed batch is accepted.
+    error, _message, record_errors = produce_v8(b.port, topic, [b"k0", b"k1"])
+    assert (error, record_errors) == (0, [])
+    assert [k for _, k, _ in read_all(b.bootstrap, topic)] == [b"k0", b"k1"]
+
+
+def test_an_empty_cleanup_policy_and_deprecated_configs_are_accepted(make_broker, topic):
+    b = make_broker()
+    create_topic(b.bootstrap, topic, config={"cleanup.policy": "", "message.format.version": "3.0-IV1",
+                                             "message.downconversion.enable": "true"})
+    from confluent_kafka.admin import ConfigResource
+    res = ConfigResource(ConfigResource.Type.TOPIC, topic)
+    client = admin(b.bootstrap)
+    configs = client.describe_configs([res])[res].result(10)
+    assert configs["cleanup.policy"].value == ""
+    assert "message.format.version" not in configs  # accepted, ignored, not stored
+    with open(b.log_path) as f:
+        assert "ignoring deprecated topic config" in f.read()

@@ -331,6 +331,13 @@ pub(crate) fn varlong(buf: &[u8], pos: &mut usize) -> Option<i64> {
 /// Whether every record of every batch in `records` has a non-null key (what a compacted
 /// topic requires). Decompresses as needed.
 pub fn all_records_keyed(records: &[u8]) -> Result<bool, RecordsError> {
+    Ok(keyless_records(records)?.is_empty())
+}
+
+/// The index of each record without a key, counted within its batch (Produce's
+/// `record_errors` batch indexes). Control batches are skipped. Decompresses as needed.
+pub fn keyless_records(records: &[u8]) -> Result<Vec<i32>, RecordsError> {
+    let mut out = Vec::new();
     for item in crate::batch_iter::BatchIter::new(records) {
         let (_, bytes) = item.map_err(|e| RecordsError::Header {
             reason: e.to_string(),
@@ -339,11 +346,16 @@ pub fn all_records_keyed(records: &[u8]) -> Result<bool, RecordsError> {
         if batch.header.is_control() {
             continue;
         }
-        if batch.records.iter().any(|r| r.key.is_none()) {
-            return Ok(false);
-        }
+        out.extend(
+            batch
+                .records
+                .iter()
+                .zip(0..)
+                .filter(|(r, _)| r.key.is_none())
+                .map(|(_, i)| i),
+        );
     }
-    Ok(true)
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -422,6 +434,21 @@ mod tests {
             assert_eq!(again.records.len(), 50);
             assert!(all_records_keyed(&batch).unwrap());
         }
+    }
+
+    #[test]
+    fn keyless_records_are_named_by_their_index_in_the_batch() {
+        let batch = build_test_batch(&TestBatch {
+            records: vec![
+                (Some(b"k0".to_vec()), b"v".to_vec()),
+                (None, b"v".to_vec()),
+                (Some(b"k2".to_vec()), b"v".to_vec()),
+                (None, b"v".to_vec()),
+            ],
+            ..TestBatch::default()
+        });
+        assert_eq!(keyless_records(&batch).unwrap(), vec![1, 3]);
+        assert!(!all_records_keyed(&batch).unwrap());
     }
 
     /// Found by the `records` fuzz target: a negative count framed nothing and the records were

@@ -81,7 +81,9 @@ pub(super) async fn describe(
                 RESOURCE_TOPIC => {
                     describe_topic(broker, &r.resource_name, req.include_synonyms, &wanted)
                 }
-                RESOURCE_BROKER => describe_broker(broker, &r.resource_name, &wanted),
+                RESOURCE_BROKER => {
+                    describe_broker(broker, &r.resource_name, req.include_synonyms, &wanted)
+                }
                 other => Err(ApiError::new(
                     ResponseError::InvalidRequest,
                     format!("unsupported resource type {other}"),
@@ -157,6 +159,7 @@ fn synonym(name: &str, value: &str, source: i8) -> DescribeConfigsSynonym {
 fn describe_broker(
     broker: &Broker,
     name: &str,
+    synonyms: bool,
     wanted: &dyn Fn(&str) -> bool,
 ) -> Result<Vec<DescribeConfigsResourceResult>, ApiError> {
     let image = broker.metadata.image();
@@ -204,7 +207,36 @@ fn describe_broker(
             }
         }
     }
+    if synonyms {
+        for (n, result) in out.iter_mut() {
+            result.synonyms = broker_synonyms(broker, dynamic, n);
+        }
+    }
     Ok(out.into_values().collect())
+}
+
+/// Every value a broker property has, in Kafka's precedence order (dynamic for this broker,
+/// dynamic cluster default, static, built-in default): the synonyms DescribeConfigs returns,
+/// so that a client sees the default next to the value in effect.
+fn broker_synonyms(
+    broker: &Broker,
+    dynamic: Dynamic<'_>,
+    name: &str,
+) -> Vec<DescribeConfigsSynonym> {
+    let mut syn = Vec::new();
+    if let Some(v) = dynamic.broker.and_then(|m| m.get(name)) {
+        syn.push(synonym(name, v, SOURCE_DYNAMIC_BROKER));
+    }
+    if let Some(v) = dynamic.default.and_then(|m| m.get(name)) {
+        syn.push(synonym(name, v, SOURCE_DYNAMIC_DEFAULT_BROKER));
+    }
+    if let Some((v, Source::Static)) = broker.config.get(name) {
+        syn.push(synonym(name, v, SOURCE_STATIC_BROKER));
+    }
+    if let Some((_, v)) = crate::config::DEFAULTS.iter().find(|(k, _)| *k == name) {
+        syn.push(synonym(name, v, SOURCE_DEFAULT));
+    }
+    syn
 }
 
 /// Alters one resource: topic overrides through the controller (`change` maps the current

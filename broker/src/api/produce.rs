@@ -9,7 +9,8 @@ use std::sync::RwLock;
 
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::produce_response::{
-    LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse, TopicProduceResponse,
+    BatchIndexAndErrorMessage, LeaderIdAndEpoch, NodeEndpoint, PartitionProduceResponse,
+    TopicProduceResponse,
 };
 use kafka_protocol::messages::{BrokerId, ProduceRequest, ProduceResponse};
 use kafka_protocol::ResponseError;
@@ -146,14 +147,21 @@ async fn append(
     let buf = records.clone();
     let epoch = part.leader_epoch.load(Ordering::Acquire);
     let log = part.log.clone();
+    let mut record_errors = Vec::new();
     let result = tokio::task::spawn_blocking(move || {
-        if let Err(e) = check_keys_if_compacted(&log, &buf) {
+        if let Err((e, keyless)) = check_keys_if_compacted(&log, &buf) {
             let log = log.read().expect("log lock poisoned");
-            return (Err(e), log.log_end_offset(), log.log_start_offset());
+            return (
+                Err((e, keyless)),
+                log.log_end_offset(),
+                log.log_start_offset(),
+            );
         }
         let mut log = log.write().expect("log lock poisoned");
         let now = now_ms();
-        let info = log.append_produced(&buf, epoch, now);
+        let info = log
+            .append_produced(&buf, epoch, now)
+            .map_err(|e| (e, Vec::new()));
         if info.is_ok() {
             // flush.messages / flush.ms; by default the OS decides (durability comes from
             // replication, as in Kafka).
@@ -164,6 +172,15 @@ async fn append(
         (info, log.log_end_offset(), log.log_start_offset())
     })
     .await;
+    if let Ok((r, _, _)) = &result {
+        match r {
+            Ok(_) => broker.metrics.log_dir_written(true),
+            Err((e, _)) if e.kafka_error_code() == tributary_log::codes::KAFKA_STORAGE_ERROR => {
+                broker.metrics.log_dir_written(false);
+            }
+            Err(_) => {}
+        }
+    }
     match result {
         Ok((Ok(info), _, log_start)) if info.duplicate => {
             // An idempotent producer's retry of a batch already stored: the original offsets.
@@ -221,11 +238,18 @@ async fn append(
                 .with_log_append_time_ms(info.log_append_time.unwrap_or(-1))
                 .with_log_start_offset(log_start.0)
         }
-        Ok((Err(e), _, _)) => {
+        Ok((Err((e, keyless)), _, _)) => {
             tracing::debug!(topic, partition, error = %e, "append refused");
             let code = ResponseError::try_from_code(e.kafka_error_code())
                 .unwrap_or(ResponseError::UnknownServerError);
-            failed(code, e.to_string())
+            // Produce v8+ names the records that refused the batch (older versions drop the
+            // field when encoding).
+            record_errors.extend(keyless.into_iter().map(|i| {
+                BatchIndexAndErrorMessage::default()
+                    .with_batch_index(i)
+                    .with_batch_index_error_message(Some(s(KEYLESS.to_owned())))
+            }));
+            failed(code, e.to_string()).with_record_errors(record_errors)
         }
         Err(e) => failed(
             ResponseError::UnknownServerError,
@@ -234,9 +258,12 @@ async fn append(
     }
 }
 
-/// A compacted topic refuses records without a key (INVALID_RECORD, nothing appended), as
-/// Kafka does. Only compacted topics pay for reading (and decompressing) the records.
-fn check_keys_if_compacted(log: &RwLock<Log>, records: &[u8]) -> Result<(), LogError> {
+const KEYLESS: &str = "compacted topic cannot accept a record without a key";
+
+/// A compacted topic refuses records without a key (INVALID_RECORD, nothing appended, the
+/// keyless records' indexes in the batch returned), as Kafka does. Only compacted topics pay
+/// for reading (and decompressing) the records.
+fn check_keys_if_compacted(log: &RwLock<Log>, records: &[u8]) -> Result<(), (LogError, Vec<i32>)> {
     if !log.read().expect("log lock poisoned").config().compact {
         return Ok(());
     }
@@ -244,12 +271,13 @@ fn check_keys_if_compacted(log: &RwLock<Log>, records: &[u8]) -> Result<(), LogE
         position: 0,
         reason,
     };
-    match tributary_log::records::all_records_keyed(records) {
-        Ok(true) => Ok(()),
-        Ok(false) => Err(invalid(
-            "compacted topic cannot accept a record without a key".into(),
+    match tributary_log::records::keyless_records(records) {
+        Ok(keyless) if keyless.is_empty() => Ok(()),
+        Ok(keyless) => Err((
+            invalid(format!("{KEYLESS} ({} of them)", keyless.len())),
+            keyless,
         )),
-        Err(e) => Err(invalid(format!("records cannot be read: {e}"))),
+        Err(e) => Err((invalid(format!("records cannot be read: {e}")), Vec::new())),
     }
 }
 

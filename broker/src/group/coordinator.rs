@@ -310,12 +310,30 @@ impl GroupCoordinator {
         Ok(results)
     }
 
+    /// The earliest deadline of any group.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        self.lock()
+            .groups
+            .values()
+            .filter_map(|e| e.group.next_deadline())
+            .min()
+    }
+
     /// Runs every group's timers once.
     pub async fn tick(&self) {
+        self.tick_groups(None).await;
+    }
+
+    /// Runs the timers of `only` (every group when None) once: a request about a group first
+    /// applies what its deadlines decided, so it never sees a member whose session ran out.
+    pub(super) async fn tick_groups(&self, only: Option<&[String]>) {
         let work: Vec<(String, Deferred, bool)> = {
             let mut inner = self.lock();
             let (now, now_ms) = (Instant::now(), now_ms());
-            let ids: Vec<String> = inner.groups.keys().cloned().collect();
+            let ids: Vec<String> = match only {
+                Some(ids) => ids.to_vec(),
+                None => inner.groups.keys().cloned().collect(),
+            };
             ids.into_iter()
                 .filter_map(|id| {
                     let effects = inner.groups.get_mut(&id)?.group.tick(now, now_ms);
@@ -383,17 +401,30 @@ fn ms(d: Duration) -> i32 {
 
 /// Ticks the coordinator's timers until `stop` flips (background task).
 pub async fn run_timers(coordinator: Arc<GroupCoordinator>, mut stop: watch::Receiver<bool>) {
-    let mut timers = tokio::time::interval(Duration::from_millis(100));
     let mut cleanup = tokio::time::interval(coordinator.config.retention_check_interval);
-    timers.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last_tick = Instant::now();
     loop {
+        // Wake at the earliest deadline, and at least every TIMER_POLL: a deadline set while
+        // sleeping is at least a timeout (longer than TIMER_POLL) away, so it is met on time.
+        // A deadline the last tick left in the past is not waited for again (no spinning).
+        let poll = Instant::now() + TIMER_POLL;
+        let wake = coordinator
+            .next_deadline()
+            .filter(|d| *d > last_tick)
+            .map_or(poll, |d| d.min(poll));
         tokio::select! {
-            _ = timers.tick() => coordinator.tick().await,
+            _ = tokio::time::sleep_until(wake) => {
+                last_tick = Instant::now();
+                coordinator.tick().await;
+            }
             _ = cleanup.tick() => coordinator.expire_offsets(now_ms()).await,
             _ = stop.changed() => return,
         }
     }
 }
+
+/// The longest the timer task sleeps without looking at the groups' deadlines again.
+const TIMER_POLL: Duration = Duration::from_millis(100);
 
 #[cfg(test)]
 #[path = "coordinator_tests.rs"]

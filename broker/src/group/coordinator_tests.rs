@@ -166,6 +166,34 @@ async fn a_silent_member_is_removed_after_its_session_timeout() {
 }
 
 #[tokio::test(start_paused = true)]
+async fn a_session_expires_at_its_deadline_not_at_the_next_poll() {
+    let c = coordinator(Arc::default()).await;
+    let a = join(c.clone(), "g").await;
+    c.sync("g", sync_req(&a.member_id, 1, vec![])).await;
+    // Start the session at an instant that is not on a 100 ms grid.
+    tokio::time::sleep(Duration::from_millis(37)).await;
+    assert_eq!(c.heartbeat("g", &a.member_id, None, 1), Ok(()));
+    tokio::time::sleep(SESSION - Duration::from_millis(1)).await;
+    assert_eq!(c.describe_group("g").expect("describe").state, "Stable");
+    tokio::time::sleep(Duration::from_millis(2)).await;
+    // The timer task woke at the deadline itself.
+    assert_eq!(c.describe_group("g").expect("describe").state, "Empty");
+}
+
+#[tokio::test(start_paused = true)]
+async fn delete_groups_right_after_a_session_ran_out_is_not_refused() {
+    let c = coordinator(Arc::default()).await;
+    let a = join(c.clone(), "g").await;
+    c.sync("g", sync_req(&a.member_id, 1, vec![])).await;
+    tokio::time::sleep(Duration::from_millis(37)).await;
+    assert_eq!(c.heartbeat("g", &a.member_id, None, 1), Ok(()));
+    // Jump exactly to the deadline without letting the timer task run first.
+    tokio::time::advance(SESSION).await;
+    let deleted = c.delete_groups(vec!["g".to_owned()]).await;
+    assert_eq!(deleted, vec![("g".to_owned(), Ok(()))]);
+}
+
+#[tokio::test(start_paused = true)]
 async fn a_restarting_static_member_keeps_its_assignment_and_fences_the_old_one() {
     let c = coordinator(Arc::default()).await;
     let first = c.join("g", join_req("", Some("i-1"))).await;

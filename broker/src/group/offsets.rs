@@ -279,6 +279,7 @@ impl GroupCoordinator {
         &self,
         ids: Vec<String>,
     ) -> Vec<(String, Result<(), ResponseError>)> {
+        self.tick_groups(Some(&ids)).await;
         let _w = self.write.lock().await;
         let mut results = Vec::new();
         for id in ids {
@@ -314,6 +315,7 @@ impl GroupCoordinator {
         group_id: &str,
         topics: Vec<(String, Vec<i32>)>,
     ) -> Result<PartitionResults, ResponseError> {
+        self.tick_groups(Some(&[group_id.to_owned()])).await;
         let _w = self.write.lock().await;
         let (results, plan) = {
             let inner = self.lock();

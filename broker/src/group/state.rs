@@ -72,12 +72,19 @@ impl Member {
     }
 
     fn expired(&self, now: Instant) -> bool {
+        self.deadline().is_some_and(|d| now >= d)
+    }
+
+    /// When the member expires unless it is heard from (none while it waits for SyncGroup, or
+    /// for JoinGroup after having been a member).
+    fn deadline(&self) -> Option<Instant> {
         if self.awaiting_join {
-            self.is_new && now >= self.last_heartbeat + NEW_MEMBER_JOIN_TIMEOUT
+            self.is_new
+                .then(|| self.last_heartbeat + NEW_MEMBER_JOIN_TIMEOUT)
         } else if self.awaiting_sync {
-            false
+            None
         } else {
-            now >= self.last_heartbeat + self.session_timeout
+            Some(self.last_heartbeat + self.session_timeout)
         }
     }
 }
@@ -840,6 +847,24 @@ impl Group {
             GroupState::Empty | GroupState::Dead => {}
         }
         effects
+    }
+
+    /// The earliest moment [`Group::tick`] has something to do: a member's session expiry, the
+    /// end of the join phase or the sync deadline.
+    pub fn next_deadline(&self) -> Option<Instant> {
+        let join = (self.state == GroupState::PreparingRebalance)
+            .then_some(self.join_deadline)
+            .flatten();
+        let sync = (self.state == GroupState::CompletingRebalance)
+            .then_some(self.sync_deadline)
+            .flatten();
+        self.members
+            .values()
+            .filter_map(Member::deadline)
+            .chain(self.pending_members.values().copied())
+            .chain(join)
+            .chain(sync)
+            .min()
     }
 
     /// Runs the timers: session expiry, the end of the join phase (or of the initial delay)

@@ -6,14 +6,17 @@
 //! responses (see `api`).
 
 pub mod frame;
+pub mod limits;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use kafka_protocol::messages::{ApiKey, RequestHeader};
 use kafka_protocol::protocol::{Decodable, Encodable};
 use tokio::io::{AsyncWriteExt, BufReader};
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 use tracing::{debug, info, warn};
@@ -88,29 +91,90 @@ pub struct Request {
     pub peer: Option<SocketAddr>,
 }
 
-/// Accepts connections until `shutdown` flips to true.
+/// Accepts connections until `shutdown` flips to true. A connection over a limit
+/// (`limits`) is closed at once; running out of descriptors or memory pauses accepting
+/// (10 ms doubling to 1 s) until a connection can be accepted again. Refusals and failures are
+/// logged at most once per second each, with their count.
 pub async fn serve(
     listener: TcpListener,
     broker: Arc<Broker>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    let tracker = broker.connections.clone();
     let mut tasks = tokio::task::JoinSet::new();
+    let mut backoff = limits::AcceptBackoff::default();
+    let mut refusals = limits::LogLimiter::new(limits::LOG_INTERVAL);
+    let mut failures = limits::LogLimiter::new(limits::LOG_INTERVAL);
+    let mut rate = tracker
+        .limits()
+        .creation_rate
+        .map(|r| limits::CreationRate::new(r, std::time::Instant::now()));
     loop {
-        tokio::select! {
-            accepted = listener.accept() => match accepted {
-                Ok((stream, peer)) => {
-                    let broker = broker.clone();
-                    let shutdown = shutdown.clone();
-                    tasks.spawn(async move { connection(stream, peer, broker, shutdown).await });
-                }
-                Err(e) => warn!(error = %e, "accept failed"),
-            },
+        // Finished connections leave the set here, so it holds only open ones.
+        while tasks.try_join_next().is_some() {}
+        let wait = rate
+            .as_mut()
+            .map_or(Duration::ZERO, |r| r.take(std::time::Instant::now()));
+        if !wait.is_zero() && pause(wait, &mut shutdown).await {
+            break;
+        }
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
             _ = shutdown.changed() => break,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                backoff.succeeded();
+                match tracker.admit(peer.ip()) {
+                    Ok(permit) => {
+                        let broker = broker.clone();
+                        let shutdown = shutdown.clone();
+                        tasks.spawn(async move {
+                            connection(stream, peer, broker, shutdown).await;
+                            drop(permit);
+                        });
+                    }
+                    Err(refusal) => {
+                        drop(stream);
+                        if let Some(n) = refusals.hit(std::time::Instant::now()) {
+                            warn!(%peer, reason = %refusal, refused = n, "refused connections over a limit (count since the last such line)");
+                        }
+                    }
+                }
+            }
+            Err(e) => {
+                tracker.accept_failed();
+                let wait = limits::is_resource_exhaustion(&e).then(|| backoff.failed());
+                if let Some(n) = failures.hit(std::time::Instant::now()) {
+                    warn!(error = %e, failures = n, backoff_ms = wait.map_or(0, |d| d.as_millis() as u64), "accept failed (count since the last such line); accepting resumes by itself");
+                }
+                match wait {
+                    Some(wait) => {
+                        if pause(wait, &mut shutdown).await {
+                            break;
+                        }
+                    }
+                    None => tokio::task::yield_now().await,
+                }
+            }
         }
     }
     // Let in-flight requests finish: each connection stops after its current request.
     while tasks.join_next().await.is_some() {}
 }
+
+/// Sleeps for `wait`; true when shutdown came first.
+async fn pause(wait: Duration, shutdown: &mut watch::Receiver<bool>) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(wait) => false,
+        _ = shutdown.changed() => true,
+    }
+}
+
+/// A connection's read buffer, held only while requests arrive: a connection waiting for its
+/// next request with nothing buffered gives it back, so an idle connection costs its task and
+/// socket, not a buffer (measured in `docs/benchmarks.md`).
+const READ_BUFFER: usize = 64 * 1024;
 
 async fn connection(
     stream: TcpStream,
@@ -119,23 +183,68 @@ async fn connection(
     mut shutdown: watch::Receiver<bool>,
 ) {
     let _ = stream.set_nodelay(true);
-    let (read, mut write) = stream.into_split();
-    let mut read = BufReader::with_capacity(64 * 1024, read);
-    let max = broker.config.socket_request_max_bytes;
+    let (mut raw, mut write) = stream.into_split();
+    let idle = broker.connections.limits().idle_timeout;
     loop {
-        let frame = tokio::select! {
-            f = frame::read_frame(&mut read, max) => f,
+        // Idle time is counted while waiting for the next request; a long-polling fetch being
+        // served is not idle.
+        let ready = tokio::select! {
+            r = tokio::time::timeout(idle, raw.readable()) => r,
             _ = shutdown.changed() => return,
         };
+        match ready {
+            Ok(Ok(())) => {}
+            Ok(Err(_)) => return,
+            Err(_) => return idle_close(&broker, peer, idle),
+        }
+        let mut reader = BufReader::with_capacity(READ_BUFFER, raw);
+        if !serve_buffered(&broker, &mut reader, peer, &mut write, &mut shutdown).await {
+            return;
+        }
+        raw = reader.into_inner();
+    }
+}
+
+fn idle_close(broker: &Broker, peer: SocketAddr, idle: Duration) {
+    debug!(%peer, idle_ms = idle.as_millis() as u64, "closing idle connection (connections.max.idle.ms)");
+    broker.connections.idle_closed();
+}
+
+/// Serves requests until the read buffer is drained; false when the connection is done.
+async fn serve_buffered(
+    broker: &Broker,
+    read: &mut BufReader<OwnedReadHalf>,
+    peer: SocketAddr,
+    write: &mut tokio::net::tcp::OwnedWriteHalf,
+    shutdown: &mut watch::Receiver<bool>,
+) -> bool {
+    let max = broker.config.socket_request_max_bytes;
+    let idle = broker.connections.limits().idle_timeout;
+    loop {
+        let frame = tokio::select! {
+            f = tokio::time::timeout(idle, frame::read_frame(read, max)) => match f {
+                Ok(f) => f,
+                Err(_) => {
+                    idle_close(broker, peer, idle);
+                    return false;
+                }
+            },
+            _ = shutdown.changed() => return false,
+        };
         let result = match frame {
-            Ok(Some(frame)) => serve_one(&broker, frame, peer, &mut write).await,
-            Ok(None) => return,
+            // Boxed: the handlers' futures are large, and inline they would make every
+            // connection's task that large even while it waits for a request.
+            Ok(Some(frame)) => Box::pin(serve_one(broker, frame, peer, write)).await,
+            Ok(None) => return false,
             Err(e) => Err(e.into()),
         };
         if let Err(e) = result {
             warn!(%peer, error = %e, cause = ?std::error::Error::source(&e).map(ToString::to_string), "closing connection");
             broker.metrics.connection_closed_on_error();
-            return;
+            return false;
+        }
+        if read.buffer().is_empty() {
+            return true;
         }
     }
 }

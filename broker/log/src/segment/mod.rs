@@ -224,7 +224,7 @@ impl Segment {
                 problem = Some(reason);
                 break;
             }
-            self.note_batch(pos, &header)?;
+            self.note_batch(pos, &header);
             pos += header.size() as u64;
         }
         if let Some(reason) = &problem {
@@ -276,7 +276,10 @@ impl Segment {
 
     /// Updates indexes and state for a batch written at `pos` (Kafka's indexing rule: an
     /// entry once more than `index.interval.bytes` were written since the last one).
-    fn note_batch(&mut self, pos: u64, header: &BatchHeader) -> Result<(), LogError> {
+    /// Accounts for a batch written at `pos`. The indexes are sparse, so an entry that cannot
+    /// be written (a full disk) is skipped — lookups scan from the entry before — and tried
+    /// again with the next batch; the batch itself is stored either way.
+    fn note_batch(&mut self, pos: u64, header: &BatchHeader) {
         if self.first_batch_timestamp.is_none() {
             self.first_batch_timestamp = Some(header.max_timestamp);
         }
@@ -285,14 +288,20 @@ impl Segment {
             self.offset_of_max_timestamp = header.last_offset();
         }
         if self.bytes_since_index > self.index_interval {
-            self.index.append(header.last_offset(), pos as u32)?;
-            self.time_index
-                .maybe_append(self.max_timestamp, self.offset_of_max_timestamp)?;
-            self.bytes_since_index = 0;
+            let indexed = self
+                .index
+                .append(header.last_offset(), pos as u32)
+                .and_then(|()| {
+                    self.time_index
+                        .maybe_append(self.max_timestamp, self.offset_of_max_timestamp)
+                });
+            match indexed {
+                Ok(()) => self.bytes_since_index = 0,
+                Err(e) => warn!(error = %e, "index entry skipped"),
+            }
         }
         self.bytes_since_index += header.size() as u64;
         self.next_offset = header.next_offset();
-        Ok(())
     }
 
     /// Appends validated batches (already patched) and indexes them.
@@ -303,12 +312,18 @@ impl Segment {
         headers: &[BatchHeader],
     ) -> Result<(), LogError> {
         let start = self.size;
-        write_all_vectored_at(&self.file, parts, start)
-            .map_err(io_err("append to segment", &self.path))?;
+        if let Err(e) = write_all_vectored_at(&self.file, parts, start) {
+            // Leave the segment exactly as before (a full disk can take part of the write):
+            // shrinking needs no space.
+            if let Err(t) = self.file.set_len(start) {
+                warn!(path = %self.path.display(), error = %t, "could not cut a failed append off the segment; recovery will");
+            }
+            return Err(io_err("append to segment", &self.path)(e));
+        }
         self.size += len as u64;
         let mut pos = start;
         for h in headers {
-            self.note_batch(pos, h)?;
+            self.note_batch(pos, h);
             pos += h.size() as u64;
         }
         Ok(())

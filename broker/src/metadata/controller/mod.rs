@@ -578,7 +578,7 @@ impl QuorumController {
             .topics
             .get(topic)
             .ok_or_else(|| unknown_topic(topic))?;
-        let new = change(&t.configs)?;
+        let new = topic_config::without_ignored(topic, &change(&t.configs)?);
         for (k, v) in &new {
             topic_config::validate(k, v)
                 .map_err(|m| ApiError::new(ResponseError::InvalidConfig, m))?;
@@ -785,7 +785,7 @@ fn plan_topic(
     let mut records = vec![MetadataRecord::Topic {
         name: t.name.clone(),
         topic_id,
-        configs: t.configs.clone(),
+        configs: topic_config::without_ignored(&t.name, &t.configs),
     }];
     records.extend(
         replicas
