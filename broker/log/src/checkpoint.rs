@@ -20,13 +20,15 @@ const CHECKPOINT_VERSION: &str = "0";
 /// A checkpoint file that could not be read, parsed or written.
 #[derive(Debug, Error)]
 pub enum CheckpointError {
-    /// The OS error is part of the message (not a `source`), so that every log line and
-    /// error report that shows this error says why, e.g. "No space left on device".
-    #[error("failed to {action} {path}: {cause}")]
+    /// The OS error is also in the message, so that every log line that shows this error
+    /// says why (e.g. "No space left on device"); reports that walk the source chain leave out
+    /// a cause its predecessor's message already contains.
+    #[error("failed to {action} {path}: {source}")]
     Io {
         action: &'static str,
         path: PathBuf,
-        cause: io::Error,
+        #[source]
+        source: io::Error,
     },
     #[error("malformed checkpoint {path} at line {line}: {reason}")]
     Malformed {
@@ -40,10 +42,10 @@ fn io_err<'a>(
     action: &'static str,
     path: &'a Path,
 ) -> impl FnOnce(io::Error) -> CheckpointError + 'a {
-    move |cause| CheckpointError::Io {
+    move |source| CheckpointError::Io {
         action,
         path: path.to_path_buf(),
-        cause,
+        source,
     }
 }
 

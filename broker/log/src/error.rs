@@ -103,13 +103,15 @@ pub enum LogError {
     #[error("lock of partition {partition} is poisoned")]
     Poisoned { partition: TopicPartition },
     /// A file operation failed.
-    /// The OS error is part of the message (not a `source`), so that every log line and
-    /// error report that shows this error says why, e.g. "No space left on device".
-    #[error("failed to {action} {path}: {cause}")]
+    /// The OS error is also in the message, so that every log line that shows this error
+    /// says why (e.g. "No space left on device"); reports that walk the source chain leave out
+    /// a cause its predecessor's message already contains.
+    #[error("failed to {action} {path}: {source}")]
     Io {
         action: &'static str,
         path: PathBuf,
-        cause: io::Error,
+        #[source]
+        source: io::Error,
     },
     /// A checkpoint file failed.
     #[error(transparent)]
@@ -147,9 +149,9 @@ pub(crate) fn io_err<'a>(
     action: &'static str,
     path: &'a Path,
 ) -> impl FnOnce(io::Error) -> LogError + 'a {
-    move |cause| LogError::Io {
+    move |source| LogError::Io {
         action,
         path: path.to_path_buf(),
-        cause,
+        source,
     }
 }
