@@ -13,8 +13,10 @@ from __future__ import annotations
 
 import functools
 import random
+import sys
 import threading
 import time
+import traceback
 
 from confluent_kafka import KafkaError, KafkaException, Producer
 
@@ -95,12 +97,22 @@ class ProducerWorker:
                 if self.stop.is_set():
                     self._complete("fail", value, partition, error="local queue full at shutdown")
                     return
-                producer.poll(0.1)
+                self._poll(producer, 0.1)
             except KafkaException as e:  # refused before it was queued
                 self._complete("fail", value, partition, error=str(e.args[0]))
                 return
 
     def _delivered(self, value: str, partition: int, err, msg) -> None:
+        # An exception escaping a delivery callback comes out of the client's next poll() as a
+        # SystemError and would end the worker (confluent-kafka #865): say what it was and leave
+        # the send without an outcome (indeterminate at the end).
+        try:
+            self._record_report(value, partition, err, msg)
+        except Exception:  # noqa: BLE001
+            print(f"{self.process}: delivery report of {value} could not be recorded:\n"
+                  f"{traceback.format_exc()}", file=sys.stderr)
+
+    def _record_report(self, value: str, partition: int, err, msg) -> None:
         if err is None:
             offset = msg.offset()
             self._complete("ok", value, msg.partition(), offset=offset if offset >= 0 else None)
@@ -119,12 +131,20 @@ class ProducerWorker:
 
     def _serve_until(self, producer: Producer, deadline: float) -> None:
         """Serves delivery reports until `deadline` (the rate limit) or `stop`."""
-        producer.poll(0)
+        self._poll(producer, 0)
         while not self.stop.is_set():
             left = deadline - time.monotonic()
             if left <= 0:
                 return
-            producer.poll(min(left, 0.05))
+            self._poll(producer, min(left, 0.05))
+
+    def _poll(self, producer: Producer, timeout: float) -> None:
+        """producer.poll; a SystemError the client raises out of its own callback machinery is
+        reported and survived (the reports it swallowed leave their sends indeterminate)."""
+        try:
+            producer.poll(timeout)
+        except SystemError:
+            print(f"{self.process}: poll failed in the client:\n{traceback.format_exc()}", file=sys.stderr)
 
     def _finish(self, producer: Producer) -> None:
         """Waits for outstanding reports (bounded by the message timeout), then purges; whatever
