@@ -78,3 +78,23 @@ def check_round_trip(acked, consumed):
         assert offsets == list(range(len(offsets))), f"partition {part} offsets not contiguous"
         seqs = [s for _, s in items]
         assert seqs == sorted(seqs), f"partition {part} out of production order"
+
+
+def read_partition0(bootstrap, topic, expected, timeout=20, **config):
+    """The values of partition 0 from its start, read with kafka-python without a consumer group
+    (no __consumer_offsets, whose 50 partitions need descriptors and disk a test may have taken
+    away), until `expected` values or `timeout` seconds."""
+    from kafka import KafkaConsumer
+    from kafka import TopicPartition as KTP
+
+    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False, **config)
+    try:
+        c.assign([KTP(topic, 0)])
+        c.seek_to_beginning()
+        out, deadline = [], time.time() + timeout
+        while len(out) < expected and time.time() < deadline:
+            for records in c.poll(500).values():
+                out.extend(r.value for r in records)
+        return out
+    finally:
+        c.close()

@@ -12,10 +12,8 @@ import tempfile
 import time
 
 from confluent_kafka import Producer
-from kafka import KafkaConsumer
-from kafka import TopicPartition as KTP
 
-from clients import consume_all, create_topic
+from clients import consume_all, create_topic, read_partition0
 from conftest import Broker
 
 
@@ -58,22 +56,6 @@ def produce_one(producer, topic, value):
     errors = []
     producer.produce(topic, value=value, on_delivery=lambda err, _m: err and errors.append(err))
     assert producer.flush(15) == 0 and not errors, errors
-
-
-def read_without_group(bootstrap, topic, expected, timeout=20):
-    """Reads partition 0 from the start without a consumer group (no __consumer_offsets, whose
-    50 partitions would need more descriptors than the lowered limit leaves)."""
-    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False)
-    try:
-        c.assign([KTP(topic, 0)])
-        c.seek_to_beginning()
-        out, deadline = [], time.time() + timeout
-        while len(out) < expected and time.time() < deadline:
-            for records in c.poll(500).values():
-                out.extend(r.value for r in records)
-        return out
-    finally:
-        c.close()
 
 
 def test_past_max_connections_the_excess_is_refused_and_an_existing_client_is_served(make_broker, topic):
@@ -160,7 +142,7 @@ def test_out_of_file_descriptors_the_accept_loop_backs_off_and_resumes(topic):
             s.close()
         flood = []
         # Descriptors free up: the backlog drains and new clients are accepted again.
-        got = read_without_group(b.bootstrap, topic, 2)
+        got = read_partition0(b.bootstrap, topic, 2)
         assert got == [b"before", b"while out of descriptors"]
         assert metric(b, "tributary_accept_failures_total") > 0
     finally:

@@ -9,16 +9,13 @@ import re
 import signal
 import subprocess
 import tempfile
-import time
 
 import pytest
 from confluent_kafka import KafkaError, Producer
-from kafka import KafkaConsumer
-from kafka import TopicPartition as KTP
 
 from confluent_kafka.admin import NewTopic
 
-from clients import admin, create_topic
+from clients import admin, create_topic, read_partition0
 from conftest import Broker
 
 FS_BYTES = 24 << 20
@@ -91,21 +88,6 @@ def one_line_error(broker):
     return lines[-1]
 
 
-def read_all(bootstrap, topic, expected, timeout=20):
-    c = KafkaConsumer(bootstrap_servers=bootstrap, group_id=None, enable_auto_commit=False,
-                      fetch_max_bytes=1 << 20)
-    try:
-        c.assign([KTP(topic, 0)])
-        c.seek_to_beginning()
-        out, deadline = [], time.time() + timeout
-        while len(out) < expected and time.time() < deadline:
-            for records in c.poll(500).values():
-                out.extend(r.value for r in records)
-        return out
-    finally:
-        c.close()
-
-
 def test_a_full_disk_refuses_writes_keeps_reads_and_recovers(small_fs, topic):
     data = os.path.join(small_fs, "data")
     b = Broker(data, log_segment_bytes=1 << 20)
@@ -119,7 +101,7 @@ def test_a_full_disk_refuses_writes_keeps_reads_and_recovers(small_fs, topic):
         assert len(acked) > 100
         assert metric(b, "tributary_log_dir_writable") == 0
         # Reads keep working while full: every acknowledged message, in order.
-        got = read_all(b.bootstrap, topic, len(acked))
+        got = read_partition0(b.bootstrap, topic, len(acked), fetch_max_bytes=1 << 20)
         assert got[:len(acked)] == acked
         # Space returns: production resumes.
         os.remove(os.path.join(small_fs, "ballast"))
@@ -141,13 +123,13 @@ def test_a_full_disk_refuses_writes_keeps_reads_and_recovers(small_fs, topic):
                 "the log directory's filesystem is full: free space or grow the volume, then start the broker "
                 "again (acknowledged data is kept)")
         if started:
-            got = read_all(b.bootstrap, topic, len(acked))
+            got = read_partition0(b.bootstrap, topic, len(acked), fetch_max_bytes=1 << 20)
             assert got[:len(acked)] == acked
             b.stop()
         # Space returns: the broker starts with every acknowledged message.
         os.remove(os.path.join(small_fs, "ballast"))
         b.start()
-        got = read_all(b.bootstrap, topic, len(acked))
+        got = read_partition0(b.bootstrap, topic, len(acked), fetch_max_bytes=1 << 20)
         assert got[:len(acked)] == acked, (len(got), len(acked))
         # The metadata log cannot be written on a full disk: the node stops at once, saying why.
         fill(small_fs)
@@ -160,7 +142,7 @@ def test_a_full_disk_refuses_writes_keeps_reads_and_recovers(small_fs, topic):
         assert "free space in the log directory" in line
         os.remove(os.path.join(small_fs, "ballast"))
         b.start()
-        got = read_all(b.bootstrap, topic, len(acked))
+        got = read_partition0(b.bootstrap, topic, len(acked), fetch_max_bytes=1 << 20)
         assert got[:len(acked)] == acked, (len(got), len(acked))
         assert b.stop() == 0
     finally:
