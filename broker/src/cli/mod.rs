@@ -129,14 +129,7 @@ pub async fn run(cli: Cli, out: &mut dyn std::io::Write) -> Result<()> {
         }) => describe_topics(&mut client, &topics, under_replicated, out).await,
         Command::Brokers(BrokersCommand::List) => list_brokers(&mut client, out).await,
         Command::Brokers(BrokersCommand::Cordon { id }) => {
-            let value = Some("*".to_owned());
-            client
-                .alter_configs(
-                    RESOURCE_BROKER,
-                    &id.to_string(),
-                    &[("cordoned.log.dirs", value)],
-                )
-                .await?;
+            set_cordon(&mut client, id, true).await?;
             writeln!(
                 out,
                 "broker {id} cordoned: no new replicas will be placed on it"
@@ -144,13 +137,7 @@ pub async fn run(cli: Cli, out: &mut dyn std::io::Write) -> Result<()> {
             Ok(())
         }
         Command::Brokers(BrokersCommand::Uncordon { id }) => {
-            client
-                .alter_configs(
-                    RESOURCE_BROKER,
-                    &id.to_string(),
-                    &[("cordoned.log.dirs", None)],
-                )
-                .await?;
+            set_cordon(&mut client, id, false).await?;
             writeln!(out, "broker {id} uncordoned")?;
             Ok(())
         }
@@ -379,6 +366,18 @@ async fn set_throttle(client: &mut Client, plan: &Plan, rate: Option<u64>) -> Re
             .await?;
     }
     Ok(())
+}
+
+/// KIP-1066: sets (`*`) or deletes broker `id`'s dynamic `cordoned.log.dirs`.
+async fn set_cordon(client: &mut Client, id: i32, cordoned: bool) -> Result<()> {
+    let value = cordoned.then(|| "*".to_owned());
+    client
+        .alter_configs(
+            RESOURCE_BROKER,
+            &id.to_string(),
+            &[("cordoned.log.dirs", value)],
+        )
+        .await
 }
 
 async fn execute(

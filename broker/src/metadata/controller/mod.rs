@@ -583,29 +583,36 @@ impl QuorumController {
             topic_config::validate(k, v)
                 .map_err(|m| ApiError::new(ResponseError::InvalidConfig, m))?;
         }
-        let resource = ConfigResource::Topic(topic.to_owned());
-        let mut records = Vec::new();
-        for (k, v) in &new {
-            if t.configs.get(k) != Some(v) {
-                records.push(MetadataRecord::Config {
-                    resource: resource.clone(),
-                    name: k.clone(),
-                    value: Some(v.clone()),
-                });
-            }
-        }
-        for k in t.configs.keys().filter(|k| !new.contains_key(*k)) {
-            records.push(MetadataRecord::Config {
-                resource: resource.clone(),
-                name: k.clone(),
-                value: None,
-            });
-        }
+        let records = config_changes(&ConfigResource::Topic(topic.to_owned()), &t.configs, &new);
         if validate_only {
             return Ok(());
         }
         self.commit(records).await.map(|_| ())
     }
+}
+
+/// The Config records that turn `current` into `new` for `resource`: a set for every changed
+/// or added key, a delete for every removed one.
+fn config_changes(
+    resource: &ConfigResource,
+    current: &BTreeMap<String, String>,
+    new: &BTreeMap<String, String>,
+) -> Vec<MetadataRecord> {
+    let set = new
+        .iter()
+        .filter(|(k, v)| current.get(*k) != Some(*v))
+        .map(|(k, v)| (k, Some(v.clone())));
+    let deleted = current
+        .keys()
+        .filter(|k| !new.contains_key(*k))
+        .map(|k| (k, None));
+    set.chain(deleted)
+        .map(|(name, value)| MetadataRecord::Config {
+            resource: resource.clone(),
+            name: name.clone(),
+            value,
+        })
+        .collect()
 }
 
 impl QuorumController {
@@ -644,24 +651,7 @@ impl QuorumController {
             };
             valid.map_err(|m| ApiError::new(ResponseError::InvalidConfig, m))?;
         }
-        let resource = ConfigResource::Broker(broker);
-        let mut records = Vec::new();
-        for (k, v) in &new {
-            if current.get(k) != Some(v) {
-                records.push(MetadataRecord::Config {
-                    resource: resource.clone(),
-                    name: k.clone(),
-                    value: Some(v.clone()),
-                });
-            }
-        }
-        for k in current.keys().filter(|k| !new.contains_key(*k)) {
-            records.push(MetadataRecord::Config {
-                resource: resource.clone(),
-                name: k.clone(),
-                value: None,
-            });
-        }
+        let records = config_changes(&ConfigResource::Broker(broker), current, &new);
         if validate_only {
             return Ok(());
         }
