@@ -33,6 +33,7 @@ from checker import check  # noqa: E402
 
 from clientops import create_topic, create_topic_eventually, leaders, metadata  # noqa: E402
 from harness import wait_for  # noqa: E402
+import segments  # noqa: E402
 
 RF3 = {"min.insync.replicas": "2"}
 PARTITIONS = 6
@@ -124,6 +125,8 @@ def run_with_faults(c, tmp_path, schedule, duration=24, rate=80, mode="assign", 
     print("acknowledged without an offset (implicit acks):",
           sum(1 for op in h.ops() if op.f == "send" and op.type == "ok" and op.offset is None))
     print(report.summary(result))
+    if any(v.kind == "duplicate" for v in result.violations):
+        print(segments.describe_duplicates(c, topic, result.violations))
     assert not errors, f"the fault schedule failed: {errors[0]!r}"
     return result, faults
 
