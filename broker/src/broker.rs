@@ -674,7 +674,7 @@ async fn follow_metadata(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
     broker.replicas.sync(&broker.metadata.image()).await;
     loop {
         broker.sync_replicas().await;
-        crate::group::storage::on_metadata(&broker).await;
+        crate::group::storage::on_metadata(&broker);
         tokio::select! {
             changed = images.changed() => if changed.is_err() { return },
             _ = stop.changed() => return,

@@ -294,3 +294,33 @@ fn retention_by_time_falls_back_to_file_mtime_without_timestamps() {
     assert_eq!(outcome.deleted_segments, 3);
     assert_eq!(log.log_start_offset(), Offset(3));
 }
+
+#[test]
+fn a_new_leader_records_its_epoch_at_the_log_end_before_it_appends() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = new_log(dir.path(), config());
+    // Became leader of an empty log in epoch 1: a follower holding an epoch-0 batch learns that
+    // epoch 0 ends at 0 here, and truncates it.
+    assert!(log.assign_leader_epoch(1).unwrap());
+    assert_eq!(log.epoch_entries(), vec![(1, Offset(0))]);
+    assert_eq!(log.end_offset_for_epoch(0), Some((0, Offset(0))));
+    for _ in 0..2 {
+        let mut b = simple_batch(2, 0);
+        log.append_as_leader(&mut b, 1, 0).unwrap();
+    }
+    // Leader again in epoch 3 at offset 4: epoch 1 ends there, before anything of epoch 3.
+    assert!(log.assign_leader_epoch(3).unwrap());
+    assert!(
+        !log.assign_leader_epoch(2).unwrap(),
+        "an older epoch changes nothing"
+    );
+    assert_eq!(log.epoch_entries(), vec![(1, Offset(0)), (3, Offset(4))]);
+    assert_eq!(log.end_offset_for_epoch(1), Some((1, Offset(4))));
+    assert_eq!(log.end_offset_for_epoch(2), Some((1, Offset(4))));
+    // Leader in epoch 5 without having appended in 3: epoch 3 wrote nothing and is replaced.
+    assert!(log.assign_leader_epoch(5).unwrap());
+    assert_eq!(log.epoch_entries(), vec![(1, Offset(0)), (5, Offset(4))]);
+    let mut b = simple_batch(1, 0);
+    log.append_as_leader(&mut b, 5, 0).unwrap();
+    assert_eq!(log.epoch_entries(), vec![(1, Offset(0)), (5, Offset(4))]);
+}

@@ -146,116 +146,138 @@ async fn append(
     // The request's bytes are appended as they are: patched headers are written beside them.
     let buf = records.clone();
     let epoch = part.leader_epoch.load(Ordering::Acquire);
-    let log = part.log.clone();
-    let mut record_errors = Vec::new();
+    let node_id = broker.config.node_id;
+    let appender = part.clone();
     let result = tokio::task::spawn_blocking(move || {
-        if let Err((e, keyless)) = check_keys_if_compacted(&log, &buf) {
-            let log = log.read().expect("log lock poisoned");
-            return (
-                Err((e, keyless)),
-                log.log_end_offset(),
-                log.log_start_offset(),
-            );
+        let log = &appender.log;
+        if let Err((e, keyless)) = check_keys_if_compacted(log, &buf) {
+            return Appended::Refused(e, keyless);
         }
         let mut log = log.write().expect("log lock poisoned");
-        let now = now_ms();
-        let info = log
-            .append_produced(&buf, epoch, now)
-            .map_err(|e| (e, Vec::new()));
-        if info.is_ok() {
-            // flush.messages / flush.ms; by default the OS decides (durability comes from
-            // replication, as in Kafka).
-            if let Err(e) = log.maybe_flush(now) {
-                tracing::warn!(error = %e, "flush after append failed");
-            }
+        // Still the leader, in the epoch the batch is stamped with, now that the log is ours:
+        // metadata stores a new leader before the follower side touches the log, so a broker
+        // demoted since the check above appends nothing.
+        if !appender.leads_in(node_id, epoch) {
+            return Appended::Deposed;
         }
-        (info, log.log_end_offset(), log.log_start_offset())
+        let now = now_ms();
+        match log.append_produced(&buf, epoch, now) {
+            Ok(info) => {
+                // flush.messages / flush.ms; by default the OS decides (durability comes from
+                // replication, as in Kafka).
+                if let Err(e) = log.maybe_flush(now) {
+                    tracing::warn!(error = %e, "flush after append failed");
+                }
+                Appended::Ok(info, log.log_end_offset(), log.log_start_offset())
+            }
+            Err(e) => Appended::Refused(e, Vec::new()),
+        }
     })
     .await;
-    if let Ok((r, _, _)) = &result {
-        match r {
-            Ok(_) => broker.metrics.log_dir_written(true),
-            Err((e, _)) if e.kafka_error_code() == tributary_log::codes::KAFKA_STORAGE_ERROR => {
+    let (info, log_start) = match result {
+        Ok(Appended::Ok(info, leo, log_start)) => {
+            broker.metrics.log_dir_written(true);
+            if info.duplicate {
+                // An idempotent producer's retry of a batch already stored: answered with the
+                // original offsets, once they are committed like any other acks=all append.
+                tracing::debug!(
+                    topic,
+                    partition,
+                    base_offset = info.first_offset.0,
+                    "duplicate batch"
+                );
+            } else {
+                // With the leader alone in the ISR this commits the append at once.
+                part.after_local_append(leo);
+                part.notify();
+            }
+            (info, log_start)
+        }
+        Ok(Appended::Deposed) => {
+            return failed(
+                ResponseError::NotLeaderOrFollower,
+                format!("this broker no longer leads {topic}-{partition}"),
+            );
+        }
+        Ok(Appended::Refused(e, keyless)) => {
+            if e.kafka_error_code() == tributary_log::codes::KAFKA_STORAGE_ERROR {
                 broker.metrics.log_dir_written(false);
             }
-            Err(_) => {}
-        }
-    }
-    match result {
-        Ok((Ok(info), _, log_start)) if info.duplicate => {
-            // An idempotent producer's retry of a batch already stored: the original offsets.
-            tracing::debug!(
-                topic,
-                partition,
-                base_offset = info.first_offset.0,
-                "duplicate batch"
-            );
-            PartitionProduceResponse::default()
-                .with_base_offset(info.first_offset.0)
-                .with_log_append_time_ms(-1)
-                .with_log_start_offset(log_start.0)
-        }
-        Ok((Ok(info), leo, log_start)) => {
-            // With the leader alone in the ISR this commits the append at once.
-            part.after_local_append(leo);
-            part.notify();
-            if acks == ACKS_ALL {
-                // A delayed produce: done when the high watermark passes the batch (every ISR
-                // member has it), or REQUEST_TIMED_OUT after the request's timeout.
-                let deadline = tokio::time::Instant::now()
-                    + std::time::Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0));
-                let end = tributary_log::Offset(info.last_offset.0 + 1);
-                match part.wait_hw(end, broker.config.node_id, deadline).await {
-                    crate::replica::HwWait::Reached => {}
-                    // Leadership moved while waiting: the client retries on the new leader
-                    // (its idempotent retry is recognised there if the batch was replicated).
-                    crate::replica::HwWait::NotLeader => {
-                        return failed(
-                            ResponseError::NotLeaderOrFollower,
-                            format!("{topic}-{partition}: leadership moved before the batch was committed"),
-                        );
-                    }
-                    crate::replica::HwWait::TimedOut => {
-                        return failed(
-                            ResponseError::RequestTimedOut,
-                            format!(
-                                "{topic}-{partition}: not replicated to the in-sync replicas within {timeout_ms} ms"
-                            ),
-                        );
-                    }
-                }
-            }
-            broker
-                .metrics
-                .bytes_in
-                .fetch_add(records.len() as u64, Ordering::Relaxed);
-            broker
-                .metrics
-                .messages_in
-                .fetch_add(info.records, Ordering::Relaxed);
-            PartitionProduceResponse::default()
-                .with_base_offset(info.first_offset.0)
-                .with_log_append_time_ms(info.log_append_time.unwrap_or(-1))
-                .with_log_start_offset(log_start.0)
-        }
-        Ok((Err((e, keyless)), _, _)) => {
             tracing::debug!(topic, partition, error = %e, "append refused");
             let code = ResponseError::try_from_code(e.kafka_error_code())
                 .unwrap_or(ResponseError::UnknownServerError);
             // Produce v8+ names the records that refused the batch (older versions drop the
             // field when encoding).
-            record_errors.extend(keyless.into_iter().map(|i| {
-                BatchIndexAndErrorMessage::default()
-                    .with_batch_index(i)
-                    .with_batch_index_error_message(Some(s(KEYLESS.to_owned())))
-            }));
-            failed(code, e.to_string()).with_record_errors(record_errors)
+            let record_errors = keyless
+                .into_iter()
+                .map(|i| {
+                    BatchIndexAndErrorMessage::default()
+                        .with_batch_index(i)
+                        .with_batch_index_error_message(Some(s(KEYLESS.to_owned())))
+                })
+                .collect();
+            return failed(code, e.to_string()).with_record_errors(record_errors);
         }
-        Err(e) => failed(
-            ResponseError::UnknownServerError,
-            format!("append task failed: {e}"),
-        ),
+        Err(e) => {
+            return failed(
+                ResponseError::UnknownServerError,
+                format!("append task failed: {e}"),
+            )
+        }
+    };
+    if acks == ACKS_ALL {
+        // A delayed produce: done when the high watermark passes the batch (every ISR member
+        // has it) while this broker still leads in the batch's epoch, or REQUEST_TIMED_OUT after
+        // the request's timeout.
+        let deadline = tokio::time::Instant::now()
+            + std::time::Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0));
+        let end = tributary_log::Offset(info.last_offset.0 + 1);
+        match part.wait_hw(end, node_id, epoch, deadline).await {
+            crate::replica::HwWait::Reached => {}
+            // Leadership moved while waiting: the client retries on the new leader (its
+            // idempotent retry is recognised there if the batch was replicated).
+            crate::replica::HwWait::NotLeader => {
+                return failed(
+                    ResponseError::NotLeaderOrFollower,
+                    format!("{topic}-{partition}: leadership moved before the batch was committed"),
+                );
+            }
+            crate::replica::HwWait::TimedOut => {
+                return failed(
+                    ResponseError::RequestTimedOut,
+                    format!(
+                        "{topic}-{partition}: not replicated to the in-sync replicas within {timeout_ms} ms"
+                    ),
+                );
+            }
+        }
     }
+    if !info.duplicate {
+        broker
+            .metrics
+            .bytes_in
+            .fetch_add(records.len() as u64, Ordering::Relaxed);
+        broker
+            .metrics
+            .messages_in
+            .fetch_add(info.records, Ordering::Relaxed);
+    }
+    PartitionProduceResponse::default()
+        .with_base_offset(info.first_offset.0)
+        .with_log_append_time_ms(info.log_append_time.unwrap_or(-1))
+        .with_log_start_offset(log_start.0)
+}
+
+/// How a produce append ended.
+enum Appended {
+    Ok(
+        tributary_log::AppendInfo,
+        tributary_log::Offset,
+        tributary_log::Offset,
+    ),
+    Refused(LogError, Vec<i32>),
+    /// This broker stopped leading the partition before the append.
+    Deposed,
 }
 
 const KEYLESS: &str = "compacted topic cannot accept a record without a key";

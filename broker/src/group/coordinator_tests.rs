@@ -7,11 +7,14 @@ use super::*;
 use crate::group::offsets::{CommitPartition, CommitRequest};
 use crate::group::GroupConfig;
 
-/// An in-memory `__consumer_offsets`; reads can be held back to observe loading.
+/// An in-memory `__consumer_offsets`; reads can be held back to observe loading, and appends
+/// to stand for a commit waiting for the high watermark.
 struct MemLog {
     parts: StdMutex<HashMap<i32, Vec<u8>>>,
     hold_reads: tokio::sync::Semaphore,
     held: std::sync::atomic::AtomicBool,
+    hold_appends: tokio::sync::Semaphore,
+    appends_held: std::sync::atomic::AtomicBool,
 }
 
 impl Default for MemLog {
@@ -20,6 +23,8 @@ impl Default for MemLog {
             parts: StdMutex::default(),
             hold_reads: tokio::sync::Semaphore::new(0),
             held: std::sync::atomic::AtomicBool::new(false),
+            hold_appends: tokio::sync::Semaphore::new(0),
+            appends_held: std::sync::atomic::AtomicBool::new(false),
         }
     }
 }
@@ -32,7 +37,12 @@ impl GroupLog for MemLog {
             .entry(p)
             .or_default()
             .extend_from_slice(&batch);
-        Box::pin(async { Ok(()) })
+        Box::pin(async move {
+            if self.appends_held.load(std::sync::atomic::Ordering::Acquire) {
+                let _permit = self.hold_appends.acquire().await;
+            }
+            Ok(())
+        })
     }
 
     fn read_all(&self, p: i32) -> BoxFuture<'_, Result<Bytes, ResponseError>> {
@@ -231,6 +241,37 @@ fn commit(generation: i32, member: &str, offset: i64) -> CommitRequest {
 
 fn only_topic_t(t: &str, _p: i32) -> bool {
     t == "t"
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_commit_waiting_for_replication_does_not_hold_up_the_deleted_topic_check() {
+    let log = Arc::new(MemLog::default());
+    let c = coordinator(log.clone()).await;
+    let ok = c.commit_offsets("g", commit(-1, "", 1), only_topic_t).await;
+    assert_eq!(ok[0].1[0].1, None);
+    log.appends_held
+        .store(true, std::sync::atomic::Ordering::Release);
+    let pending = tokio::spawn({
+        let c = c.clone();
+        async move { c.commit_offsets("g", commit(-1, "", 2), only_topic_t).await }
+    });
+    tokio::task::yield_now().await;
+    // Every topic still exists: the check returns at once, without the write lock.
+    let nothing = c.remove_offsets_of_deleted_topics(|_| true);
+    assert!(tokio::time::timeout(Duration::from_secs(1), nothing)
+        .await
+        .is_ok());
+    // Topic "t" was deleted: the removal waits for the commit in progress, then happens.
+    let removal = tokio::spawn({
+        let c = c.clone();
+        async move { c.remove_offsets_of_deleted_topics(|t| t != "t").await }
+    });
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert!(!removal.is_finished() && !pending.is_finished());
+    log.hold_appends.add_permits(10);
+    assert_eq!(pending.await.expect("commit")[0].1[0].1, None);
+    removal.await.expect("removal");
+    assert!(c.fetch_offsets("g", None).expect("fetch").is_empty());
 }
 
 #[tokio::test(start_paused = true)]

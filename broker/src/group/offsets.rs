@@ -433,31 +433,39 @@ impl GroupCoordinator {
         }
     }
 
-    /// Removes the offsets of topics that no longer exist.
+    /// Removes the offsets of topics that no longer exist. The check is made before taking the
+    /// write lock (and again under it), so that callers only wait for a commit in progress when
+    /// there is something to remove.
     pub async fn remove_offsets_of_deleted_topics(&self, exists: impl Fn(&str) -> bool) {
+        if self.offsets_of_deleted_topics(&exists).is_empty() {
+            return;
+        }
         let _w = self.write.lock().await;
-        let plan: Removal = {
-            let inner = self.lock();
-            inner
-                .groups
-                .iter()
-                .filter_map(|(id, e)| {
-                    let gone: Vec<(String, i32)> = e
-                        .offsets
-                        .keys()
-                        .filter(|(t, _)| !exists(t))
-                        .cloned()
-                        .collect();
-                    (!gone.is_empty()).then(|| (id.clone(), gone, false))
-                })
-                .collect()
-        };
+        let plan = self.offsets_of_deleted_topics(&exists);
         if plan.is_empty() {
             return;
         }
         if let Err(e) = self.remove(plan).await {
             tracing::warn!(error = ?e, "failed to remove offsets of deleted topics");
         }
+    }
+
+    /// For each group with offsets of topics that no longer exist: those offsets.
+    fn offsets_of_deleted_topics(&self, exists: &impl Fn(&str) -> bool) -> Removal {
+        let inner = self.lock();
+        inner
+            .groups
+            .iter()
+            .filter_map(|(id, e)| {
+                let gone: Vec<(String, i32)> = e
+                    .offsets
+                    .keys()
+                    .filter(|(t, _)| !exists(t))
+                    .cloned()
+                    .collect();
+                (!gone.is_empty()).then(|| (id.clone(), gone, false))
+            })
+            .collect()
     }
 
     /// The group's current metadata record (tests and tools).

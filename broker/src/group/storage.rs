@@ -59,14 +59,22 @@ impl ReplicaGroupLog {
             return Err(ResponseError::CoordinatorNotAvailable);
         }
         let epoch = part.leader_epoch.load(Ordering::Acquire);
-        let log = part.log.clone();
+        let node_id = broker.config.node_id;
+        let appender = part.clone();
         let appended = tokio::task::spawn_blocking(move || {
-            let mut log = log.write().expect("log lock poisoned");
-            log.append_as_leader(&mut batch, epoch, now_ms())
-                .map(|_| log.log_end_offset())
+            let mut log = appender.log.write().expect("log lock poisoned");
+            // Still leading in this epoch, under the log lock (see `Partition::leads_in`).
+            if !appender.leads_in(node_id, epoch) {
+                return None;
+            }
+            Some(
+                log.append_as_leader(&mut batch, epoch, now_ms())
+                    .map(|_| log.log_end_offset()),
+            )
         })
         .await
-        .map_err(|_| ResponseError::UnknownServerError)?;
+        .map_err(|_| ResponseError::UnknownServerError)?
+        .ok_or(ResponseError::NotCoordinator)?;
         let end = appended.map_err(|e| {
             tracing::warn!(partition = p, error = %e, "__consumer_offsets append failed");
             storage_error(&e)
@@ -75,7 +83,7 @@ impl ReplicaGroupLog {
         part.notify();
         // acks=all: answer only once the high watermark has passed the batch.
         let deadline = tokio::time::Instant::now() + COMMIT_TIMEOUT;
-        match part.wait_hw(end, broker.config.node_id, deadline).await {
+        match part.wait_hw(end, node_id, epoch, deadline).await {
             crate::replica::HwWait::Reached => Ok(()),
             crate::replica::HwWait::NotLeader => Err(ResponseError::NotCoordinator),
             crate::replica::HwWait::TimedOut => Err(ResponseError::CoordinatorNotAvailable),
@@ -178,12 +186,18 @@ pub fn follow_leadership(broker: &Broker) {
     broker.groups.sync_partitions(n, &led);
 }
 
-/// After every metadata change: follow leadership and drop offsets of deleted topics.
-pub async fn on_metadata(broker: &Broker) {
+/// After every metadata change: follow leadership, and drop offsets of deleted topics in a
+/// task of its own. The removal waits for the group write lock, which an offset commit holds
+/// until the high watermark passes it, and that can take until the leader learns a shrunk ISR
+/// from a later metadata change: the metadata loop that calls this must never wait for it (it
+/// did, and a broker then took leadership seconds late, after a network partition healed).
+pub fn on_metadata(broker: &Broker) {
     follow_leadership(broker);
     let image = broker.metadata.image();
-    broker
-        .groups
-        .remove_offsets_of_deleted_topics(|t| image.topics.contains_key(t))
-        .await;
+    let groups = broker.groups.clone();
+    tokio::spawn(async move {
+        groups
+            .remove_offsets_of_deleted_topics(|t| image.topics.contains_key(t))
+            .await;
+    });
 }

@@ -154,10 +154,24 @@ fn is_throttled(part: &Partition) -> bool {
 }
 
 /// What one partition of a fetch asked for.
+#[derive(Clone)]
 struct Asked {
     tp: TopicPartition,
     part: Arc<Partition>,
     fetch_offset: Offset,
+    leader_epoch: LeaderEpoch,
+}
+
+impl Asked {
+    /// Whether the partition still follows this fetcher's `leader` in the epoch the fetch was
+    /// sent in. Checked under the log's write lock before an answer changes the log: metadata
+    /// stores the new leader and epoch before acting on them, and a broker that becomes leader
+    /// takes the same lock to start its epoch, so a late answer from a former leader never
+    /// reaches a log this broker leads or follows from someone else.
+    fn still_current(&self, leader: i32) -> bool {
+        self.part.leader.load(Ordering::Acquire) == leader
+            && self.part.leader_epoch.load(Ordering::Acquire) == self.leader_epoch.0
+    }
 }
 
 impl LeaderFetcher {
@@ -275,6 +289,7 @@ impl LeaderFetcher {
                 tp: tp.clone(),
                 part: f.part.clone(),
                 fetch_offset: leo,
+                leader_epoch: f.leader_epoch,
             });
         }
         let req = FetchRequest::default()
@@ -295,10 +310,12 @@ impl LeaderFetcher {
                     continue;
                 };
                 if p.error_code != 0 {
-                    self.on_refused(&a.tp, p.error_code, a.fetch_offset, &p);
+                    self.on_refused(a, p.error_code, &p);
                     continue;
                 }
                 let part = a.part.clone();
+                let current = a.clone();
+                let leader = self.leader;
                 let diverging = (p.diverging_epoch.epoch >= 0).then_some((
                     p.diverging_epoch.epoch,
                     Offset(p.diverging_epoch.end_offset),
@@ -309,6 +326,10 @@ impl LeaderFetcher {
                 let throttles = self.throttles.clone();
                 let result = tokio::task::spawn_blocking(move || {
                     let mut log = part.log.write().expect("log lock poisoned");
+                    if !current.still_current(leader) {
+                        tracing::debug!(partition = %tp2, leader, "dropping a fetch answer from a former leader");
+                        return Ok(None);
+                    }
                     if let Some((epoch, end)) = diverging {
                         // Truncate to where both logs agree: the leader's end of that epoch,
                         // or ours if we end it earlier.
@@ -316,7 +337,7 @@ impl LeaderFetcher {
                         let to = ours.map_or(end, |o| o.min(end));
                         tracing::info!(partition = %tp2, epoch, leader_end = end.0, to = to.0, "follower log diverged: truncating");
                         log.truncate_to(to)?;
-                        return Ok(log.log_end_offset());
+                        return Ok(Some(log.log_end_offset()));
                     }
                     if let Some(r) = records {
                         log.append_as_follower(&r)?;
@@ -324,11 +345,12 @@ impl LeaderFetcher {
                             throttles.follower.record(r.len() as u64);
                         }
                     }
-                    Ok::<_, tributary_log::LogError>(log.log_end_offset())
+                    Ok::<_, tributary_log::LogError>(Some(log.log_end_offset()))
                 })
                 .await;
                 match result {
-                    Ok(Ok(leo)) => {
+                    Ok(Ok(None)) => {}
+                    Ok(Ok(Some(leo))) => {
                         a.part.with_state(|st| {
                             st.on_log_truncated(leo);
                             st.on_leader_high_watermark(leader_hw, leo)
@@ -347,38 +369,34 @@ impl LeaderFetcher {
 
     fn on_refused(
         &self,
-        tp: &TopicPartition,
+        a: &Asked,
         code: i16,
-        fetch_offset: Offset,
         p: &kafka_protocol::messages::fetch_response::PartitionData,
     ) {
+        let tp = &a.tp;
         if code == ResponseError::OffsetOutOfRange.code() {
             // Below the leader's log start: start over there. Otherwise the leader cannot place
             // our last epoch: keep only what is committed (the high watermark is agreed by all).
-            let part = self
-                .partitions
-                .lock()
-                .expect("fetcher lock poisoned")
-                .get(tp)
-                .map(|f| f.part.clone());
-            if let Some(part) = part {
-                let mut log = part.log.write().expect("log lock poisoned");
-                let result = if fetch_offset.0 < p.log_start_offset {
-                    log.truncate_fully_and_start_at(Offset(p.log_start_offset))
-                } else {
-                    let hw = part.hw().min(log.log_end_offset());
-                    log.truncate_to(hw)
-                };
-                let leo = log.log_end_offset();
-                drop(log);
-                match result {
-                    Ok(()) => {
-                        tracing::info!(partition = %tp, log_end = leo.0, "follower offset out of range: truncated");
-                        part.with_state(|st| st.on_log_truncated(leo));
-                    }
-                    Err(e) => {
-                        tracing::warn!(partition = %tp, error = %e, "follower truncation failed")
-                    }
+            let part = &a.part;
+            let mut log = part.log.write().expect("log lock poisoned");
+            if !a.still_current(self.leader) {
+                return;
+            }
+            let result = if a.fetch_offset.0 < p.log_start_offset {
+                log.truncate_fully_and_start_at(Offset(p.log_start_offset))
+            } else {
+                let hw = part.hw().min(log.log_end_offset());
+                log.truncate_to(hw)
+            };
+            let leo = log.log_end_offset();
+            drop(log);
+            match result {
+                Ok(()) => {
+                    tracing::info!(partition = %tp, log_end = leo.0, "follower offset out of range: truncated");
+                    part.with_state(|st| st.on_log_truncated(leo));
+                }
+                Err(e) => {
+                    tracing::warn!(partition = %tp, error = %e, "follower truncation failed")
                 }
             }
             return;

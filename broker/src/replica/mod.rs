@@ -123,24 +123,43 @@ impl Partition {
         self.with_state(|st| st.on_local_append(log_end, now));
     }
 
-    /// Waits until the high watermark reaches `target`, this broker (`local`) stops leading the
-    /// partition, or `deadline` passes. A delayed produce must not outlive its leadership: the
-    /// new leader's high watermark is not this one's, and the client should retry there.
+    /// Whether broker `local` leads the partition in `leader_epoch`, as the metadata last said.
+    /// Metadata stores a new leader and epoch before anything acts on them (the fetcher, a
+    /// truncation, the new leader's first append), so a caller that sees its own leadership
+    /// here after reading the log or the high watermark read what that leadership wrote.
+    pub fn leads_in(&self, local: i32, leader_epoch: i32) -> bool {
+        self.leader.load(Ordering::SeqCst) == local
+            && self.leader_epoch.load(Ordering::SeqCst) == leader_epoch
+    }
+
+    /// Waits until the high watermark reaches `target` while this broker (`local`) still leads
+    /// the partition in `leader_epoch` (the epoch the batch was appended in), until it stops
+    /// leading it in that epoch, or until `deadline`. A delayed produce must not outlive its
+    /// leadership: once demoted, the high watermark this broker learns as a follower is the new
+    /// leader's, over a log that may hold other batches at the same offsets (the old leader's
+    /// uncommitted tail is truncated), so reaching it acknowledges nothing.
     pub async fn wait_hw(
         &self,
         target: Offset,
         local: i32,
+        leader_epoch: i32,
         deadline: tokio::time::Instant,
     ) -> HwWait {
         let mut hw_rx = self.hw_moved.subscribe();
         let mut changed_rx = self.changed.subscribe();
+        // The high watermark first, then the leadership: see `leads_in`.
+        let check = || {
+            let reached = self.hw() >= target;
+            match (self.leads_in(local, leader_epoch), reached) {
+                (false, _) => Some(HwWait::NotLeader),
+                (true, true) => Some(HwWait::Reached),
+                (true, false) => None,
+            }
+        };
         let outcome = tokio::time::timeout_at(deadline, async {
             loop {
-                if self.hw() >= target {
-                    return HwWait::Reached;
-                }
-                if self.leader.load(Ordering::Acquire) != local {
-                    return HwWait::NotLeader;
+                if let Some(done) = check() {
+                    return done;
                 }
                 tokio::select! {
                     r = hw_rx.changed() => if r.is_err() { return HwWait::NotLeader },
@@ -149,11 +168,7 @@ impl Partition {
             }
         })
         .await;
-        match outcome {
-            Ok(o) => o,
-            Err(_) if self.hw() >= target => HwWait::Reached,
-            Err(_) => HwWait::TimedOut,
-        }
+        outcome.unwrap_or_else(|_| check().unwrap_or(HwWait::TimedOut))
     }
 }
 
@@ -479,6 +494,13 @@ impl ReplicaManager {
             Transition::BecameLeader { leader_epoch, .. } => {
                 tracing::info!(partition = %tp, epoch = leader_epoch.0, isr = ?record.isr, "became leader");
                 self.fetchers.stop_following(tp);
+                // Under the log lock: a follower append still under way finishes first, and the
+                // fetcher appends nothing afterwards (it checks the leader epoch under the same
+                // lock), so the new epoch starts after everything this log holds.
+                let mut log = part.log.write().expect("log lock poisoned");
+                if let Err(e) = log.assign_leader_epoch(leader_epoch.0) {
+                    tracing::error!(partition = %tp, epoch = leader_epoch.0, error = %e, "failed to record the leader epoch");
+                }
             }
             Transition::BecameFollower {
                 leader,
@@ -734,5 +756,75 @@ mod tests {
             ("retention.bytes", "4096"),
         ]);
         assert_eq!(both.retention_bytes, Some(4096));
+    }
+    /// A partition led by broker 1 in epoch 5, its log in `dir`.
+    fn led_partition(dir: &std::path::Path) -> Partition {
+        let log = Log::create(
+            dir,
+            &TopicPartition::new("t", 0),
+            [7; 16],
+            LogConfig::default(),
+        )
+        .expect("log");
+        Partition {
+            topic_id: Uuid::nil(),
+            log: Arc::new(RwLock::new(log)),
+            leader: AtomicI32::new(1),
+            leader_epoch: AtomicI32::new(5),
+            isr_len: AtomicUsize::new(3),
+            min_insync_replicas: AtomicUsize::new(2),
+            in_isr: AtomicBool::new(true),
+            leader_throttled: AtomicBool::new(false),
+            follower_throttled: AtomicBool::new(false),
+            high_watermark: AtomicI64::new(0),
+            state: Mutex::new(PartitionState::new(
+                1,
+                Offset(0),
+                ReplicaSettings::default(),
+            )),
+            hw_moved: watch::channel(0).0,
+            changed: watch::channel(0).0,
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_delayed_produce_is_acknowledged_only_by_its_own_leadership() {
+        let dir = tempfile::tempdir().expect("dir");
+        let deadline = || tokio::time::Instant::now() + Duration::from_secs(5);
+        let part = Arc::new(led_partition(dir.path()));
+        // Still leading in epoch 5 when the high watermark passes the batch.
+        let waiting = tokio::spawn({
+            let part = part.clone();
+            async move { part.wait_hw(Offset(10), 1, 5, deadline()).await }
+        });
+        tokio::task::yield_now().await;
+        part.publish_hw(Offset(12));
+        assert_eq!(waiting.await.expect("wait"), HwWait::Reached);
+        // Demoted, then the high watermark it learns as a follower (the new leader's, over a
+        // log whose uncommitted tail was replaced) passes the batch before the wait looks:
+        // leadership decides, not the high watermark.
+        part.leader.store(2, Ordering::SeqCst);
+        part.leader_epoch.store(6, Ordering::SeqCst);
+        part.publish_hw(Offset(30));
+        assert_eq!(
+            part.wait_hw(Offset(20), 1, 5, deadline()).await,
+            HwWait::NotLeader
+        );
+        // Leader again, in a later epoch: a batch of epoch 5 is still not acknowledged.
+        part.leader.store(1, Ordering::SeqCst);
+        part.leader_epoch.store(7, Ordering::SeqCst);
+        assert_eq!(
+            part.wait_hw(Offset(20), 1, 5, deadline()).await,
+            HwWait::NotLeader
+        );
+        assert_eq!(
+            part.wait_hw(Offset(20), 1, 7, deadline()).await,
+            HwWait::Reached
+        );
+        // Nothing moves: the request's timeout.
+        assert_eq!(
+            part.wait_hw(Offset(40), 1, 7, deadline()).await,
+            HwWait::TimedOut
+        );
     }
 }

@@ -146,6 +146,16 @@ impl Log {
         self.segments.keys().map(|b| Offset(*b)).collect()
     }
 
+    /// A broker that becomes the partition's leader records its epoch as starting at the log end
+    /// at once, as Kafka does on become-leader, not with its first append: a follower that asks
+    /// where an older epoch ends (OffsetForLeaderEpoch, or the diverging epoch of a Fetch) must
+    /// get the new leader's log end even before the new leader wrote anything. Returns whether
+    /// the cache changed (an epoch at or below the latest one is ignored).
+    pub fn assign_leader_epoch(&mut self, epoch: i32) -> Result<bool, LogError> {
+        let end = self.log_end_offset();
+        Ok(self.epochs.assign(epoch, end)?)
+    }
+
     pub fn latest_epoch(&self) -> Option<i32> {
         self.epochs.latest_epoch()
     }
