@@ -145,12 +145,23 @@ class ProducerWorker:
             producer.poll(timeout)
         except SystemError:
             print(f"{self.process}: poll failed in the client:\n{traceback.format_exc()}", file=sys.stderr)
+        except KafkaException as e:
+            # A fatal idempotence error (e.g. a sequence desynchronisation after a broker bug)
+            # comes out of poll: the instance is replaced (see `run`) and the checker judges
+            # what was acknowledged, instead of the worker dying without a verdict.
+            if not (e.args and isinstance(e.args[0], KafkaError) and e.args[0].fatal()):
+                raise
+            print(f"{self.process}: fatal producer error, replacing the producer: {e}", file=sys.stderr)
+            self.fatal = True
 
     def _finish(self, producer: Producer) -> None:
         """Waits for outstanding reports (bounded by the message timeout), then purges; whatever
         still has no report is indeterminate."""
-        if producer.flush(self.cfg.message_timeout + 5) > 0:
-            producer.purge()
-            producer.flush(2)
+        try:
+            if producer.flush(self.cfg.message_timeout + 5) > 0:
+                producer.purge()
+                producer.flush(2)
+        except KafkaException as e:  # a fatal error: what has no report stays indeterminate
+            print(f"{self.process}: flush at shutdown failed: {e}", file=sys.stderr)
         for value, partition in sorted(self.pending.items()):
             self._complete("info", value, partition, error="no delivery report before shutdown")

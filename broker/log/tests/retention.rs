@@ -323,4 +323,11 @@ fn a_new_leader_records_its_epoch_at_the_log_end_before_it_appends() {
     let mut b = simple_batch(1, 0);
     log.append_as_leader(&mut b, 5, 0).unwrap();
     assert_eq!(log.epoch_entries(), vec![(1, Offset(0)), (5, Offset(4))]);
+    // Leader in epoch 6 at offset 5, replaced before appending: truncating to the log end (the
+    // new leader's answer) drops the empty epoch, so the follower names epoch 5 again.
+    assert!(log.assign_leader_epoch(6).unwrap());
+    log.truncate_to(Offset(5)).unwrap();
+    assert_eq!(log.log_end_offset(), Offset(5));
+    assert_eq!(log.epoch_entries(), vec![(1, Offset(0)), (5, Offset(4))]);
+    assert_eq!(log.latest_epoch(), Some(5));
 }

@@ -68,7 +68,41 @@ pub struct GroupCoordinator {
     pub(super) config: GroupConfig,
     pub(super) log: Arc<dyn GroupLog>,
     pub(super) inner: Mutex<Inner>,
-    pub(super) write: tokio::sync::Mutex<()>,
+    /// One write lock per `__consumer_offsets` partition, held from the check of a write to
+    /// its in-memory effect, across the wait for the high watermark: writes of one partition
+    /// are applied in log order, and a partition whose replication is stuck holds up only the
+    /// groups it stores.
+    writes: WriteLocks,
+}
+
+/// The per-partition write locks of a coordinator.
+#[derive(Default)]
+struct WriteLocks(Mutex<HashMap<i32, Arc<tokio::sync::Mutex<()>>>>);
+
+/// Write locks held, released when dropped.
+pub(super) struct WriteGuard {
+    _held: Vec<tokio::sync::OwnedMutexGuard<()>>,
+}
+
+impl WriteLocks {
+    /// Locks these partitions, in ascending order (so two callers never deadlock).
+    async fn lock(&self, partitions: impl IntoIterator<Item = i32>) -> WriteGuard {
+        let mut ps: Vec<i32> = partitions.into_iter().collect();
+        ps.sort_unstable();
+        ps.dedup();
+        let mut held = Vec::with_capacity(ps.len());
+        for p in ps {
+            let m = self
+                .0
+                .lock()
+                .expect("write locks poisoned")
+                .entry(p)
+                .or_default()
+                .clone();
+            held.push(m.lock_owned().await);
+        }
+        WriteGuard { _held: held }
+    }
 }
 
 impl GroupCoordinator {
@@ -81,12 +115,34 @@ impl GroupCoordinator {
             }),
             config,
             log,
-            write: tokio::sync::Mutex::new(()),
+            writes: WriteLocks::default(),
         })
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().expect("group coordinator lock poisoned")
+    }
+
+    /// The write lock of the partition that stores `group_id`.
+    pub(super) async fn write_group(&self, group_id: &str) -> WriteGuard {
+        let p = super::partition_for(group_id, self.lock().num_partitions);
+        self.writes.lock([p]).await
+    }
+
+    /// The write locks of the partitions that store these groups.
+    pub(super) async fn write_groups(&self, group_ids: &[String]) -> WriteGuard {
+        let n = self.lock().num_partitions;
+        let ps: Vec<i32> = group_ids
+            .iter()
+            .map(|g| super::partition_for(g, n))
+            .collect();
+        self.writes.lock(ps).await
+    }
+
+    /// Every partition's write lock (background passes over all groups).
+    pub(super) async fn write_all(&self) -> WriteGuard {
+        let n = self.lock().num_partitions;
+        self.writes.lock(0..n).await
     }
 
     fn timeouts(&self) -> GroupTimeouts {
@@ -163,7 +219,7 @@ impl GroupCoordinator {
 
     /// Writes the current metadata record of a group (a tombstone if it is gone).
     pub(super) async fn persist_group(&self, group_id: &str) -> Result<(), ResponseError> {
-        let _w = self.write.lock().await;
+        let _w = self.write_group(group_id).await;
         let (p, record) = {
             let inner = self.lock();
             let Some(e) = inner.groups.get(group_id) else {

@@ -14,7 +14,8 @@ struct MemLog {
     hold_reads: tokio::sync::Semaphore,
     held: std::sync::atomic::AtomicBool,
     hold_appends: tokio::sync::Semaphore,
-    appends_held: std::sync::atomic::AtomicBool,
+    /// Appends to this partition wait for `hold_appends`.
+    held_partition: StdMutex<Option<i32>>,
 }
 
 impl Default for MemLog {
@@ -24,7 +25,7 @@ impl Default for MemLog {
             hold_reads: tokio::sync::Semaphore::new(0),
             held: std::sync::atomic::AtomicBool::new(false),
             hold_appends: tokio::sync::Semaphore::new(0),
-            appends_held: std::sync::atomic::AtomicBool::new(false),
+            held_partition: StdMutex::new(None),
         }
     }
 }
@@ -37,8 +38,9 @@ impl GroupLog for MemLog {
             .entry(p)
             .or_default()
             .extend_from_slice(&batch);
+        let held = *self.held_partition.lock().expect("lock") == Some(p);
         Box::pin(async move {
-            if self.appends_held.load(std::sync::atomic::Ordering::Acquire) {
+            if held {
                 let _permit = self.hold_appends.acquire().await;
             }
             Ok(())
@@ -244,13 +246,12 @@ fn only_topic_t(t: &str, _p: i32) -> bool {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_commit_waiting_for_replication_does_not_hold_up_the_deleted_topic_check() {
+async fn a_commit_waiting_for_replication_holds_up_only_its_own_partition() {
     let log = Arc::new(MemLog::default());
     let c = coordinator(log.clone()).await;
     let ok = c.commit_offsets("g", commit(-1, "", 1), only_topic_t).await;
     assert_eq!(ok[0].1[0].1, None);
-    log.appends_held
-        .store(true, std::sync::atomic::Ordering::Release);
+    *log.held_partition.lock().expect("lock") = Some(partition_for("g", 50));
     let pending = tokio::spawn({
         let c = c.clone();
         async move { c.commit_offsets("g", commit(-1, "", 2), only_topic_t).await }
@@ -268,6 +269,14 @@ async fn a_commit_waiting_for_replication_does_not_hold_up_the_deleted_topic_che
     });
     tokio::time::sleep(Duration::from_secs(1)).await;
     assert!(!removal.is_finished() && !pending.is_finished());
+    // A group stored in another partition commits meanwhile.
+    let other = (0..)
+        .map(|i| format!("other-{i}"))
+        .find(|g| partition_for(g, 50) != partition_for("g", 50))
+        .expect("a group elsewhere");
+    let elsewhere = c.commit_offsets(&other, commit(-1, "", 5), only_topic_t);
+    let elsewhere = tokio::time::timeout(Duration::from_secs(1), elsewhere).await;
+    assert_eq!(elsewhere.expect("not held up")[0].1[0].1, None);
     log.hold_appends.add_permits(10);
     assert_eq!(pending.await.expect("commit")[0].1[0].1, None);
     removal.await.expect("removal");

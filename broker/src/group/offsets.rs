@@ -97,7 +97,7 @@ impl GroupCoordinator {
         req: CommitRequest,
         topic_exists: impl Fn(&str, i32) -> bool,
     ) -> PartitionResults {
-        let _w = self.write.lock().await;
+        let _w = self.write_group(group_id).await;
         let now = now_ms();
         let mut records = Vec::new();
         let mut results: PartitionResults = Vec::new();
@@ -280,7 +280,7 @@ impl GroupCoordinator {
         ids: Vec<String>,
     ) -> Vec<(String, Result<(), ResponseError>)> {
         self.tick_groups(Some(&ids)).await;
-        let _w = self.write.lock().await;
+        let _w = self.write_groups(&ids).await;
         let mut results = Vec::new();
         for id in ids {
             let plan = {
@@ -316,7 +316,7 @@ impl GroupCoordinator {
         topics: Vec<(String, Vec<i32>)>,
     ) -> Result<PartitionResults, ResponseError> {
         self.tick_groups(Some(&[group_id.to_owned()])).await;
-        let _w = self.write.lock().await;
+        let _w = self.write_group(group_id).await;
         let (results, plan) = {
             let inner = self.lock();
             Self::owner(&inner, group_id)?;
@@ -396,7 +396,7 @@ impl GroupCoordinator {
     /// Removes offsets of groups empty for longer than the retention (and of simple-commit
     /// groups, offsets older than it), then groups left with nothing (background task).
     pub async fn expire_offsets(&self, now_ms: i64) {
-        let _w = self.write.lock().await;
+        let _w = self.write_all().await;
         let retention =
             i64::try_from(self.config.offsets_retention.as_millis()).unwrap_or(i64::MAX);
         let plan: Removal = {
@@ -440,7 +440,7 @@ impl GroupCoordinator {
         if self.offsets_of_deleted_topics(&exists).is_empty() {
             return;
         }
-        let _w = self.write.lock().await;
+        let _w = self.write_all().await;
         let plan = self.offsets_of_deleted_topics(&exists);
         if plan.is_empty() {
             return;

@@ -146,10 +146,15 @@ impl Log {
     }
 
     /// Follower truncation: removes the batch containing `offset` and everything after, so the
-    /// log end becomes ≤ `offset`; trims the epoch cache. No-op if `offset ≥ log end`.
+    /// log end becomes ≤ `offset`; trims the epoch cache. With `offset ≥ log end` no data goes,
+    /// but an epoch starting at the log end still does (as in Kafka): a broker that became
+    /// leader and was replaced before it appended anything has such an entry, and a follower
+    /// that kept it would name that epoch in every fetch and be told to truncate forever.
     /// Truncating below the log start empties the log and restarts it at `offset`.
     pub fn truncate_to(&mut self, offset: Offset) -> Result<(), LogError> {
-        if offset >= self.log_end_offset() {
+        let log_end = self.log_end_offset();
+        if offset >= log_end {
+            self.epochs.truncate_from_end(log_end)?;
             return Ok(());
         }
         let first_base = *self
