@@ -24,6 +24,8 @@ use crate::config::BrokerConfig;
 /// How long one attempt may wait for an answer from a controller before the channel tries the
 /// next one. A paused or partitioned controller accepts connections and never answers, so this
 /// bounds how long it can hold a request up (committing a metadata batch takes milliseconds).
+/// Never more than a quarter of `broker.session.timeout.ms`: a broker whose heartbeat first
+/// went to a controller that was cut off must still reach the new active one within its session.
 const ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// A Kafka API that the active controller serves.
@@ -101,6 +103,9 @@ impl ControllerChannel {
         let deadline = Instant::now() + timeout;
         let mut attempt = 0usize;
         let mut last_error = String::from("no controller answered");
+        // Addresses that failed or were not the active controller during this call: not tried
+        // again until every voter has been (the leader hint lags a failover).
+        let mut failed: Vec<String> = Vec::new();
         loop {
             if let Some(local) = self.local.as_ref().filter(|l| l.is_active()) {
                 let resp = R::serve(local, &self.config, req.clone(), version).await;
@@ -108,7 +113,7 @@ impl ControllerChannel {
                     return Ok(resp);
                 }
                 last_error = "this node lost the controller role".into();
-            } else if let Some(addr) = self.target(attempt) {
+            } else if let Some(addr) = self.target(attempt, &mut failed) {
                 match self.send(&addr, version, &req).await {
                     Ok(resp) if !R::not_controller(&resp) => {
                         *self.last_failed.lock().expect("channel lock poisoned") = None;
@@ -117,7 +122,8 @@ impl ControllerChannel {
                     Ok(_) => last_error = format!("{addr} is not the active controller"),
                     Err(e) => last_error = e.to_string(),
                 }
-                *self.last_failed.lock().expect("channel lock poisoned") = Some(addr);
+                *self.last_failed.lock().expect("channel lock poisoned") = Some(addr.clone());
+                failed.push(addr);
             }
             attempt += 1;
             if Instant::now() >= deadline {
@@ -131,36 +137,40 @@ impl ControllerChannel {
         }
     }
 
-    /// Where attempt `n` goes: the known leader first, then the voters in turn.
-    fn target(&self, attempt: usize) -> Option<String> {
-        let failed = self
+    /// Where attempt `n` goes: the known leader first, then the voters in turn, skipping the
+    /// addresses in `failed` (this call's failures, and the channel's last one); once every
+    /// voter failed, `failed` is cleared and the round starts again.
+    fn target(&self, attempt: usize, failed: &mut Vec<String>) -> Option<String> {
+        if let Some(last) = self
             .last_failed
             .lock()
             .expect("channel lock poisoned")
-            .clone();
+            .clone()
+        {
+            if attempt == 0 && !failed.contains(&last) {
+                failed.push(last);
+            }
+        }
+        let reachable = |v: &&(i32, String)| v.0 != self.node_id || self.local.is_none();
+        let candidates = |failed: &[String]| -> Vec<(i32, String)> {
+            self.voters
+                .iter()
+                .filter(reachable)
+                .filter(|v| !failed.contains(&v.1))
+                .cloned()
+                .collect()
+        };
+        let mut left = candidates(failed);
+        if left.is_empty() {
+            failed.clear();
+            left = candidates(failed);
+        }
         let hinted = self
             .leader()
-            .filter(|l| *l != self.node_id || self.local.is_none())
-            .and_then(|l| self.voters.iter().find(|v| v.0 == l))
-            .filter(|v| failed.as_deref() != Some(v.1.as_str()));
+            .and_then(|l| left.iter().find(|v| v.0 == l).cloned());
         match hinted {
-            Some(v) if attempt.is_multiple_of(2) => Some(v.1.clone()),
-            _ => {
-                let reachable = |v: &&(i32, String)| v.0 != self.node_id || self.local.is_none();
-                let mut others: Vec<&(i32, String)> = self
-                    .voters
-                    .iter()
-                    .filter(reachable)
-                    .filter(|v| failed.as_deref() != Some(v.1.as_str()))
-                    .collect();
-                // Only the failed one left: try it again rather than nothing.
-                if others.is_empty() {
-                    others = self.voters.iter().filter(reachable).collect();
-                }
-                others
-                    .get(attempt % others.len().max(1))
-                    .map(|v| v.1.clone())
-            }
+            Some(v) => Some(v.1),
+            None => left.get(attempt % left.len().max(1)).map(|v| v.1.clone()),
         }
     }
 
@@ -179,15 +189,65 @@ impl ControllerChannel {
                 .position(|c| c.addr() == addr)
                 .map(|i| idle.swap_remove(i))
         };
+        let attempt_timeout = ATTEMPT_TIMEOUT.min(self.config.session_timeout / 4);
         let mut conn = match pooled {
             Some(c) => c,
-            None => Conn::connect(addr, Duration::from_secs(2)).await?,
+            None => Conn::connect(addr, attempt_timeout).await?,
         };
-        let resp = conn.call_kafka(version, req, ATTEMPT_TIMEOUT).await?;
+        let resp = conn.call_kafka(version, req, attempt_timeout).await?;
         let mut idle = self.idle.lock().expect("channel pool lock poisoned");
         if idle.len() < 8 {
             idle.push(conn);
         }
         Ok(resp)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+
+    fn channel() -> ControllerChannel {
+        let mut config = BrokerConfig::from_properties(BTreeMap::new()).expect("config");
+        config.node_id = 101;
+        config.controller_voters = vec![
+            (1, "a:9093".into()),
+            (2, "b:9093".into()),
+            (3, "c:9093".into()),
+        ];
+        let follower = Arc::new(MetadataFollower::new(16));
+        follower.set_leader(Some(3));
+        ControllerChannel::new(&config, None, follower)
+    }
+
+    #[test]
+    fn a_call_tries_the_hinted_leader_then_every_other_voter_before_it_again() {
+        let ch = channel();
+        let mut failed = Vec::new();
+        // The hint (a controller that was cut off) first.
+        assert_eq!(ch.target(0, &mut failed).as_deref(), Some("c:9093"));
+        failed.push("c:9093".into());
+        // Then the others, each once, however stale the hint: a voter that is not the active
+        // controller does not send the call back to the one that hung.
+        let second = ch.target(1, &mut failed).expect("a voter");
+        assert_ne!(second, "c:9093");
+        failed.push(second.clone());
+        let third = ch.target(2, &mut failed).expect("a voter");
+        assert!(third != "c:9093" && third != second, "{third}");
+        failed.push(third);
+        // Every voter failed: a new round, from the hint.
+        assert_eq!(ch.target(3, &mut failed).as_deref(), Some("c:9093"));
+        assert!(failed.is_empty());
+    }
+
+    #[test]
+    fn the_channels_last_failure_is_skipped_by_the_next_call() {
+        let ch = channel();
+        *ch.last_failed.lock().expect("lock") = Some("c:9093".into());
+        let mut failed = Vec::new();
+        let first = ch.target(0, &mut failed).expect("a voter");
+        assert_ne!(first, "c:9093");
     }
 }
