@@ -409,4 +409,69 @@ mod tests {
         s.tick();
         assert_eq!(s.kafka_view().partitions[0].isr, [2, 3, 1]);
     }
+
+    #[test]
+    fn a_cancelled_move_returns_to_its_original_replicas() {
+        let mut s = FakeState::default();
+        s.brokers = vec![1, 2, 3, 4];
+        s.add_partitions("t", &[vec![1, 2, 3]], 10);
+        let m = Move {
+            topic: "t".into(),
+            partition: 0,
+            current: vec![1, 2, 3],
+            target: vec![4, 2, 3],
+            size_bytes: 10,
+        };
+        s.reassign(&[m]).expect("accepted");
+        let tp = TopicPartition {
+            topic: "t".into(),
+            partition: 0,
+        };
+        s.cancel_reassignments(std::slice::from_ref(&tp));
+        let p = &s.kafka_view().partitions[0];
+        assert_eq!(
+            (p.replicas.clone(), p.isr.clone()),
+            (vec![1, 2, 3], vec![1, 2, 3])
+        );
+        assert!(!p.reassigning());
+        s.cancel_reassignments(&[tp]);
+        assert_eq!(
+            s.kafka_view().partitions[0].replicas,
+            [1, 2, 3],
+            "nothing to cancel"
+        );
+    }
+
+    #[test]
+    fn preferred_election_needs_the_first_replica_in_sync_and_up() {
+        let mut s = FakeState::default();
+        s.brokers = vec![1, 2, 3];
+        s.add_partitions("t", &[vec![1, 2, 3], vec![2, 3, 1]], 10);
+        s.stop_broker(1);
+        assert_eq!(s.kafka_view().partitions[0].leader, Some(2));
+        let err = s.elect_preferred(None).expect_err("1 is down");
+        assert_eq!(
+            err.kafka_code(),
+            Some(codes::PREFERRED_LEADER_NOT_AVAILABLE)
+        );
+        assert!(err.to_string().contains("t-0"), "{err}");
+        s.start_broker(1);
+        s.tick();
+        let elected = s.elect_preferred(None).expect("1 is back in sync");
+        let names: Vec<String> = elected.iter().map(ToString::to_string).collect();
+        assert_eq!(names, ["t-0"], "t-1 is already led by 2");
+        assert_eq!(s.kafka_view().partitions[0].leader, Some(1));
+    }
+
+    #[test]
+    fn the_quorum_reports_each_voters_lag() {
+        let mut s = FakeState::default();
+        s.controller = Some(1);
+        assert_eq!(s.quorum().voters.len(), 1, "the controller alone");
+        s.voters = vec![1, 2, 3];
+        s.voter_lag.insert(3, 5);
+        let q = s.quorum();
+        assert_eq!(q.leader_id, Some(1));
+        assert_eq!((q.lag(2), q.lag(3), q.lag(4)), (Some(0), Some(5), None));
+    }
 }

@@ -454,4 +454,53 @@ mod tests {
         );
         assert_eq!(ConfigSource::from_code(6), ConfigSource::Other(6));
     }
+
+    #[test]
+    fn a_refusal_names_every_resource_and_is_permanent_if_one_is() {
+        let failure = |resource: &str, code| Failure {
+            resource: resource.into(),
+            code,
+            message: Some("no".into()),
+        };
+        let err = AdminError::Refused {
+            api: "AlterPartitionReassignments",
+            failures: vec![
+                failure("t-0", codes::REASSIGNMENT_IN_PROGRESS),
+                failure("t-1", codes::UNKNOWN_TOPIC_OR_PARTITION),
+            ],
+        };
+        assert_eq!(
+            err.to_string(),
+            "AlterPartitionReassignments refused 2: t-0 (Kafka error 60: no); t-1 (Kafka error 3: no)"
+        );
+        assert!(err.is_transient());
+        assert_eq!(err.kafka_code(), Some(codes::REASSIGNMENT_IN_PROGRESS));
+        let err = AdminError::Refused {
+            api: "AlterPartitionReassignments",
+            failures: vec![
+                failure("t-0", codes::REASSIGNMENT_IN_PROGRESS),
+                failure("t-1", codes::INVALID_REPLICA_ASSIGNMENT),
+            ],
+        };
+        assert!(!err.is_transient());
+    }
+
+    #[test]
+    fn throttled_replicas_are_the_current_ones_leader_side_and_the_added_ones_follower_side() {
+        let m = |partition, current: Vec<i32>, target: Vec<i32>| Move {
+            topic: "t".into(),
+            partition,
+            current,
+            target,
+            size_bytes: 10,
+        };
+        let lists = throttled_replicas(&[
+            m(0, vec![1, 2, 3], vec![4, 2, 3]),
+            m(1, vec![2, 3], vec![3, 2]),
+        ]);
+        assert_eq!(
+            lists["t"],
+            ("0:1,0:2,0:3,1:2,1:3".to_owned(), "0:4".to_owned())
+        );
+    }
 }
