@@ -7,11 +7,11 @@
 mod common;
 
 use std::net::TcpListener;
-use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use common::cluster::broker_bin;
 use common::coll;
 use common::fake_api::FakeApi;
 use operator::admin::client::{KafkaAdminClient, TcpAdminConnector};
@@ -43,12 +43,6 @@ fn free_port() -> u16 {
         .local_addr()
         .expect("addr")
         .port()
-}
-
-fn broker_bin() -> PathBuf {
-    std::env::var_os("TRIBUTARY_BROKER_BIN")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/broker"))
 }
 
 async fn start_broker() -> Broker {

@@ -1,6 +1,7 @@
 //! An in-memory `KafkaAdmin` for tests: topics with partitions, RF and config, a broker list, a
 //! record of every call made, and injectable failures; `fake_partitions` adds replica lists,
-//! ISRs and reassignments for the day-2 planner's tests. It follows the real broker's rules that
+//! ISRs, reassignments, elections and the controller quorum for the day-2 planner's tests, which
+//! the day-2 calls here read and change. It follows the real broker's rules that
 //! matter to the reconcilers (partitions only grow, RF cannot exceed the broker count, deleting a
 //! missing topic is fine) and nothing more.
 
@@ -9,11 +10,13 @@ use std::sync::{Arc, Mutex};
 
 use futures::future::BoxFuture;
 use futures::FutureExt;
+use tributary_planner::Move;
 
 use super::{
-    codes, AdminConnector, AdminError, ClusterInfo, ConfigChange, ConfigEntry, ConfigSource,
-    KafkaAdmin, NewTopic, TopicInfo,
+    codes, throttle, throttled_replicas, AdminConnector, AdminError, ClusterInfo, ConfigChange,
+    ConfigEntry, ConfigSource, KafkaAdmin, NewTopic, QuorumInfo, TopicInfo, TopicPartition,
 };
+use crate::day2::{NodeId, ObservedKafka};
 
 /// Defaults the fake reports for every topic (source `DEFAULT`) unless overridden, so that
 /// callers must filter by source rather than take every entry as an override.
@@ -55,6 +58,14 @@ pub struct FakeState {
     pub cordoned: BTreeSet<i32>,
     /// `min.insync.replicas` overrides per topic.
     pub topic_min_isr: BTreeMap<String, usize>,
+    /// The replication throttle's rate, while one is set.
+    pub throttle_rate: Option<u64>,
+    /// Throttled replica lists per topic (leader side, follower side), while set.
+    pub throttled_replicas: BTreeMap<String, (String, String)>,
+    /// Controller quorum voters (none: the controller alone).
+    pub voters: Vec<NodeId>,
+    /// How many metadata records each voter is behind (absent: caught up).
+    pub voter_lag: BTreeMap<NodeId, i64>,
     next_id: u32,
 }
 
@@ -290,6 +301,91 @@ impl KafkaAdmin for FakeAdmin {
             s.topics.remove(name);
             Ok(())
         })
+    }
+
+    fn observe(&self) -> BoxFuture<'_, Result<ObservedKafka, AdminError>> {
+        self.call("observe".into(), |s| Ok(s.kafka_view()))
+    }
+
+    fn reassign<'a>(&'a self, moves: &'a [Move]) -> BoxFuture<'a, Result<(), AdminError>> {
+        // `FakeState::reassign` records each accepted move in `calls`.
+        let result = self.lock().reassign(moves);
+        futures::future::ready(result).boxed()
+    }
+
+    fn cancel_reassignments<'a>(
+        &'a self,
+        partitions: &'a [TopicPartition],
+    ) -> BoxFuture<'a, Result<(), AdminError>> {
+        self.lock().cancel_reassignments(partitions);
+        futures::future::ready(Ok(())).boxed()
+    }
+
+    fn set_replication_throttle<'a>(
+        &'a self,
+        bytes_per_second: u64,
+        moves: &'a [Move],
+    ) -> BoxFuture<'a, Result<(), AdminError>> {
+        self.call(format!("set throttle {bytes_per_second}"), |s| {
+            s.throttle_rate = Some(bytes_per_second);
+            s.throttled_replicas.extend(throttled_replicas(moves));
+            Ok(())
+        })
+    }
+
+    fn clear_replication_throttle(&self) -> BoxFuture<'_, Result<(), AdminError>> {
+        self.call("clear throttle".into(), |s| {
+            s.throttle_rate = None;
+            s.throttled_replicas.clear();
+            Ok(())
+        })
+    }
+
+    fn describe_broker_defaults(&self) -> BoxFuture<'_, Result<Vec<ConfigEntry>, AdminError>> {
+        self.call("describe_broker_defaults".into(), |s| {
+            Ok(s.throttle_rate
+                .into_iter()
+                .flat_map(|r| {
+                    [throttle::FOLLOWER_RATE, throttle::LEADER_RATE].map(|name| ConfigEntry {
+                        name: name.to_owned(),
+                        value: Some(r.to_string()),
+                        source: ConfigSource::DynamicDefaultBroker,
+                    })
+                })
+                .collect())
+        })
+    }
+
+    fn set_cordon<'a>(
+        &'a self,
+        brokers: &'a [NodeId],
+        cordoned: bool,
+    ) -> BoxFuture<'a, Result<(), AdminError>> {
+        self.call(format!("set_cordon {brokers:?} {cordoned}"), |s| {
+            if cordoned {
+                s.cordoned.extend(brokers.iter().copied());
+            } else {
+                s.cordoned.retain(|b| !brokers.contains(b));
+            }
+            Ok(())
+        })
+    }
+
+    fn elect_preferred_leaders<'a>(
+        &'a self,
+        partitions: Option<&'a [TopicPartition]>,
+    ) -> BoxFuture<'a, Result<Vec<TopicPartition>, AdminError>> {
+        self.call("elect_preferred_leaders".into(), |s| {
+            s.elect_preferred(partitions)
+        })
+    }
+
+    fn unregister_broker(&self, id: NodeId) -> BoxFuture<'_, Result<(), AdminError>> {
+        self.call(format!("unregister_broker {id}"), |s| s.unregister(id))
+    }
+
+    fn describe_quorum(&self) -> BoxFuture<'_, Result<QuorumInfo, AdminError>> {
+        self.call("describe_quorum".into(), |s| Ok(s.quorum()))
     }
 }
 

@@ -3,7 +3,10 @@
 //! wanted are removed), brokers stopped and started (a stopped broker is fenced and leaves every
 //! ISR; a started one catches up on the next step), cordoning and unregistering. Time advances
 //! only when the test calls `tick`: one tick lets every live replica catch up and completes every
-//! reassignment whose new replicas are in sync. It models no data, no throttle and no lag beyond
+//! reassignment whose new replicas are in sync. Cancelled reassignments return to the original
+//! replicas; preferred elections follow the real controller's rule (the first replica, if in
+//! sync and unfenced). A throttle is only recorded (it slows nothing); the controller quorum is
+//! the voters a test sets, each as far behind as it says. It models no data and no lag beyond
 //! that one step.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -11,7 +14,20 @@ use std::collections::{BTreeMap, BTreeSet};
 use tributary_planner::Move;
 
 use super::fake::FakeState;
+use super::{codes, AdminError, QuorumInfo, TopicPartition, VoterInfo};
 use crate::day2::{BrokerView, ObservedKafka, PartitionView};
+
+/// The metadata log end the fake quorum's leader reports.
+const FAKE_METADATA_END: i64 = 1000;
+
+fn refusal(api: &'static str, resource: String, code: i16, message: String) -> AdminError {
+    AdminError::Kafka {
+        api,
+        resource,
+        code,
+        message: Some(message),
+    }
+}
 
 /// One partition of the fake cluster.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +38,8 @@ pub struct FakePartition {
     pub leader: Option<i32>,
     pub adding: Vec<i32>,
     pub removing: Vec<i32>,
+    /// The replicas before the reassignment in progress (what a cancel returns to).
+    pub original: Vec<i32>,
     pub size_bytes: u64,
 }
 
@@ -38,6 +56,7 @@ impl FakeState {
                     leader: replicas.first().copied(),
                     adding: Vec::new(),
                     removing: Vec::new(),
+                    original: Vec::new(),
                     size_bytes,
                 },
             );
@@ -87,23 +106,33 @@ impl FakeState {
 
     /// Starts KIP-455 reassignments. Refused (nothing changes) when a partition is unknown or
     /// already moving, or a target broker is not registered.
-    pub fn reassign(&mut self, moves: &[Move]) -> Result<(), String> {
+    pub fn reassign(&mut self, moves: &[Move]) -> Result<(), AdminError> {
+        const API: &str = "AlterPartitionReassignments";
         for m in moves {
-            let p = self
-                .partitions
-                .get(&(m.topic.clone(), m.partition))
-                .ok_or_else(|| format!("unknown partition {}-{}", m.topic, m.partition))?;
+            let name = format!("{}-{}", m.topic, m.partition);
+            let Some(p) = self.partitions.get(&(m.topic.clone(), m.partition)) else {
+                let code = codes::UNKNOWN_TOPIC_OR_PARTITION;
+                return Err(refusal(API, name, code, "unknown partition".into()));
+            };
             if !p.adding.is_empty() || !p.removing.is_empty() {
-                return Err(format!("{}-{} is already moving", m.topic, m.partition));
+                let code = codes::REASSIGNMENT_IN_PROGRESS;
+                return Err(refusal(API, name, code, "already moving".into()));
             }
             if let Some(b) = m.target.iter().find(|b| !self.brokers.contains(b)) {
-                return Err(format!("broker {b} is not registered"));
+                let code = codes::INVALID_REPLICA_ASSIGNMENT;
+                return Err(refusal(
+                    API,
+                    name,
+                    code,
+                    format!("broker {b} is not registered"),
+                ));
             }
         }
         for m in moves {
             let Some(p) = self.partitions.get_mut(&(m.topic.clone(), m.partition)) else {
                 continue;
             };
+            p.original = p.replicas.clone();
             p.adding = m.added();
             p.removing = m.removed();
             let mut replicas = m.target.clone();
@@ -166,14 +195,122 @@ impl FakeState {
     }
 
     /// Unregisters a broker; refused while it still holds replicas (as the real controller does).
-    pub fn unregister(&mut self, id: i32) -> Result<(), String> {
+    pub fn unregister(&mut self, id: i32) -> Result<(), AdminError> {
+        const API: &str = "UnregisterBroker";
+        let name = format!("broker {id}");
+        if !self.brokers.contains(&id) {
+            let code = codes::BROKER_ID_NOT_REGISTERED;
+            return Err(refusal(API, name, code, "not registered".into()));
+        }
         if self.partitions.values().any(|p| p.replicas.contains(&id)) {
-            return Err(format!("broker {id} still holds replicas"));
+            let code = codes::INVALID_REQUEST;
+            return Err(refusal(API, name, code, "still holds replicas".into()));
         }
         self.brokers.retain(|b| *b != id);
         self.fenced.remove(&id);
         self.cordoned.remove(&id);
         Ok(())
+    }
+
+    /// Cancels the reassignments of these partitions: back to the original replicas (the ones
+    /// being added leave the ISR; leadership stays if its holder remains). A partition not
+    /// moving is left alone.
+    pub fn cancel_reassignments(&mut self, partitions: &[TopicPartition]) {
+        let fenced = self.fenced.clone();
+        for tp in partitions {
+            let Some(p) = self.partitions.get_mut(&(tp.topic.clone(), tp.partition)) else {
+                continue;
+            };
+            if p.adding.is_empty() && p.removing.is_empty() {
+                continue;
+            }
+            p.replicas = std::mem::take(&mut p.original);
+            p.adding.clear();
+            p.removing.clear();
+            let replicas = p.replicas.clone();
+            p.isr.retain(|r| replicas.contains(r));
+            if p.leader.is_some_and(|l| !replicas.contains(&l)) {
+                p.leader = None;
+            }
+            elect(p, &fenced);
+            self.calls.push(format!("cancel {tp}"));
+        }
+    }
+
+    /// Preferred election of these partitions (every one with `None`): the first replica leads
+    /// if it is in sync and unfenced. Returns the partitions whose leader changed.
+    pub fn elect_preferred(
+        &mut self,
+        partitions: Option<&[TopicPartition]>,
+    ) -> Result<Vec<TopicPartition>, AdminError> {
+        let wanted: Vec<TopicPartition> = match partitions {
+            Some(ps) => ps.to_vec(),
+            None => self
+                .partitions
+                .keys()
+                .map(|(topic, partition)| TopicPartition {
+                    topic: topic.clone(),
+                    partition: *partition,
+                })
+                .collect(),
+        };
+        let mut elected = Vec::new();
+        let mut failures = Vec::new();
+        for tp in wanted {
+            let fail = |code: i16| super::Failure {
+                resource: tp.to_string(),
+                code,
+                message: None,
+            };
+            let Some(p) = self.partitions.get_mut(&(tp.topic.clone(), tp.partition)) else {
+                failures.push(fail(codes::UNKNOWN_TOPIC_OR_PARTITION));
+                continue;
+            };
+            let Some(first) = p.replicas.first().copied() else {
+                failures.push(fail(codes::PREFERRED_LEADER_NOT_AVAILABLE));
+                continue;
+            };
+            if p.leader == Some(first) {
+                continue;
+            }
+            if !p.isr.contains(&first) || self.fenced.contains(&first) {
+                failures.push(fail(codes::PREFERRED_LEADER_NOT_AVAILABLE));
+                continue;
+            }
+            p.leader = Some(first);
+            elected.push(tp);
+        }
+        if !failures.is_empty() {
+            return Err(AdminError::Refused {
+                api: "ElectLeaders",
+                failures,
+            });
+        }
+        Ok(elected)
+    }
+
+    /// The controller quorum: `voters` (the controller alone when none are set), led by
+    /// `controller`, each `voter_lag` records behind.
+    pub fn quorum(&self) -> QuorumInfo {
+        let voters = if self.voters.is_empty() {
+            self.controller.into_iter().collect()
+        } else {
+            self.voters.clone()
+        };
+        QuorumInfo {
+            leader_id: self.controller,
+            leader_epoch: 1,
+            high_watermark: FAKE_METADATA_END,
+            voters: voters
+                .iter()
+                .map(|id| VoterInfo {
+                    id: *id,
+                    log_end_offset: FAKE_METADATA_END
+                        - self.voter_lag.get(id).copied().unwrap_or(0),
+                    last_caught_up_ms: None,
+                })
+                .collect(),
+        }
     }
 
     /// Partitions whose ISR is smaller than `min` (the topic's override or this default), as
@@ -271,5 +408,70 @@ mod tests {
         s.start_broker(1);
         s.tick();
         assert_eq!(s.kafka_view().partitions[0].isr, [2, 3, 1]);
+    }
+
+    #[test]
+    fn a_cancelled_move_returns_to_its_original_replicas() {
+        let mut s = FakeState::default();
+        s.brokers = vec![1, 2, 3, 4];
+        s.add_partitions("t", &[vec![1, 2, 3]], 10);
+        let m = Move {
+            topic: "t".into(),
+            partition: 0,
+            current: vec![1, 2, 3],
+            target: vec![4, 2, 3],
+            size_bytes: 10,
+        };
+        s.reassign(&[m]).expect("accepted");
+        let tp = TopicPartition {
+            topic: "t".into(),
+            partition: 0,
+        };
+        s.cancel_reassignments(std::slice::from_ref(&tp));
+        let p = &s.kafka_view().partitions[0];
+        assert_eq!(
+            (p.replicas.clone(), p.isr.clone()),
+            (vec![1, 2, 3], vec![1, 2, 3])
+        );
+        assert!(!p.reassigning());
+        s.cancel_reassignments(&[tp]);
+        assert_eq!(
+            s.kafka_view().partitions[0].replicas,
+            [1, 2, 3],
+            "nothing to cancel"
+        );
+    }
+
+    #[test]
+    fn preferred_election_needs_the_first_replica_in_sync_and_up() {
+        let mut s = FakeState::default();
+        s.brokers = vec![1, 2, 3];
+        s.add_partitions("t", &[vec![1, 2, 3], vec![2, 3, 1]], 10);
+        s.stop_broker(1);
+        assert_eq!(s.kafka_view().partitions[0].leader, Some(2));
+        let err = s.elect_preferred(None).expect_err("1 is down");
+        assert_eq!(
+            err.kafka_code(),
+            Some(codes::PREFERRED_LEADER_NOT_AVAILABLE)
+        );
+        assert!(err.to_string().contains("t-0"), "{err}");
+        s.start_broker(1);
+        s.tick();
+        let elected = s.elect_preferred(None).expect("1 is back in sync");
+        let names: Vec<String> = elected.iter().map(ToString::to_string).collect();
+        assert_eq!(names, ["t-0"], "t-1 is already led by 2");
+        assert_eq!(s.kafka_view().partitions[0].leader, Some(1));
+    }
+
+    #[test]
+    fn the_quorum_reports_each_voters_lag() {
+        let mut s = FakeState::default();
+        s.controller = Some(1);
+        assert_eq!(s.quorum().voters.len(), 1, "the controller alone");
+        s.voters = vec![1, 2, 3];
+        s.voter_lag.insert(3, 5);
+        let q = s.quorum();
+        assert_eq!(q.leader_id, Some(1));
+        assert_eq!((q.lag(2), q.lag(3), q.lag(4)), (Some(0), Some(5), None));
     }
 }

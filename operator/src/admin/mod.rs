@@ -1,7 +1,9 @@
 //! The operator's view of a running Kafka cluster: a small admin trait (`KafkaAdmin`) with the
-//! handful of operations the reconcilers need, its errors and their classification. The real
+//! operations the reconcilers need (topics and their config; for day-2 operations the cluster's
+//! brokers, partitions and controller quorum, reassignments, replication throttles, cordoning,
+//! leader election and unregistering), its errors and their classification. The real
 //! implementation over the Kafka protocol is `client`; `fake` is an in-memory stand-in for tests.
-//! Nothing here decides *what* to do; that is `topic::plan` and `cluster::status`.
+//! Nothing here decides *what* to do; that is `topic::plan`, `cluster::status` and `day2`.
 
 pub mod client;
 pub mod fake;
@@ -12,6 +14,9 @@ use std::time::Duration;
 
 use futures::future::BoxFuture;
 use thiserror::Error;
+use tributary_planner::Move;
+
+use crate::day2::{NodeId, ObservedKafka};
 
 /// Kafka error codes the operator reacts to by name.
 pub mod codes {
@@ -26,6 +31,11 @@ pub mod codes {
     pub const NOT_CONTROLLER: i16 = 41;
     pub const INVALID_REQUEST: i16 = 42;
     pub const POLICY_VIOLATION: i16 = 44;
+    pub const REASSIGNMENT_IN_PROGRESS: i16 = 60;
+    pub const PREFERRED_LEADER_NOT_AVAILABLE: i16 = 80;
+    pub const ELECTION_NOT_NEEDED: i16 = 84;
+    pub const NO_REASSIGNMENT_IN_PROGRESS: i16 = 85;
+    pub const BROKER_ID_NOT_REGISTERED: i16 = 102;
     pub const UNKNOWN_TOPIC_ID: i16 = 100;
 }
 
@@ -65,6 +75,44 @@ pub enum AdminError {
         code: i16,
         message: Option<String>,
     },
+    #[error("{api} refused {}: {}", failures.len(), failures.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Refused {
+        api: &'static str,
+        /// Every resource (`topic-partition`, broker) the cluster refused, with its error.
+        failures: Vec<Failure>,
+    },
+}
+
+/// One resource of a multi-resource request that the cluster refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Failure {
+    pub resource: String,
+    pub code: i16,
+    pub message: Option<String>,
+}
+
+impl std::fmt::Display for Failure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} (Kafka error {}", self.resource, self.code)?;
+        match &self.message {
+            Some(m) if !m.is_empty() => write!(f, ": {m})"),
+            _ => write!(f, ")"),
+        }
+    }
+}
+
+/// Whether a Kafka error code says the request itself is wrong (retrying it cannot succeed).
+fn permanent_code(code: i16) -> bool {
+    matches!(
+        code,
+        codes::INVALID_TOPIC_EXCEPTION
+            | codes::INVALID_PARTITIONS
+            | codes::INVALID_REPLICATION_FACTOR
+            | codes::INVALID_REPLICA_ASSIGNMENT
+            | codes::INVALID_CONFIG
+            | codes::INVALID_REQUEST
+            | codes::POLICY_VIOLATION
+    )
 }
 
 impl AdminError {
@@ -75,23 +123,19 @@ impl AdminError {
         match self {
             AdminError::Connect { .. } | AdminError::Io { .. } | AdminError::Timeout { .. } => true,
             AdminError::Codec { .. } | AdminError::Unsupported { .. } => false,
-            AdminError::Kafka { code, .. } => !matches!(
-                *code,
-                codes::INVALID_TOPIC_EXCEPTION
-                    | codes::INVALID_PARTITIONS
-                    | codes::INVALID_REPLICATION_FACTOR
-                    | codes::INVALID_REPLICA_ASSIGNMENT
-                    | codes::INVALID_CONFIG
-                    | codes::INVALID_REQUEST
-                    | codes::POLICY_VIOLATION
-            ),
+            AdminError::Kafka { code, .. } => !permanent_code(*code),
+            AdminError::Refused { failures, .. } => {
+                !failures.iter().any(|f| permanent_code(f.code))
+            }
         }
     }
 
-    /// The Kafka error code, when the cluster answered with one.
+    /// The Kafka error code, when the cluster answered with one (the first refusal's, for a
+    /// request refused resource by resource).
     pub fn kafka_code(&self) -> Option<i16> {
         match self {
             AdminError::Kafka { code, .. } => Some(*code),
+            AdminError::Refused { failures, .. } => failures.first().map(|f| f.code),
             _ => None,
         }
     }
@@ -182,6 +226,85 @@ pub enum ConfigChange {
     Delete { name: String },
 }
 
+/// A partition by name and index.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct TopicPartition {
+    pub topic: String,
+    pub partition: i32,
+}
+
+impl std::fmt::Display for TopicPartition {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}-{}", self.topic, self.partition)
+    }
+}
+
+/// The controller quorum (KRaft's `__cluster_metadata`) as its leader reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct QuorumInfo {
+    /// The active controller (the Raft leader).
+    pub leader_id: Option<NodeId>,
+    pub leader_epoch: i32,
+    pub high_watermark: i64,
+    pub voters: Vec<VoterInfo>,
+}
+
+/// One voter of the controller quorum.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VoterInfo {
+    pub id: NodeId,
+    /// End of this voter's copy of the metadata log, as the leader last saw it.
+    pub log_end_offset: i64,
+    /// When the voter was last caught up with the leader (ms since the epoch), if ever.
+    pub last_caught_up_ms: Option<i64>,
+}
+
+impl QuorumInfo {
+    /// How many metadata records voter `id` is behind the leader (`None` if it is not a
+    /// voter or the quorum has no leader).
+    pub fn lag(&self, id: NodeId) -> Option<i64> {
+        let leader = self.leader_id?;
+        let end = |v: NodeId| {
+            self.voters
+                .iter()
+                .find(|x| x.id == v)
+                .map(|x| x.log_end_offset)
+        };
+        Some((end(leader)? - end(id)?).max(0))
+    }
+}
+
+/// The broker configs that throttle replication (Kafka's names): the rates are dynamic broker
+/// configs set as cluster-wide defaults, the replica lists topic configs.
+pub mod throttle {
+    pub const LEADER_RATE: &str = "leader.replication.throttled.rate";
+    pub const FOLLOWER_RATE: &str = "follower.replication.throttled.rate";
+    pub const LEADER_REPLICAS: &str = "leader.replication.throttled.replicas";
+    pub const FOLLOWER_REPLICAS: &str = "follower.replication.throttled.replicas";
+}
+
+/// KIP-1066: the dynamic broker config that cordons a broker's log directories (`*`: all).
+pub const CORDONED_LOG_DIRS: &str = "cordoned.log.dirs";
+/// The topic config the restart gates need.
+pub const MIN_INSYNC_REPLICAS: &str = "min.insync.replicas";
+
+/// The throttled-replica lists `moves` need, per topic (`partition:broker`, comma-separated):
+/// leader side, every current replica of a moving partition (any of them may lead while it
+/// moves); follower side, the replicas being added. What `kafka-reassign-partitions.sh` and the
+/// `tributary` CLI set.
+pub fn throttled_replicas(moves: &[Move]) -> BTreeMap<String, (String, String)> {
+    let mut lists: BTreeMap<String, (Vec<String>, Vec<String>)> = BTreeMap::new();
+    for m in moves {
+        let e = lists.entry(m.topic.clone()).or_default();
+        e.0.extend(m.current.iter().map(|b| format!("{}:{b}", m.partition)));
+        e.1.extend(m.added().iter().map(|b| format!("{}:{b}", m.partition)));
+    }
+    lists
+        .into_iter()
+        .map(|(t, (l, f))| (t, (l.join(","), f.join(","))))
+        .collect()
+}
+
 /// The admin operations the reconcilers use. Every call is one request/response round trip; a
 /// call that returns `Ok` has been accepted by the cluster's controller.
 pub trait KafkaAdmin: Send + Sync {
@@ -218,6 +341,57 @@ pub trait KafkaAdmin: Send + Sync {
     ) -> BoxFuture<'a, Result<(), AdminError>>;
     /// Deletes the topic; `Ok` also when it did not exist (DeleteTopics).
     fn delete_topic<'a>(&'a self, name: &'a str) -> BoxFuture<'a, Result<(), AdminError>>;
+
+    // Day-2 operations.
+
+    /// The cluster as the day-2 planner needs it: every registered broker (fenced ones
+    /// included) with rack and cordon state, the active controller, every partition with
+    /// replicas, ISR, leader and the reassignment in progress, replica sizes and bytes per
+    /// broker, and each topic's `min.insync.replicas` in effect. Asks every unfenced broker
+    /// for its own log directory and cordon state; fails if one of them does not answer.
+    fn observe(&self) -> BoxFuture<'_, Result<ObservedKafka, AdminError>>;
+    /// Starts KIP-455 reassignments to the moves' targets (AlterPartitionReassignments). A
+    /// partition the cluster refuses makes the call fail naming every refused partition; the
+    /// others were accepted.
+    fn reassign<'a>(&'a self, moves: &'a [Move]) -> BoxFuture<'a, Result<(), AdminError>>;
+    /// Cancels the reassignments of these partitions (they keep their original replicas); a
+    /// partition that is not moving is not an error.
+    fn cancel_reassignments<'a>(
+        &'a self,
+        partitions: &'a [TopicPartition],
+    ) -> BoxFuture<'a, Result<(), AdminError>>;
+    /// Throttles the replication of `moves` to `bytes_per_second`: both rates as cluster-wide
+    /// broker defaults, and each moving topic's throttled-replica lists (set to these moves'
+    /// replicas, replacing earlier lists).
+    fn set_replication_throttle<'a>(
+        &'a self,
+        bytes_per_second: u64,
+        moves: &'a [Move],
+    ) -> BoxFuture<'a, Result<(), AdminError>>;
+    /// Removes the throttle: both cluster-wide rates, and the throttled-replica lists of every
+    /// topic that has them.
+    fn clear_replication_throttle(&self) -> BoxFuture<'_, Result<(), AdminError>>;
+    /// The dynamic cluster-wide broker defaults (DescribeConfigs of the broker resource "").
+    fn describe_broker_defaults(&self) -> BoxFuture<'_, Result<Vec<ConfigEntry>, AdminError>>;
+    /// Cordons (KIP-1066: no new replicas are placed on them; theirs keep serving) or
+    /// uncordons these brokers.
+    fn set_cordon<'a>(
+        &'a self,
+        brokers: &'a [NodeId],
+        cordoned: bool,
+    ) -> BoxFuture<'a, Result<(), AdminError>>;
+    /// Moves leadership back to the first replica (preferred election) of these partitions,
+    /// or of every partition with `None`. Returns the partitions whose leader changed; one
+    /// already led by its preferred replica is not an error, any other refusal is.
+    fn elect_preferred_leaders<'a>(
+        &'a self,
+        partitions: Option<&'a [TopicPartition]>,
+    ) -> BoxFuture<'a, Result<Vec<TopicPartition>, AdminError>>;
+    /// Removes a broker's registration (UnregisterBroker). The controller refuses while the
+    /// broker still holds replicas.
+    fn unregister_broker(&self, id: NodeId) -> BoxFuture<'_, Result<(), AdminError>>;
+    /// The controller quorum: leader, voters and how far each is behind (DescribeQuorum).
+    fn describe_quorum(&self) -> BoxFuture<'_, Result<QuorumInfo, AdminError>>;
 }
 
 /// Opens admin sessions to a cluster by bootstrap address.
@@ -279,5 +453,54 @@ mod tests {
             [("retention.ms".to_owned(), "60000".to_owned())]
         );
         assert_eq!(ConfigSource::from_code(6), ConfigSource::Other(6));
+    }
+
+    #[test]
+    fn a_refusal_names_every_resource_and_is_permanent_if_one_is() {
+        let failure = |resource: &str, code| Failure {
+            resource: resource.into(),
+            code,
+            message: Some("no".into()),
+        };
+        let err = AdminError::Refused {
+            api: "AlterPartitionReassignments",
+            failures: vec![
+                failure("t-0", codes::REASSIGNMENT_IN_PROGRESS),
+                failure("t-1", codes::UNKNOWN_TOPIC_OR_PARTITION),
+            ],
+        };
+        assert_eq!(
+            err.to_string(),
+            "AlterPartitionReassignments refused 2: t-0 (Kafka error 60: no); t-1 (Kafka error 3: no)"
+        );
+        assert!(err.is_transient());
+        assert_eq!(err.kafka_code(), Some(codes::REASSIGNMENT_IN_PROGRESS));
+        let err = AdminError::Refused {
+            api: "AlterPartitionReassignments",
+            failures: vec![
+                failure("t-0", codes::REASSIGNMENT_IN_PROGRESS),
+                failure("t-1", codes::INVALID_REPLICA_ASSIGNMENT),
+            ],
+        };
+        assert!(!err.is_transient());
+    }
+
+    #[test]
+    fn throttled_replicas_are_the_current_ones_leader_side_and_the_added_ones_follower_side() {
+        let m = |partition, current: Vec<i32>, target: Vec<i32>| Move {
+            topic: "t".into(),
+            partition,
+            current,
+            target,
+            size_bytes: 10,
+        };
+        let lists = throttled_replicas(&[
+            m(0, vec![1, 2, 3], vec![4, 2, 3]),
+            m(1, vec![2, 3], vec![3, 2]),
+        ]);
+        assert_eq!(
+            lists["t"],
+            ("0:1,0:2,0:3,1:2,1:3".to_owned(), "0:4".to_owned())
+        );
     }
 }

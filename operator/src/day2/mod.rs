@@ -4,10 +4,12 @@
 //! Kubernetes and the Kafka cluster show and the operation kept in status, to the one next safe
 //! action and the status that explains it; it uses `tributary_planner` for the moves.
 //!
-//! Not here: carrying the action out. The reconciler does not call `decide` yet (see
-//! `docs/operations.md`, "Not yet"), and the admin client has no calls for partitions, ISRs,
-//! reassignments or cordoning; `admin::fake` models them so the decisions can be exercised over
-//! many passes.
+//! Not here: carrying the action out. `admin::KafkaAdmin` has a call for every input and action
+//! (`observe` builds `ObservedKafka`; `reassign`, `set_replication_throttle`,
+//! `clear_replication_throttle`, `set_cordon`, `unregister_broker`; `describe_quorum` for
+//! controller lag), on the real client and on `admin::fake`, whose partitions let the decisions
+//! be exercised over many passes. The reconciler does not call `decide` nor those calls yet (see
+//! `docs/operations.md`, "Not yet").
 
 mod commission;
 pub mod decide;

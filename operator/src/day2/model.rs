@@ -102,7 +102,9 @@ pub struct ObservedKafka {
     /// Every partition.
     #[serde(default)]
     pub partitions: Vec<PartitionView>,
-    /// `min.insync.replicas` overrides per topic.
+    /// `min.insync.replicas` per topic: the value in effect as the cluster reports it (the
+    /// real admin client lists every topic, override or broker default; fixtures and the fake
+    /// list overrides only). A topic not listed uses the spec's cluster-wide value.
     #[serde(default)]
     pub topic_min_insync_replicas: BTreeMap<String, usize>,
     /// Bytes in each broker's log directory (DescribeLogDirs).

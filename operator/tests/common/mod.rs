@@ -1,7 +1,9 @@
 //! Helpers shared by the operator's integration tests.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod cluster;
 pub mod fake_api;
+pub mod kafka;
 
 use std::sync::Arc;
 

@@ -1,43 +1,46 @@
 //! `KafkaAdmin` over the Kafka wire protocol: one TCP connection to a bootstrap broker, versions
 //! negotiated with ApiVersions, messages encoded by the `kafka-protocol` crate. Requests are sent
-//! one at a time on the connection (a mutex guards it), each bounded by `REQUEST_TIMEOUT`.
-//! It deliberately has no metadata cache, no retries and no multi-broker routing: the reconcilers
-//! call it a few times per pass and requeue on transient errors.
+//! one at a time on the connection (a mutex guards it, `conn`), each bounded by `REQUEST_TIMEOUT`.
+//! Topic calls are here; `observe` reads the cluster for the day-2 planner and `day2` acts on
+//! it. It deliberately has no metadata cache, no retries and no routing beyond the one thing the
+//! protocol demands (DescribeLogDirs and a broker's own configs are asked of each broker over a
+//! connection of its own): the reconcilers call it a few times per pass and requeue on
+//! transient errors.
+
+mod configs;
+mod conn;
+mod day2;
+mod observe;
 
 use std::collections::HashMap;
 
-use bytes::{Buf, BufMut, Bytes, BytesMut};
 use futures::future::BoxFuture;
 use futures::FutureExt;
 use kafka_protocol::messages::create_partitions_request::CreatePartitionsTopic;
 use kafka_protocol::messages::create_topics_request::{CreatableTopic, CreatableTopicConfig};
 use kafka_protocol::messages::delete_topics_request::DeleteTopicState;
-use kafka_protocol::messages::describe_configs_request::DescribeConfigsResource;
-use kafka_protocol::messages::incremental_alter_configs_request::{
-    AlterConfigsResource, AlterableConfig,
-};
 use kafka_protocol::messages::metadata_request::MetadataRequestTopic;
 use kafka_protocol::messages::{
-    ApiVersionsRequest, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
-    DescribeClusterRequest, DescribeConfigsRequest, IncrementalAlterConfigsRequest,
-    MetadataRequest, RequestHeader, ResponseHeader, TopicName,
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, DescribeClusterRequest,
+    DescribeConfigsRequest, IncrementalAlterConfigsRequest, MetadataRequest, TopicName,
 };
-use kafka_protocol::protocol::{Decodable, Encodable, HeaderVersion, Request, StrBytes};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use kafka_protocol::protocol::{Request, StrBytes};
 use tokio::sync::Mutex;
+use tributary_planner::Move;
 
 use super::{
-    codes, AdminConnector, AdminError, ClusterInfo, ConfigChange, ConfigEntry, ConfigSource,
-    KafkaAdmin, NewTopic, TopicInfo, REQUEST_TIMEOUT,
+    codes, AdminConnector, AdminError, ClusterInfo, ConfigChange, ConfigEntry, Failure, KafkaAdmin,
+    NewTopic, QuorumInfo, TopicInfo, TopicPartition, REQUEST_TIMEOUT,
 };
+use crate::day2::{NodeId, ObservedKafka};
+use configs::ConfigResource;
+use conn::Conn;
 
 /// `client.id` sent with every request.
 pub const CLIENT_ID: &str = "tributary-operator";
-/// Largest response we accept (guards against garbage lengths).
-const MAX_RESPONSE_BYTES: usize = 64 * 1024 * 1024;
-/// Kafka's resource type for topics in (Incremental)AlterConfigs.
+/// Kafka's resource types in DescribeConfigs and IncrementalAlterConfigs.
 const RESOURCE_TYPE_TOPIC: i8 = 2;
+const RESOURCE_TYPE_BROKER: i8 = 4;
 
 /// Versions this client can speak, per API: (name, key, min, max).
 const METADATA: (&str, i16, i16, i16) = ("Metadata", MetadataRequest::KEY, 1, 12);
@@ -50,17 +53,13 @@ const ALTER_CONFIGS: (&str, i16, i16, i16) = (
     0,
     1,
 );
+/// v2 can list fenced brokers too (`include_fenced_brokers`).
 const DESCRIBE_CLUSTER: (&str, i16, i16, i16) =
-    ("DescribeCluster", DescribeClusterRequest::KEY, 0, 1);
+    ("DescribeCluster", DescribeClusterRequest::KEY, 0, 2);
 /// From v1 on, entries carry `config_source` (v0 only has `is_default`).
 const DESCRIBE_CONFIGS: (&str, i16, i16, i16) =
     ("DescribeConfigs", DescribeConfigsRequest::KEY, 1, 4);
 const DELETE_TOPICS: (&str, i16, i16, i16) = ("DeleteTopics", DeleteTopicsRequest::KEY, 1, 6);
-
-struct Conn {
-    stream: TcpStream,
-    next_correlation_id: i32,
-}
 
 /// A connected admin client.
 pub struct KafkaAdminClient {
@@ -84,151 +83,6 @@ impl AdminConnector for TcpAdminConnector {
             Ok(Box::new(client) as Box<dyn KafkaAdmin>)
         }
         .boxed()
-    }
-}
-
-impl KafkaAdminClient {
-    /// Connects to `addr` and negotiates API versions.
-    pub async fn connect(addr: &str) -> Result<Self, AdminError> {
-        let stream = tokio::time::timeout(REQUEST_TIMEOUT, TcpStream::connect(addr))
-            .await
-            .map_err(|_| AdminError::Timeout {
-                addr: addr.to_owned(),
-                api: "connect",
-            })?
-            .map_err(|source| AdminError::Connect {
-                addr: addr.to_owned(),
-                source,
-            })?;
-        let mut client = KafkaAdminClient {
-            addr: addr.to_owned(),
-            conn: Mutex::new(Conn {
-                stream,
-                next_correlation_id: 1,
-            }),
-            versions: HashMap::new(),
-        };
-        let req = ApiVersionsRequest::default()
-            .with_client_software_name(StrBytes::from_static_str(CLIENT_ID))
-            .with_client_software_version(StrBytes::from_static_str(env!("CARGO_PKG_VERSION")));
-        let resp = client.round_trip("ApiVersions", &req, 3).await?;
-        if resp.error_code != 0 {
-            return Err(kafka_error("ApiVersions", addr, resp.error_code, None));
-        }
-        client.versions = resp
-            .api_keys
-            .iter()
-            .map(|k| (k.api_key, (k.min_version, k.max_version)))
-            .collect();
-        Ok(client)
-    }
-
-    /// The highest version both sides support.
-    fn version(&self, api: (&'static str, i16, i16, i16)) -> Result<i16, AdminError> {
-        let (name, key, min, max) = api;
-        let unsupported = || AdminError::Unsupported {
-            api: name,
-            min,
-            max,
-        };
-        let (bmin, bmax) = *self.versions.get(&key).ok_or_else(unsupported)?;
-        let v = max.min(bmax);
-        if v < min.max(bmin) {
-            return Err(unsupported());
-        }
-        Ok(v)
-    }
-
-    async fn round_trip<R: Request>(
-        &self,
-        api: &'static str,
-        req: &R,
-        version: i16,
-    ) -> Result<R::Response, AdminError> {
-        tokio::time::timeout(REQUEST_TIMEOUT, self.round_trip_inner(api, req, version))
-            .await
-            .map_err(|_| AdminError::Timeout {
-                addr: self.addr.clone(),
-                api,
-            })?
-    }
-
-    async fn round_trip_inner<R: Request>(
-        &self,
-        api: &'static str,
-        req: &R,
-        version: i16,
-    ) -> Result<R::Response, AdminError> {
-        let codec = |e: anyhow::Error| AdminError::Codec {
-            api,
-            message: e.to_string(),
-        };
-        let io = |source| AdminError::Io {
-            addr: self.addr.clone(),
-            api,
-            source,
-        };
-        let mut conn = self.conn.lock().await;
-        let correlation_id = conn.next_correlation_id;
-        conn.next_correlation_id = correlation_id.wrapping_add(1);
-        let header = RequestHeader::default()
-            .with_request_api_key(R::KEY)
-            .with_request_api_version(version)
-            .with_correlation_id(correlation_id)
-            .with_client_id(Some(StrBytes::from_static_str(CLIENT_ID)));
-        let mut buf = BytesMut::new();
-        buf.put_i32(0);
-        header
-            .encode(&mut buf, R::header_version(version))
-            .map_err(codec)?;
-        req.encode(&mut buf, version).map_err(codec)?;
-        let len = i32::try_from(buf.len() - 4).map_err(|e| codec(e.into()))?;
-        buf[..4].copy_from_slice(&len.to_be_bytes());
-        conn.stream.write_all(&buf).await.map_err(io)?;
-        let len = conn.stream.read_i32().await.map_err(io)?;
-        let len = usize::try_from(len)
-            .ok()
-            .filter(|l| *l <= MAX_RESPONSE_BYTES)
-            .ok_or_else(|| AdminError::Codec {
-                api,
-                message: format!("response length {len} out of range"),
-            })?;
-        let mut body = vec![0u8; len];
-        conn.stream.read_exact(&mut body).await.map_err(io)?;
-        let mut body = Bytes::from(body);
-        let resp_header = ResponseHeader::decode(&mut body, R::Response::header_version(version))
-            .map_err(codec)?;
-        if resp_header.correlation_id != correlation_id {
-            return Err(AdminError::Codec {
-                api,
-                message: format!(
-                    "correlation id {} != {correlation_id}",
-                    resp_header.correlation_id
-                ),
-            });
-        }
-        let resp = R::Response::decode(&mut body, version).map_err(codec)?;
-        if body.has_remaining() {
-            tracing::debug!(api, extra = body.remaining(), "response had trailing bytes");
-        }
-        Ok(resp)
-    }
-
-    async fn metadata(
-        &self,
-        topics: Option<Vec<String>>,
-    ) -> Result<kafka_protocol::messages::MetadataResponse, AdminError> {
-        let v = self.version(METADATA)?;
-        let topics = topics.map(|names| {
-            names
-                .into_iter()
-                .map(|n| MetadataRequestTopic::default().with_name(Some(topic_name(&n))))
-                .collect()
-        });
-        let req = MetadataRequest::default()
-            .with_topics(topics)
-            .with_allow_auto_topic_creation(false);
-        self.round_trip(METADATA.0, &req, v).await
     }
 }
 
@@ -395,37 +249,12 @@ impl KafkaAdmin for KafkaAdminClient {
         name: &'a str,
     ) -> BoxFuture<'a, Result<Vec<ConfigEntry>, AdminError>> {
         async move {
-            let v = self.version(DESCRIBE_CONFIGS)?;
-            let req = DescribeConfigsRequest::default()
-                .with_resources(vec![DescribeConfigsResource::default()
-                    .with_resource_type(RESOURCE_TYPE_TOPIC)
-                    .with_resource_name(StrBytes::from_string(name.to_owned()))
-                    .with_configuration_keys(None)])
-                .with_include_synonyms(false);
-            let resp = self.round_trip(DESCRIBE_CONFIGS.0, &req, v).await?;
-            let r = resp
-                .results
-                .into_iter()
-                .find(|r| {
-                    r.resource_type == RESOURCE_TYPE_TOPIC && r.resource_name.as_str() == name
-                })
-                .ok_or_else(|| missing(DESCRIBE_CONFIGS.0, name))?;
-            if r.error_code != 0 {
-                return Err(kafka_error(
-                    DESCRIBE_CONFIGS.0,
-                    name,
-                    r.error_code,
-                    r.error_message.as_ref(),
-                ));
-            }
-            Ok(r.configs
-                .into_iter()
-                .map(|c| ConfigEntry {
-                    name: c.name.to_string(),
-                    value: c.value.map(|v| v.to_string()),
-                    source: ConfigSource::from_code(c.config_source),
-                })
-                .collect())
+            let mut results = self
+                .describe_configs(vec![ConfigResource::topic(name)], None)
+                .await?;
+            results
+                .pop()
+                .ok_or_else(|| missing(DESCRIBE_CONFIGS.0, name))?
         }
         .boxed()
     }
@@ -436,39 +265,8 @@ impl KafkaAdmin for KafkaAdminClient {
         changes: &'a [ConfigChange],
     ) -> BoxFuture<'a, Result<(), AdminError>> {
         async move {
-            let v = self.version(ALTER_CONFIGS)?;
-            let configs = changes
-                .iter()
-                .map(|c| match c {
-                    ConfigChange::Set { name, value } => AlterableConfig::default()
-                        .with_name(StrBytes::from_string(name.clone()))
-                        .with_config_operation(0)
-                        .with_value(Some(StrBytes::from_string(value.clone()))),
-                    ConfigChange::Delete { name } => AlterableConfig::default()
-                        .with_name(StrBytes::from_string(name.clone()))
-                        .with_config_operation(1),
-                })
-                .collect();
-            let req = IncrementalAlterConfigsRequest::default().with_resources(vec![
-                AlterConfigsResource::default()
-                    .with_resource_type(RESOURCE_TYPE_TOPIC)
-                    .with_resource_name(StrBytes::from_string(name.to_owned()))
-                    .with_configs(configs),
-            ]);
-            let resp = self.round_trip(ALTER_CONFIGS.0, &req, v).await?;
-            let r = resp
-                .responses
-                .first()
-                .ok_or_else(|| missing(ALTER_CONFIGS.0, name))?;
-            if r.error_code != 0 {
-                return Err(kafka_error(
-                    ALTER_CONFIGS.0,
-                    name,
-                    r.error_code,
-                    r.error_message.as_ref(),
-                ));
-            }
-            Ok(())
+            self.alter_configs(vec![(ConfigResource::topic(name), changes.to_vec())])
+                .await
         }
         .boxed()
     }
@@ -502,11 +300,117 @@ impl KafkaAdmin for KafkaAdminClient {
         }
         .boxed()
     }
+
+    fn observe(&self) -> BoxFuture<'_, Result<ObservedKafka, AdminError>> {
+        self.observe_cluster().boxed()
+    }
+
+    fn reassign<'a>(&'a self, moves: &'a [Move]) -> BoxFuture<'a, Result<(), AdminError>> {
+        let targets = moves
+            .iter()
+            .map(|m| (m.topic.clone(), m.partition, Some(m.target.clone())))
+            .collect();
+        self.alter_reassignments(targets).boxed()
+    }
+
+    fn cancel_reassignments<'a>(
+        &'a self,
+        partitions: &'a [TopicPartition],
+    ) -> BoxFuture<'a, Result<(), AdminError>> {
+        let targets = partitions
+            .iter()
+            .map(|tp| (tp.topic.clone(), tp.partition, None))
+            .collect();
+        self.alter_reassignments(targets).boxed()
+    }
+
+    fn set_replication_throttle<'a>(
+        &'a self,
+        bytes_per_second: u64,
+        moves: &'a [Move],
+    ) -> BoxFuture<'a, Result<(), AdminError>> {
+        self.throttle(bytes_per_second, moves).boxed()
+    }
+
+    fn clear_replication_throttle(&self) -> BoxFuture<'_, Result<(), AdminError>> {
+        self.unthrottle().boxed()
+    }
+
+    fn describe_broker_defaults(&self) -> BoxFuture<'_, Result<Vec<ConfigEntry>, AdminError>> {
+        async move {
+            let mut results = self
+                .describe_configs(vec![ConfigResource::broker_defaults()], None)
+                .await?;
+            results
+                .pop()
+                .ok_or_else(|| missing(DESCRIBE_CONFIGS.0, "broker defaults"))?
+        }
+        .boxed()
+    }
+
+    fn set_cordon<'a>(
+        &'a self,
+        brokers: &'a [NodeId],
+        cordoned: bool,
+    ) -> BoxFuture<'a, Result<(), AdminError>> {
+        self.cordon(brokers, cordoned).boxed()
+    }
+
+    fn elect_preferred_leaders<'a>(
+        &'a self,
+        partitions: Option<&'a [TopicPartition]>,
+    ) -> BoxFuture<'a, Result<Vec<TopicPartition>, AdminError>> {
+        self.elect_preferred(partitions).boxed()
+    }
+
+    fn unregister_broker(&self, id: NodeId) -> BoxFuture<'_, Result<(), AdminError>> {
+        self.unregister(id).boxed()
+    }
+
+    fn describe_quorum(&self) -> BoxFuture<'_, Result<QuorumInfo, AdminError>> {
+        self.quorum().boxed()
+    }
 }
 
 fn missing(api: &'static str, resource: &str) -> AdminError {
     AdminError::Codec {
         api,
         message: format!("response has no result for {resource:?}"),
+    }
+}
+
+impl KafkaAdminClient {
+    async fn metadata(
+        &self,
+        topics: Option<Vec<String>>,
+    ) -> Result<kafka_protocol::messages::MetadataResponse, AdminError> {
+        let v = self.version(METADATA)?;
+        let topics = topics.map(|names| {
+            names
+                .into_iter()
+                .map(|n| MetadataRequestTopic::default().with_name(Some(topic_name(&n))))
+                .collect()
+        });
+        let req = MetadataRequest::default()
+            .with_topics(topics)
+            .with_allow_auto_topic_creation(false);
+        self.round_trip(METADATA.0, &req, v).await
+    }
+}
+
+/// `Ok` without failures; one failure as a plain `Kafka` error, several as `Refused`.
+fn refused(api: &'static str, mut failures: Vec<Failure>) -> Result<(), AdminError> {
+    match failures.len() {
+        0 => Ok(()),
+        1 => {
+            let f = failures.remove(0);
+            Err(AdminError::Kafka {
+                api,
+                resource: f.resource,
+                code: f.code,
+                message: f.message,
+            })
+        }
+        _ => Err(AdminError::Refused { api, failures }),
     }
 }
