@@ -131,23 +131,8 @@ def run_with_faults(c, tmp_path, schedule, duration=24, rate=80, mode="assign", 
     return result, faults
 
 
-class KnownDuplicateBug(AssertionError):
-    """The checker's only violations are duplicates: the known broker bug below. Any other
-    violation is a plain AssertionError."""
-
-
-KNOWN_DUPLICATE = pytest.mark.xfail(strict=False, raises=KnownDuplicateBug, reason=(
-    "broker bug, found 2026-12-04 by the minority scenario on netns in one run of about five: "
-    "an idempotent acks=all producer's message stored twice at consecutive offsets of one "
-    "partition (p0-327 at partition 1, offsets 103 and 104) around the leader change that the "
-    "partition caused; the retried batch was not recognised as a duplicate. Not yet diagnosed."))
-
-
 def assert_all_acknowledged_read(result):
     text = report.summary(result)
-    kinds = {a.kind for a in result.violations}
-    if kinds == {"duplicate"}:
-        raise KnownDuplicateBug(text)
     assert result.valid, text
     counts = result.counts
     assert counts["acknowledged"] > 500, text
@@ -229,7 +214,6 @@ def strip_ansi(text):
 
 
 @pytest.mark.parametrize("cluster", ["netns", "docker"], indirect=True)
-@KNOWN_DUPLICATE
 def test_an_isolated_leader_acknowledges_nothing_and_rejoins_after_healing(cluster, tmp_path):
     c = cluster
     seen = {}
@@ -285,7 +269,6 @@ def is_active(node):
 
 
 @pytest.mark.parametrize("cluster", ["netns", "docker"], indirect=True)
-@KNOWN_DUPLICATE
 def test_an_active_controller_cut_off_the_other_controllers_is_replaced(cluster, tmp_path):
     """Only controller-to-controller traffic is cut: brokers and clients still reach the old
     active controller, which keeps its (now uncommittable) leadership in its own eyes.
@@ -349,7 +332,6 @@ def test_an_active_controller_cut_off_the_other_controllers_is_replaced(cluster,
 
 
 @pytest.mark.parametrize("cluster", ["netns", "docker"], indirect=True)
-@KNOWN_DUPLICATE
 def test_a_minority_with_a_leader_and_the_active_controller_then_heal(cluster, tmp_path):
     c = cluster
     seen = {}

@@ -355,8 +355,8 @@ fn elect(p: &mut FakePartition, fenced: &BTreeSet<i32>) {
 mod tests {
     use super::*;
 
-    #[test]
-    fn a_move_adds_catches_up_then_removes() {
+    /// Brokers 1–4, partition t-0 on [1, 2, 3], and the move of its replica on 1 to 4.
+    fn four_brokers_and_a_move_from_1_to_4() -> (FakeState, Move) {
         let mut s = FakeState::default();
         s.brokers = vec![1, 2, 3, 4];
         s.add_partitions("t", &[vec![1, 2, 3]], 10);
@@ -367,6 +367,12 @@ mod tests {
             target: vec![4, 2, 3],
             size_bytes: 10,
         };
+        (s, m)
+    }
+
+    #[test]
+    fn a_move_adds_catches_up_then_removes() {
+        let (mut s, m) = four_brokers_and_a_move_from_1_to_4();
         s.reassign(std::slice::from_ref(&m)).expect("accepted");
         let v = s.kafka_view();
         assert_eq!(v.partitions[0].replicas, [4, 2, 3, 1]);
@@ -412,16 +418,7 @@ mod tests {
 
     #[test]
     fn a_cancelled_move_returns_to_its_original_replicas() {
-        let mut s = FakeState::default();
-        s.brokers = vec![1, 2, 3, 4];
-        s.add_partitions("t", &[vec![1, 2, 3]], 10);
-        let m = Move {
-            topic: "t".into(),
-            partition: 0,
-            current: vec![1, 2, 3],
-            target: vec![4, 2, 3],
-            size_bytes: 10,
-        };
+        let (mut s, m) = four_brokers_and_a_move_from_1_to_4();
         s.reassign(&[m]).expect("accepted");
         let tp = TopicPartition {
             topic: "t".into(),
