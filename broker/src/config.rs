@@ -96,6 +96,9 @@ pub const DEFAULTS: &[(&str, &str)] = &[
     ("leader.imbalance.per.broker.percentage", "10"),
     // Tributary's own: `text`, or `json` for one JSON object per line (`logging`).
     ("log.format", "text"),
+    // Tributary's own: a request slower than this is logged with the time of each phase
+    // (`server::slow`); 0 turns the log off.
+    ("request.slow.log.ms", "100"),
     // Limits of the Kafka listener (`server::limits`), unlimited by default as in Kafka.
     ("max.connections", "2147483647"),
     ("max.connections.per.ip", "2147483647"),
@@ -141,6 +144,9 @@ pub struct BrokerConfig {
     pub controlled_shutdown_timeout: Duration,
     /// `metadata.snapshot.interval.entries`.
     pub metadata_snapshot_interval: u64,
+    /// `request.slow.log.ms`: requests slower than this are logged with their phases (`None`:
+    /// never).
+    pub slow_request: Option<Duration>,
     /// `replica.lag.time.max.ms`: a follower not caught up for this long leaves the ISR.
     pub replica_lag_time_max: Duration,
     /// `auto.leader.rebalance.enable` and `leader.imbalance.check.interval.seconds`.
@@ -307,6 +313,7 @@ impl BrokerConfig {
             heartbeat_interval: ms("broker.heartbeat.interval.ms")?,
             session_timeout: ms("broker.session.timeout.ms")?,
             controlled_shutdown_timeout: ms("controlled.shutdown.timeout.ms")?,
+            slow_request: Some(ms("request.slow.log.ms")?).filter(|d| !d.is_zero()),
             replica_lag_time_max: ms("replica.lag.time.max.ms")?,
             leader_rebalance_interval: parse_num::<bool>(
                 "auto.leader.rebalance.enable",

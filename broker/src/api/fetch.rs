@@ -26,6 +26,7 @@ use crate::replica::divergence::{self, EpochEndOffset};
 use crate::replica::partition::LeaderEpoch;
 use crate::replica::throttle::Throttles;
 use crate::replica::Partition;
+use crate::server::slow::{self, Phase};
 use crate::server::Splice;
 
 /// What one partition of the request asks for, resolved against the image.
@@ -73,7 +74,8 @@ pub(super) async fn handle(
         for rx in &mut changes {
             rx.borrow_and_update();
         }
-        let (parts, total, any_error) = read_all(&wanted, max_bytes, throttles).await;
+        let (parts, total, any_error) =
+            slow::timed(Phase::Local, read_all(&wanted, max_bytes, throttles)).await;
         let done =
             total >= min_bytes.max(1) || any_error || tokio::time::Instant::now() >= deadline;
         if done {
@@ -84,9 +86,14 @@ pub(super) async fn handle(
             return respond(broker, version, wanted, parts);
         }
         // Wait for a change to one of the partitions (or the deadline), then read again.
-        let waited = tokio::time::timeout_at(deadline, any_changed(&mut changes)).await;
+        let waited = slow::timed(
+            Phase::Remote,
+            tokio::time::timeout_at(deadline, any_changed(&mut changes)),
+        )
+        .await;
         if !matches!(waited, Ok(true)) {
-            let (parts, total, _) = read_all(&wanted, max_bytes, throttles).await;
+            let (parts, total, _) =
+                slow::timed(Phase::Local, read_all(&wanted, max_bytes, throttles)).await;
             broker
                 .metrics
                 .bytes_out

@@ -19,6 +19,7 @@ use tributary_log::{Log, LogError};
 use super::leader_hint::{self, LeaderHints};
 use super::s;
 use crate::broker::{now_ms, Broker};
+use crate::server::slow::{self, Phase};
 use crate::server::{ConnectionError, Request};
 
 const ACKS_NONE: i16 = 0;
@@ -148,7 +149,7 @@ async fn append(
     let epoch = part.leader_epoch.load(Ordering::Acquire);
     let node_id = broker.config.node_id;
     let appender = part.clone();
-    let result = tokio::task::spawn_blocking(move || {
+    let append = tokio::task::spawn_blocking(move || {
         let log = &appender.log;
         if let Err((e, keyless)) = check_keys_if_compacted(log, &buf) {
             return Appended::Refused(e, keyless);
@@ -172,8 +173,8 @@ async fn append(
             }
             Err(e) => Appended::Refused(e, Vec::new()),
         }
-    })
-    .await;
+    });
+    let result = slow::timed(Phase::Local, append).await;
     let (info, log_start) = match result {
         Ok(Appended::Ok(info, leo, log_start)) => {
             broker.metrics.log_dir_written(true);
@@ -232,7 +233,7 @@ async fn append(
         let deadline = tokio::time::Instant::now()
             + std::time::Duration::from_millis(u64::try_from(timeout_ms).unwrap_or(0));
         let end = tributary_log::Offset(info.last_offset.0 + 1);
-        match part.wait_hw(end, node_id, epoch, deadline).await {
+        match slow::timed(Phase::Remote, part.wait_hw(end, node_id, epoch, deadline)).await {
             crate::replica::HwWait::Reached => {}
             // Leadership moved while waiting: the client retries on the new leader (its
             // idempotent retry is recognised there if the batch was replicated).

@@ -15,6 +15,7 @@ use super::coordinator::{BoxFuture, GroupLog};
 use super::OFFSETS_TOPIC;
 use crate::broker::{now_ms, Broker};
 use crate::metadata::NewTopic;
+use crate::server::slow::{self, Phase};
 
 /// How long an append waits for the high watermark to pass it (Kafka's
 /// `offsets.commit.timeout.ms` default).
@@ -61,7 +62,7 @@ impl ReplicaGroupLog {
         let epoch = part.leader_epoch.load(Ordering::Acquire);
         let node_id = broker.config.node_id;
         let appender = part.clone();
-        let appended = tokio::task::spawn_blocking(move || {
+        let append = tokio::task::spawn_blocking(move || {
             let mut log = appender.log.write().expect("log lock poisoned");
             // Still leading in this epoch, under the log lock (see `Partition::leads_in`).
             if !appender.leads_in(node_id, epoch) {
@@ -71,10 +72,11 @@ impl ReplicaGroupLog {
                 log.append_as_leader(&mut batch, epoch, now_ms())
                     .map(|_| log.log_end_offset()),
             )
-        })
-        .await
-        .map_err(|_| ResponseError::UnknownServerError)?
-        .ok_or(ResponseError::NotCoordinator)?;
+        });
+        let appended = slow::timed(Phase::Local, append)
+            .await
+            .map_err(|_| ResponseError::UnknownServerError)?
+            .ok_or(ResponseError::NotCoordinator)?;
         let end = appended.map_err(|e| {
             tracing::warn!(partition = p, error = %e, "__consumer_offsets append failed");
             storage_error(&e)
@@ -83,7 +85,7 @@ impl ReplicaGroupLog {
         part.notify();
         // acks=all: answer only once the high watermark has passed the batch.
         let deadline = tokio::time::Instant::now() + COMMIT_TIMEOUT;
-        match part.wait_hw(end, node_id, epoch, deadline).await {
+        match slow::timed(Phase::Remote, part.wait_hw(end, node_id, epoch, deadline)).await {
             crate::replica::HwWait::Reached => Ok(()),
             crate::replica::HwWait::NotLeader => Err(ResponseError::NotCoordinator),
             crate::replica::HwWait::TimedOut => Err(ResponseError::CoordinatorNotAvailable),

@@ -7,6 +7,7 @@
 
 pub mod frame;
 pub mod limits;
+pub mod slow;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -257,10 +258,16 @@ async fn serve_one(
 ) -> Result<(), ConnectionError> {
     let mut req = parse_header(frame)?;
     req.peer = Some(peer);
-    let started = std::time::Instant::now();
+    let started = tokio::time::Instant::now();
     let api = req.api;
-    let response = api::dispatch(broker, req).await?;
-    broker.metrics.request_done(api, started.elapsed());
+    let version = req.header.request_api_version;
+    let correlation_id = req.header.correlation_id;
+    let client_id = req.header.client_id.clone();
+    let (response, phases) = slow::scope(api::dispatch(broker, req)).await;
+    let response = response?;
+    let handle = started.elapsed();
+    broker.metrics.request_done(api, handle);
+    let sending = tokio::time::Instant::now();
     match response {
         Some(Reply::Bytes(bytes)) => write
             .write_all(&bytes)
@@ -270,6 +277,21 @@ async fn serve_one(
             .await
             .map_err(ConnectionError::Write)?,
         None => {}
+    }
+    let timing = slow::Timing {
+        handle,
+        phases,
+        send: sending.elapsed(),
+    };
+    if timing.is_slow(broker.config.slow_request) {
+        slow::log(
+            api,
+            version,
+            correlation_id,
+            client_id.as_deref(),
+            Some(peer),
+            &timing,
+        );
     }
     Ok(())
 }
