@@ -1,12 +1,17 @@
-//! The `KafkaCluster` reconciler: observe → validate → plan (build) → act. It applies every
-//! desired object with server-side apply under one field manager, deletes labelled objects the
-//! spec no longer needs, reads pods and the cluster's own broker list, and writes a status
-//! computed by `status::compute_status`. Spec changes it cannot carry out safely (a removed pool
-//! that still has nodes, a quorum size change, a broker scale-down, storage changes the volumes
-//! cannot take) are refused with a `Degraded` condition and an Event, and so is any write the API
-//! server rejects permanently. ConfigMap revisions that pods still mount are kept. It does not
-//! restart pods, move partitions or shrink pools: `day2::decide` plans those but is not called
-//! here yet; outdated pods are only reported.
+//! The `KafkaCluster` reconciler: observe → validate → plan (build) → act, then the day-2 pass.
+//! It applies every desired object with server-side apply under one field manager, deletes
+//! labelled objects the spec no longer needs, reads pods and, through the admin client, the
+//! Kafka cluster; then `operate::run_day2` asks `day2::decide` for the one next safe day-2 step
+//! (commission new brokers, drain and remove leaving ones, restart outdated pods one at a time)
+//! and carries it out, and the status (computed by `status::compute_status`) keeps the
+//! planner's state in `status.day2` so a restarted operator resumes. Spec changes it cannot
+//! carry out safely (a removed pool that still has nodes, a quorum size change, storage changes
+//! the volumes cannot take, and the planner's own refusals such as a scale-down below a topic's
+//! replication factor) are refused with a `Degraded` condition and an Event, and so is any write
+//! the API server rejects permanently. A broker scale-down keeps the StatefulSet's replicas
+//! until the planner has drained the leaving brokers (`day2::hold_broker_replicas`). When Kafka
+//! cannot be reached, day-1 work still happens and the `Day2Operations` condition says why
+//! day-2 waits. ConfigMap revisions that pods still mount are kept.
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -26,15 +31,24 @@ use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use super::build::{build_all, DesiredObjects, CLUSTER_LABEL, CONFIG_HASH_ANNOTATION, ROLE_LABEL};
-use super::status::{compute_status, refusal_message, Observed, PodObservation};
+use super::day2::{
+    blocker_key, desired_cluster, desired_hashes, hold_broker_replicas, observed_kube, pod_ready,
+    refusal_reason,
+};
+use super::operate::{run_day2, Day2Outcome, Day2Pass};
+use super::status::{
+    compute_status, refusal_message, status_patch, Observed, PodObservation, DAY2_CONDITION,
+};
 use super::validate::{
     refuse_pool_removal, refuse_unsafe_changes, validate, ExistingPool, Refusal, SpecError,
     ValidatedCluster,
 };
 use super::volumes::reconcile_storage;
+use crate::admin::KafkaAdmin;
 use crate::context::{now_rfc3339, Context, FIELD_MANAGER};
-use crate::crd::cluster::KafkaCluster;
+use crate::crd::cluster::{KafkaCluster, KafkaClusterStatus, OperationKind};
 use crate::crd::common::{finalize_conditions, find_condition, Condition};
+use crate::day2::{Day2Action, Decision};
 use crate::error::{Error, Result};
 
 /// Name of this controller in metrics and logs.
@@ -43,6 +57,8 @@ pub const CONTROLLER: &str = "kafkacluster";
 pub const REQUEUE_CONVERGING: Duration = Duration::from_secs(10);
 /// Requeue interval once ready (periodic drift check).
 pub const REQUEUE_READY: Duration = Duration::from_secs(300);
+/// Requeue interval while a day-2 operation (commissioning, draining, rolling) is under way.
+pub const REQUEUE_OPERATING: Duration = Duration::from_secs(5);
 
 /// One reconcile pass; counts it and its failure kind in the metrics.
 #[instrument(skip_all, fields(namespace = kc.namespace().unwrap_or_default(), name = kc.name_any()))]
@@ -89,7 +105,11 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
         .iter()
         .map(|e| (e.suffix.clone(), e.replicas))
         .collect();
+    let previous = kc.status.clone().unwrap_or_default();
+    let day2_state = previous.day2.clone().unwrap_or_default();
     let mut refusals = refuse_unsafe_changes(&mut vc, &current);
+    let day2_spec = desired_cluster(&vc);
+    hold_broker_replicas(&mut vc, &current, &day2_state);
     let mut desired = build_all(&vc);
     let storage = reconcile_storage(ctx, kc, &vc, &mut desired, &existing_sets).await;
     let storage = report_permanent(kc, ctx, storage).await?;
@@ -98,8 +118,34 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
     let pods = list_pods(ctx, &vc).await?;
     let in_use = mounted_configmaps(&pods);
     report_permanent(kc, ctx, prune(ctx, kc, &vc, &desired, &in_use).await).await?;
-    let mut observed = observe(ctx, &vc, &desired, &pods).await?;
-    let previous = kc.status.clone().unwrap_or_default();
+    let admin = connect_admin(ctx, &vc, &pods).await;
+    let mut observed = observe(ctx, &vc, &desired, &pods, &admin).await?;
+    let hashes = desired_hashes(&desired);
+    let pass = Day2Pass {
+        vc: &vc,
+        admin: admin.as_deref().map_err(Clone::clone),
+        spec: day2_spec,
+        kube: observed_kube(&vc, &pods, &hashes),
+        state: day2_state,
+        now: now_rfc3339(),
+    };
+    observed.day2 = run_day2(ctx, pass).await;
+    if let Some(Day2Action::Refuse { reason }) = observed.day2.decision().map(|d| &d.action) {
+        let message = observed.day2.decision().map(|d| d.message.clone());
+        refusals.push(Refusal::new(
+            refusal_reason(reason),
+            message.unwrap_or_default(),
+        ));
+    }
+    if matches!(
+        observed.day2,
+        Day2Outcome::Decided {
+            failed: Some(_),
+            ..
+        }
+    ) {
+        ctx.metrics.failed(CONTROLLER, "day2_action");
+    }
     let message = refusal_message(&refusals);
     if let Some(first) = refusals.first() {
         let already = find_condition(&previous.conditions, "Degraded")
@@ -122,10 +168,11 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
     api.patch_status(
         &vc.name,
         &PatchParams::default(),
-        &Patch::Merge(json!({ "status": status })),
+        &Patch::Merge(status_patch(&previous, &status)),
     )
     .await
     .map_err(Error::kube("patch KafkaCluster status"))?;
+    publish_day2_events(kc, ctx, &observed.day2, &previous, &status).await;
     let was_ready = find_condition(&previous.conditions, "Ready").is_some_and(Condition::is_true);
     let ready = find_condition(&status.conditions, "Ready").is_some_and(Condition::is_true);
     if ready != was_ready {
@@ -137,11 +184,134 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
         let note = find_condition(&status.conditions, "Ready").map(|c| c.message.clone());
         ctx.publish(kc, type_, reason, "Reconcile", note).await;
     }
-    Ok(Action::requeue(if ready {
+    Ok(Action::requeue(requeue_after(&observed.day2, ready)))
+}
+
+/// Sooner while a day-2 operation is under way or its last action failed.
+fn requeue_after(day2: &Day2Outcome, ready: bool) -> Duration {
+    let operating = match day2 {
+        Day2Outcome::Decided { decision, failed } => {
+            failed.is_some()
+                || decision.operation != crate::day2::ReportedOperation::None
+                || !matches!(decision.action, Day2Action::None)
+        }
+        _ => false,
+    };
+    if operating {
+        REQUEUE_OPERATING
+    } else if ready {
         REQUEUE_READY
     } else {
         REQUEUE_CONVERGING
-    }))
+    }
+}
+
+/// Events for the day-2 pass, recorded when something changes, not every pass: each action
+/// carried out (or failed), a new set of blockers while a step waits, an operation finishing,
+/// and day-2 becoming unable to observe Kafka. Refusals are recorded with the `Degraded`
+/// condition's Event.
+async fn publish_day2_events(
+    kc: &KafkaCluster,
+    ctx: &Context,
+    day2: &Day2Outcome,
+    previous: &KafkaClusterStatus,
+    status: &KafkaClusterStatus,
+) {
+    let (decision, failed) = match day2 {
+        Day2Outcome::Decided { decision, failed } => (decision, failed),
+        Day2Outcome::Unavailable(e) => {
+            let was = find_condition(&previous.conditions, DAY2_CONDITION)
+                .is_some_and(|c| c.reason == "KafkaUnreachable");
+            if !was {
+                let note = format!("day-2 operations wait: {e}");
+                ctx.publish(
+                    kc,
+                    EventType::Warning,
+                    "KafkaUnreachable",
+                    "Observe",
+                    Some(note),
+                )
+                .await;
+            }
+            return;
+        }
+        Day2Outcome::NotRun => return,
+    };
+    if let Some(e) = failed {
+        ctx.publish(
+            kc,
+            EventType::Warning,
+            "Day2ActionFailed",
+            action_name(decision),
+            Some(e.clone()),
+        )
+        .await;
+        return;
+    }
+    let note = Some(decision.message.clone());
+    match &decision.action {
+        Day2Action::Wait => {
+            let keys = |b: &[String]| -> Vec<String> {
+                b.iter().map(|l| blocker_key(l).to_owned()).collect()
+            };
+            if keys(&status.operation.blockers) != keys(&previous.operation.blockers) {
+                ctx.publish(kc, EventType::Normal, "Waiting", "Day2", note)
+                    .await;
+            }
+        }
+        Day2Action::None => {
+            let day2_kinds = [
+                OperationKind::Commissioning,
+                OperationKind::Draining,
+                OperationKind::Rolling,
+            ];
+            if day2_kinds.contains(&previous.operation.kind) {
+                ctx.publish(kc, EventType::Normal, "OperationFinished", "Day2", note)
+                    .await;
+            }
+        }
+        Day2Action::Refuse { .. } => {}
+        _ => {
+            ctx.publish(kc, EventType::Normal, action_name(decision), "Day2", note)
+                .await;
+        }
+    }
+}
+
+/// The Event reason of an action.
+fn action_name(d: &Decision) -> &'static str {
+    match d.action {
+        Day2Action::None => "None",
+        Day2Action::Wait => "Waiting",
+        Day2Action::Refuse { .. } => "Refused",
+        Day2Action::Cordon { .. } => "Cordoned",
+        Day2Action::Uncordon { .. } => "Uncordoned",
+        Day2Action::Reassign { .. } => "Reassigning",
+        Day2Action::ClearThrottle => "ThrottleCleared",
+        Day2Action::ScaleBrokers { .. } => "ScaledBrokers",
+        Day2Action::Unregister { .. } => "Unregistered",
+        Day2Action::RestartPod { .. } => "RestartingPod",
+    }
+}
+
+/// The admin client, once a broker pod is ready (before that there is nothing to ask).
+async fn connect_admin(
+    ctx: &Context,
+    vc: &ValidatedCluster,
+    pods: &[Pod],
+) -> std::result::Result<Box<dyn KafkaAdmin>, String> {
+    let broker_prefix = format!("{}-{}-", vc.name, vc.broker_pool().role.suffix());
+    let any_broker_ready = pods
+        .iter()
+        .any(|p| pod_ready(p) && p.name_any().starts_with(&broker_prefix));
+    if !any_broker_ready {
+        return Err("no broker pod is ready".to_owned());
+    }
+    let bootstrap = ctx.bootstrap_for(vc);
+    ctx.admin
+        .connect(&bootstrap)
+        .await
+        .map_err(|e| format!("cannot connect to {bootstrap}: {e}"))
 }
 
 async fn record_invalid_spec(kc: &KafkaCluster, ctx: &Context, e: &SpecError) -> Result<()> {
@@ -432,67 +602,43 @@ fn mounted_configmaps(pods: &[Pod]) -> Vec<String> {
         .collect()
 }
 
-/// Reads the pods' state and, when a broker pod is ready, the cluster's broker list.
+/// Reads the pods' state and, through `admin` when there is one, the cluster's broker list.
 async fn observe(
     ctx: &Context,
     vc: &ValidatedCluster,
     d: &DesiredObjects,
     list: &[Pod],
+    admin: &std::result::Result<Box<dyn KafkaAdmin>, String>,
 ) -> Result<Observed> {
     let pods = list
         .iter()
         .map(|p| {
-            let ready = p
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
             let hash = p.annotations().get(CONFIG_HASH_ANNOTATION).cloned();
-            (p.name_any(), PodObservation { ready, hash })
+            (
+                p.name_any(),
+                PodObservation {
+                    ready: pod_ready(p),
+                    hash,
+                },
+            )
         })
         .collect::<std::collections::BTreeMap<_, _>>();
-    let desired_hashes = d
-        .stateful_sets
-        .iter()
-        .filter_map(|s| {
-            let role = s.labels().get(ROLE_LABEL)?.clone();
-            let hash = s
-                .spec
-                .as_ref()?
-                .template
-                .metadata
-                .as_ref()?
-                .annotations
-                .as_ref()?
-                .get(CONFIG_HASH_ANNOTATION)?
-                .clone();
-            Some((role, hash))
-        })
-        .collect();
     let (pods_without_rack, nodes_without_rack) = match &vc.rack_key {
         Some(key) => rack_gaps(ctx, list, key).await,
         None => (Vec::new(), Vec::new()),
     };
-    let broker_prefix = format!("{}-{}-", vc.name, vc.broker_pool().role.suffix());
-    let any_broker_ready = pods
-        .iter()
-        .any(|(n, p)| p.ready && n.starts_with(&broker_prefix));
-    let cluster = if any_broker_ready {
-        let bootstrap = ctx.bootstrap_for(vc);
-        match ctx.admin.connect(&bootstrap).await {
-            Ok(admin) => admin.describe_cluster().await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        }
-    } else {
-        Err("no broker pod is ready".to_owned())
+    let cluster = match admin {
+        Ok(admin) => admin.describe_cluster().await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.clone()),
     };
     Ok(Observed {
         pods,
-        desired_hashes,
+        desired_hashes: desired_hashes(d),
         cluster,
         refusals: Vec::new(),
         pods_without_rack,
         nodes_without_rack,
         resizing: Vec::new(),
+        day2: Day2Outcome::NotRun,
     })
 }

@@ -5,12 +5,19 @@
 use std::collections::BTreeMap;
 
 use super::build::{bootstrap_address, pod_name};
+use super::day2::{blocker_line, operation_kind};
+use super::operate::Day2Outcome;
 use super::validate::{Refusal, ValidatedCluster};
 use crate::admin::ClusterInfo;
 use crate::crd::cluster::{
     KafkaClusterStatus, NodeState, NodeStatus, OperationKind, OperationStatus,
 };
 use crate::crd::common::{finalize_conditions, find_condition, Condition};
+use crate::day2::{Decision, Operation, ReportedOperation};
+
+/// Type of the condition that says whether day-2 operations (commissioning, draining, rolling
+/// restarts) can run: they need the Kafka cluster observed through its admin API.
+pub const DAY2_CONDITION: &str = "Day2Operations";
 
 /// One pod as observed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +44,8 @@ pub struct Observed {
     pub nodes_without_rack: Vec<String>,
     /// Volume claims grown on request whose capacity has not reached it yet.
     pub resizing: Vec<String>,
+    /// What the day-2 pass decided and did (its refusal, if any, is among `refusals`).
+    pub day2: Day2Outcome,
 }
 
 /// Computes the new status. `previous` keeps condition transition times; `now` is RFC 3339.
@@ -81,7 +90,13 @@ pub fn compute_status(
     } else {
         OperationKind::None
     };
-    let operation = if kind == OperationKind::None {
+    let day2_op = observed
+        .day2
+        .decision()
+        .filter(|d| d.operation != ReportedOperation::None);
+    let operation = if let Some(d) = day2_op {
+        day2_operation(d)
+    } else if kind == OperationKind::None {
         OperationStatus::default()
     } else {
         OperationStatus {
@@ -89,6 +104,7 @@ pub fn compute_status(
             message: format!("{registered} of {total} nodes ready and registered"),
             done: registered,
             total,
+            blockers: Vec::new(),
         }
     };
     let ready_message = match &observed.cluster {
@@ -105,8 +121,16 @@ pub fn compute_status(
         },
         ready_message,
     )];
-    conditions.push(if operation.kind != OperationKind::None {
-        Condition::new("Progressing", true, "Reconciling", operation.message.clone())
+    conditions.push(if let Some(d) = day2_op {
+        let reason = format!("{:?}", d.operation);
+        Condition::new("Progressing", true, &reason, operation.message.clone())
+    } else if operation.kind != OperationKind::None {
+        Condition::new(
+            "Progressing",
+            true,
+            "Reconciling",
+            operation.message.clone(),
+        )
     } else if !observed.resizing.is_empty() {
         Condition::new(
             "Progressing",
@@ -120,9 +144,14 @@ pub fn compute_status(
             false,
             "RestartRequired",
             format!(
-                "{} pods run an outdated configuration ({}); automatic rolling restart is not implemented yet: delete them one at a time",
+                "{} pods run an outdated configuration ({}); {}",
                 outdated.len(),
-                outdated.join(", ")
+                outdated.join(", "),
+                match &observed.day2 {
+                    Day2Outcome::Unavailable(_) =>
+                        "the rolling restart waits until the Kafka cluster can be observed",
+                    _ => "the operator restarts them one at a time",
+                }
             ),
         )
     } else {
@@ -156,6 +185,9 @@ pub fn compute_status(
     if vc.rack_key.is_some() {
         conditions.push(rack_condition(vc, observed));
     }
+    if let Some(c) = day2_condition(&observed.day2) {
+        conditions.push(c);
+    }
     KafkaClusterStatus {
         conditions: finalize_conditions(conditions, &previous.conditions, generation, now),
         observed_generation: generation,
@@ -170,6 +202,96 @@ pub fn compute_status(
         operation,
         bootstrap: Some(bootstrap_address(vc)),
         outdated_pods: outdated,
+        // A failed action keeps the previous state: the next pass decides it again.
+        day2: match &observed.day2 {
+            Day2Outcome::Decided {
+                decision,
+                failed: None,
+            } => Some(decision.state.clone()),
+            _ => previous.day2.clone(),
+        },
+    }
+}
+
+/// The merge patch that writes `status` over `previous`: a JSON merge patch leaves keys it does
+/// not mention, so every key `previous` has and `status` omits (a finished operation in
+/// `day2`, a cleared `throttled`, blockers no longer there) is sent as `null`, which removes it.
+/// Without this a restarted operator would resume an operation that had finished.
+pub fn status_patch(
+    previous: &KafkaClusterStatus,
+    status: &KafkaClusterStatus,
+) -> serde_json::Value {
+    let mut new = serde_json::to_value(status).unwrap_or_default();
+    let old = serde_json::to_value(previous).unwrap_or_default();
+    null_removed(&old, &mut new);
+    serde_json::json!({ "status": new })
+}
+
+fn null_removed(old: &serde_json::Value, new: &mut serde_json::Value) {
+    let (Some(o), Some(n)) = (old.as_object(), new.as_object_mut()) else {
+        return;
+    };
+    for (k, ov) in o {
+        match n.get_mut(k) {
+            Some(nv) => null_removed(ov, nv),
+            None => {
+                n.insert(k.clone(), serde_json::Value::Null);
+            }
+        }
+    }
+}
+
+/// `status.operation` for a day-2 operation under way.
+fn day2_operation(d: &Decision) -> OperationStatus {
+    let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    OperationStatus {
+        kind: operation_kind(d.operation),
+        message: d.message.clone(),
+        done: count(d.done),
+        total: count(d.total),
+        blockers: d.blocked.iter().map(blocker_line).collect(),
+    }
+}
+
+/// `Day2Operations`: whether the planner could run this pass, and whether its action was
+/// carried out. `None` when the pass did not run day-2 at all.
+fn day2_condition(outcome: &Day2Outcome) -> Option<Condition> {
+    Some(match outcome {
+        Day2Outcome::NotRun => return None,
+        Day2Outcome::Unavailable(e) => Condition::new(
+            DAY2_CONDITION,
+            false,
+            "KafkaUnreachable",
+            format!("scaling, draining and rolling restarts wait for the Kafka cluster: {e}"),
+        ),
+        Day2Outcome::Decided {
+            failed: Some(e), ..
+        } => Condition::new(
+            DAY2_CONDITION,
+            false,
+            "ActionFailed",
+            format!("{e}; decided again next pass"),
+        ),
+        Day2Outcome::Decided { decision, .. } => {
+            Condition::new(DAY2_CONDITION, true, "Observed", decision.message.clone())
+        }
+    })
+}
+
+/// The state a node is in because of the day-2 operation, if any.
+fn day2_node_state(outcome: &Day2Outcome, pod: &str, node_id: i32) -> Option<NodeState> {
+    let Day2Outcome::Decided { decision, .. } = outcome else {
+        return None;
+    };
+    match decision.state.operation.as_ref()? {
+        Operation::Commissioning { brokers, .. } if brokers.contains(&node_id) => {
+            Some(NodeState::Commissioning)
+        }
+        Operation::Decommissioning { brokers, .. } if brokers.contains(&node_id) => {
+            Some(NodeState::Draining)
+        }
+        Operation::Restarting { pod: p, .. } if p == pod => Some(NodeState::Restarting),
+        _ => None,
     }
 }
 
@@ -231,15 +353,16 @@ fn node_statuses(vc: &ValidatedCluster, observed: &Observed) -> Vec<NodeStatus> 
                 Err(_) => false,
             };
             let up_to_date = obs.is_none_or(|p| p.hash.as_ref() == desired);
+            let state = match day2_node_state(&observed.day2, &pod, node_id) {
+                Some(s) => s,
+                None if ready => NodeState::Active,
+                None => NodeState::Pending,
+            };
             out.push(NodeStatus {
                 pod,
                 node_id,
                 roles: pool.role.process_roles().to_owned(),
-                state: if ready {
-                    NodeState::Active
-                } else {
-                    NodeState::Pending
-                },
+                state,
                 ready,
                 registered,
                 up_to_date,
@@ -281,6 +404,7 @@ mod tests {
             pods_without_rack: Vec::new(),
             nodes_without_rack: Vec::new(),
             resizing: Vec::new(),
+            day2: Day2Outcome::NotRun,
         }
     }
 
@@ -484,6 +608,47 @@ mod tests {
         assert_eq!(s.outdated_pods, vec!["demo-broker-1".to_owned()]);
         let p = find_condition(&s.conditions, "Progressing").expect("progressing");
         assert_eq!(p.reason, "RestartRequired");
+    }
+
+    #[test]
+    fn the_status_patch_removes_what_the_new_status_no_longer_has() {
+        let previous = KafkaClusterStatus {
+            day2: Some(crate::day2::Day2State {
+                known_brokers: vec![100],
+                operation: Some(Operation::Restarting {
+                    pod: "demo-broker-0".into(),
+                    node_id: 100,
+                }),
+                blocked_since: Some("t".into()),
+                throttled: true,
+            }),
+            operation: OperationStatus {
+                kind: OperationKind::Rolling,
+                blockers: vec!["orders-0: ISR [1]".into()],
+                ..OperationStatus::default()
+            },
+            ..KafkaClusterStatus::default()
+        };
+        let status = KafkaClusterStatus {
+            day2: Some(crate::day2::Day2State {
+                known_brokers: vec![100],
+                ..Default::default()
+            }),
+            ..KafkaClusterStatus::default()
+        };
+        let patch = status_patch(&previous, &status);
+        let day2 = &patch["status"]["day2"];
+        assert!(day2["operation"].is_null() && day2.get("operation").is_some());
+        assert!(day2
+            .get("blockedSince")
+            .is_some_and(serde_json::Value::is_null));
+        assert!(day2
+            .get("throttled")
+            .is_some_and(serde_json::Value::is_null));
+        assert_eq!(day2["knownBrokers"], serde_json::json!([100]));
+        let op = &patch["status"]["operation"];
+        assert!(op.get("blockers").is_some_and(serde_json::Value::is_null));
+        assert_eq!(op["kind"], "None");
     }
 
     #[test]
