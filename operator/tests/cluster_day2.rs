@@ -45,6 +45,8 @@ struct PassRecord {
     hosting_before: BTreeSet<i32>,
     operation: Value,
     requeue: Action,
+    /// Partition moves submitted this pass.
+    moves: usize,
 }
 
 fn node_id(pod: &str) -> (bool, i32) {
@@ -202,6 +204,7 @@ impl World {
         };
         let pods_down_before = self.gone.len();
         let deletes_before = self.api.requests("DELETE /api/v1/namespaces/kafka/pods/");
+        let calls_before = self.admin.lock().calls.len();
         let kc: KafkaCluster = serde_json::from_value(self.cluster()).expect("parses");
         let requeue = reconcile(Arc::new(kc), self.ctx.clone())
             .await
@@ -213,6 +216,10 @@ impl World {
             .skip(deletes_before.len())
             .map(|l| l.rsplit('/').next().unwrap_or_default().to_owned())
             .collect();
+        let moves = self.admin.lock().calls[calls_before..]
+            .iter()
+            .filter(|c| c.starts_with("reassign "))
+            .count();
         let below = self.admin.lock().below_min_isr(MIN_ISR);
         assert!(below.is_empty(), "below min ISR: {below:?}");
         self.admin.lock().tick();
@@ -224,6 +231,7 @@ impl World {
             hosting_before,
             operation: self.status()["operation"].clone(),
             requeue,
+            moves,
         };
         self.history.push(record.clone());
         record
@@ -282,7 +290,10 @@ fn per_broker(admin: &FakeAdmin, id: i32) -> usize {
 #[tokio::test]
 async fn three_to_five_brokers_commissions_the_new_ones_until_balanced() {
     let mut w = World::ready(&[100, 101, 102], &rf3(&[100, 101, 102], 15)).await;
-    w.edit_spec(|s| s["brokers"]["replicas"] = json!(5));
+    w.edit_spec(|s| {
+        s["brokers"]["replicas"] = json!(5);
+        s["rebalance"] = json!({ "batchSize": 4, "throttleBytesPerSecond": 5_000_000 });
+    });
     let mut saw_commissioning = false;
     for _ in 0..60 {
         let r = w.step().await;
@@ -314,6 +325,29 @@ async fn three_to_five_brokers_commissions_the_new_ones_until_balanced() {
         .iter()
         .any(|c| c.starts_with("reassign orders-")));
     assert!(!w.events("Reassigning").is_empty());
+    // in batches of at most 4, under the throttle, which is removed once the moves are done
+    assert!(w.history.iter().all(|r| r.moves <= 4));
+    assert!(w.history.iter().filter(|r| r.moves > 0).count() >= 3);
+    let calls = w.admin.lock().calls.clone();
+    let first_move = calls
+        .iter()
+        .position(|c| c.starts_with("reassign "))
+        .expect("moved");
+    let last_move = calls
+        .iter()
+        .rposition(|c| c.starts_with("reassign "))
+        .expect("moved");
+    let throttled = calls
+        .iter()
+        .position(|c| c == "set throttle 5000000")
+        .expect("throttled");
+    let cleared = calls
+        .iter()
+        .rposition(|c| c == "clear throttle")
+        .expect("cleared");
+    assert!(throttled < first_move && last_move < cleared, "{calls:?}");
+    assert_eq!(w.admin.lock().throttle_rate, None);
+    assert!(w.admin.lock().throttled_replicas.is_empty());
     assert_eq!(w.events("OperationFinished").len(), 1);
     assert_eq!(w.condition("Ready")["status"], "True");
     assert_eq!(w.condition("Day2Operations")["status"], "True");

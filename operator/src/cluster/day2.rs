@@ -33,8 +33,13 @@ pub fn desired_cluster(vc: &ValidatedCluster) -> DesiredCluster {
             .get(MIN_INSYNC_REPLICAS)
             .and_then(|v| v.trim().parse().ok())
             .unwrap_or(DEFAULT_MIN_INSYNC_REPLICAS),
-        batch_size: DEFAULT_BATCH_SIZE,
-        throttle_bytes_per_second: None,
+        batch_size: vc
+            .rebalance
+            .batch_size
+            .and_then(|b| usize::try_from(b).ok())
+            .unwrap_or(DEFAULT_BATCH_SIZE)
+            .max(1),
+        throttle_bytes_per_second: vc.rebalance.throttle_bytes_per_second,
     }
 }
 
@@ -279,6 +284,18 @@ mod tests {
     fn min_isr_comes_from_the_broker_pool_config() {
         let vc = validate(&cluster("basic.yaml")).expect("valid");
         assert_eq!(desired_cluster(&vc).min_insync_replicas, 2);
+        assert_eq!(desired_cluster(&vc).batch_size, DEFAULT_BATCH_SIZE);
+        assert_eq!(desired_cluster(&vc).throttle_bytes_per_second, None);
+        let mut kc = cluster("basic.yaml");
+        kc.spec.rebalance = Some(crate::crd::cluster::RebalanceSpec {
+            batch_size: Some(4),
+            throttle_bytes_per_second: Some(1_000_000),
+        });
+        let d = desired_cluster(&validate(&kc).expect("valid"));
+        assert_eq!(
+            (d.batch_size, d.throttle_bytes_per_second),
+            (4, Some(1_000_000))
+        );
         assert_eq!(blocker_key("orders-1: ISR [1]"), "orders-1");
         assert_eq!(blocker_key("pod x to be ready"), "pod x to be ready");
         assert_eq!(refusal_reason("ScaleDownRefused"), "ScaleDownRefused");

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use kube::ResourceExt;
 use thiserror::Error;
 
-use crate::crd::cluster::{KafkaCluster, NodePoolSpec, PodTemplateOverrides};
+use crate::crd::cluster::{KafkaCluster, NodePoolSpec, PodTemplateOverrides, RebalanceSpec};
 
 /// Longest cluster name: `<name>-controller` must leave room for StatefulSet pod names and the
 /// `controller-revision-hash` label (63 characters), and every Service name (`<name>-controller`,
@@ -140,6 +140,8 @@ pub struct ValidatedCluster {
     pub client_port: i32,
     pub rack_key: Option<String>,
     pub pod_overrides: PodTemplateOverrides,
+    /// How partitions move during commissioning and draining.
+    pub rebalance: RebalanceSpec,
 }
 
 impl ValidatedCluster {
@@ -193,6 +195,7 @@ pub fn validate(kc: &KafkaCluster) -> Result<ValidatedCluster, SpecError> {
         client_port: spec.listeners.internal.port,
         rack_key: spec.rack.as_ref().map(|r| r.topology_key.clone()),
         pod_overrides: spec.pod_template.clone().unwrap_or_default(),
+        rebalance: spec.rebalance.clone().unwrap_or_default(),
     })
 }
 

@@ -80,6 +80,26 @@ pub struct KafkaClusterSpec {
     /// Extra labels and annotations for every pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_template: Option<PodTemplateOverrides>,
+    /// How partitions are moved when brokers are added (commissioning) or removed (draining).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebalance: Option<RebalanceSpec>,
+}
+
+/// How the operator moves partitions between brokers.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RebalanceSpec {
+    /// Most partitions one batch of reassignments moves (the next batch waits until every move
+    /// of this one has finished). Default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub batch_size: Option<u32>,
+    /// Replication throttle for the moves, in bytes per second (Kafka's
+    /// `leader/follower.replication.throttled.rate` on the moving replicas), removed when the
+    /// moves finish. No throttle when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub throttle_bytes_per_second: Option<u64>,
 }
 
 fn default_image() -> String {
