@@ -423,6 +423,15 @@ async fn five_to_three_drains_then_shrinks_then_unregisters() {
 #[tokio::test]
 async fn a_config_change_restarts_pods_one_at_a_time_behind_the_isr_gate() {
     let mut w = World::ready(&[100, 101, 102], &rf3(&[100, 101, 102], 6)).await;
+    {
+        // topics with min.insync.replicas 1: the gate before a restart would let the next broker
+        // go while the previous one is still out of its ISRs; only the gate after the restart
+        // (back in every ISR) holds it, which is what this test watches
+        let mut s = w.admin.lock();
+        s.add_partitions("logs", &rf3(&[100, 101, 102], 3), 1_000);
+        s.topic_min_isr.insert("logs".to_owned(), 1);
+        s.topic_min_isr.insert("orders".to_owned(), 1);
+    }
     w.edit_spec(|s| s["brokers"]["config"]["log.retention.ms"] = json!("1000"));
     w.settle(60).await;
     let deletions: Vec<&PassRecord> = w
@@ -602,5 +611,42 @@ async fn day_one_work_goes_on_while_kafka_is_unreachable() {
     w.admin.lock().unreachable = false;
     w.settle(60).await;
     assert_eq!(w.condition("Day2Operations")["status"], "True");
+    assert_eq!(w.status()["outdatedPods"], json!([]));
+}
+
+#[tokio::test]
+async fn an_image_change_restarts_controllers_first_the_active_one_last_then_brokers() {
+    let mut w = World::ready(&[100, 101, 102], &rf3(&[100, 101, 102], 6)).await;
+    w.edit_spec(|s| s["image"] = json!("tributary/broker:0.2.0"));
+    w.settle(80).await;
+    let deleted: Vec<String> = w
+        .history
+        .iter()
+        .flat_map(|r| r.deleted_pods.clone())
+        .collect();
+    // the fake's active controller is node 1
+    assert_eq!(
+        deleted,
+        [
+            "demo-controller-0",
+            "demo-controller-2",
+            "demo-controller-1",
+            "demo-broker-0",
+            "demo-broker-1",
+            "demo-broker-2"
+        ]
+    );
+    for r in w.history.iter().filter(|r| !r.deleted_pods.is_empty()) {
+        assert_eq!(r.deleted_pods.len(), 1, "{r:?}");
+        assert_eq!(r.pods_down_before, 0, "a pod was down: {r:?}");
+        assert!(r.all_in_sync_before, "not fully in sync: {r:?}");
+    }
+    for name in w.pods() {
+        let pod = w.api.get(&coll(NS, "pods"), &name).expect("pod");
+        assert_eq!(
+            pod["spec"]["containers"][0]["image"], "tributary/broker:0.2.0",
+            "{name}"
+        );
+    }
     assert_eq!(w.status()["outdatedPods"], json!([]));
 }
