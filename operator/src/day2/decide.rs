@@ -34,19 +34,23 @@ const NAMED_IN_MESSAGE: usize = 5;
 
 /// Decides the next action. Pure and deterministic.
 ///
-/// On the first pass (no brokers known, no operation) the registered brokers are adopted as they
-/// are: a cluster the operator starts managing is not rebalanced; only brokers that register
-/// later are commissioned. A throttle set with submitted moves is removed as soon as no move is
+/// On the first pass (no brokers known, no operation) the desired brokers that are registered
+/// (fenced or not) or already have a pod are adopted as they are: a cluster the operator starts
+/// managing is not rebalanced, and a new cluster whose brokers register one by one is not
+/// "commissioned" broker by broker; only brokers that appear later are. A throttle set with submitted moves is removed as soon as no move is
 /// in flight and the next step is not another batch.
 pub fn decide(input: &Day2Input) -> Decision {
     if input.state.known_brokers.is_empty() && input.state.operation.is_none() {
         let mut adopted = input.clone();
         adopted.state.known_brokers = input
-            .kafka
+            .spec
             .brokers
             .iter()
-            .filter(|b| !b.fenced && input.spec.brokers.contains(&b.id))
-            .map(|b| b.id)
+            .copied()
+            .filter(|id| {
+                input.kafka.brokers.iter().any(|b| b.id == *id)
+                    || input.kube.pods.iter().any(|p| p.broker && p.node_id == *id)
+            })
             .collect();
         adopted.state.known_brokers.sort_unstable();
         if !adopted.state.known_brokers.is_empty() {
