@@ -44,6 +44,8 @@ struct PassRecord {
     broker_replicas_after: i64,
     hosting_before: BTreeSet<i32>,
     operation: Value,
+    /// `Degraded` condition status after the pass.
+    degraded: Value,
     requeue: Action,
     /// Partition moves submitted this pass.
     moves: usize,
@@ -230,6 +232,7 @@ impl World {
             broker_replicas_after: self.sts_replicas("demo-broker"),
             hosting_before,
             operation: self.status()["operation"].clone(),
+            degraded: self.condition("Degraded")["status"].clone(),
             requeue,
             moves,
         };
@@ -471,6 +474,12 @@ async fn a_config_change_restarts_pods_one_at_a_time_behind_the_isr_gate() {
         .as_array()
         .is_some_and(|b| !b.is_empty())));
     assert_eq!(w.events("RestartingPod").len(), 3);
+    // a pod restarted on purpose is not a failure
+    assert!(
+        w.history.iter().all(|r| r.degraded == "False"),
+        "{:?}",
+        w.history.iter().map(|r| &r.degraded).collect::<Vec<_>>()
+    );
     // the controllers' config did not change: they were not restarted
     assert!(w.pods().iter().any(|p| p == "demo-controller-0"));
 }

@@ -158,13 +158,13 @@ pub fn compute_status(
         Condition::new("Progressing", false, "UpToDate", "cluster matches its spec")
     });
     // Once a ready cluster loses a node it stays Degraded until every node is back, however
-    // many passes that takes.
-    let degraded = !all_ready && (was_ready || was_degraded);
+    // many passes that takes. A pod the rolling restart took down on purpose does not count.
     let down: Vec<&str> = nodes
         .iter()
-        .filter(|n| !(n.ready && n.registered))
+        .filter(|n| !(n.ready && n.registered) && n.state != NodeState::Restarting)
         .map(|n| n.pod.as_str())
         .collect();
+    let degraded = !down.is_empty() && (was_ready || was_degraded);
     conditions.push(if let Some(first) = observed.refusals.first() {
         Condition::new(
             "Degraded",
