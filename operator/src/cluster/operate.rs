@@ -4,18 +4,29 @@
 //! throttle removal, the broker StatefulSet's replicas, an unregistration, one pod deletion).
 //! It never fails the reconcile: an unreachable cluster or a failed action is reported in the
 //! outcome, which `status` turns into conditions; the next pass decides again from what it
-//! observes. Deciding is not done here (`day2`), nor writing the status (`reconcile`).
+//! observes. Also here: connecting the admin client, the day-2 Events (recorded when something
+//! changes, not every pass) and the requeue interval. Deciding is not done here (`day2`), nor
+//! writing the status (`reconcile`).
+
+use std::time::Duration;
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams, Patch, PatchParams};
+use kube::runtime::events::EventType;
+use kube::ResourceExt;
 use serde_json::json;
 use tracing::{info, warn};
 
 use super::build::pool_name;
-use super::validate::ValidatedCluster;
+use super::day2::{blocker_key, pod_ready, refusal_reason};
+use super::reconcile::{CONTROLLER, REQUEUE_CONVERGING, REQUEUE_OPERATING, REQUEUE_READY};
+use super::status::DAY2_CONDITION;
+use super::validate::{Refusal, ValidatedCluster};
 use crate::admin::{AdminError, KafkaAdmin};
 use crate::context::{Context, FIELD_MANAGER};
+use crate::crd::cluster::{KafkaCluster, KafkaClusterStatus, OperationKind};
+use crate::crd::common::find_condition;
 use crate::day2::{
     decide, Day2Action, Day2Input, Day2State, Decision, DesiredCluster, ObservedKube,
 };
@@ -40,6 +51,17 @@ impl Day2Outcome {
     pub fn decision(&self) -> Option<&Decision> {
         match self {
             Day2Outcome::Decided { decision, .. } => Some(decision.as_ref()),
+            _ => None,
+        }
+    }
+
+    /// The planner's refusal, as the `Degraded` condition reports it.
+    pub fn refusal(&self) -> Option<Refusal> {
+        let d = self.decision()?;
+        match &d.action {
+            Day2Action::Refuse { reason } => {
+                Some(Refusal::new(refusal_reason(reason), d.message.clone()))
+            }
             _ => None,
         }
     }
@@ -80,6 +102,7 @@ pub async fn run_day2(ctx: &Context, pass: Day2Pass<'_>) -> Day2Outcome {
         Ok(()) => None,
         Err(e) => {
             warn!(action = ?decision.action, error = %e, "day-2 action failed");
+            ctx.metrics.failed(CONTROLLER, "day2_action");
             Some(e)
         }
     };
@@ -178,4 +201,131 @@ async fn restart_pod(ctx: &Context, vc: &ValidatedCluster, pod: &str) -> Result<
         Err(kube::Error::Api(e)) if e.code == 404 => Ok(()),
         Err(e) => Err(format!("delete pod {pod}: {e}")),
     }
+}
+
+/// Sooner while a day-2 operation is under way or its last action failed.
+pub(super) fn requeue_after(day2: &Day2Outcome, ready: bool) -> Duration {
+    let operating = match day2 {
+        Day2Outcome::Decided { decision, failed } => {
+            failed.is_some()
+                || decision.operation != crate::day2::ReportedOperation::None
+                || !matches!(decision.action, Day2Action::None)
+        }
+        _ => false,
+    };
+    if operating {
+        REQUEUE_OPERATING
+    } else if ready {
+        REQUEUE_READY
+    } else {
+        REQUEUE_CONVERGING
+    }
+}
+
+/// Events for the day-2 pass, recorded when something changes, not every pass: each action
+/// carried out (or failed), a new set of blockers while a step waits, an operation finishing,
+/// and day-2 becoming unable to observe Kafka. Refusals are recorded with the `Degraded`
+/// condition's Event.
+pub(super) async fn publish_day2_events(
+    kc: &KafkaCluster,
+    ctx: &Context,
+    day2: &Day2Outcome,
+    previous: &KafkaClusterStatus,
+    status: &KafkaClusterStatus,
+) {
+    let (decision, failed) = match day2 {
+        Day2Outcome::Decided { decision, failed } => (decision, failed),
+        Day2Outcome::Unavailable(e) => {
+            let was = find_condition(&previous.conditions, DAY2_CONDITION)
+                .is_some_and(|c| c.reason == "KafkaUnreachable");
+            if !was {
+                let note = format!("day-2 operations wait: {e}");
+                ctx.publish(
+                    kc,
+                    EventType::Warning,
+                    "KafkaUnreachable",
+                    "Observe",
+                    Some(note),
+                )
+                .await;
+            }
+            return;
+        }
+        Day2Outcome::NotRun => return,
+    };
+    if let Some(e) = failed {
+        ctx.publish(
+            kc,
+            EventType::Warning,
+            "Day2ActionFailed",
+            action_name(decision),
+            Some(e.clone()),
+        )
+        .await;
+        return;
+    }
+    let note = Some(decision.message.clone());
+    match &decision.action {
+        Day2Action::Wait => {
+            let keys = |b: &[String]| -> Vec<String> {
+                b.iter().map(|l| blocker_key(l).to_owned()).collect()
+            };
+            if keys(&status.operation.blockers) != keys(&previous.operation.blockers) {
+                ctx.publish(kc, EventType::Normal, "Waiting", "Day2", note)
+                    .await;
+            }
+        }
+        Day2Action::None => {
+            let day2_kinds = [
+                OperationKind::Commissioning,
+                OperationKind::Draining,
+                OperationKind::Rolling,
+            ];
+            if day2_kinds.contains(&previous.operation.kind) {
+                ctx.publish(kc, EventType::Normal, "OperationFinished", "Day2", note)
+                    .await;
+            }
+        }
+        Day2Action::Refuse { .. } => {}
+        _ => {
+            ctx.publish(kc, EventType::Normal, action_name(decision), "Day2", note)
+                .await;
+        }
+    }
+}
+
+/// The Event reason of an action.
+fn action_name(d: &Decision) -> &'static str {
+    match d.action {
+        Day2Action::None => "None",
+        Day2Action::Wait => "Waiting",
+        Day2Action::Refuse { .. } => "Refused",
+        Day2Action::Cordon { .. } => "Cordoned",
+        Day2Action::Uncordon { .. } => "Uncordoned",
+        Day2Action::Reassign { .. } => "Reassigning",
+        Day2Action::ClearThrottle => "ThrottleCleared",
+        Day2Action::ScaleBrokers { .. } => "ScaledBrokers",
+        Day2Action::Unregister { .. } => "Unregistered",
+        Day2Action::RestartPod { .. } => "RestartingPod",
+    }
+}
+
+/// The admin client, once a broker pod is ready (before that there is nothing to ask).
+pub(super) async fn connect_admin(
+    ctx: &Context,
+    vc: &ValidatedCluster,
+    pods: &[Pod],
+) -> std::result::Result<Box<dyn KafkaAdmin>, String> {
+    let broker_prefix = format!("{}-{}-", vc.name, vc.broker_pool().role.suffix());
+    let any_broker_ready = pods
+        .iter()
+        .any(|p| pod_ready(p) && p.name_any().starts_with(&broker_prefix));
+    if !any_broker_ready {
+        return Err("no broker pod is ready".to_owned());
+    }
+    let bootstrap = ctx.bootstrap_for(vc);
+    ctx.admin
+        .connect(&bootstrap)
+        .await
+        .map_err(|e| format!("cannot connect to {bootstrap}: {e}"))
 }

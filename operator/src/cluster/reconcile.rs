@@ -32,13 +32,12 @@ use tracing::{info, instrument, warn};
 
 use super::build::{build_all, DesiredObjects, CLUSTER_LABEL, CONFIG_HASH_ANNOTATION, ROLE_LABEL};
 use super::day2::{
-    blocker_key, desired_cluster, desired_hashes, hold_broker_replicas, observed_kube, pod_ready,
-    refusal_reason,
+    desired_cluster, desired_hashes, hold_broker_replicas, observed_kube, pod_ready,
 };
-use super::operate::{run_day2, Day2Outcome, Day2Pass};
-use super::status::{
-    compute_status, refusal_message, status_patch, Observed, PodObservation, DAY2_CONDITION,
+use super::operate::{
+    connect_admin, publish_day2_events, requeue_after, run_day2, Day2Outcome, Day2Pass,
 };
+use super::status::{compute_status, refusal_message, status_patch, Observed, PodObservation};
 use super::validate::{
     refuse_pool_removal, refuse_unsafe_changes, validate, ExistingPool, Refusal, SpecError,
     ValidatedCluster,
@@ -46,9 +45,8 @@ use super::validate::{
 use super::volumes::reconcile_storage;
 use crate::admin::KafkaAdmin;
 use crate::context::{now_rfc3339, Context, FIELD_MANAGER};
-use crate::crd::cluster::{KafkaCluster, KafkaClusterStatus, OperationKind};
+use crate::crd::cluster::KafkaCluster;
 use crate::crd::common::{finalize_conditions, find_condition, Condition};
-use crate::day2::{Day2Action, Decision};
 use crate::error::{Error, Result};
 
 /// Name of this controller in metrics and logs.
@@ -130,22 +128,7 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
         now: now_rfc3339(),
     };
     observed.day2 = run_day2(ctx, pass).await;
-    if let Some(Day2Action::Refuse { reason }) = observed.day2.decision().map(|d| &d.action) {
-        let message = observed.day2.decision().map(|d| d.message.clone());
-        refusals.push(Refusal::new(
-            refusal_reason(reason),
-            message.unwrap_or_default(),
-        ));
-    }
-    if matches!(
-        observed.day2,
-        Day2Outcome::Decided {
-            failed: Some(_),
-            ..
-        }
-    ) {
-        ctx.metrics.failed(CONTROLLER, "day2_action");
-    }
+    refusals.extend(observed.day2.refusal());
     let message = refusal_message(&refusals);
     if let Some(first) = refusals.first() {
         let already = find_condition(&previous.conditions, "Degraded")
@@ -185,133 +168,6 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
         ctx.publish(kc, type_, reason, "Reconcile", note).await;
     }
     Ok(Action::requeue(requeue_after(&observed.day2, ready)))
-}
-
-/// Sooner while a day-2 operation is under way or its last action failed.
-fn requeue_after(day2: &Day2Outcome, ready: bool) -> Duration {
-    let operating = match day2 {
-        Day2Outcome::Decided { decision, failed } => {
-            failed.is_some()
-                || decision.operation != crate::day2::ReportedOperation::None
-                || !matches!(decision.action, Day2Action::None)
-        }
-        _ => false,
-    };
-    if operating {
-        REQUEUE_OPERATING
-    } else if ready {
-        REQUEUE_READY
-    } else {
-        REQUEUE_CONVERGING
-    }
-}
-
-/// Events for the day-2 pass, recorded when something changes, not every pass: each action
-/// carried out (or failed), a new set of blockers while a step waits, an operation finishing,
-/// and day-2 becoming unable to observe Kafka. Refusals are recorded with the `Degraded`
-/// condition's Event.
-async fn publish_day2_events(
-    kc: &KafkaCluster,
-    ctx: &Context,
-    day2: &Day2Outcome,
-    previous: &KafkaClusterStatus,
-    status: &KafkaClusterStatus,
-) {
-    let (decision, failed) = match day2 {
-        Day2Outcome::Decided { decision, failed } => (decision, failed),
-        Day2Outcome::Unavailable(e) => {
-            let was = find_condition(&previous.conditions, DAY2_CONDITION)
-                .is_some_and(|c| c.reason == "KafkaUnreachable");
-            if !was {
-                let note = format!("day-2 operations wait: {e}");
-                ctx.publish(
-                    kc,
-                    EventType::Warning,
-                    "KafkaUnreachable",
-                    "Observe",
-                    Some(note),
-                )
-                .await;
-            }
-            return;
-        }
-        Day2Outcome::NotRun => return,
-    };
-    if let Some(e) = failed {
-        ctx.publish(
-            kc,
-            EventType::Warning,
-            "Day2ActionFailed",
-            action_name(decision),
-            Some(e.clone()),
-        )
-        .await;
-        return;
-    }
-    let note = Some(decision.message.clone());
-    match &decision.action {
-        Day2Action::Wait => {
-            let keys = |b: &[String]| -> Vec<String> {
-                b.iter().map(|l| blocker_key(l).to_owned()).collect()
-            };
-            if keys(&status.operation.blockers) != keys(&previous.operation.blockers) {
-                ctx.publish(kc, EventType::Normal, "Waiting", "Day2", note)
-                    .await;
-            }
-        }
-        Day2Action::None => {
-            let day2_kinds = [
-                OperationKind::Commissioning,
-                OperationKind::Draining,
-                OperationKind::Rolling,
-            ];
-            if day2_kinds.contains(&previous.operation.kind) {
-                ctx.publish(kc, EventType::Normal, "OperationFinished", "Day2", note)
-                    .await;
-            }
-        }
-        Day2Action::Refuse { .. } => {}
-        _ => {
-            ctx.publish(kc, EventType::Normal, action_name(decision), "Day2", note)
-                .await;
-        }
-    }
-}
-
-/// The Event reason of an action.
-fn action_name(d: &Decision) -> &'static str {
-    match d.action {
-        Day2Action::None => "None",
-        Day2Action::Wait => "Waiting",
-        Day2Action::Refuse { .. } => "Refused",
-        Day2Action::Cordon { .. } => "Cordoned",
-        Day2Action::Uncordon { .. } => "Uncordoned",
-        Day2Action::Reassign { .. } => "Reassigning",
-        Day2Action::ClearThrottle => "ThrottleCleared",
-        Day2Action::ScaleBrokers { .. } => "ScaledBrokers",
-        Day2Action::Unregister { .. } => "Unregistered",
-        Day2Action::RestartPod { .. } => "RestartingPod",
-    }
-}
-
-/// The admin client, once a broker pod is ready (before that there is nothing to ask).
-async fn connect_admin(
-    ctx: &Context,
-    vc: &ValidatedCluster,
-    pods: &[Pod],
-) -> std::result::Result<Box<dyn KafkaAdmin>, String> {
-    let broker_prefix = format!("{}-{}-", vc.name, vc.broker_pool().role.suffix());
-    let any_broker_ready = pods
-        .iter()
-        .any(|p| pod_ready(p) && p.name_any().starts_with(&broker_prefix));
-    if !any_broker_ready {
-        return Err("no broker pod is ready".to_owned());
-    }
-    let bootstrap = ctx.bootstrap_for(vc);
-    ctx.admin
-        .connect(&bootstrap)
-        .await
-        .map_err(|e| format!("cannot connect to {bootstrap}: {e}"))
 }
 
 async fn record_invalid_spec(kc: &KafkaCluster, ctx: &Context, e: &SpecError) -> Result<()> {
