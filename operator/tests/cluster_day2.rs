@@ -659,3 +659,29 @@ async fn an_image_change_restarts_controllers_first_the_active_one_last_then_bro
     }
     assert_eq!(w.status()["outdatedPods"], json!([]));
 }
+
+#[tokio::test]
+async fn a_pass_from_a_stale_cached_object_does_not_restart_a_second_pod() {
+    let mut w = World::ready(&[100, 101, 102], &rf3(&[100, 101, 102], 6)).await;
+    w.edit_spec(|s| s["image"] = json!("tributary/broker:0.2.0"));
+    // what a controller's cache could still hold after the next status write
+    let stale: KafkaCluster = serde_json::from_value(w.cluster()).expect("parses");
+    let r = w.step().await;
+    assert_eq!(r.deleted_pods, ["demo-controller-0"]);
+    w.kubelet(); // the deleted pod is noticed gone; not recreated yet
+    let deletes = w
+        .api
+        .requests("DELETE /api/v1/namespaces/kafka/pods/")
+        .len();
+    reconcile(Arc::new(stale), w.ctx.clone())
+        .await
+        .expect("reconcile");
+    assert_eq!(
+        w.api
+            .requests("DELETE /api/v1/namespaces/kafka/pods/")
+            .len(),
+        deletes,
+        "a second pod was deleted while demo-controller-0 is gone"
+    );
+    assert_eq!(w.status()["day2"]["operation"]["pod"], "demo-controller-0");
+}

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
-use super::build::{DesiredObjects, CONFIG_HASH_ANNOTATION, ROLE_LABEL};
+use super::build::{pod_name, DesiredObjects, CONFIG_HASH_ANNOTATION, ROLE_LABEL};
 use super::validate::{Role, ValidatedCluster, BROKER_NODE_ID_BASE};
 use crate::admin::MIN_INSYNC_REPLICAS;
 use crate::crd::cluster::OperationKind;
@@ -113,13 +113,16 @@ pub fn pod_ready(p: &Pod) -> bool {
 }
 
 /// The pods as the planner sees them. A pod of a pool the spec no longer has, or whose name
-/// has no ordinal, is left out (it is not the planner's to restart).
+/// has no ordinal, is left out (it is not the planner's to restart). A pod the StatefulSet
+/// should have (an ordinal below the replicas `vc` applies) but that does not exist (deleted,
+/// not recreated yet) is listed as not ready: the planner then waits for it rather than take a
+/// second pod down.
 pub fn observed_kube(
     vc: &ValidatedCluster,
     pods: &[Pod],
     desired_hashes: &BTreeMap<String, String>,
 ) -> ObservedKube {
-    let views = pods
+    let mut views: Vec<PodView> = pods
         .iter()
         .filter_map(|p| {
             let suffix = p.labels().get(ROLE_LABEL)?;
@@ -137,6 +140,21 @@ pub fn observed_kube(
             })
         })
         .collect();
+    for pool in &vc.pools {
+        for ordinal in 0..pool.replicas {
+            let name = pod_name(vc, pool, ordinal);
+            if !views.iter().any(|v| v.name == name) {
+                views.push(PodView {
+                    name,
+                    node_id: pool.role.node_id(ordinal),
+                    broker: pool.role.is_broker(),
+                    controller: pool.role.is_controller(),
+                    ready: false,
+                    up_to_date: true,
+                });
+            }
+        }
+    }
     ObservedKube {
         broker_replicas: vc.broker_pool().replicas,
         pods: views,
@@ -271,7 +289,15 @@ mod tests {
             &hashes,
         );
         assert_eq!(kube.broker_replicas, 3);
-        assert_eq!(kube.pods.len(), 2, "{kube:?}");
+        // two observed, the other four the StatefulSets should have listed as not ready
+        assert_eq!(kube.pods.len(), 6, "{kube:?}");
+        let missing = kube
+            .pods
+            .iter()
+            .find(|p| p.name == "demo-broker-0")
+            .expect("listed");
+        assert_eq!((missing.node_id, missing.ready), (100, false));
+        assert!(!kube.pods.iter().any(|p| p.name.starts_with("demo-other")));
         let b = &kube.pods[0];
         assert_eq!((b.node_id, b.broker, b.controller), (102, true, false));
         assert!(b.ready && b.up_to_date);

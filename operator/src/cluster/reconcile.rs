@@ -45,7 +45,7 @@ use super::validate::{
 use super::volumes::reconcile_storage;
 use crate::admin::KafkaAdmin;
 use crate::context::{now_rfc3339, Context, FIELD_MANAGER};
-use crate::crd::cluster::KafkaCluster;
+use crate::crd::cluster::{KafkaCluster, KafkaClusterStatus};
 use crate::crd::common::{finalize_conditions, find_condition, Condition};
 use crate::error::{Error, Result};
 
@@ -103,7 +103,7 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
         .iter()
         .map(|e| (e.suffix.clone(), e.replicas))
         .collect();
-    let previous = kc.status.clone().unwrap_or_default();
+    let previous = latest_status(ctx, &vc).await?;
     let day2_state = previous.day2.clone().unwrap_or_default();
     let mut refusals = refuse_unsafe_changes(&mut vc, &current);
     let day2_spec = desired_cluster(&vc);
@@ -168,6 +168,18 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
         ctx.publish(kc, type_, reason, "Reconcile", note).await;
     }
     Ok(Action::requeue(requeue_after(&observed.day2, ready)))
+}
+
+/// The status as the API server has it now: the day-2 state must be the last one written (a
+/// cached copy one write behind could have the planner repeat a step, e.g. restart a second pod
+/// while the first is still gone).
+async fn latest_status(ctx: &Context, vc: &ValidatedCluster) -> Result<KafkaClusterStatus> {
+    let api: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), &vc.namespace);
+    let kc = api
+        .get_status(&vc.name)
+        .await
+        .map_err(Error::kube("get KafkaCluster status"))?;
+    Ok(kc.status.unwrap_or_default())
 }
 
 async fn record_invalid_spec(kc: &KafkaCluster, ctx: &Context, e: &SpecError) -> Result<()> {
