@@ -685,3 +685,37 @@ async fn a_pass_from_a_stale_cached_object_does_not_restart_a_second_pod() {
     );
     assert_eq!(w.status()["day2"]["operation"]["pod"], "demo-controller-0");
 }
+
+#[tokio::test]
+async fn a_failed_action_is_reported_and_decided_again_next_pass() {
+    let mut w = World::ready(&[100, 101, 102], &rf3(&[100, 101, 102], 6)).await;
+    w.api.fail("DELETE /api/v1/namespaces/kafka/pods/", 500);
+    w.edit_spec(|s| s["brokers"]["config"]["log.retention.ms"] = json!("1000"));
+    for _ in 0..2 {
+        let r = w.step().await;
+        assert_eq!(r.requeue, Action::requeue(REQUEUE_OPERATING));
+    }
+    let c = w.condition("Day2Operations");
+    assert_eq!(c["status"], "False", "{c}");
+    assert_eq!(c["reason"], "ActionFailed", "{c}");
+    assert!(
+        c["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("delete pod demo-broker-0"),
+        "{c}"
+    );
+    // the failed restart is not recorded as under way: the state is the one before it
+    assert!(
+        w.status()["day2"].get("operation").is_none(),
+        "{}",
+        w.status()
+    );
+    assert!(!w.events("Day2ActionFailed").is_empty());
+    assert!(w.ctx.metrics.render().contains(r#"kind="day2_action"}"#));
+    assert_eq!(w.pods().len(), 6, "nothing was deleted");
+    w.api.heal();
+    w.settle(60).await;
+    assert_eq!(w.condition("Day2Operations")["status"], "True");
+    assert_eq!(w.status()["outdatedPods"], json!([]));
+}
