@@ -719,3 +719,32 @@ async fn a_failed_action_is_reported_and_decided_again_next_pass() {
     assert_eq!(w.condition("Day2Operations")["status"], "True");
     assert_eq!(w.status()["outdatedPods"], json!([]));
 }
+
+#[tokio::test]
+async fn a_drain_cancelled_before_the_shrink_uncordons_and_keeps_every_broker() {
+    let all = [100, 101, 102, 103, 104];
+    let mut w = World::ready(&all, &rf3(&all, 15)).await;
+    w.edit_spec(|s| s["brokers"]["replicas"] = json!(3));
+    for _ in 0..3 {
+        w.step().await;
+    }
+    assert_eq!(w.status()["operation"]["kind"], "Draining");
+    assert_eq!(
+        w.admin.lock().cordoned.iter().copied().collect::<Vec<_>>(),
+        [103, 104]
+    );
+    w.edit_spec(|s| s["brokers"]["replicas"] = json!(5));
+    w.settle(60).await;
+    assert!(w.admin.lock().cordoned.is_empty());
+    assert!(w
+        .admin
+        .lock()
+        .calls
+        .iter()
+        .any(|c| c == "set_cordon [103, 104] false"));
+    assert_eq!(w.sts_replicas("demo-broker"), 5);
+    assert!(w.history.iter().all(|r| r.broker_replicas_after == 5));
+    assert_eq!(w.admin.lock().brokers, all);
+    assert!(!w.events("Uncordoned").is_empty());
+    assert_eq!(w.condition("Degraded")["status"], "False");
+}
