@@ -4,7 +4,8 @@
 //! Rules, in order:
 //! 1. one disruptive operation at a time: while any reassignment is in flight, wait;
 //! 2. an operation kept in status is resumed before anything new starts (a restarted operator
-//!    picks it up from the state);
+//!    picks it up from the state), except a commissioning of brokers the spec no longer wants,
+//!    which the decommission replaces;
 //! 3. decommissioning (brokers the spec no longer has, i.e. the highest ordinals): refuse when
 //!    fewer brokers than some topic's replication factor would remain (naming the topics); else
 //!    cordon → drain in batches (`tributary_planner`, `Goal::Drain`) → wait until the leaving
@@ -97,8 +98,15 @@ fn next_step(input: &Day2Input) -> Decision {
             return continue_restart(input, state, &pod, node_id);
         }
         Some(Operation::Decommissioning { .. }) => return decommission(input, state),
-        Some(Operation::Commissioning { .. }) => return commission(input, state),
-        None => {}
+        Some(Operation::Commissioning { brokers, .. })
+            if brokers.iter().all(|b| input.spec.brokers.contains(b)) =>
+        {
+            return commission(input, state)
+        }
+        // The spec no longer wants some of the brokers being commissioned: balancing onto
+        // brokers about to leave would only move the data twice; the decommission below
+        // replaces the operation.
+        Some(Operation::Commissioning { .. }) | None => {}
     }
     if !leaving_brokers(input).is_empty() {
         return decommission(input, state);
