@@ -18,7 +18,7 @@ use common::fake_api::FakeApi;
 use common::{coll, context, fixture};
 use kube::runtime::controller::Action;
 use operator::admin::fake::FakeAdmin;
-use operator::cluster::reconcile::{reconcile, REQUEUE_OPERATING};
+use operator::cluster::reconcile::{reconcile, REQUEUE_OPERATING, REQUEUE_READY};
 use operator::context::Context;
 use operator::crd::cluster::KafkaCluster;
 use serde_json::{json, Value};
@@ -489,8 +489,9 @@ async fn an_unsafe_scale_down_is_refused_and_the_statefulset_is_untouched() {
     let mut w = World::ready(&[100, 101, 102], &rf3(&[100, 101, 102], 6)).await;
     w.edit_spec(|s| s["brokers"]["replicas"] = json!(2));
     for _ in 0..3 {
-        w.step().await;
+        let r = w.step().await;
         assert_eq!(w.sts_replicas("demo-broker"), 3);
+        assert_eq!(r.requeue, Action::requeue(REQUEUE_READY), "no fast requeue");
     }
     let degraded = w.condition("Degraded");
     assert_eq!(degraded["status"], "True", "{degraded}");

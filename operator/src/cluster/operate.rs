@@ -203,13 +203,17 @@ async fn restart_pod(ctx: &Context, vc: &ValidatedCluster, pod: &str) -> Result<
     }
 }
 
-/// Sooner while a day-2 operation is under way or its last action failed.
+/// Sooner while a day-2 operation is under way, a step was taken or waits, or the last action
+/// failed; a refusal waits at the usual pace (it changes with the spec, which triggers a pass).
 pub(super) fn requeue_after(day2: &Day2Outcome, ready: bool) -> Duration {
     let operating = match day2 {
         Day2Outcome::Decided { decision, failed } => {
             failed.is_some()
                 || decision.operation != crate::day2::ReportedOperation::None
-                || !matches!(decision.action, Day2Action::None)
+                || !matches!(
+                    decision.action,
+                    Day2Action::None | Day2Action::Refuse { .. }
+                )
         }
         _ => false,
     };
