@@ -532,11 +532,15 @@ async fn an_unsafe_scale_down_is_refused_and_the_statefulset_is_untouched() {
 async fn a_restarted_operator_resumes_a_drain_from_status() {
     let all = [100, 101, 102, 103];
     let mut w = World::ready(&all, &rf3(&all, 12)).await;
-    w.edit_spec(|s| s["brokers"]["replicas"] = json!(3));
+    w.edit_spec(|s| {
+        s["brokers"]["replicas"] = json!(3);
+        s["rebalance"] = json!({ "batchSize": 3, "throttleBytesPerSecond": 1_000_000 });
+    });
     // cordon and the first batch, then the operator process goes away mid-drain
     for _ in 0..3 {
         w.step().await;
     }
+    assert_eq!(w.admin.lock().throttle_rate, Some(1_000_000));
     let status = w.status();
     assert_eq!(status["operation"]["kind"], "Draining", "{status}");
     assert_eq!(status["day2"]["operation"]["kind"], "decommissioning");
@@ -544,7 +548,18 @@ async fn a_restarted_operator_resumes_a_drain_from_status() {
     assert!(moved_before.as_array().is_some_and(|m| !m.is_empty()));
     // a fresh operator: a new context (new connection, no memory) over the same API and Kafka
     w.ctx = context(w.api.client(), w.admin.clone());
+    w.step().await;
+    // it goes on with the same operation: the partitions submitted before are still counted
+    let moved_after = w.status()["day2"]["operation"]["moved"].clone();
+    for m in moved_before.as_array().into_iter().flatten() {
+        assert!(
+            moved_after.as_array().is_some_and(|a| a.contains(m)),
+            "{m} forgotten: {moved_after}"
+        );
+    }
     w.settle(80).await;
+    // the throttle set before the restart is known from status and removed at the end
+    assert_eq!(w.admin.lock().throttle_rate, None, "throttle left behind");
     let s = w.admin.lock();
     assert_eq!(s.brokers, [100, 101, 102]);
     let calls = s.calls.clone();
