@@ -94,8 +94,11 @@ pub fn compute_status(
         .day2
         .decision()
         .filter(|d| d.operation != ReportedOperation::None);
+    let paused = paused_operation(previous, &observed.day2);
     let operation = if let Some(d) = day2_op {
         day2_operation(d)
+    } else if let Some(p) = paused {
+        p
     } else if kind == OperationKind::None {
         OperationStatus::default()
     } else {
@@ -239,6 +242,26 @@ fn null_removed(old: &serde_json::Value, new: &mut serde_json::Value) {
             }
         }
     }
+}
+
+/// A day-2 operation under way when the Kafka cluster cannot be observed: still reported (it
+/// resumes from `status.day2`), with why it does not advance.
+fn paused_operation(previous: &KafkaClusterStatus, day2: &Day2Outcome) -> Option<OperationStatus> {
+    let Day2Outcome::Unavailable(e) = day2 else {
+        return None;
+    };
+    let under_way = matches!(
+        previous.operation.kind,
+        OperationKind::Commissioning | OperationKind::Draining | OperationKind::Rolling
+    ) && previous
+        .day2
+        .as_ref()
+        .is_some_and(|d| d.operation.is_some());
+    under_way.then(|| OperationStatus {
+        message: format!("paused: the Kafka cluster cannot be observed: {e}"),
+        blockers: Vec::new(),
+        ..previous.operation.clone()
+    })
 }
 
 /// `status.operation` for a day-2 operation under way.
@@ -649,6 +672,43 @@ mod tests {
         let op = &patch["status"]["operation"];
         assert!(op.get("blockers").is_some_and(serde_json::Value::is_null));
         assert_eq!(op["kind"], "None");
+    }
+
+    #[test]
+    fn a_day2_operation_is_still_reported_while_kafka_cannot_be_observed() {
+        let vc = validate(&cluster("basic.yaml")).expect("valid");
+        let previous = KafkaClusterStatus {
+            operation: OperationStatus {
+                kind: OperationKind::Draining,
+                message: "draining brokers [103]".into(),
+                done: 3,
+                total: 9,
+                blockers: vec!["orders-1: moving".into()],
+            },
+            day2: Some(crate::day2::Day2State {
+                known_brokers: vec![100, 101, 102, 103],
+                operation: Some(Operation::Decommissioning {
+                    brokers: vec![103],
+                    moved: vec!["orders-1".into()],
+                    scaled_down: false,
+                }),
+                ..Default::default()
+            }),
+            ..KafkaClusterStatus::default()
+        };
+        let mut obs = observed(&ALL, &[100, 101, 102], "h1");
+        obs.day2 = Day2Outcome::Unavailable("connection refused".into());
+        let s = compute_status(&vc, &obs, &previous, Some(1), "t");
+        assert_eq!(s.operation.kind, OperationKind::Draining);
+        assert_eq!((s.operation.done, s.operation.total), (3, 9));
+        assert!(
+            s.operation.message.contains("connection refused"),
+            "{}",
+            s.operation.message
+        );
+        assert_eq!(s.day2, previous.day2, "the state is kept");
+        let c = find_condition(&s.conditions, DAY2_CONDITION).expect("condition");
+        assert_eq!(c.reason, "KafkaUnreachable");
     }
 
     #[test]
