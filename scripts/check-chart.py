@@ -63,6 +63,7 @@ REQUIRED_PERMISSIONS = [
     ("kafka.tributary.dev", "kafkaclusters", v) for v in ("get", "list", "watch", "patch")
 ] + [
     ("kafka.tributary.dev", "kafkaclusters/status", "patch"),
+    ("kafka.tributary.dev", "kafkaclusters/status", "get"),  # day-2 state read fresh each pass
     ("kafka.tributary.dev", "kafkatopics/status", "patch"),
     ("kafka.tributary.dev", "kafkaclusters/finalizers", "update"),
     ("kafka.tributary.dev", "kafkatopics/finalizers", "update"),
@@ -75,6 +76,7 @@ REQUIRED_PERMISSIONS = [
     ("storage.k8s.io", "storageclasses", "list"),
     ("", "nodes", "get"),
     ("apps", "statefulsets", "delete"),
+    ("apps", "statefulsets", "patch"),  # day-2 ScaleBrokers
     ("", "configmaps", "delete"),
     ("events.k8s.io", "events", "create"),
 ]

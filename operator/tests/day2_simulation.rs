@@ -1,6 +1,7 @@
 //! The day-2 planner driven over many passes against the fake cluster's partitions: each pass
-//! decides from what the fake reports, carries the action out on the fake (as the reconciler
-//! would once it acts on decisions — it does not yet), lets time advance one step, and checks
+//! decides from what the fake reports, carries the action out on the fake (the reconciler does
+//! that for real in `cluster::operate`; see `cluster_day2.rs` for the reconcile passes), lets
+//! time advance one step, and checks
 //! what users rely on: no partition below min.insync.replicas because of the operator, one pod
 //! down at a time, a StatefulSet shrunk only once its leaving brokers are empty and every moved
 //! partition is in sync, and the whole operation finished. The state goes through JSON between

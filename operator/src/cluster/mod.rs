@@ -1,9 +1,12 @@
 //! `KafkaCluster` handling: `validate` (spec → `ValidatedCluster`, refusals of unsafe changes),
 //! `build` (desired objects), `status` (observed state → status), `storage` (what a changed
 //! `storage` section allows), all pure; `reconcile` applies them through the API, with
-//! `volumes` for claim templates and claim resizing.
+//! `volumes` for claim templates and claim resizing; `day2` (pure) and `operate` connect the
+//! reconciler to the day-2 planner.
 
 pub mod build;
+pub mod day2;
+pub mod operate;
 pub mod reconcile;
 pub mod status;
 pub mod storage;

@@ -1,12 +1,17 @@
-//! The `KafkaCluster` reconciler: observe → validate → plan (build) → act. It applies every
-//! desired object with server-side apply under one field manager, deletes labelled objects the
-//! spec no longer needs, reads pods and the cluster's own broker list, and writes a status
-//! computed by `status::compute_status`. Spec changes it cannot carry out safely (a removed pool
-//! that still has nodes, a quorum size change, a broker scale-down, storage changes the volumes
-//! cannot take) are refused with a `Degraded` condition and an Event, and so is any write the API
-//! server rejects permanently. ConfigMap revisions that pods still mount are kept. It does not
-//! restart pods, move partitions or shrink pools: `day2::decide` plans those but is not called
-//! here yet; outdated pods are only reported.
+//! The `KafkaCluster` reconciler: observe → validate → plan (build) → act, then the day-2 pass.
+//! It applies every desired object with server-side apply under one field manager, deletes
+//! labelled objects the spec no longer needs, reads pods and, through the admin client, the
+//! Kafka cluster; then `operate::run_day2` asks `day2::decide` for the one next safe day-2 step
+//! (commission new brokers, drain and remove leaving ones, restart outdated pods one at a time)
+//! and carries it out, and the status (computed by `status::compute_status`) keeps the
+//! planner's state in `status.day2` so a restarted operator resumes. Spec changes it cannot
+//! carry out safely (a removed pool that still has nodes, a quorum size change, storage changes
+//! the volumes cannot take, and the planner's own refusals such as a scale-down below a topic's
+//! replication factor) are refused with a `Degraded` condition and an Event, and so is any write
+//! the API server rejects permanently. A broker scale-down keeps the StatefulSet's replicas
+//! until the planner has drained the leaving brokers (`day2::hold_broker_replicas`). When Kafka
+//! cannot be reached, day-1 work still happens and the `Day2Operations` condition says why
+//! day-2 waits. ConfigMap revisions that pods still mount are kept.
 
 use std::fmt::Debug;
 use std::sync::Arc;
@@ -26,14 +31,21 @@ use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use super::build::{build_all, DesiredObjects, CLUSTER_LABEL, CONFIG_HASH_ANNOTATION, ROLE_LABEL};
-use super::status::{compute_status, refusal_message, Observed, PodObservation};
+use super::day2::{
+    desired_cluster, desired_hashes, hold_broker_replicas, observed_kube, pod_ready,
+};
+use super::operate::{
+    connect_admin, publish_day2_events, requeue_after, run_day2, Day2Outcome, Day2Pass,
+};
+use super::status::{compute_status, refusal_message, status_patch, Observed, PodObservation};
 use super::validate::{
     refuse_pool_removal, refuse_unsafe_changes, validate, ExistingPool, Refusal, SpecError,
     ValidatedCluster,
 };
 use super::volumes::reconcile_storage;
+use crate::admin::KafkaAdmin;
 use crate::context::{now_rfc3339, Context, FIELD_MANAGER};
-use crate::crd::cluster::KafkaCluster;
+use crate::crd::cluster::{KafkaCluster, KafkaClusterStatus};
 use crate::crd::common::{finalize_conditions, find_condition, Condition};
 use crate::error::{Error, Result};
 
@@ -43,6 +55,8 @@ pub const CONTROLLER: &str = "kafkacluster";
 pub const REQUEUE_CONVERGING: Duration = Duration::from_secs(10);
 /// Requeue interval once ready (periodic drift check).
 pub const REQUEUE_READY: Duration = Duration::from_secs(300);
+/// Requeue interval while a day-2 operation (commissioning, draining, rolling) is under way.
+pub const REQUEUE_OPERATING: Duration = Duration::from_secs(5);
 
 /// One reconcile pass; counts it and its failure kind in the metrics.
 #[instrument(skip_all, fields(namespace = kc.namespace().unwrap_or_default(), name = kc.name_any()))]
@@ -89,7 +103,11 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
         .iter()
         .map(|e| (e.suffix.clone(), e.replicas))
         .collect();
+    let previous = latest_status(ctx, &vc).await?;
+    let day2_state = previous.day2.clone().unwrap_or_default();
     let mut refusals = refuse_unsafe_changes(&mut vc, &current);
+    let day2_spec = desired_cluster(&vc);
+    hold_broker_replicas(&mut vc, &current, &day2_state);
     let mut desired = build_all(&vc);
     let storage = reconcile_storage(ctx, kc, &vc, &mut desired, &existing_sets).await;
     let storage = report_permanent(kc, ctx, storage).await?;
@@ -98,8 +116,19 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
     let pods = list_pods(ctx, &vc).await?;
     let in_use = mounted_configmaps(&pods);
     report_permanent(kc, ctx, prune(ctx, kc, &vc, &desired, &in_use).await).await?;
-    let mut observed = observe(ctx, &vc, &desired, &pods).await?;
-    let previous = kc.status.clone().unwrap_or_default();
+    let admin = connect_admin(ctx, &vc, &pods).await;
+    let mut observed = observe(ctx, &vc, &desired, &pods, &admin).await?;
+    let hashes = desired_hashes(&desired);
+    let pass = Day2Pass {
+        vc: &vc,
+        admin: admin.as_deref().map_err(Clone::clone),
+        spec: day2_spec,
+        kube: observed_kube(&vc, &pods, &hashes),
+        state: day2_state,
+        now: now_rfc3339(),
+    };
+    observed.day2 = run_day2(ctx, pass).await;
+    refusals.extend(observed.day2.refusal());
     let message = refusal_message(&refusals);
     if let Some(first) = refusals.first() {
         let already = find_condition(&previous.conditions, "Degraded")
@@ -122,10 +151,11 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
     api.patch_status(
         &vc.name,
         &PatchParams::default(),
-        &Patch::Merge(json!({ "status": status })),
+        &Patch::Merge(status_patch(&previous, &status)),
     )
     .await
     .map_err(Error::kube("patch KafkaCluster status"))?;
+    publish_day2_events(kc, ctx, &observed.day2, &previous, &status).await;
     let was_ready = find_condition(&previous.conditions, "Ready").is_some_and(Condition::is_true);
     let ready = find_condition(&status.conditions, "Ready").is_some_and(Condition::is_true);
     if ready != was_ready {
@@ -137,11 +167,19 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
         let note = find_condition(&status.conditions, "Ready").map(|c| c.message.clone());
         ctx.publish(kc, type_, reason, "Reconcile", note).await;
     }
-    Ok(Action::requeue(if ready {
-        REQUEUE_READY
-    } else {
-        REQUEUE_CONVERGING
-    }))
+    Ok(Action::requeue(requeue_after(&observed.day2, ready)))
+}
+
+/// The status as the API server has it now: the day-2 state must be the last one written (a
+/// cached copy one write behind could have the planner repeat a step, e.g. restart a second pod
+/// while the first is still gone).
+async fn latest_status(ctx: &Context, vc: &ValidatedCluster) -> Result<KafkaClusterStatus> {
+    let api: Api<KafkaCluster> = Api::namespaced(ctx.client.clone(), &vc.namespace);
+    let kc = api
+        .get_status(&vc.name)
+        .await
+        .map_err(Error::kube("get KafkaCluster status"))?;
+    Ok(kc.status.unwrap_or_default())
 }
 
 async fn record_invalid_spec(kc: &KafkaCluster, ctx: &Context, e: &SpecError) -> Result<()> {
@@ -432,67 +470,43 @@ fn mounted_configmaps(pods: &[Pod]) -> Vec<String> {
         .collect()
 }
 
-/// Reads the pods' state and, when a broker pod is ready, the cluster's broker list.
+/// Reads the pods' state and, through `admin` when there is one, the cluster's broker list.
 async fn observe(
     ctx: &Context,
     vc: &ValidatedCluster,
     d: &DesiredObjects,
     list: &[Pod],
+    admin: &std::result::Result<Box<dyn KafkaAdmin>, String>,
 ) -> Result<Observed> {
     let pods = list
         .iter()
         .map(|p| {
-            let ready = p
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|cs| cs.iter().any(|c| c.type_ == "Ready" && c.status == "True"));
             let hash = p.annotations().get(CONFIG_HASH_ANNOTATION).cloned();
-            (p.name_any(), PodObservation { ready, hash })
+            (
+                p.name_any(),
+                PodObservation {
+                    ready: pod_ready(p),
+                    hash,
+                },
+            )
         })
         .collect::<std::collections::BTreeMap<_, _>>();
-    let desired_hashes = d
-        .stateful_sets
-        .iter()
-        .filter_map(|s| {
-            let role = s.labels().get(ROLE_LABEL)?.clone();
-            let hash = s
-                .spec
-                .as_ref()?
-                .template
-                .metadata
-                .as_ref()?
-                .annotations
-                .as_ref()?
-                .get(CONFIG_HASH_ANNOTATION)?
-                .clone();
-            Some((role, hash))
-        })
-        .collect();
     let (pods_without_rack, nodes_without_rack) = match &vc.rack_key {
         Some(key) => rack_gaps(ctx, list, key).await,
         None => (Vec::new(), Vec::new()),
     };
-    let broker_prefix = format!("{}-{}-", vc.name, vc.broker_pool().role.suffix());
-    let any_broker_ready = pods
-        .iter()
-        .any(|(n, p)| p.ready && n.starts_with(&broker_prefix));
-    let cluster = if any_broker_ready {
-        let bootstrap = ctx.bootstrap_for(vc);
-        match ctx.admin.connect(&bootstrap).await {
-            Ok(admin) => admin.describe_cluster().await.map_err(|e| e.to_string()),
-            Err(e) => Err(e.to_string()),
-        }
-    } else {
-        Err("no broker pod is ready".to_owned())
+    let cluster = match admin {
+        Ok(admin) => admin.describe_cluster().await.map_err(|e| e.to_string()),
+        Err(e) => Err(e.clone()),
     };
     Ok(Observed {
         pods,
-        desired_hashes,
+        desired_hashes: desired_hashes(d),
         cluster,
         refusals: Vec::new(),
         pods_without_rack,
         nodes_without_rack,
         resizing: Vec::new(),
+        day2: Day2Outcome::NotRun,
     })
 }

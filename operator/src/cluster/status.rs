@@ -5,12 +5,19 @@
 use std::collections::BTreeMap;
 
 use super::build::{bootstrap_address, pod_name};
+use super::day2::{blocker_line, operation_kind};
+use super::operate::Day2Outcome;
 use super::validate::{Refusal, ValidatedCluster};
 use crate::admin::ClusterInfo;
 use crate::crd::cluster::{
     KafkaClusterStatus, NodeState, NodeStatus, OperationKind, OperationStatus,
 };
 use crate::crd::common::{finalize_conditions, find_condition, Condition};
+use crate::day2::{Decision, Operation, ReportedOperation};
+
+/// Type of the condition that says whether day-2 operations (commissioning, draining, rolling
+/// restarts) can run: they need the Kafka cluster observed through its admin API.
+pub const DAY2_CONDITION: &str = "Day2Operations";
 
 /// One pod as observed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,6 +44,8 @@ pub struct Observed {
     pub nodes_without_rack: Vec<String>,
     /// Volume claims grown on request whose capacity has not reached it yet.
     pub resizing: Vec<String>,
+    /// What the day-2 pass decided and did (its refusal, if any, is among `refusals`).
+    pub day2: Day2Outcome,
 }
 
 /// Computes the new status. `previous` keeps condition transition times; `now` is RFC 3339.
@@ -81,7 +90,16 @@ pub fn compute_status(
     } else {
         OperationKind::None
     };
-    let operation = if kind == OperationKind::None {
+    let day2_op = observed
+        .day2
+        .decision()
+        .filter(|d| d.operation != ReportedOperation::None);
+    let paused = paused_operation(previous, &observed.day2);
+    let operation = if let Some(d) = day2_op {
+        day2_operation(d)
+    } else if let Some(p) = paused {
+        p
+    } else if kind == OperationKind::None {
         OperationStatus::default()
     } else {
         OperationStatus {
@@ -89,6 +107,7 @@ pub fn compute_status(
             message: format!("{registered} of {total} nodes ready and registered"),
             done: registered,
             total,
+            blockers: Vec::new(),
         }
     };
     let ready_message = match &observed.cluster {
@@ -105,8 +124,16 @@ pub fn compute_status(
         },
         ready_message,
     )];
-    conditions.push(if operation.kind != OperationKind::None {
-        Condition::new("Progressing", true, "Reconciling", operation.message.clone())
+    conditions.push(if let Some(d) = day2_op {
+        let reason = format!("{:?}", d.operation);
+        Condition::new("Progressing", true, &reason, operation.message.clone())
+    } else if operation.kind != OperationKind::None {
+        Condition::new(
+            "Progressing",
+            true,
+            "Reconciling",
+            operation.message.clone(),
+        )
     } else if !observed.resizing.is_empty() {
         Condition::new(
             "Progressing",
@@ -120,22 +147,27 @@ pub fn compute_status(
             false,
             "RestartRequired",
             format!(
-                "{} pods run an outdated configuration ({}); automatic rolling restart is not implemented yet: delete them one at a time",
+                "{} pods run an outdated configuration ({}); {}",
                 outdated.len(),
-                outdated.join(", ")
+                outdated.join(", "),
+                match &observed.day2 {
+                    Day2Outcome::Unavailable(_) =>
+                        "the rolling restart waits until the Kafka cluster can be observed",
+                    _ => "the operator restarts them one at a time",
+                }
             ),
         )
     } else {
         Condition::new("Progressing", false, "UpToDate", "cluster matches its spec")
     });
     // Once a ready cluster loses a node it stays Degraded until every node is back, however
-    // many passes that takes.
-    let degraded = !all_ready && (was_ready || was_degraded);
+    // many passes that takes. A pod the rolling restart took down on purpose does not count.
     let down: Vec<&str> = nodes
         .iter()
-        .filter(|n| !(n.ready && n.registered))
+        .filter(|n| !(n.ready && n.registered) && n.state != NodeState::Restarting)
         .map(|n| n.pod.as_str())
         .collect();
+    let degraded = !down.is_empty() && (was_ready || was_degraded);
     conditions.push(if let Some(first) = observed.refusals.first() {
         Condition::new(
             "Degraded",
@@ -156,6 +188,9 @@ pub fn compute_status(
     if vc.rack_key.is_some() {
         conditions.push(rack_condition(vc, observed));
     }
+    if let Some(c) = day2_condition(&observed.day2) {
+        conditions.push(c);
+    }
     KafkaClusterStatus {
         conditions: finalize_conditions(conditions, &previous.conditions, generation, now),
         observed_generation: generation,
@@ -170,6 +205,116 @@ pub fn compute_status(
         operation,
         bootstrap: Some(bootstrap_address(vc)),
         outdated_pods: outdated,
+        // A failed action keeps the previous state: the next pass decides it again.
+        day2: match &observed.day2 {
+            Day2Outcome::Decided {
+                decision,
+                failed: None,
+            } => Some(decision.state.clone()),
+            _ => previous.day2.clone(),
+        },
+    }
+}
+
+/// The merge patch that writes `status` over `previous`: a JSON merge patch leaves keys it does
+/// not mention, so every key `previous` has and `status` omits (a finished operation in
+/// `day2`, a cleared `throttled`, blockers no longer there) is sent as `null`, which removes it.
+/// Without this a restarted operator would resume an operation that had finished.
+pub fn status_patch(
+    previous: &KafkaClusterStatus,
+    status: &KafkaClusterStatus,
+) -> serde_json::Value {
+    let mut new = serde_json::to_value(status).unwrap_or_default();
+    let old = serde_json::to_value(previous).unwrap_or_default();
+    null_removed(&old, &mut new);
+    serde_json::json!({ "status": new })
+}
+
+fn null_removed(old: &serde_json::Value, new: &mut serde_json::Value) {
+    let (Some(o), Some(n)) = (old.as_object(), new.as_object_mut()) else {
+        return;
+    };
+    for (k, ov) in o {
+        match n.get_mut(k) {
+            Some(nv) => null_removed(ov, nv),
+            None => {
+                n.insert(k.clone(), serde_json::Value::Null);
+            }
+        }
+    }
+}
+
+/// A day-2 operation under way when the Kafka cluster cannot be observed: still reported (it
+/// resumes from `status.day2`), with why it does not advance.
+fn paused_operation(previous: &KafkaClusterStatus, day2: &Day2Outcome) -> Option<OperationStatus> {
+    let Day2Outcome::Unavailable(e) = day2 else {
+        return None;
+    };
+    let under_way = matches!(
+        previous.operation.kind,
+        OperationKind::Commissioning | OperationKind::Draining | OperationKind::Rolling
+    ) && previous
+        .day2
+        .as_ref()
+        .is_some_and(|d| d.operation.is_some());
+    under_way.then(|| OperationStatus {
+        message: format!("paused: the Kafka cluster cannot be observed: {e}"),
+        blockers: Vec::new(),
+        ..previous.operation.clone()
+    })
+}
+
+/// `status.operation` for a day-2 operation under way.
+fn day2_operation(d: &Decision) -> OperationStatus {
+    let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    OperationStatus {
+        kind: operation_kind(d.operation),
+        message: d.message.clone(),
+        done: count(d.done),
+        total: count(d.total),
+        blockers: d.blocked.iter().map(blocker_line).collect(),
+    }
+}
+
+/// `Day2Operations`: whether the planner could run this pass, and whether its action was
+/// carried out. `None` when the pass did not run day-2 at all.
+fn day2_condition(outcome: &Day2Outcome) -> Option<Condition> {
+    Some(match outcome {
+        Day2Outcome::NotRun => return None,
+        Day2Outcome::Unavailable(e) => Condition::new(
+            DAY2_CONDITION,
+            false,
+            "KafkaUnreachable",
+            format!("scaling, draining and rolling restarts wait for the Kafka cluster: {e}"),
+        ),
+        Day2Outcome::Decided {
+            failed: Some(e), ..
+        } => Condition::new(
+            DAY2_CONDITION,
+            false,
+            "ActionFailed",
+            format!("{e}; decided again next pass"),
+        ),
+        Day2Outcome::Decided { decision, .. } => {
+            Condition::new(DAY2_CONDITION, true, "Observed", decision.message.clone())
+        }
+    })
+}
+
+/// The state a node is in because of the day-2 operation, if any.
+fn day2_node_state(outcome: &Day2Outcome, pod: &str, node_id: i32) -> Option<NodeState> {
+    let Day2Outcome::Decided { decision, .. } = outcome else {
+        return None;
+    };
+    match decision.state.operation.as_ref()? {
+        Operation::Commissioning { brokers, .. } if brokers.contains(&node_id) => {
+            Some(NodeState::Commissioning)
+        }
+        Operation::Decommissioning { brokers, .. } if brokers.contains(&node_id) => {
+            Some(NodeState::Draining)
+        }
+        Operation::Restarting { pod: p, .. } if p == pod => Some(NodeState::Restarting),
+        _ => None,
     }
 }
 
@@ -231,15 +376,16 @@ fn node_statuses(vc: &ValidatedCluster, observed: &Observed) -> Vec<NodeStatus> 
                 Err(_) => false,
             };
             let up_to_date = obs.is_none_or(|p| p.hash.as_ref() == desired);
+            let state = match day2_node_state(&observed.day2, &pod, node_id) {
+                Some(s) => s,
+                None if ready => NodeState::Active,
+                None => NodeState::Pending,
+            };
             out.push(NodeStatus {
                 pod,
                 node_id,
                 roles: pool.role.process_roles().to_owned(),
-                state: if ready {
-                    NodeState::Active
-                } else {
-                    NodeState::Pending
-                },
+                state,
                 ready,
                 registered,
                 up_to_date,
@@ -281,6 +427,7 @@ mod tests {
             pods_without_rack: Vec::new(),
             nodes_without_rack: Vec::new(),
             resizing: Vec::new(),
+            day2: Day2Outcome::NotRun,
         }
     }
 
@@ -484,6 +631,84 @@ mod tests {
         assert_eq!(s.outdated_pods, vec!["demo-broker-1".to_owned()]);
         let p = find_condition(&s.conditions, "Progressing").expect("progressing");
         assert_eq!(p.reason, "RestartRequired");
+    }
+
+    #[test]
+    fn the_status_patch_removes_what_the_new_status_no_longer_has() {
+        let previous = KafkaClusterStatus {
+            day2: Some(crate::day2::Day2State {
+                known_brokers: vec![100],
+                operation: Some(Operation::Restarting {
+                    pod: "demo-broker-0".into(),
+                    node_id: 100,
+                }),
+                blocked_since: Some("t".into()),
+                throttled: true,
+            }),
+            operation: OperationStatus {
+                kind: OperationKind::Rolling,
+                blockers: vec!["orders-0: ISR [1]".into()],
+                ..OperationStatus::default()
+            },
+            ..KafkaClusterStatus::default()
+        };
+        let status = KafkaClusterStatus {
+            day2: Some(crate::day2::Day2State {
+                known_brokers: vec![100],
+                ..Default::default()
+            }),
+            ..KafkaClusterStatus::default()
+        };
+        let patch = status_patch(&previous, &status);
+        let day2 = &patch["status"]["day2"];
+        assert!(day2["operation"].is_null() && day2.get("operation").is_some());
+        assert!(day2
+            .get("blockedSince")
+            .is_some_and(serde_json::Value::is_null));
+        assert!(day2
+            .get("throttled")
+            .is_some_and(serde_json::Value::is_null));
+        assert_eq!(day2["knownBrokers"], serde_json::json!([100]));
+        let op = &patch["status"]["operation"];
+        assert!(op.get("blockers").is_some_and(serde_json::Value::is_null));
+        assert_eq!(op["kind"], "None");
+    }
+
+    #[test]
+    fn a_day2_operation_is_still_reported_while_kafka_cannot_be_observed() {
+        let vc = validate(&cluster("basic.yaml")).expect("valid");
+        let previous = KafkaClusterStatus {
+            operation: OperationStatus {
+                kind: OperationKind::Draining,
+                message: "draining brokers [103]".into(),
+                done: 3,
+                total: 9,
+                blockers: vec!["orders-1: moving".into()],
+            },
+            day2: Some(crate::day2::Day2State {
+                known_brokers: vec![100, 101, 102, 103],
+                operation: Some(Operation::Decommissioning {
+                    brokers: vec![103],
+                    moved: vec!["orders-1".into()],
+                    scaled_down: false,
+                }),
+                ..Default::default()
+            }),
+            ..KafkaClusterStatus::default()
+        };
+        let mut obs = observed(&ALL, &[100, 101, 102], "h1");
+        obs.day2 = Day2Outcome::Unavailable("connection refused".into());
+        let s = compute_status(&vc, &obs, &previous, Some(1), "t");
+        assert_eq!(s.operation.kind, OperationKind::Draining);
+        assert_eq!((s.operation.done, s.operation.total), (3, 9));
+        assert!(
+            s.operation.message.contains("connection refused"),
+            "{}",
+            s.operation.message
+        );
+        assert_eq!(s.day2, previous.day2, "the state is kept");
+        let c = find_condition(&s.conditions, DAY2_CONDITION).expect("condition");
+        assert_eq!(c.reason, "KafkaUnreachable");
     }
 
     #[test]

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use kube::ResourceExt;
 use thiserror::Error;
 
-use crate::crd::cluster::{KafkaCluster, NodePoolSpec, PodTemplateOverrides};
+use crate::crd::cluster::{KafkaCluster, NodePoolSpec, PodTemplateOverrides, RebalanceSpec};
 
 /// Longest cluster name: `<name>-controller` must leave room for StatefulSet pod names and the
 /// `controller-revision-hash` label (63 characters), and every Service name (`<name>-controller`,
@@ -140,6 +140,8 @@ pub struct ValidatedCluster {
     pub client_port: i32,
     pub rack_key: Option<String>,
     pub pod_overrides: PodTemplateOverrides,
+    /// How partitions move during commissioning and draining.
+    pub rebalance: RebalanceSpec,
 }
 
 impl ValidatedCluster {
@@ -193,6 +195,7 @@ pub fn validate(kc: &KafkaCluster) -> Result<ValidatedCluster, SpecError> {
         client_port: spec.listeners.internal.port,
         rack_key: spec.rack.as_ref().map(|r| r.topology_key.clone()),
         pod_overrides: spec.pod_template.clone().unwrap_or_default(),
+        rebalance: spec.rebalance.clone().unwrap_or_default(),
     })
 }
 
@@ -217,12 +220,13 @@ impl Refusal {
 }
 
 /// Refuses replica changes that cannot be done safely yet, given what the pools' StatefulSets
-/// run now (`current`, by role suffix), and keeps the current count in `vc` for them:
-/// - shrinking the broker pool (leaving brokers must be drained first: not built yet);
-/// - any change of the voter pool (controllers, or combined nodes): the broker has no controller
-///   membership change (KIP-853) yet, so the quorum keeps its voters.
+/// run now (`current`, by role suffix), and keeps the current count in `vc` for them: any
+/// change of the voter pool (controllers, or combined nodes), because the broker has no
+/// controller membership change (KIP-853) yet, so the quorum keeps its voters.
 ///
-/// Growing a dedicated broker pool is allowed.
+/// A dedicated broker pool may grow or shrink: a shrink is the day-2 planner's decommission
+/// (drain first, then shrink), which `cluster::day2::hold_broker_replicas` waits for and the
+/// planner refuses when it cannot be done safely.
 pub fn refuse_unsafe_changes(
     vc: &mut ValidatedCluster,
     current: &BTreeMap<String, i32>,
@@ -237,16 +241,6 @@ pub fn refuse_unsafe_changes(
                 "QuorumChangeRefused",
                 format!(
                     "{} replicas stay at {now} (spec asks for {}): the controller quorum's voters cannot change yet (no controller membership change in the broker)",
-                    pool.role.suffix(),
-                    pool.replicas
-                ),
-            ));
-            pool.replicas = now;
-        } else if pool.replicas < now {
-            refused.push(Refusal::new(
-                "ScaleDownRefused",
-                format!(
-                    "{} replicas stay at {now} (spec asks for {}): removing brokers safely (draining their partitions first) is not implemented yet",
                     pool.role.suffix(),
                     pool.replicas
                 ),
@@ -502,11 +496,11 @@ mod tests {
     }
 
     #[test]
-    fn broker_scale_down_and_any_quorum_change_are_refused() {
+    fn any_quorum_change_is_refused_and_a_broker_scale_down_left_to_the_planner() {
         let mut vc = validate(&cluster("basic.yaml")).expect("valid");
         let current = BTreeMap::from([("broker".to_owned(), 5), ("controller".to_owned(), 1)]);
         let refused = refuse_unsafe_changes(&mut vc, &current);
-        assert_eq!(refused.len(), 2, "{refused:?}");
+        assert_eq!(refused.len(), 1, "{refused:?}");
         assert_eq!(refused[0].reason, "QuorumChangeRefused");
         assert!(
             refused[0]
@@ -515,15 +509,11 @@ mod tests {
             "{}",
             refused[0].message
         );
-        assert_eq!(refused[1].reason, "ScaleDownRefused");
-        assert!(
-            refused[1]
-                .message
-                .starts_with("broker replicas stay at 5 (spec asks for 3)"),
-            "{}",
-            refused[1].message
+        assert_eq!(
+            vc.broker_pool().replicas,
+            3,
+            "the planner's brokers are the spec's (cluster::day2 holds the StatefulSet)"
         );
-        assert_eq!(vc.broker_pool().replicas, 5);
         assert_eq!(vc.voter_pool().replicas, 1, "voters keep their count");
 
         // growing brokers is fine; shrinking the voters is refused too

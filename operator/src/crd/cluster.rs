@@ -13,6 +13,7 @@ use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use super::common::Condition;
+use crate::day2::Day2State;
 
 /// Default container image of the broker.
 pub const DEFAULT_IMAGE: &str = "tributary/broker:0.1.0";
@@ -79,6 +80,26 @@ pub struct KafkaClusterSpec {
     /// Extra labels and annotations for every pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_template: Option<PodTemplateOverrides>,
+    /// How partitions are moved when brokers are added (commissioning) or removed (draining).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rebalance: Option<RebalanceSpec>,
+}
+
+/// How the operator moves partitions between brokers.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RebalanceSpec {
+    /// Most partitions one batch of reassignments moves (the next batch waits until every move
+    /// of this one has finished). Default 10.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub batch_size: Option<u32>,
+    /// Replication throttle for the moves, in bytes per second (Kafka's
+    /// `leader/follower.replication.throttled.rate` on the moving replicas), removed when the
+    /// moves finish. No throttle when absent.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub throttle_bytes_per_second: Option<u64>,
 }
 
 fn default_image() -> String {
@@ -230,6 +251,22 @@ pub struct KafkaClusterStatus {
     /// restart to pick up the change).
     #[serde(default)]
     pub outdated_pods: Vec<String>,
+    /// The day-2 operation's resume state (`day2::Day2State`: commissioned brokers, the
+    /// operation in progress, since when a step waits, whether a throttle is set). Written by
+    /// the operator after every day-2 pass so that a restarted operator resumes; not for users.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "day2_state_schema")]
+    pub day2: Option<Day2State>,
+}
+
+/// `status.day2` is the planner's own state: kept opaque in the schema (its shape belongs to
+/// `day2::model`, which may change between operator versions without a CRD change).
+fn day2_state_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+    schemars::json_schema!({
+        "description": "The day-2 operation's resume state, kept by the operator (not for users).",
+        "type": "object",
+        "x-kubernetes-preserve-unknown-fields": true
+    })
 }
 
 /// One node's state.
@@ -283,6 +320,10 @@ pub struct OperationStatus {
     /// Units of work in total.
     #[serde(default)]
     pub total: i32,
+    /// What the current step waits for (`topic-partition: reason`, or a pod or broker), while
+    /// it waits.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blockers: Vec<String>,
 }
 
 /// Kind of operation in progress.
@@ -297,8 +338,10 @@ pub enum OperationKind {
     Scaling,
     /// Pods are being restarted to pick up a new configuration or image.
     Rolling,
-    /// Partitions are being moved off leaving brokers.
+    /// Partitions are being moved off leaving brokers, which are then removed.
     Draining,
+    /// New brokers are receiving their share of partitions.
+    Commissioning,
 }
 
 #[cfg(test)]

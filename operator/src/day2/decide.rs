@@ -4,7 +4,8 @@
 //! Rules, in order:
 //! 1. one disruptive operation at a time: while any reassignment is in flight, wait;
 //! 2. an operation kept in status is resumed before anything new starts (a restarted operator
-//!    picks it up from the state);
+//!    picks it up from the state), except a commissioning of brokers the spec no longer wants,
+//!    which the decommission replaces;
 //! 3. decommissioning (brokers the spec no longer has, i.e. the highest ordinals): refuse when
 //!    fewer brokers than some topic's replication factor would remain (naming the topics); else
 //!    cordon → drain in batches (`tributary_planner`, `Goal::Drain`) → wait until the leaving
@@ -34,19 +35,23 @@ const NAMED_IN_MESSAGE: usize = 5;
 
 /// Decides the next action. Pure and deterministic.
 ///
-/// On the first pass (no brokers known, no operation) the registered brokers are adopted as they
-/// are: a cluster the operator starts managing is not rebalanced; only brokers that register
-/// later are commissioned. A throttle set with submitted moves is removed as soon as no move is
+/// On the first pass (no brokers known, no operation) the desired brokers that are registered
+/// (fenced or not) or already have a pod are adopted as they are: a cluster the operator starts
+/// managing is not rebalanced, and a new cluster whose brokers register one by one is not
+/// "commissioned" broker by broker; only brokers that appear later are. A throttle set with submitted moves is removed as soon as no move is
 /// in flight and the next step is not another batch.
 pub fn decide(input: &Day2Input) -> Decision {
     if input.state.known_brokers.is_empty() && input.state.operation.is_none() {
         let mut adopted = input.clone();
         adopted.state.known_brokers = input
-            .kafka
+            .spec
             .brokers
             .iter()
-            .filter(|b| !b.fenced && input.spec.brokers.contains(&b.id))
-            .map(|b| b.id)
+            .copied()
+            .filter(|id| {
+                input.kafka.brokers.iter().any(|b| b.id == *id)
+                    || input.kube.pods.iter().any(|p| p.broker && p.node_id == *id)
+            })
             .collect();
         adopted.state.known_brokers.sort_unstable();
         if !adopted.state.known_brokers.is_empty() {
@@ -93,8 +98,15 @@ fn next_step(input: &Day2Input) -> Decision {
             return continue_restart(input, state, &pod, node_id);
         }
         Some(Operation::Decommissioning { .. }) => return decommission(input, state),
-        Some(Operation::Commissioning { .. }) => return commission(input, state),
-        None => {}
+        Some(Operation::Commissioning { brokers, .. })
+            if brokers.iter().all(|b| input.spec.brokers.contains(b)) =>
+        {
+            return commission(input, state)
+        }
+        // The spec no longer wants some of the brokers being commissioned: balancing onto
+        // brokers about to leave would only move the data twice; the decommission below
+        // replaces the operation.
+        Some(Operation::Commissioning { .. }) | None => {}
     }
     if !leaving_brokers(input).is_empty() {
         return decommission(input, state);

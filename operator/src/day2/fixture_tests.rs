@@ -75,6 +75,8 @@ macro_rules! fixtures {
 
 fixtures!(
     idle,
+    first_pass_adopts_brokers_still_registering,
+    commission_abandoned_when_the_new_brokers_leave,
     moves_in_flight_wait,
     decommission_refused_when_rf_exceeds_remaining_brokers,
     decommission_cordons_leaving_brokers_first,

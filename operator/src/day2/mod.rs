@@ -4,12 +4,14 @@
 //! Kubernetes and the Kafka cluster show and the operation kept in status, to the one next safe
 //! action and the status that explains it; it uses `tributary_planner` for the moves.
 //!
-//! Not here: carrying the action out. `admin::KafkaAdmin` has a call for every input and action
-//! (`observe` builds `ObservedKafka`; `reassign`, `set_replication_throttle`,
-//! `clear_replication_throttle`, `set_cordon`, `unregister_broker`; `describe_quorum` for
-//! controller lag), on the real client and on `admin::fake`, whose partitions let the decisions
-//! be exercised over many passes. The reconciler does not call `decide` nor those calls yet (see
-//! `docs/operations.md`, "Not yet").
+//! Not here: carrying the action out. The `KafkaCluster` reconciler does that once per pass
+//! (`cluster::operate::run_day2`): it observes the cluster with `admin::KafkaAdmin::observe`,
+//! builds the input from the validated spec and the pods (`cluster::day2`), calls `decide`, and
+//! performs the action with the admin client (`set_cordon`, `set_replication_throttle` +
+//! `reassign`, `clear_replication_throttle`, `unregister_broker`) or the Kubernetes API (the
+//! broker StatefulSet's replicas, one pod deletion); `Day2State` is kept in
+//! `KafkaCluster.status.day2` between passes, so a restarted operator resumes. `describe_quorum`
+//! (controller lag) is not used here yet.
 
 mod commission;
 pub mod decide;

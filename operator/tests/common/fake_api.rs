@@ -50,9 +50,14 @@ struct Fault {
 impl FakeApi {
     /// Starts the server; returns a client talking to it.
     pub fn start() -> (Client, FakeApi) {
-        let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
         let api = FakeApi::default();
-        let server = api.clone();
+        (api.client(), api)
+    }
+
+    /// Another client of the same server state (a restarted operator's new connection).
+    pub fn client(&self) -> Client {
+        let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let server = self.clone();
         tokio::spawn(async move {
             let mut hung = Vec::new();
             while let Some((req, send)) = handle.next_request().await {
@@ -70,7 +75,7 @@ impl FakeApi {
                 }
             }
         });
-        (Client::new(svc, "default"), api)
+        Client::new(svc, "default")
     }
 
     /// From now on, requests whose `VERB path` starts with `prefix` fail with HTTP `code`.
