@@ -258,19 +258,9 @@ impl World {
     }
 }
 
-/// (Re)creates one ready pod of `sts` from its current template.
+/// (Re)creates one ready pod of `sts` (in the tests' namespace) from its current template.
 fn run_pod(api: &FakeApi, sts: &str, ordinal: i64) {
-    let s = api.get(&coll(NS, "statefulsets"), sts).expect("sts");
-    let meta = &s["spec"]["template"]["metadata"];
-    api.insert(
-        &coll(NS, "pods"),
-        json!({
-            "apiVersion": "v1", "kind": "Pod",
-            "metadata": { "name": format!("{sts}-{ordinal}"), "namespace": NS, "labels": meta["labels"], "annotations": meta["annotations"] },
-            "spec": s["spec"]["template"]["spec"],
-            "status": { "conditions": [{ "type": "Ready", "status": "True" }] }
-        }),
-    );
+    common::run_pod(api, NS, sts, ordinal);
 }
 
 /// `n` partitions of RF 3 over `brokers`, round robin.

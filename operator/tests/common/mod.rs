@@ -10,7 +10,9 @@ use std::sync::Arc;
 use operator::admin::fake::FakeAdmin;
 use operator::context::Context;
 use operator::runtime::metrics::Metrics;
-use serde_json::Value;
+use serde_json::{json, Value};
+
+use fake_api::FakeApi;
 
 /// Collection paths the reconcilers touch, in namespace `ns`.
 pub fn coll(ns: &str, kind: &str) -> String {
@@ -42,4 +44,20 @@ pub fn context(client: kube::Client, admin: FakeAdmin) -> Arc<Context> {
         Arc::new(admin),
         Arc::new(Metrics::default()),
     ))
+}
+
+/// (Re)creates one ready pod of StatefulSet `sts` in `ns` from its current template, as the
+/// StatefulSet controller and a kubelet would.
+pub fn run_pod(api: &FakeApi, ns: &str, sts: &str, ordinal: i64) {
+    let s = api.get(&coll(ns, "statefulsets"), sts).expect("sts");
+    let meta = &s["spec"]["template"]["metadata"];
+    api.insert(
+        &coll(ns, "pods"),
+        json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": { "name": format!("{sts}-{ordinal}"), "namespace": ns, "labels": meta["labels"], "annotations": meta["annotations"] },
+            "spec": s["spec"]["template"]["spec"],
+            "status": { "conditions": [{ "type": "Ready", "status": "True" }] }
+        }),
+    );
 }
