@@ -172,6 +172,17 @@ impl Partition {
     }
 }
 
+/// Runs file work (opening, creating and deleting logs, leader-epoch checkpoints with their
+/// fsyncs) from an async task without holding up the other tasks of its worker thread: on the
+/// multi-threaded runtime the thread hands them over first (`block_in_place`); elsewhere (unit
+/// tests on a current-thread runtime) it simply runs.
+fn blocking_io<T>(f: impl FnOnce() -> T) -> T {
+    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
+        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
+        _ => f(),
+    }
+}
+
 /// How a wait for the high watermark ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HwWait {
@@ -249,8 +260,10 @@ impl ReplicaManager {
         let _guard = self.sync.lock().await;
         // Strays first: a directory left by a deleted topic of the same name must go before
         // the new topic's partition is created in its place.
-        self.delete_strays(image);
-        self.sync_topics(image, None);
+        blocking_io(|| {
+            self.delete_strays(image);
+            self.sync_topics(image, None);
+        });
     }
 
     /// Applies what changed in the metadata since the last call: only the changed topics are
@@ -273,12 +286,14 @@ impl ReplicaManager {
                 part.with_state(|st| st.set_ineligible_brokers(ineligible.clone(), now));
             }
         }
-        if changes.all {
-            self.delete_strays(&image);
-            self.sync_topics(&image, None);
-        } else {
-            self.sync_topics(&image, Some(&changes.topics));
-        }
+        blocking_io(|| {
+            if changes.all {
+                self.delete_strays(&image);
+                self.sync_topics(&image, None);
+            } else {
+                self.sync_topics(&image, Some(&changes.topics));
+            }
+        });
     }
 
     /// Opens, updates or removes the partitions of `only` these topics (all when `None`).
