@@ -1,7 +1,7 @@
 //! The Lease leader-election loop against the in-memory API server, with paused time and a lease
 //! clock that follows it: acquire a free lease, renew it, follow a live lease of another
 //! identity, take over an expired one, lose a write race, and step down when renewals fail,
-//! hang, or find another holder.
+//! hang, or find another holder; release on shutdown.
 
 mod common;
 
@@ -228,4 +228,26 @@ async fn leader_keeps_leading_through_a_short_outage_and_steps_down_when_taken()
         "b",
         "b's lease untouched"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn released_lease_is_taken_at_once_and_only_the_holder_releases() {
+    let (client, api) = FakeApi::start();
+    let (clock, _) = clock();
+    let a = elector(&client, "a", &clock);
+    let b = elector(&client, "b", &clock);
+    assert!(a.try_lead().await.expect("round"));
+    assert!(!b.release().await.expect("release"), "b holds nothing");
+    assert_eq!(lease(&api)["spec"]["holderIdentity"], "a");
+    assert!(a.release().await.expect("release"), "the holder releases");
+    let l = lease(&api);
+    assert_eq!(l["spec"]["holderIdentity"], Value::Null);
+    assert_eq!(l["spec"]["leaseDurationSeconds"], 1);
+    // no waiting for LEASE_DURATION: the next candidate takes it in the same instant
+    assert!(
+        b.try_lead().await.expect("round"),
+        "a released lease is free"
+    );
+    assert_eq!(lease(&api)["spec"]["holderIdentity"], "b");
+    assert!(!a.release().await.expect("release"), "a no longer holds it");
 }

@@ -3,7 +3,8 @@
 //!
 //! - `WATCH_NAMESPACE`: one namespace to watch; empty or unset watches all namespaces
 //! - `LEADER_ELECTION` (`true`/`false`, default true), `LEASE_NAME` (default `tributary-operator`),
-//!   `POD_NAMESPACE` (where the Lease lives), `POD_NAME` (this replica's identity)
+//!   `POD_NAMESPACE` (where the Lease lives), `POD_NAME` (this replica's identity); the Lease is
+//!   released on SIGTERM/SIGINT once the controllers have stopped
 //! - `HTTP_ADDR` (default `0.0.0.0:8080`): `/metrics`, `/healthz`, `/readyz`
 //! - `KAFKA_BOOTSTRAP_OVERRIDE`: use this bootstrap address for every cluster (operator run
 //!   outside Kubernetes' network, e.g. with a port-forward)
@@ -70,25 +71,29 @@ async fn main() -> anyhow::Result<()> {
         .context("cannot reach the Kubernetes API server")?;
     http_state.ready.store(true, Ordering::Relaxed);
 
-    if env("LEADER_ELECTION").is_none_or(|v| v != "false") {
+    // The elector and its renewal task, kept to release the Lease after a clean shutdown.
+    let leadership = if env("LEADER_ELECTION").is_none_or(|v| v != "false") {
         let ns = env("POD_NAMESPACE").unwrap_or_else(|| "default".into());
         let me = env("POD_NAME").unwrap_or_else(|| format!("operator-{}", std::process::id()));
         let lease = env("LEASE_NAME").unwrap_or_else(|| "tributary-operator".into());
-        let elector = LeaderElector::new(client.clone(), &ns, &lease, &me);
+        let elector = Arc::new(LeaderElector::new(client.clone(), &ns, &lease, &me));
         info!(%lease, %me, "waiting for leadership");
         let since = elector.acquire().await;
         metrics.leader.set(1);
-        tokio::spawn(async move {
-            let lost = elector.hold(since).await;
+        let holder = elector.clone();
+        let renewals = tokio::spawn(async move {
+            let lost = holder.hold(since).await;
             error!(
                 ?lost,
                 "lost leadership; exiting so a fresh process can follow"
             );
             std::process::exit(1);
         });
+        Some((elector, renewals))
     } else {
         metrics.leader.set(1);
-    }
+        None
+    };
 
     let ns = env("WATCH_NAMESPACE");
     let mut ctx = Context::new(client.clone(), Arc::new(TcpAdminConnector), metrics.clone());
@@ -131,6 +136,14 @@ async fn main() -> anyhow::Result<()> {
     tokio::select! {
         _ = futures::future::join(clusters, topics) => info!("controllers stopped"),
         r = http => r.context("http task")?.context("http server")?,
+    }
+    // Controllers stopped (SIGTERM/SIGINT, after their running reconciles finished): hand the
+    // Lease over now rather than making the next replica wait for it to expire.
+    if let Some((elector, renewals)) = leadership {
+        renewals.abort();
+        if let Err(e) = elector.release().await {
+            warn!(error = %e, "could not release the Lease; it expires on its own");
+        }
     }
     Ok(())
 }

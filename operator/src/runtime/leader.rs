@@ -169,6 +169,46 @@ impl LeaderElector {
         }
     }
 
+    /// Gives the lease up on a clean shutdown, if we still hold it: clears the holder and
+    /// shortens the duration to one second (as client-go's `ReleaseOnCancel` does), so a
+    /// successor takes over at once instead of after `LEASE_DURATION`. Call it only after the
+    /// controllers have stopped. Returns whether a release was written; a lost write race
+    /// (409) means someone else wrote the lease, so there is nothing to release.
+    pub async fn release(&self) -> Result<bool> {
+        let current = self
+            .api
+            .get_opt(&self.name)
+            .await
+            .map_err(Error::kube("get Lease"))?;
+        let Some(mut lease) = current else {
+            return Ok(false);
+        };
+        let Some(spec) = lease.spec.as_mut() else {
+            return Ok(false);
+        };
+        if spec.holder_identity.as_deref() != Some(self.me.as_str()) {
+            return Ok(false);
+        }
+        spec.holder_identity = None;
+        spec.lease_duration_seconds = Some(1);
+        spec.renew_time = Some(MicroTime((self.clock)()));
+        match self
+            .api
+            .replace(&self.name, &PostParams::default(), &lease)
+            .await
+        {
+            Ok(_) => {
+                info!(lease = %self.name, identity = %self.me, "released leadership");
+                Ok(true)
+            }
+            Err(kube::Error::Api(s)) if s.code == 409 => Ok(false),
+            Err(e) => Err(Error::Kube {
+                action: "release Lease".to_owned(),
+                source: e,
+            }),
+        }
+    }
+
     /// One election round: returns whether we hold the lease afterwards. A lost write race
     /// (409 Conflict) counts as "not leader", not as an error.
     pub async fn try_lead(&self) -> Result<bool> {
