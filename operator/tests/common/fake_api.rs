@@ -1,35 +1,86 @@
-//! A small in-memory Kubernetes API server behind a `kube::Client` (through `tower-test`'s mock
-//! service), enough for the reconcilers and the leader election: get, list (label selectors),
-//! create (409 when the name exists), replace (PUT, with the apiserver's optimistic concurrency:
-//! a stale `metadata.resourceVersion` is a 409 Conflict), delete (with finalizers and
+//! A small in-memory Kubernetes API server, enough for the reconcilers, the leader election and
+//! kube-runtime's watchers: get, list (label selectors; the list carries the store's
+//! resourceVersion), watch (`?watch=true`: ADDED/MODIFIED/DELETED lines after a resourceVersion,
+//! 410 Gone when that is older than the kept history; see `watch`), create (409 when the name
+//! exists), replace (PUT, with the apiserver's optimistic concurrency: a stale
+//! `metadata.resourceVersion` is a 409 Conflict), delete (with finalizers and
 //! deletionTimestamp), server-side apply (approximated as a deep merge), merge patch, JSON patch,
-//! and the status subresource. Every write gives the object a new resourceVersion. Faults can be
-//! injected per request (`fail`, `hang`). Every request is logged as `VERB path`.
+//! the status subresource, and `GET /version`. Every write gives the object a new
+//! resourceVersion from one counter. Faults can be injected per request (`fail`, `hang`). Every
+//! request is logged as `VERB path` (`requests`) and with its query (`requests_with_query`).
 //! Cluster-scoped collections (`/apis/storage.k8s.io/v1/storageclasses`) work too.
-//! It is not a conformance-grade apiserver: no watches, no field ownership (so apply never
-//! removes fields another manager or an earlier apply set, and never conflicts), no validation
-//! except the one that wedged the operator before: a StatefulSet update changing an immutable
-//! field (`volumeClaimTemplates`, `selector`, `serviceName`, `podManagementPolicy`) is a 422.
+//!
+//! One handler (`FakeApi::respond`) serves two transports: a `kube::Client` through
+//! `tower-test`'s mock service (`client`), and real HTTP on loopback (`super::api_server`).
+//!
+//! It is not a conformance-grade apiserver: no field ownership (so apply never removes fields
+//! another manager or an earlier apply set, and never conflicts), no all-namespaces paths for
+//! namespaced kinds (`/apis/g/v/kafkaclusters`: run watchers with a namespace), no pagination
+//! (`limit` is ignored, lists are whole), no field selectors, no bookmarks, no admission, no
+//! validation except the one that wedged the operator before: a StatefulSet update changing an
+//! immutable field (`volumeClaimTemplates`, `selector`, `serviceName`, `podManagementPolicy`)
+//! is a 422. Nothing plays the controllers or kubelets: no pods appear unless a test makes them.
+
+mod patch;
+mod query;
+pub mod watch;
 
 use std::collections::BTreeMap;
+use std::convert::Infallible;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
+use bytes::Bytes;
+use futures::stream::BoxStream;
+use futures::StreamExt;
 use http::{Request, Response, StatusCode};
-use http_body_util::BodyExt;
+use http_body_util::combinators::UnsyncBoxBody;
+use http_body_util::{BodyExt, Full, StreamBody};
+use hyper::body::Frame;
 use kube::client::Body;
 use kube::Client;
 use serde_json::{json, Value};
 
-/// Handle to the fake server's state.
-#[derive(Clone, Default)]
-pub struct FakeApi {
+use patch::{immutable_change, json_patch, merge};
+use query::parse_query;
+use watch::{Event, History, Selector, WatchRequest};
+
+/// The response body both transports send.
+pub type ReplyBody = UnsyncBoxBody<Bytes, Infallible>;
+
+/// The objects, the resourceVersion counter and the change history, under one lock so a list's
+/// resourceVersion always matches its items.
+#[derive(Default)]
+pub struct Store {
     /// Objects by collection path (`/api/v1/namespaces/ns/services`) and name.
-    pub objects: Arc<Mutex<BTreeMap<(String, String), Value>>>,
+    pub objects: BTreeMap<(String, String), Value>,
+    /// Last resourceVersion handed out.
+    pub version: u64,
+    pub history: History,
+}
+
+/// Handle to the fake server's state.
+#[derive(Clone)]
+pub struct FakeApi {
+    pub store: Arc<Mutex<Store>>,
+    /// Bumped to the new resourceVersion after every write; open watches wait on it.
+    changes: Arc<tokio::sync::watch::Sender<u64>>,
     pub log: Arc<Mutex<Vec<String>>>,
+    log_with_query: Arc<Mutex<Vec<String>>>,
     /// Injected faults, checked in order against `VERB path`; see `fail` and `hang`.
     faults: Arc<Mutex<Vec<Fault>>>,
-    /// Last resourceVersion handed out.
-    version: Arc<Mutex<u64>>,
+}
+
+impl Default for FakeApi {
+    fn default() -> Self {
+        FakeApi {
+            store: Arc::default(),
+            changes: Arc::new(tokio::sync::watch::channel(0).0),
+            log: Arc::default(),
+            log_with_query: Arc::default(),
+            faults: Arc::default(),
+        }
+    }
 }
 
 /// What an injected fault does to a matching request.
@@ -47,6 +98,25 @@ struct Fault {
     kind: FaultKind,
 }
 
+/// A request as the handler sees it, whatever the transport.
+pub struct ApiRequest {
+    pub method: String,
+    pub path: String,
+    /// Decoded query parameters.
+    pub query: BTreeMap<String, String>,
+    pub content_type: String,
+    pub body: Value,
+}
+
+/// The handler's answer.
+pub enum Reply {
+    Json(u16, Value),
+    /// A watch: `200` and a body of JSON lines, open until its timeout.
+    Watch(BoxStream<'static, Bytes>),
+    /// An injected hang: never answer.
+    Hang,
+}
+
 impl FakeApi {
     /// Starts the server; returns a client talking to it.
     pub fn start() -> (Client, FakeApi) {
@@ -54,25 +124,16 @@ impl FakeApi {
         (api.client(), api)
     }
 
-    /// Another client of the same server state (a restarted operator's new connection).
+    /// Another client of the same server state (a restarted operator's new connection),
+    /// through `tower-test`'s mock service; each request is answered by its own task, so a hung
+    /// request or an open watch does not hold up the others.
     pub fn client(&self) -> Client {
-        let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<Body>>();
+        let (svc, mut handle) = tower_test::mock::pair::<Request<Body>, Response<ReplyBody>>();
         let server = self.clone();
         tokio::spawn(async move {
-            let mut hung = Vec::new();
             while let Some((req, send)) = handle.next_request().await {
-                let line = format!("{} {}", req.method(), req.uri().path());
-                match server.fault_for(&line) {
-                    Some(FaultKind::Hang) => {
-                        server.log.lock().expect("lock").push(line);
-                        hung.push(send); // keep the responder alive: the caller waits forever
-                    }
-                    Some(FaultKind::Status(code)) => {
-                        server.log.lock().expect("lock").push(line);
-                        send.send_response(respond(code, &status(code, "Injected", "fault")));
-                    }
-                    None => send.send_response(server.handle(req).await),
-                }
+                let server = server.clone();
+                tokio::spawn(async move { send.send_response(server.respond(req).await) });
             }
         });
         Client::new(svc, "default")
@@ -109,10 +170,34 @@ impl FakeApi {
             .map(|f| f.kind.clone())
     }
 
-    fn next_version(&self) -> String {
-        let mut v = self.version.lock().expect("lock");
-        *v += 1;
-        v.to_string()
+    /// Writes (`Some`) or deletes (`None`) one object under a new resourceVersion, records the
+    /// change for watches and wakes them; returns the object as stored (or as deleted).
+    fn commit(&self, collection: &str, name: &str, new: Option<Value>) -> Option<Value> {
+        let mut store = self.store.lock().expect("lock");
+        store.version += 1;
+        let version = store.version;
+        let key = (collection.to_owned(), name.to_owned());
+        let (kind, object) = match new {
+            Some(mut obj) => {
+                obj["metadata"]["resourceVersion"] = json!(version.to_string());
+                let existed = store.objects.insert(key, obj.clone()).is_some();
+                (if existed { "MODIFIED" } else { "ADDED" }, obj)
+            }
+            None => {
+                let mut obj = store.objects.remove(&key)?;
+                obj["metadata"]["resourceVersion"] = json!(version.to_string());
+                ("DELETED", obj)
+            }
+        };
+        store.history.push(Event {
+            version,
+            collection: collection.to_owned(),
+            kind,
+            object: object.clone(),
+        });
+        drop(store);
+        self.changes.send_replace(version);
+        Some(object)
     }
 
     /// Puts an object (as YAML or JSON value) at its collection path, as a write would: it gets
@@ -122,122 +207,164 @@ impl FakeApi {
             .as_str()
             .expect("object has a name")
             .to_owned();
-        let mut obj = stamp_new(obj);
-        obj["metadata"]["resourceVersion"] = json!(self.next_version());
-        self.objects
-            .lock()
-            .expect("lock")
-            .insert((collection.to_owned(), name), obj);
+        self.commit(collection, &name, Some(stamp_new(obj)));
     }
 
     /// The object at `collection`/`name`.
     pub fn get(&self, collection: &str, name: &str) -> Option<Value> {
-        self.objects
+        self.store
             .lock()
             .expect("lock")
+            .objects
             .get(&(collection.to_owned(), name.to_owned()))
             .cloned()
     }
 
     /// Removes an object directly (as if someone ran `kubectl delete`).
     pub fn remove(&self, collection: &str, name: &str) -> Option<Value> {
-        self.objects
-            .lock()
-            .expect("lock")
-            .remove(&(collection.to_owned(), name.to_owned()))
+        self.commit(collection, name, None)
     }
 
     /// Names in a collection.
     pub fn names(&self, collection: &str) -> Vec<String> {
-        self.objects
+        self.store
             .lock()
             .expect("lock")
+            .objects
             .keys()
             .filter(|(c, _)| c == collection)
             .map(|(_, n)| n.clone())
             .collect()
     }
 
-    /// Logged requests matching `prefix`.
-    pub fn requests(&self, prefix: &str) -> Vec<String> {
-        self.log
-            .lock()
-            .expect("lock")
+    /// The store's resourceVersion and the objects of `collection` matching `selector`.
+    pub fn snapshot(&self, collection: &str, selector: &Selector) -> (u64, Vec<Value>) {
+        let store = self.store.lock().expect("lock");
+        let items = store
+            .objects
             .iter()
-            .filter(|l| l.starts_with(prefix))
-            .cloned()
-            .collect()
+            .filter(|((c, _), o)| c == collection && selector.matches(o))
+            .map(|(_, o)| o.clone())
+            .collect();
+        (store.version, items)
     }
 
-    async fn handle(&self, req: Request<Body>) -> Response<Body> {
-        let method = req.method().clone();
-        let path = req.uri().path().to_owned();
-        let query = req.uri().query().unwrap_or("").to_owned();
-        let ctype = req
-            .headers()
-            .get("content-type")
-            .and_then(|v| v.to_str().ok())
-            .unwrap_or("")
-            .to_owned();
-        let body = req
-            .into_body()
+    /// Logged requests (`VERB path`) matching `prefix`.
+    pub fn requests(&self, prefix: &str) -> Vec<String> {
+        filtered(&self.log, prefix)
+    }
+
+    /// Logged requests with their query (`VERB path?query`) matching `prefix`.
+    pub fn requests_with_query(&self, prefix: &str) -> Vec<String> {
+        filtered(&self.log_with_query, prefix)
+    }
+
+    /// Answers one HTTP request (either transport).
+    pub async fn respond<B>(&self, req: Request<B>) -> Response<ReplyBody>
+    where
+        B: hyper::body::Body,
+    {
+        let (parts, body) = req.into_parts();
+        let body = body
             .collect()
             .await
             .map(|b| b.to_bytes())
             .unwrap_or_default();
-        self.log
+        let raw_query = parts.uri.query().unwrap_or("");
+        let request = ApiRequest {
+            method: parts.method.to_string(),
+            path: parts.uri.path().to_owned(),
+            query: parse_query(raw_query),
+            content_type: parts
+                .headers
+                .get("content-type")
+                .and_then(|v| v.to_str().ok())
+                .unwrap_or("")
+                .to_owned(),
+            body: serde_json::from_slice(&body).unwrap_or(Value::Null),
+        };
+        self.log_with_query
             .lock()
             .expect("lock")
-            .push(format!("{method} {path}"));
-        let body: Value = if body.is_empty() {
-            Value::Null
-        } else {
-            serde_json::from_slice(&body).unwrap_or(Value::Null)
-        };
-        let (collection, name, sub) = split_path(&path);
-        let (code, value) = match (method.as_str(), name) {
-            ("GET", None) => (200, self.list(&collection, &query)),
+            .push(format!("{} {}?{raw_query}", request.method, request.path));
+        match self.serve(&request) {
+            Reply::Json(code, value) => json_response(code, &value),
+            Reply::Watch(lines) => Response::builder()
+                .status(StatusCode::OK)
+                .header("content-type", "application/json")
+                .body(StreamBody::new(lines.map(|l| Ok(Frame::data(l)))).boxed_unsync())
+                .expect("response"),
+            Reply::Hang => std::future::pending().await,
+        }
+    }
+
+    /// The handler proper: routes one request over the shared state.
+    pub fn serve(&self, req: &ApiRequest) -> Reply {
+        let line = format!("{} {}", req.method, req.path);
+        self.log.lock().expect("lock").push(line.clone());
+        match self.fault_for(&line) {
+            Some(FaultKind::Hang) => return Reply::Hang,
+            Some(FaultKind::Status(code)) => {
+                return Reply::Json(code, status(code, "Injected", "fault"))
+            }
+            None => {}
+        }
+        if req.path == "/version" {
+            return Reply::Json(200, version());
+        }
+        let (collection, name, sub) = split_path(&req.path);
+        let watching = matches!(
+            req.query.get("watch").map(String::as_str),
+            Some("true" | "1")
+        );
+        let body = req.body.clone();
+        let (code, value) = match (req.method.as_str(), name) {
+            ("GET", None) if watching => return self.watch(collection, &req.query),
+            ("GET", None) => (200, self.list(&collection, &req.query)),
             ("GET", Some(n)) => self
                 .get(&collection, &n)
                 .map_or_else(|| not_found(&n), |o| (200, o)),
             ("POST", _) => self.create(&collection, body),
             ("PUT", Some(n)) => self.replace(&collection, &n, body),
-            ("PATCH", Some(n)) => self.patch(&collection, &n, sub.as_deref(), &ctype, body),
+            ("PATCH", Some(n)) => {
+                self.patch(&collection, &n, sub.as_deref(), &req.content_type, body)
+            }
             ("DELETE", Some(n)) => self.delete(&collection, &n),
             _ => (405, status(405, "MethodNotAllowed", "unsupported")),
         };
-        respond(code, &value)
+        Reply::Json(code, value)
     }
 
-    fn list(&self, collection: &str, query: &str) -> Value {
-        let selector = query
-            .split('&')
-            .find_map(|kv| kv.strip_prefix("labelSelector="))
-            .map(|s| {
-                s.replace("%3D", "=")
-                    .replace("%2F", "/")
-                    .replace("%2C", ",")
-            })
-            .unwrap_or_default();
-        let wanted: Vec<(String, String)> = selector
-            .split(',')
-            .filter_map(|kv| kv.split_once('='))
-            .map(|(k, v)| (k.to_owned(), v.to_owned()))
-            .collect();
-        let items: Vec<Value> = self
-            .objects
-            .lock()
-            .expect("lock")
-            .iter()
-            .filter(|((c, _), o)| {
-                c == collection
-                    && wanted
-                        .iter()
-                        .all(|(k, v)| o["metadata"]["labels"][k] == json!(v))
-            })
-            .map(|(_, o)| o.clone())
-            .collect();
-        json!({ "apiVersion": "v1", "kind": "List", "metadata": { "resourceVersion": "1" }, "items": items })
+    fn watch(&self, collection: String, query: &BTreeMap<String, String>) -> Reply {
+        let since = query
+            .get("resourceVersion")
+            .and_then(|v| v.parse::<u64>().ok())
+            .filter(|v| *v != 0);
+        let request = WatchRequest {
+            collection,
+            selector: Selector::parse(query.get("labelSelector").map_or("", String::as_str)),
+            since,
+            timeout: query
+                .get("timeoutSeconds")
+                .and_then(|t| t.parse().ok())
+                .map(Duration::from_secs),
+        };
+        match watch::stream(self, request) {
+            Ok(lines) => Reply::Watch(lines),
+            Err(oldest) => {
+                let msg = format!(
+                    "too old resource version: {} ({oldest})",
+                    since.unwrap_or_default()
+                );
+                Reply::Json(410, status(410, "Expired", &msg))
+            }
+        }
+    }
+
+    fn list(&self, collection: &str, query: &BTreeMap<String, String>) -> Value {
+        let selector = Selector::parse(query.get("labelSelector").map_or("", String::as_str));
+        let (version, items) = self.snapshot(collection, &selector);
+        json!({ "apiVersion": "v1", "kind": "List", "metadata": { "resourceVersion": version.to_string() }, "items": items })
     }
 
     fn create(&self, collection: &str, obj: Value) -> (u16, Value) {
@@ -247,7 +374,7 @@ impl FakeApi {
                 .as_str()
                 .unwrap_or("obj-")
                 .to_owned();
-            let n = self.objects.lock().expect("lock").len();
+            let n = self.store.lock().expect("lock").objects.len();
             obj["metadata"]["name"] = json!(format!("{prefix}{n}"));
         }
         let name = obj["metadata"]["name"]
@@ -321,21 +448,13 @@ impl FakeApi {
         let finalizers_empty = obj["metadata"]["finalizers"]
             .as_array()
             .is_none_or(Vec::is_empty);
-        obj["metadata"]["resourceVersion"] = json!(self.next_version());
-        let key = (collection.to_owned(), name.to_owned());
-        let mut objects = self.objects.lock().expect("lock");
-        if !obj["metadata"]["deletionTimestamp"].is_null() && finalizers_empty {
-            objects.remove(&key);
-        } else {
-            objects.insert(key, obj.clone());
-        }
-        (200, obj)
+        let gone = !obj["metadata"]["deletionTimestamp"].is_null() && finalizers_empty;
+        let stored = self.commit(collection, name, (!gone).then_some(obj.clone()));
+        (200, if gone { obj } else { stored.unwrap_or(obj) })
     }
 
     fn delete(&self, collection: &str, name: &str) -> (u16, Value) {
-        let key = (collection.to_owned(), name.to_owned());
-        let mut objects = self.objects.lock().expect("lock");
-        let Some(obj) = objects.get_mut(&key) else {
+        let Some(mut obj) = self.get(collection, name) else {
             return not_found(name);
         };
         if obj["metadata"]["finalizers"]
@@ -343,37 +462,33 @@ impl FakeApi {
             .is_some_and(|f| !f.is_empty())
         {
             obj["metadata"]["deletionTimestamp"] = json!("2026-01-01T00:00:00Z");
-            let obj = obj.clone();
-            drop(objects);
-            self.insert(collection, obj.clone());
-            return (200, self.get(collection, name).unwrap_or(obj));
+            let stored = self.commit(collection, name, Some(obj.clone()));
+            return (200, stored.unwrap_or(obj));
         }
-        let obj = objects.remove(&key).unwrap_or_default();
-        (200, obj)
+        (200, self.commit(collection, name, None).unwrap_or_default())
     }
 }
 
-/// The API server's refusal of a StatefulSet update that changes a field other than the few
-/// it allows (replicas, template, updateStrategy, …): `volumeClaimTemplates`, `selector`,
-/// `serviceName`, `podManagementPolicy`.
-fn immutable_change(
-    collection: &str,
-    name: &str,
-    existing: &Value,
-    patch: &Value,
-) -> Option<String> {
-    if !collection.ends_with("/statefulsets") || existing["spec"].is_null() {
-        return None;
-    }
-    let changed = [
-        "volumeClaimTemplates",
-        "selector",
-        "serviceName",
-        "podManagementPolicy",
-    ]
-    .into_iter()
-    .any(|f| !patch["spec"][f].is_null() && patch["spec"][f] != existing["spec"][f]);
-    changed.then(|| format!("StatefulSet.apps \"{name}\" is invalid: spec: Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"))
+/// `GET /version`, as a recent apiserver answers it.
+fn version() -> Value {
+    json!({ "major": "1", "minor": "33", "gitVersion": "v1.33.0-tributary-fake", "platform": "linux/amd64" })
+}
+
+fn json_response(code: u16, value: &Value) -> Response<ReplyBody> {
+    Response::builder()
+        .status(StatusCode::from_u16(code).expect("valid status"))
+        .header("content-type", "application/json")
+        .body(Full::new(Bytes::from(serde_json::to_vec(value).expect("json"))).boxed_unsync())
+        .expect("response")
+}
+
+fn filtered(log: &Mutex<Vec<String>>, prefix: &str) -> Vec<String> {
+    log.lock()
+        .expect("lock")
+        .iter()
+        .filter(|l| l.starts_with(prefix))
+        .cloned()
+        .collect()
 }
 
 fn stamp_new(mut obj: Value) -> Value {
@@ -385,14 +500,6 @@ fn stamp_new(mut obj: Value) -> Value {
         meta["generation"] = json!(1);
     }
     obj
-}
-
-fn respond(code: u16, value: &Value) -> Response<Body> {
-    Response::builder()
-        .status(StatusCode::from_u16(code).expect("valid status"))
-        .header("content-type", "application/json")
-        .body(Body::from(serde_json::to_vec(value).expect("json")))
-        .expect("response")
 }
 
 /// `(collection, name, subresource)` of an API path.
@@ -422,93 +529,4 @@ fn status(code: u16, reason: &str, message: &str) -> Value {
 
 fn not_found(name: &str) -> (u16, Value) {
     (404, status(404, "NotFound", &format!("{name} not found")))
-}
-
-/// RFC 7386 merge patch (also used to approximate server-side apply).
-fn merge(target: &mut Value, patch: &Value) {
-    match patch {
-        Value::Object(p) => {
-            if !target.is_object() {
-                *target = json!({});
-            }
-            let t = target.as_object_mut().expect("object");
-            for (k, v) in p {
-                if v.is_null() {
-                    t.remove(k);
-                } else {
-                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
-                }
-            }
-        }
-        other => *target = other.clone(),
-    }
-}
-
-/// RFC 6902 subset: test, add, remove, replace.
-fn json_patch(obj: &mut Value, ops: &Value) -> Result<(), String> {
-    for op in ops.as_array().ok_or("patch is not a list")? {
-        let path = op["path"].as_str().ok_or("op without path")?;
-        let (parent_path, last) = path.rsplit_once('/').ok_or("bad path")?;
-        let value = op["value"].clone();
-        match op["op"].as_str() {
-            Some("test") => {
-                if obj.pointer(path).unwrap_or(&Value::Null) != &value {
-                    return Err(format!("test failed at {path}"));
-                }
-            }
-            Some("add") | Some("replace") => {
-                if parent_path.is_empty() || obj.pointer(parent_path).is_none() {
-                    merge_pointer(obj, parent_path);
-                }
-                let parent = obj.pointer_mut(parent_path).ok_or("no parent")?;
-                match parent {
-                    Value::Array(a) if last == "-" => a.push(value),
-                    Value::Array(a) => {
-                        let i: usize = last.parse().map_err(|_| "bad index")?;
-                        if op["op"] == "add" {
-                            a.insert(i, value)
-                        } else {
-                            a[i] = value
-                        }
-                    }
-                    Value::Object(m) => {
-                        m.insert(last.to_owned(), value);
-                    }
-                    _ => return Err("parent is not a container".into()),
-                }
-            }
-            Some("remove") => {
-                let parent = obj.pointer_mut(parent_path).ok_or("no parent")?;
-                match parent {
-                    Value::Array(a) => {
-                        let i: usize = last.parse().map_err(|_| "bad index")?;
-                        if i >= a.len() {
-                            return Err("index out of range".into());
-                        }
-                        a.remove(i);
-                    }
-                    Value::Object(m) => {
-                        m.remove(last);
-                    }
-                    _ => return Err("parent is not a container".into()),
-                }
-            }
-            other => return Err(format!("unsupported op {other:?}")),
-        }
-    }
-    Ok(())
-}
-
-fn merge_pointer(obj: &mut Value, pointer: &str) {
-    let mut cur = obj;
-    for seg in pointer.split('/').skip(1) {
-        if !cur.is_object() {
-            *cur = json!({});
-        }
-        cur = cur
-            .as_object_mut()
-            .expect("object")
-            .entry(seg.to_owned())
-            .or_insert(json!({}));
-    }
 }

@@ -1,9 +1,11 @@
 //! Helpers shared by the operator's integration tests.
 #![allow(dead_code, unreachable_pub)]
 
+pub mod api_server;
 pub mod cluster;
 pub mod fake_api;
 pub mod kafka;
+pub mod operator_process;
 
 use std::sync::Arc;
 

@@ -1,0 +1,88 @@
+//! The real operator binary (`src/bin/operator.rs`) as a child process against a test API
+//! server (`super::api_server`): a kubeconfig pointing at it, the environment the Helm chart
+//! would set, logs to a file, and a clean stop with SIGTERM.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use super::api_server::ApiServer;
+
+/// The operator binary cargo built for this package's integration tests.
+pub const OPERATOR_BIN: &str = env!("CARGO_BIN_EXE_operator");
+
+/// What to run the operator with.
+pub struct OperatorConfig<'a> {
+    /// Namespace watched (`WATCH_NAMESPACE`) and holding the Lease (`POD_NAMESPACE`).
+    pub namespace: &'a str,
+    pub lease: &'a str,
+    /// This replica's identity (`POD_NAME`), the Lease's holder while it leads.
+    pub identity: &'a str,
+    /// Where the kubeconfig and the log go.
+    pub dir: &'a Path,
+}
+
+/// A running operator process; killed (SIGKILL) if still running when dropped.
+pub struct OperatorProcess {
+    child: Child,
+    pub log: PathBuf,
+}
+
+impl OperatorProcess {
+    /// Starts the binary against `server`; `None` when the binary is absent.
+    pub fn start(server: &ApiServer, cfg: &OperatorConfig<'_>) -> Option<OperatorProcess> {
+        if !Path::new(OPERATOR_BIN).exists() {
+            return None;
+        }
+        let kubeconfig = cfg.dir.join("kubeconfig");
+        server.kubeconfig(&kubeconfig, cfg.namespace);
+        let log = cfg.dir.join("operator.log");
+        let out = std::fs::File::create(&log).expect("create operator log");
+        let err = out.try_clone().expect("clone log handle");
+        let child = Command::new(OPERATOR_BIN)
+            .env_clear()
+            .env("KUBECONFIG", &kubeconfig)
+            .env("WATCH_NAMESPACE", cfg.namespace)
+            .env("POD_NAMESPACE", cfg.namespace)
+            .env("POD_NAME", cfg.identity)
+            .env("LEASE_NAME", cfg.lease)
+            .env("LEADER_ELECTION", "true")
+            .env("HTTP_ADDR", "127.0.0.1:0")
+            .env("RUST_LOG", "info,kube=debug")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("spawn operator");
+        Some(OperatorProcess { child, log })
+    }
+
+    /// Sends SIGTERM and waits (bounded) for the exit.
+    pub fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
+        let pid = self.child.id().to_string();
+        let sent = Command::new("kill").args(["-TERM", &pid]).status();
+        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+        let deadline = Instant::now() + within;
+        while Instant::now() < deadline {
+            if let Some(status) = self.child.try_wait().expect("wait operator") {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    /// The log so far (for failure messages).
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for OperatorProcess {
+    fn drop(&mut self) {
+        if self.child.try_wait().ok().flatten().is_none() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}

@@ -1,0 +1,170 @@
+//! The real operator binary against the test API server over HTTP (`common::api_server`): it
+//! takes the Lease, lists and watches, builds a new KafkaCluster's objects and status when the
+//! cluster arrives through its watch, rolls the broker ConfigMap revision when the spec is
+//! edited, and releases the Lease on SIGTERM. No pods run (nothing plays the kubelet yet), so
+//! the cluster never becomes Ready; this proves the wiring, not the day-2 behaviour.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::api_server::ApiServer;
+use common::fake_api::FakeApi;
+use common::operator_process::{OperatorConfig, OperatorProcess, OPERATOR_BIN};
+use common::{coll, fixture};
+use kube::api::{Api, Patch, PatchParams};
+use kube::config::{KubeConfigOptions, Kubeconfig};
+use operator::crd::KafkaCluster;
+use serde_json::{json, Value};
+
+const NS: &str = "kafka";
+const LEASE: &str = "tributary-operator";
+const ME: &str = "operator-e2e-0";
+/// Bound for each step the operator takes (typically well under a second).
+const STEP: Duration = Duration::from_secs(15);
+
+/// Polls `check` every 50 ms until it returns `Some`, or fails with `what` and the operator log.
+async fn until<T>(op: &OperatorProcess, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + STEP;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; operator log:\n{}",
+            op.log_text()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+fn broker_configmaps(api: &FakeApi) -> Vec<String> {
+    api.names(&coll(NS, "configmaps"))
+        .into_iter()
+        .filter(|n| n.starts_with("demo-broker-config-"))
+        .collect()
+}
+
+fn mounted_configmap(api: &FakeApi) -> Option<String> {
+    let sts = api.get(&coll(NS, "statefulsets"), "demo-broker")?;
+    let volumes = sts["spec"]["template"]["spec"]["volumes"].as_array()?;
+    volumes
+        .iter()
+        .find_map(|v| v["configMap"]["name"].as_str().map(str::to_owned))
+}
+
+fn observed_generation(api: &FakeApi) -> Option<i64> {
+    api.get(&coll(NS, "kafkaclusters"), "demo")?["status"]["observedGeneration"].as_i64()
+}
+
+fn lease_holder(api: &FakeApi) -> Option<Value> {
+    api.get(&coll(NS, "leases"), LEASE)
+        .map(|l| l["spec"]["holderIdentity"].clone())
+}
+
+/// A kube client of the test's own, over HTTP through the same kubeconfig the operator uses.
+async fn client(kubeconfig: &std::path::Path) -> kube::Client {
+    let kc = Kubeconfig::read_from(kubeconfig).expect("read kubeconfig");
+    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
+        .await
+        .expect("kubeconfig");
+    kube::Client::try_from(cfg).expect("client")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_binary_reconciles_through_watches_and_releases_its_lease() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = ApiServer::start(FakeApi::default()).await;
+    let api = server.api.clone();
+    api.insert(
+        &coll(NS, "storageclasses"),
+        json!({ "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+                "metadata": { "name": "fast" }, "provisioner": "test", "allowVolumeExpansion": true }),
+    );
+    let cfg = OperatorConfig {
+        namespace: NS,
+        lease: LEASE,
+        identity: ME,
+        dir: dir.path(),
+    };
+    let Some(mut op) = OperatorProcess::start(&server, &cfg) else {
+        eprintln!(
+            "SKIPPED: operator binary {OPERATOR_BIN} absent (cargo build -p operator --bins)"
+        );
+        return;
+    };
+
+    // It leads, then lists and watches KafkaClusters; only then does the cluster appear, so the
+    // operator can learn of it only through its watch.
+    until(&op, "the Lease held by the operator", || {
+        (lease_holder(&api)? == json!(ME)).then_some(())
+    })
+    .await;
+    let clusters = coll(NS, "kafkaclusters");
+    until(&op, "a KafkaCluster watch", || {
+        let watches = api.requests_with_query(&format!("GET {clusters}?"));
+        watches
+            .iter()
+            .any(|r| r.contains("watch=true"))
+            .then_some(())
+    })
+    .await;
+    let mut kc = fixture("basic.yaml");
+    kc["metadata"]
+        .as_object_mut()
+        .expect("metadata")
+        .remove("generation");
+    api.insert(&clusters, kc);
+
+    let first = until(&op, "day-1 objects and a status", || {
+        let sets = api.names(&coll(NS, "statefulsets"));
+        let services = api.names(&coll(NS, "services"));
+        let cm = mounted_configmap(&api)?;
+        let done = sets == ["demo-broker", "demo-controller"]
+            && services == ["demo-bootstrap", "demo-broker", "demo-controller"]
+            && api.names(&coll(NS, "poddisruptionbudgets")).len() == 2
+            && broker_configmaps(&api) == [cm.clone()]
+            && observed_generation(&api) == Some(1);
+        done.then_some(cm)
+    })
+    .await;
+
+    // A broker config edit, as `kubectl patch` would send it over HTTP: a MODIFIED event.
+    let kubeconfig = dir.path().join("kubeconfig");
+    let kcs: Api<KafkaCluster> = Api::namespaced(client(&kubeconfig).await, NS);
+    let edit = json!({ "spec": { "brokers": { "config": { "min.insync.replicas": "1" } } } });
+    let edited = kcs
+        .patch("demo", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .expect("patch KafkaCluster");
+    assert_eq!(edited.metadata.generation, Some(2));
+    let second = until(&op, "a new broker ConfigMap revision", || {
+        let cm = mounted_configmap(&api).filter(|cm| *cm != first)?;
+        let done = broker_configmaps(&api).contains(&cm) && observed_generation(&api) == Some(2);
+        done.then_some(cm)
+    })
+    .await;
+    assert_ne!(first, second);
+
+    // Everything after the first list came through watches: one list per watched kind.
+    let lists: Vec<String> = api
+        .requests_with_query(&format!("GET {clusters}?"))
+        .into_iter()
+        .filter(|r| !r.contains("watch="))
+        .collect();
+    assert_eq!(lists.len(), 1, "{lists:?}");
+
+    let status = op.terminate(Duration::from_secs(10));
+    let log = op.log_text();
+    assert!(
+        status.is_some_and(|s| s.success()),
+        "exit {status:?}; log:\n{log}"
+    );
+    assert_eq!(lease_holder(&api), Some(Value::Null), "log:\n{log}");
+    let lease = api.get(&coll(NS, "leases"), LEASE).expect("lease");
+    assert_eq!(lease["spec"]["leaseDurationSeconds"], 1);
+    for line in api.requests_with_query("") {
+        println!("{line}");
+    }
+}
