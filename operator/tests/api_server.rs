@@ -1,7 +1,8 @@
 //! The test API server itself (`common::fake_api` over `common::api_server`), through a kube
 //! client over HTTP: a list's resourceVersion, a watch from it seeing ADDED, MODIFIED and DELETED
 //! in order with its label selector applied, a watch without resourceVersion starting with the
-//! current objects, and 410 Gone for a resourceVersion older than the kept history.
+//! current objects, 410 Gone for a resourceVersion older than the kept history, and lists across
+//! all namespaces.
 
 mod common;
 
@@ -134,5 +135,35 @@ async fn watch_older_than_the_history_is_gone() {
     assert!(
         cms.watch(&wp, &recent).await.is_ok(),
         "recent versions watch"
+    );
+}
+
+#[tokio::test]
+async fn all_namespaces_paths_list_every_namespace() {
+    let server = ApiServer::start(FakeApi::default()).await;
+    let (client, _dir) = http_client(&server).await;
+    for ns in ["a", "b"] {
+        let mut obj = cm(&format!("in-{ns}"), true);
+        obj["metadata"]["namespace"] = json!(ns);
+        server.api.insert(&coll(ns, "configmaps"), obj);
+    }
+    let all: Api<ConfigMap> = Api::all(client.clone());
+    let names: Vec<String> = all
+        .list(&ListParams::default())
+        .await
+        .expect("list all")
+        .items
+        .into_iter()
+        .filter_map(|c| c.metadata.name)
+        .collect();
+    assert_eq!(names, ["in-a", "in-b"]);
+    let one: Api<ConfigMap> = Api::namespaced(client, "a");
+    assert_eq!(
+        one.list(&ListParams::default())
+            .await
+            .expect("list")
+            .items
+            .len(),
+        1
     );
 }

@@ -84,6 +84,7 @@ async fn operator_binary_reconciles_through_watches_and_releases_its_lease() {
     );
     let cfg = OperatorConfig {
         namespace: NS,
+        watch_namespace: None,
         lease: LEASE,
         identity: ME,
         dir: dir.path(),
@@ -101,9 +102,10 @@ async fn operator_binary_reconciles_through_watches_and_releases_its_lease() {
         (lease_holder(&api)? == json!(ME)).then_some(())
     })
     .await;
-    let clusters = coll(NS, "kafkaclusters");
+    // All namespaces (the chart's default): lists and watches on `/apis/<group>/<version>/<kind>`.
+    let all_clusters = "/apis/kafka.tributary.dev/v1alpha1/kafkaclusters";
     until(&op, "a KafkaCluster watch", || {
-        let watches = api.requests_with_query(&format!("GET {clusters}?"));
+        let watches = api.requests_with_query(&format!("GET {all_clusters}?"));
         watches
             .iter()
             .any(|r| r.contains("watch=true"))
@@ -115,7 +117,7 @@ async fn operator_binary_reconciles_through_watches_and_releases_its_lease() {
         .as_object_mut()
         .expect("metadata")
         .remove("generation");
-    api.insert(&clusters, kc);
+    api.insert(&coll(NS, "kafkaclusters"), kc);
 
     let first = until(&op, "day-1 objects and a status", || {
         let sets = api.names(&coll(NS, "statefulsets"));
@@ -149,7 +151,7 @@ async fn operator_binary_reconciles_through_watches_and_releases_its_lease() {
 
     // Everything after the first list came through watches: one list per watched kind.
     let lists: Vec<String> = api
-        .requests_with_query(&format!("GET {clusters}?"))
+        .requests_with_query(&format!("GET {all_clusters}?"))
         .into_iter()
         .filter(|r| !r.contains("watch="))
         .collect();

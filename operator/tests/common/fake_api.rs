@@ -8,14 +8,14 @@
 //! the status subresource, and `GET /version`. Every write gives the object a new
 //! resourceVersion from one counter. Faults can be injected per request (`fail`, `hang`). Every
 //! request is logged as `VERB path` (`requests`) and with its query (`requests_with_query`).
-//! Cluster-scoped collections (`/apis/storage.k8s.io/v1/storageclasses`) work too.
+//! Cluster-scoped collections (`/apis/storage.k8s.io/v1/storageclasses`) work too, and lists and
+//! watches of a namespaced kind across all namespaces (`/api/v1/services`).
 //!
 //! One handler (`FakeApi::respond`) serves two transports: a `kube::Client` through
 //! `tower-test`'s mock service (`client`), and real HTTP on loopback (`super::api_server`).
 //!
 //! It is not a conformance-grade apiserver: no field ownership (so apply never removes fields
-//! another manager or an earlier apply set, and never conflicts), no all-namespaces paths for
-//! namespaced kinds (`/apis/g/v/kafkaclusters`: run watchers with a namespace), no pagination
+//! another manager or an earlier apply set, and never conflicts), no pagination
 //! (`limit` is ignored, lists are whole), no field selectors, no bookmarks, no admission, no
 //! validation except the one that wedged the operator before: a StatefulSet update changing an
 //! immutable field (`volumeClaimTemplates`, `selector`, `serviceName`, `podManagementPolicy`)
@@ -243,7 +243,7 @@ impl FakeApi {
         let items = store
             .objects
             .iter()
-            .filter(|((c, _), o)| c == collection && selector.matches(o))
+            .filter(|((c, _), o)| watch::in_collection(collection, c) && selector.matches(o))
             .map(|(_, o)| o.clone())
             .collect();
         (store.version, items)

@@ -13,8 +13,10 @@ pub const OPERATOR_BIN: &str = env!("CARGO_BIN_EXE_operator");
 
 /// What to run the operator with.
 pub struct OperatorConfig<'a> {
-    /// Namespace watched (`WATCH_NAMESPACE`) and holding the Lease (`POD_NAMESPACE`).
+    /// Namespace holding the Lease (`POD_NAMESPACE`, also the kubeconfig's namespace).
     pub namespace: &'a str,
+    /// The one namespace watched (`WATCH_NAMESPACE`); `None` watches all, the chart's default.
+    pub watch_namespace: Option<&'a str>,
     pub lease: &'a str,
     /// This replica's identity (`POD_NAME`), the Lease's holder while it leads.
     pub identity: &'a str,
@@ -39,10 +41,13 @@ impl OperatorProcess {
         let log = cfg.dir.join("operator.log");
         let out = std::fs::File::create(&log).expect("create operator log");
         let err = out.try_clone().expect("clone log handle");
-        let child = Command::new(OPERATOR_BIN)
-            .env_clear()
+        let mut cmd = Command::new(OPERATOR_BIN);
+        cmd.env_clear();
+        if let Some(ns) = cfg.watch_namespace {
+            cmd.env("WATCH_NAMESPACE", ns);
+        }
+        let child = cmd
             .env("KUBECONFIG", &kubeconfig)
-            .env("WATCH_NAMESPACE", cfg.namespace)
             .env("POD_NAMESPACE", cfg.namespace)
             .env("POD_NAME", cfg.identity)
             .env("LEASE_NAME", cfg.lease)

@@ -53,11 +53,25 @@ impl History {
         Some(
             self.events
                 .iter()
-                .filter(|e| e.version > since && e.collection == collection)
+                .filter(|e| e.version > since && in_collection(collection, &e.collection))
                 .cloned()
                 .collect(),
         )
     }
+}
+
+/// Whether an object stored at `stored` belongs to the `requested` collection: the same path,
+/// or the all-namespaces path of its kind (`/api/v1/services` for
+/// `/api/v1/namespaces/kafka/services`).
+pub fn in_collection(requested: &str, stored: &str) -> bool {
+    if requested == stored {
+        return true;
+    }
+    let Some((prefix, rest)) = stored.split_once("/namespaces/") else {
+        return false;
+    };
+    let kind = rest.split_once('/').map_or("", |(_, kind)| kind);
+    !kind.is_empty() && requested == format!("{prefix}/{kind}")
 }
 
 /// A parsed `labelSelector`: `k=v`, `k==v`, `k!=v`, `k` (exists) and `!k` (absent), ANDed.
