@@ -166,7 +166,15 @@ async fn operator_binary_reconciles_through_watches_and_releases_its_lease() {
     assert_eq!(lease_holder(&api), Some(Value::Null), "log:\n{log}");
     let lease = api.get(&coll(NS, "leases"), LEASE).expect("lease");
     assert_eq!(lease["spec"]["leaseDurationSeconds"], 1);
+    // For whoever grows the next scenario (shown with --nocapture): what the binary asked for,
+    // and what it complained about.
     for line in api.requests_with_query("") {
         println!("{line}");
+    }
+    for line in log
+        .lines()
+        .filter(|l| l.contains(" WARN ") || l.contains(" ERROR "))
+    {
+        println!("operator: {line}");
     }
 }

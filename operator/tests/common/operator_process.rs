@@ -54,6 +54,7 @@ impl OperatorProcess {
             .env("LEADER_ELECTION", "true")
             .env("HTTP_ADDR", "127.0.0.1:0")
             .env("RUST_LOG", "info,kube=debug")
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)
