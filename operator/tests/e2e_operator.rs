@@ -1,19 +1,23 @@
-//! The real operator binary against the test API server over HTTP (`common::api_server`): it
-//! takes the Lease, lists and watches, builds a new KafkaCluster's objects and status when the
-//! cluster arrives through its watch, rolls the broker ConfigMap revision when the spec is
-//! edited, and releases the Lease on SIGTERM. No pods run (nothing plays the kubelet yet), so
-//! the cluster never becomes Ready; this proves the wiring, not the day-2 behaviour.
-
+//! The real operator binary against the test API server over HTTP (`common::api_server`).
+//! Without pods: it takes the Lease, lists and watches, builds a new KafkaCluster's objects and
+//! status when the cluster arrives through its watch, rolls the broker ConfigMap revision when
+//! the spec is edited, and releases the Lease on SIGTERM. With pods played by broker processes
+//! (`common::kubelet`; needs the broker binary): the cluster becomes Ready (six nodes ready and
+//! registered, as the operator's admin client sees them), and a broker config change restarts
+//! the three brokers one at a time onto the new revision.
 mod common;
 
 use std::time::{Duration, Instant};
 
 use common::api_server::ApiServer;
 use common::fake_api::FakeApi;
+use common::kubelet::{broker_bin, Kubelet};
 use common::operator_process::{OperatorConfig, OperatorProcess, OPERATOR_BIN};
 use common::{coll, fixture};
 use kube::api::{Api, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
+use operator::cluster::build::pod_dns;
+use operator::cluster::validate::validate;
 use operator::crd::KafkaCluster;
 use serde_json::{json, Value};
 
@@ -24,16 +28,28 @@ const ME: &str = "operator-e2e-0";
 const STEP: Duration = Duration::from_secs(15);
 
 /// Polls `check` every 50 ms until it returns `Some`, or fails with `what` and the operator log.
-async fn until<T>(op: &OperatorProcess, what: &str, mut check: impl FnMut() -> Option<T>) -> T {
-    let deadline = Instant::now() + STEP;
+async fn until<T>(op: &OperatorProcess, what: &str, check: impl FnMut() -> Option<T>) -> T {
+    until_within(op, what, STEP, String::new, check).await
+}
+
+/// `until` with a bound of `within` and `more` added to a failure's message.
+async fn until_within<T>(
+    op: &OperatorProcess,
+    what: &str,
+    within: Duration,
+    more: impl Fn() -> String,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + within;
     loop {
         if let Some(v) = check() {
             return v;
         }
         assert!(
             Instant::now() < deadline,
-            "timed out waiting for {what}; operator log:\n{}",
-            op.log_text()
+            "timed out waiting for {what}; operator log:\n{}{}",
+            op.log_text(),
+            more()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
@@ -85,6 +101,7 @@ async fn operator_binary_reconciles_through_watches_and_releases_its_lease() {
     let cfg = OperatorConfig {
         namespace: NS,
         watch_namespace: None,
+        bootstrap_override: None,
         lease: LEASE,
         identity: ME,
         dir: dir.path(),
@@ -177,4 +194,113 @@ async fn operator_binary_reconciles_through_watches_and_releases_its_lease() {
     {
         println!("operator: {line}");
     }
+}
+
+fn condition(api: &FakeApi, type_: &str) -> Value {
+    let kc = api.get(&coll(NS, "kafkaclusters"), "demo");
+    let conditions = kc.map(|kc| kc["status"]["conditions"].clone());
+    conditions
+        .and_then(|cs| cs.as_array()?.iter().find(|c| c["type"] == type_).cloned())
+        .unwrap_or(Value::Null)
+}
+
+/// The pods played by broker processes (`common::kubelet`): the operator's StatefulSets become
+/// six real processes started from the ConfigMaps and templates it wrote, and the operator,
+/// reaching them through `KAFKA_BOOTSTRAP_OVERRIDE`, reports the cluster Ready.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn operator_binary_brings_broker_processes_to_a_ready_cluster() {
+    let bin = broker_bin();
+    if !bin.exists() {
+        eprintln!(
+            "SKIPPED: broker binary {} absent (cargo build -p broker --bins, or TRIBUTARY_BROKER_BIN)",
+            bin.display()
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let server = ApiServer::start(FakeApi::default()).await;
+    let api = server.api.clone();
+    api.insert(
+        &coll(NS, "storageclasses"),
+        json!({ "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
+                "metadata": { "name": "fast" }, "provisioner": "test", "allowVolumeExpansion": true }),
+    );
+    let kubelet = Kubelet::start(api.clone(), bin, dir.path());
+    let mut kc = fixture("basic.yaml");
+    kc["metadata"]
+        .as_object_mut()
+        .expect("metadata")
+        .remove("generation");
+    let vc = validate(&serde_json::from_value::<KafkaCluster>(kc.clone()).expect("parses"))
+        .expect("valid fixture");
+    let broker0 = pod_dns(&vc, vc.broker_pool(), 0);
+    let port = u16::try_from(vc.client_port).expect("port");
+    let bootstrap = format!("127.0.0.1:{}", kubelet.local_port(&broker0, port));
+    let cfg = OperatorConfig {
+        namespace: NS,
+        watch_namespace: None,
+        bootstrap_override: Some(bootstrap),
+        lease: LEASE,
+        identity: ME,
+        dir: dir.path(),
+    };
+    let Some(mut op) = OperatorProcess::start(&server, &cfg) else {
+        eprintln!(
+            "SKIPPED: operator binary {OPERATOR_BIN} absent (cargo build -p operator --bins)"
+        );
+        return;
+    };
+    api.insert(&coll(NS, "kafkaclusters"), kc);
+
+    until_within(
+        &op,
+        "Ready=True",
+        Duration::from_secs(60),
+        || kubelet.log_tails(),
+        || (condition(&api, "Ready")["status"] == "True").then_some(()),
+    )
+    .await;
+    assert_eq!(condition(&api, "Ready")["reason"], "AllNodesReady");
+    assert_eq!(condition(&api, "Degraded")["status"], "False");
+    assert_eq!(api.names(&coll(NS, "pods")).len(), 6);
+
+    // A broker config change: a new ConfigMap revision, and the operator restarts the three
+    // broker processes (deleting their pods one at a time; the kubelet starts them again from
+    // the new template) until every broker pod mounts it and the cluster is Ready again.
+    let first = mounted_configmap(&api).expect("broker template");
+    let kubeconfig = dir.path().join("kubeconfig");
+    let kcs: Api<KafkaCluster> = Api::namespaced(client(&kubeconfig).await, NS);
+    let edit = json!({ "spec": { "brokers": { "config": { "min.insync.replicas": "1" } } } });
+    kcs.patch("demo", &PatchParams::default(), &Patch::Merge(&edit))
+        .await
+        .expect("patch KafkaCluster");
+    let second = until_within(
+        &op,
+        "the brokers restarted on the new revision",
+        Duration::from_secs(90),
+        || kubelet.log_tails(),
+        || {
+            let cm = mounted_configmap(&api).filter(|cm| *cm != first)?;
+            let on_new = (0..3).all(|i| {
+                let pod = api.get(&coll(NS, "pods"), &format!("demo-broker-{i}"));
+                pod.is_some_and(|p| {
+                    p["spec"]["volumes"][0]["configMap"]["name"] == json!(cm)
+                        && p["status"]["conditions"][0]["status"] == "True"
+                })
+            });
+            let ready = condition(&api, "Ready")["status"] == "True"
+                && observed_generation(&api) == Some(2);
+            (on_new && ready).then_some(cm)
+        },
+    )
+    .await;
+    assert_ne!(first, second);
+    let deletes = api.requests("DELETE /api/v1/namespaces/kafka/pods/demo-broker-");
+    assert_eq!(deletes.len(), 3, "one restart per broker: {deletes:?}");
+    assert!(api
+        .requests("DELETE /api/v1/namespaces/kafka/pods/demo-controller-")
+        .is_empty());
+
+    let status = op.terminate(Duration::from_secs(10));
+    assert!(status.is_some_and(|s| s.success()), "exit {status:?}");
 }

@@ -5,6 +5,7 @@ pub mod api_server;
 pub mod cluster;
 pub mod fake_api;
 pub mod kafka;
+pub mod kubelet;
 pub mod operator_process;
 
 use std::sync::Arc;

@@ -20,6 +20,8 @@ pub struct OperatorConfig<'a> {
     pub lease: &'a str,
     /// This replica's identity (`POD_NAME`), the Lease's holder while it leads.
     pub identity: &'a str,
+    /// `KAFKA_BOOTSTRAP_OVERRIDE`: where the operator reaches every cluster's brokers.
+    pub bootstrap_override: Option<String>,
     /// Where the kubeconfig and the log go.
     pub dir: &'a Path,
 }
@@ -45,6 +47,9 @@ impl OperatorProcess {
         cmd.env_clear();
         if let Some(ns) = cfg.watch_namespace {
             cmd.env("WATCH_NAMESPACE", ns);
+        }
+        if let Some(addr) = &cfg.bootstrap_override {
+            cmd.env("KAFKA_BOOTSTRAP_OVERRIDE", addr);
         }
         let child = cmd
             .env("KUBECONFIG", &kubeconfig)

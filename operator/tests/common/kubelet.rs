@@ -1,0 +1,396 @@
+//! A test "kubelet" (and StatefulSet controller) for the test API server: every StatefulSet in
+//! the store gets one broker process per replica, started from what the API holds — the pod
+//! template's arguments and environment, and the `<pod>.properties` entry of the ConfigMap the
+//! template mounts — and a Pod object whose Ready condition follows the process's `/readyz`.
+//! A Pod deleted through the API (a restart) has its process killed and started again from the
+//! current template; a process that exits loses its Pod; replicas beyond the StatefulSet's
+//! count are stopped. What cannot exist on one machine is translated: a `<host>.svc:<port>`
+//! address becomes `127.0.0.1:<local port>` (one local port per host and port, kept across
+//! restarts), this pod's `0.0.0.0:<port>` listeners its local ports, the data mount a directory
+//! kept across restarts (a PersistentVolumeClaim), the config mount a directory of its own.
+//! Not played: probes other than readiness, resources, scheduling, volumes other than these
+//! two, owner-reference garbage collection, pod IPs.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::task::JoinHandle;
+
+use super::fake_api::FakeApi;
+
+/// The data and config mounts of the operator's pods.
+const DATA_MOUNT: &str = operator::cluster::build::configmap::DATA_MOUNT;
+const CONFIG_MOUNT: &str = operator::cluster::build::configmap::CONFIG_MOUNT;
+/// How often the kubelet looks at the store.
+const TICK: Duration = Duration::from_millis(200);
+
+/// The broker binary: `TRIBUTARY_BROKER_BIN`, or `target/debug/broker`.
+pub fn broker_bin() -> PathBuf {
+    std::env::var_os("TRIBUTARY_BROKER_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../target/debug/broker"))
+}
+
+struct RunningPod {
+    child: Child,
+    http_port: u16,
+    ready: bool,
+    log: PathBuf,
+}
+
+struct State {
+    api: FakeApi,
+    bin: PathBuf,
+    root: PathBuf,
+    /// Local port of each `(host, port)` a pod listens on or is reached at.
+    ports: BTreeMap<(String, u16), u16>,
+    taken: BTreeSet<u16>,
+    /// Running pods by (namespace, name).
+    pods: BTreeMap<(String, String), RunningPod>,
+}
+
+/// The running kubelet; stops every process when dropped.
+pub struct Kubelet {
+    state: Arc<Mutex<State>>,
+    task: JoinHandle<()>,
+}
+
+impl Kubelet {
+    /// Plays the pods of `api`'s StatefulSets with `bin`, keeping mounts and logs under `root`.
+    pub fn start(api: FakeApi, bin: PathBuf, root: &Path) -> Kubelet {
+        let state = Arc::new(Mutex::new(State {
+            api,
+            bin,
+            root: root.to_owned(),
+            ports: BTreeMap::new(),
+            taken: BTreeSet::new(),
+            pods: BTreeMap::new(),
+        }));
+        let looping = state.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let probes = looping.lock().expect("lock").sync();
+                let mut ready = Vec::new();
+                for (key, port) in probes {
+                    ready.push((key, http_status(port, "/readyz").await == Some(200)));
+                }
+                looping.lock().expect("lock").set_ready(ready);
+                tokio::time::sleep(TICK).await;
+            }
+        });
+        Kubelet { state, task }
+    }
+
+    /// The local port standing for `host:port` (allocated now if new), e.g. a broker's client
+    /// address for `KAFKA_BOOTSTRAP_OVERRIDE`.
+    pub fn local_port(&self, host: &str, port: u16) -> u16 {
+        self.state.lock().expect("lock").port(host, port)
+    }
+
+    /// The last lines of every pod's log, for failure messages.
+    pub fn log_tails(&self) -> String {
+        let state = self.state.lock().expect("lock");
+        let mut out = String::new();
+        for ((_, pod), p) in &state.pods {
+            let text = std::fs::read_to_string(&p.log).unwrap_or_default();
+            let lines: Vec<&str> = text.lines().collect();
+            out.push_str(&format!("\n--- {pod} ---\n"));
+            out.push_str(&lines[lines.len().saturating_sub(10)..].join("\n"));
+        }
+        out
+    }
+}
+
+impl Drop for Kubelet {
+    fn drop(&mut self) {
+        self.task.abort();
+        if let Ok(mut state) = self.state.lock() {
+            for p in state.pods.values_mut() {
+                let _ = p.child.kill();
+                let _ = p.child.wait();
+            }
+        }
+    }
+}
+
+/// One StatefulSet's pods as the store describes them.
+struct Wanted {
+    namespace: String,
+    pod: String,
+    /// `<pod>.<serviceName>.<namespace>.svc`
+    host: String,
+    template: Value,
+}
+
+impl State {
+    fn port(&mut self, host: &str, port: u16) -> u16 {
+        if let Some(p) = self.ports.get(&(host.to_owned(), port)) {
+            return *p;
+        }
+        let local = loop {
+            let p = std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|l| l.local_addr())
+                .expect("free port")
+                .port();
+            if self.taken.insert(p) {
+                break p;
+            }
+        };
+        self.ports.insert((host.to_owned(), port), local);
+        local
+    }
+
+    /// Starts missing pods, stops unwanted ones; returns the pods to probe (key, http port).
+    fn sync(&mut self) -> Vec<((String, String), u16)> {
+        let wanted = self.wanted();
+        let keys: BTreeSet<(String, String)> = wanted
+            .iter()
+            .map(|w| (w.namespace.clone(), w.pod.clone()))
+            .collect();
+        let running: Vec<(String, String)> = self.pods.keys().cloned().collect();
+        for key in running {
+            let pods = super::coll(&key.0, "pods");
+            let object_gone = self.api.get(&pods, &key.1).is_none();
+            let exited = self
+                .pods
+                .get_mut(&key)
+                .is_some_and(|p| p.child.try_wait().ok().flatten().is_some());
+            if object_gone || exited || !keys.contains(&key) {
+                let mut p = self.pods.remove(&key).expect("running pod");
+                let _ = p.child.kill();
+                let _ = p.child.wait();
+                if !object_gone {
+                    self.api.remove(&pods, &key.1);
+                }
+            }
+        }
+        for w in wanted {
+            let key = (w.namespace.clone(), w.pod.clone());
+            if !self.pods.contains_key(&key) {
+                if let Some(p) = self.run(&w) {
+                    self.pods.insert(key, p);
+                }
+            }
+        }
+        self.pods
+            .iter()
+            .filter(|(_, p)| !p.ready)
+            .map(|(k, p)| (k.clone(), p.http_port))
+            .collect()
+    }
+
+    fn wanted(&self) -> Vec<Wanted> {
+        let store = self.api.store.lock().expect("lock");
+        let mut out = Vec::new();
+        for ((collection, name), sts) in &store.objects {
+            if !collection.starts_with("/apis/apps/v1/namespaces/")
+                || !collection.ends_with("/statefulsets")
+            {
+                continue;
+            }
+            let namespace = sts["metadata"]["namespace"].as_str().unwrap_or_default();
+            let service = sts["spec"]["serviceName"].as_str().unwrap_or_default();
+            for ordinal in 0..sts["spec"]["replicas"].as_i64().unwrap_or(1) {
+                let pod = format!("{name}-{ordinal}");
+                out.push(Wanted {
+                    host: format!("{pod}.{service}.{namespace}.svc"),
+                    namespace: namespace.to_owned(),
+                    pod,
+                    template: sts["spec"]["template"].clone(),
+                });
+            }
+        }
+        out
+    }
+
+    /// Starts the pod's process and creates its (not yet ready) Pod object; `None` while its
+    /// ConfigMap is not there yet.
+    fn run(&mut self, w: &Wanted) -> Option<RunningPod> {
+        let spec = &w.template["spec"];
+        let volumes = spec["volumes"].as_array()?;
+        let cm_name = volumes
+            .iter()
+            .find_map(|v| v["configMap"]["name"].as_str())?;
+        let cm = self
+            .api
+            .get(&super::coll(&w.namespace, "configmaps"), cm_name)?;
+        let props = cm["data"][format!("{}.properties", w.pod)]
+            .as_str()?
+            .to_owned();
+        let dir = self.root.join(&w.namespace).join(&w.pod);
+        let (data, config) = (dir.join("data-mount"), dir.join("config-mount"));
+        std::fs::create_dir_all(&data).expect("data dir");
+        std::fs::create_dir_all(&config).expect("config dir");
+        let props = self.translate(&props, &w.host, &data);
+        let file = config.join(format!("{}.properties", w.pod));
+        std::fs::write(&file, props).expect("write properties");
+        let container = &spec["containers"][0];
+        let env = pod_env(container, &w.pod);
+        let args = pod_args(container, &env, &config);
+        let log = dir.join("pod.log");
+        let out = std::fs::File::create(&log).expect("pod log");
+        let child = Command::new(&self.bin)
+            .args(&args)
+            .env_clear()
+            .envs(env)
+            .stdout(out.try_clone().expect("log handle"))
+            .stderr(out)
+            .spawn()
+            .expect("spawn broker");
+        let http_port = self.port(&w.host, http_port(container));
+        self.api
+            .insert(&super::coll(&w.namespace, "pods"), pod_object(w, false));
+        Some(RunningPod {
+            child,
+            http_port,
+            ready: false,
+            log,
+        })
+    }
+
+    fn set_ready(&mut self, probes: Vec<((String, String), bool)>) {
+        for (key, ready) in probes.into_iter().filter(|(_, r)| *r) {
+            let pods = super::coll(&key.0, "pods");
+            let (Some(p), Some(mut obj)) = (self.pods.get_mut(&key), self.api.get(&pods, &key.1))
+            else {
+                continue;
+            };
+            p.ready = ready;
+            obj["status"]["conditions"] = json!([{ "type": "Ready", "status": "True" }]);
+            self.api.insert(&pods, obj);
+        }
+    }
+
+    /// Every `<host>.svc[...]:<port>` becomes `127.0.0.1:<local>`, this pod's `0.0.0.0:<port>`
+    /// becomes `0.0.0.0:<local>`, the data mount `data`.
+    fn translate(&mut self, text: &str, own_host: &str, data: &Path) -> String {
+        let mut out = String::new();
+        for line in text.lines() {
+            let mut line = line.replace(DATA_MOUNT, &data.display().to_string());
+            for (host, port) in addresses(&line) {
+                let local = self.port(&host, port);
+                line = line.replace(&format!("{host}:{port}"), &format!("127.0.0.1:{local}"));
+            }
+            for port in wildcard_ports(&line) {
+                let local = self.port(own_host, port);
+                line = line.replace(&format!("0.0.0.0:{port}"), &format!("0.0.0.0:{local}"));
+            }
+            out.push_str(&line);
+            out.push('\n');
+        }
+        out
+    }
+}
+
+fn host_char(c: char) -> bool {
+    c.is_ascii_alphanumeric() || c == '.' || c == '-'
+}
+
+/// `(host, port)` of every `host:port` in `text` whose host is a cluster DNS name (`.svc`).
+fn addresses(text: &str) -> Vec<(String, u16)> {
+    let mut found = Vec::new();
+    let mut from = 0;
+    while let Some(i) = text[from..].find(".svc").map(|i| i + from) {
+        let start = text[..i].rfind(|c| !host_char(c)).map_or(0, |p| p + 1);
+        let end = text[i..]
+            .find(|c| !host_char(c))
+            .map_or(text.len(), |p| i + p);
+        let digits: String = text[end..]
+            .strip_prefix(':')
+            .unwrap_or("")
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        if let Ok(port) = digits.parse() {
+            found.push((text[start..end].to_owned(), port));
+        }
+        from = end;
+    }
+    found
+}
+
+/// The ports of every `0.0.0.0:<port>` in `text`.
+fn wildcard_ports(text: &str) -> Vec<u16> {
+    text.match_indices("0.0.0.0:")
+        .filter_map(|(i, m)| {
+            let digits: String = text[i + m.len()..]
+                .chars()
+                .take_while(char::is_ascii_digit)
+                .collect();
+            digits.parse().ok()
+        })
+        .collect()
+}
+
+/// The container's environment; `fieldRef: metadata.name` is the pod's name, other sources are
+/// left out.
+fn pod_env(container: &Value, pod: &str) -> Vec<(String, String)> {
+    let env = container["env"].as_array().cloned().unwrap_or_default();
+    env.iter()
+        .filter_map(|e| {
+            let name = e["name"].as_str()?.to_owned();
+            if let Some(v) = e["value"].as_str() {
+                return Some((name, v.to_owned()));
+            }
+            (e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name")
+                .then(|| (name, pod.to_owned()))
+        })
+        .collect()
+}
+
+/// The container's arguments with `$(VAR)` expanded and the config mount moved to `config`.
+fn pod_args(container: &Value, env: &[(String, String)], config: &Path) -> Vec<String> {
+    let args = container["args"].as_array().cloned().unwrap_or_default();
+    args.iter()
+        .filter_map(Value::as_str)
+        .map(|a| {
+            let a = env
+                .iter()
+                .fold(a.to_owned(), |a, (k, v)| a.replace(&format!("$({k})"), v));
+            a.replace(CONFIG_MOUNT, &config.display().to_string())
+        })
+        .collect()
+}
+
+/// The container port named `http`.
+fn http_port(container: &Value) -> u16 {
+    let ports = container["ports"].as_array().cloned().unwrap_or_default();
+    ports
+        .iter()
+        .find(|p| p["name"] == "http")
+        .and_then(|p| p["containerPort"].as_u64())
+        .and_then(|p| u16::try_from(p).ok())
+        .unwrap_or(operator::cluster::build::HTTP_PORT as u16)
+}
+
+fn pod_object(w: &Wanted, ready: bool) -> Value {
+    let meta = &w.template["metadata"];
+    let status = if ready { "True" } else { "False" };
+    json!({
+        "apiVersion": "v1", "kind": "Pod",
+        "metadata": { "name": w.pod, "namespace": w.namespace, "labels": meta["labels"], "annotations": meta["annotations"] },
+        "spec": w.template["spec"],
+        "status": { "conditions": [{ "type": "Ready", "status": status }] }
+    })
+}
+
+/// The status code of `GET path` on 127.0.0.1:`port`, `None` while nothing answers.
+async fn http_status(port: u16, path: &str) -> Option<u16> {
+    let mut s = tokio::net::TcpStream::connect(("127.0.0.1", port))
+        .await
+        .ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(1), s.read_to_end(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf);
+    text.split_whitespace().nth(1)?.parse().ok()
+}
