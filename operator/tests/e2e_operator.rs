@@ -5,6 +5,7 @@
 //! (`common::kubelet`; needs the broker binary): the cluster becomes Ready (six nodes ready and
 //! registered, as the operator's admin client sees them), and a broker config change restarts
 //! the three brokers one at a time onto the new revision.
+
 mod common;
 
 use std::time::{Duration, Instant};
