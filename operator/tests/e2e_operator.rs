@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use common::api_server::ApiServer;
 use common::fake_api::FakeApi;
 use common::kubelet::{broker_bin, Kubelet};
-use common::operator_process::{OperatorConfig, OperatorProcess, OPERATOR_BIN};
+use common::operator_process::{OperatorConfig, OperatorProcess};
 use common::{coll, fixture};
 use kube::api::{Api, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
@@ -81,6 +81,26 @@ fn lease_holder(api: &FakeApi) -> Option<Value> {
 }
 
 /// A kube client of the test's own, over HTTP through the same kubeconfig the operator uses.
+/// The operator binary against `server`, watching all namespaces (the chart's default), leader
+/// election on, its files in `dir`.
+fn start_operator(
+    server: &ApiServer,
+    dir: &std::path::Path,
+    bootstrap: Option<String>,
+) -> OperatorProcess {
+    OperatorProcess::start(
+        server,
+        &OperatorConfig {
+            namespace: NS,
+            watch_namespace: None,
+            bootstrap_override: bootstrap,
+            lease: LEASE,
+            identity: ME,
+            dir,
+        },
+    )
+}
+
 async fn client(kubeconfig: &std::path::Path) -> kube::Client {
     let kc = Kubeconfig::read_from(kubeconfig).expect("read kubeconfig");
     let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
@@ -99,20 +119,7 @@ async fn operator_binary_reconciles_through_watches_and_releases_its_lease() {
         json!({ "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
                 "metadata": { "name": "fast" }, "provisioner": "test", "allowVolumeExpansion": true }),
     );
-    let cfg = OperatorConfig {
-        namespace: NS,
-        watch_namespace: None,
-        bootstrap_override: None,
-        lease: LEASE,
-        identity: ME,
-        dir: dir.path(),
-    };
-    let Some(mut op) = OperatorProcess::start(&server, &cfg) else {
-        eprintln!(
-            "SKIPPED: operator binary {OPERATOR_BIN} absent (cargo build -p operator --bins)"
-        );
-        return;
-    };
+    let mut op = start_operator(&server, dir.path(), None);
 
     // It leads, then lists and watches KafkaClusters; only then does the cluster appear, so the
     // operator can learn of it only through its watch.
@@ -237,20 +244,7 @@ async fn operator_binary_brings_broker_processes_to_a_ready_cluster() {
     let broker0 = pod_dns(&vc, vc.broker_pool(), 0);
     let port = u16::try_from(vc.client_port).expect("port");
     let bootstrap = format!("127.0.0.1:{}", kubelet.local_port(&broker0, port));
-    let cfg = OperatorConfig {
-        namespace: NS,
-        watch_namespace: None,
-        bootstrap_override: Some(bootstrap),
-        lease: LEASE,
-        identity: ME,
-        dir: dir.path(),
-    };
-    let Some(mut op) = OperatorProcess::start(&server, &cfg) else {
-        eprintln!(
-            "SKIPPED: operator binary {OPERATOR_BIN} absent (cargo build -p operator --bins)"
-        );
-        return;
-    };
+    let mut op = start_operator(&server, dir.path(), Some(bootstrap));
     api.insert(&coll(NS, "kafkaclusters"), kc);
 
     until_within(
