@@ -154,24 +154,11 @@ fn is_throttled(part: &Partition) -> bool {
 }
 
 /// What one partition of a fetch asked for.
-#[derive(Clone)]
 struct Asked {
     tp: TopicPartition,
     part: Arc<Partition>,
     fetch_offset: Offset,
     leader_epoch: LeaderEpoch,
-}
-
-impl Asked {
-    /// Whether the partition still follows this fetcher's `leader` in the epoch the fetch was
-    /// sent in. Checked under the log's write lock before an answer changes the log: metadata
-    /// stores the new leader and epoch before acting on them, and a broker that becomes leader
-    /// takes the same lock to start its epoch, so a late answer from a former leader never
-    /// reaches a log this broker leads or follows from someone else.
-    fn still_current(&self, leader: i32) -> bool {
-        self.part.leader.load(Ordering::Acquire) == leader
-            && self.part.leader_epoch.load(Ordering::Acquire) == self.leader_epoch.0
-    }
 }
 
 impl LeaderFetcher {
@@ -314,7 +301,7 @@ impl LeaderFetcher {
                     continue;
                 }
                 let part = a.part.clone();
-                let current = a.clone();
+                let epoch_asked = a.leader_epoch.0;
                 let leader = self.leader;
                 let diverging = (p.diverging_epoch.epoch >= 0).then_some((
                     p.diverging_epoch.epoch,
@@ -326,7 +313,12 @@ impl LeaderFetcher {
                 let throttles = self.throttles.clone();
                 let result = tokio::task::spawn_blocking(move || {
                     let mut log = part.log.write().expect("log lock poisoned");
-                    if !current.still_current(leader) {
+                    // Still following `leader` in the epoch the fetch was sent in, under the log
+                    // lock: metadata stores a new leader and epoch before acting on them, and a
+                    // broker that becomes leader takes this lock to start its epoch, so a late
+                    // answer from a former leader never reaches a log this broker now leads or
+                    // follows from someone else (`Partition::leads_in`).
+                    if !part.leads_in(leader, epoch_asked) {
                         tracing::debug!(partition = %tp2, leader, "dropping a fetch answer from a former leader");
                         return Ok(None);
                     }
@@ -379,7 +371,7 @@ impl LeaderFetcher {
             // our last epoch: keep only what is committed (the high watermark is agreed by all).
             let part = &a.part;
             let mut log = part.log.write().expect("log lock poisoned");
-            if !a.still_current(self.leader) {
+            if !part.leads_in(self.leader, a.leader_epoch.0) {
                 return;
             }
             let result = if a.fetch_offset.0 < p.log_start_offset {

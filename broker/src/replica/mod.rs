@@ -123,12 +123,14 @@ impl Partition {
         self.with_state(|st| st.on_local_append(log_end, now));
     }
 
-    /// Whether broker `local` leads the partition in `leader_epoch`, as the metadata last said.
-    /// Metadata stores a new leader and epoch before anything acts on them (the fetcher, a
-    /// truncation, the new leader's first append), so a caller that sees its own leadership
-    /// here after reading the log or the high watermark read what that leadership wrote.
-    pub fn leads_in(&self, local: i32, leader_epoch: i32) -> bool {
-        self.leader.load(Ordering::SeqCst) == local
+    /// Whether broker `broker` leads the partition in `leader_epoch`, as the metadata last said:
+    /// this broker itself (produce, a delayed produce) or the leader a fetch went to (the
+    /// fetcher). Metadata stores a new leader and epoch before anything acts on them (the
+    /// fetcher, a truncation, the new leader's first append), so a caller that sees the
+    /// leadership it acted under here, after reading the log or the high watermark, read what
+    /// that leadership wrote.
+    pub fn leads_in(&self, broker: i32, leader_epoch: i32) -> bool {
+        self.leader.load(Ordering::SeqCst) == broker
             && self.leader_epoch.load(Ordering::SeqCst) == leader_epoch
     }
 
