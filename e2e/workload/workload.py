@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 import threading
 import time
@@ -210,7 +211,9 @@ def parse_args(argv=None) -> tuple[WorkloadConfig, argparse.Namespace]:
     ap.add_argument("--consumers", type=int, default=2)
     ap.add_argument("--consumer-mode", choices=("assign", "group"), default="assign")
     ap.add_argument("--acks", choices=("all", "1"), default="all")
-    ap.add_argument("--duration", type=float, default=20.0, help="seconds of producing")
+    ap.add_argument("--duration", type=float, default=20.0,
+                    help="seconds of producing at most; SIGTERM stops producing earlier, and the run then "
+                         "drains, reads and checks as usual")
     ap.add_argument("--rate", type=float, default=100.0, help="messages per second per producer")
     ap.add_argument("--max-messages", type=int, default=100_000, help="per producer")
     ap.add_argument("--group", help="consumer group id (group mode); default: generated")
@@ -233,8 +236,10 @@ def parse_args(argv=None) -> tuple[WorkloadConfig, argparse.Namespace]:
 def main(argv=None) -> int:
     """CLI entry point: run, then check. Exit code 0 valid, 1 violations, 2 the run failed."""
     cfg, args = parse_args(argv)
+    stop = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
     try:
-        history = run(cfg, out_dir=args.out)
+        history = run(cfg, out_dir=args.out, stop=stop)
     except WorkloadError as e:
         print(f"workload failed: {e}; partial history in {args.out}/history.jsonl", file=sys.stderr)
         return 2

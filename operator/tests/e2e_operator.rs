@@ -8,52 +8,27 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use common::api_server::ApiServer;
+use common::bed::{client, condition, start_operator, storage_class, until_within, LEASE, NS};
 use common::fake_api::FakeApi;
 use common::kubelet::{broker_bin, Kubelet};
-use common::operator_process::{OperatorConfig, OperatorProcess};
+use common::operator_process::OperatorProcess;
 use common::{coll, fixture};
 use kube::api::{Api, Patch, PatchParams};
-use kube::config::{KubeConfigOptions, Kubeconfig};
 use operator::cluster::build::pod_dns;
 use operator::cluster::validate::validate;
 use operator::crd::KafkaCluster;
 use serde_json::{json, Value};
 
-const NS: &str = "kafka";
-const LEASE: &str = "tributary-operator";
 const ME: &str = "operator-e2e-0";
 /// Bound for each step the operator takes (typically well under a second).
 const STEP: Duration = Duration::from_secs(15);
 
 /// Polls `check` every 50 ms until it returns `Some`, or fails with `what` and the operator log.
 async fn until<T>(op: &OperatorProcess, what: &str, check: impl FnMut() -> Option<T>) -> T {
-    until_within(op, what, STEP, String::new, check).await
-}
-
-/// `until` with a bound of `within` and `more` added to a failure's message.
-async fn until_within<T>(
-    op: &OperatorProcess,
-    what: &str,
-    within: Duration,
-    more: impl Fn() -> String,
-    mut check: impl FnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + within;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "timed out waiting for {what}; operator log:\n{}{}",
-            op.log_text(),
-            more()
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    until_within(what, STEP, || op.log_text(), check).await
 }
 
 fn broker_configmaps(api: &FakeApi) -> Vec<String> {
@@ -80,46 +55,13 @@ fn lease_holder(api: &FakeApi) -> Option<Value> {
         .map(|l| l["spec"]["holderIdentity"].clone())
 }
 
-/// A kube client of the test's own, over HTTP through the same kubeconfig the operator uses.
-/// The operator binary against `server`, watching all namespaces (the chart's default), leader
-/// election on, its files in `dir`.
-fn start_operator(
-    server: &ApiServer,
-    dir: &std::path::Path,
-    bootstrap: Option<String>,
-) -> OperatorProcess {
-    OperatorProcess::start(
-        server,
-        &OperatorConfig {
-            namespace: NS,
-            watch_namespace: None,
-            bootstrap_override: bootstrap,
-            lease: LEASE,
-            identity: ME,
-            dir,
-        },
-    )
-}
-
-async fn client(kubeconfig: &std::path::Path) -> kube::Client {
-    let kc = Kubeconfig::read_from(kubeconfig).expect("read kubeconfig");
-    let cfg = kube::Config::from_custom_kubeconfig(kc, &KubeConfigOptions::default())
-        .await
-        .expect("kubeconfig");
-    kube::Client::try_from(cfg).expect("client")
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn operator_binary_reconciles_through_watches_and_releases_its_lease() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = ApiServer::start(FakeApi::default()).await;
     let api = server.api.clone();
-    api.insert(
-        &coll(NS, "storageclasses"),
-        json!({ "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-                "metadata": { "name": "fast" }, "provisioner": "test", "allowVolumeExpansion": true }),
-    );
-    let mut op = start_operator(&server, dir.path(), None);
+    storage_class(&api);
+    let mut op = start_operator(&server, dir.path(), None, ME);
 
     // It leads, then lists and watches KafkaClusters; only then does the cluster appear, so the
     // operator can learn of it only through its watch.
@@ -204,14 +146,6 @@ async fn operator_binary_reconciles_through_watches_and_releases_its_lease() {
     }
 }
 
-fn condition(api: &FakeApi, type_: &str) -> Value {
-    let kc = api.get(&coll(NS, "kafkaclusters"), "demo");
-    let conditions = kc.map(|kc| kc["status"]["conditions"].clone());
-    conditions
-        .and_then(|cs| cs.as_array()?.iter().find(|c| c["type"] == type_).cloned())
-        .unwrap_or(Value::Null)
-}
-
 /// The pods played by broker processes (`common::kubelet`): the operator's StatefulSets become
 /// six real processes started from the ConfigMaps and templates it wrote, and the operator,
 /// reaching them through `KAFKA_BOOTSTRAP_OVERRIDE`, reports the cluster Ready.
@@ -228,11 +162,7 @@ async fn operator_binary_brings_broker_processes_to_a_ready_cluster() {
     let dir = tempfile::tempdir().expect("tempdir");
     let server = ApiServer::start(FakeApi::default()).await;
     let api = server.api.clone();
-    api.insert(
-        &coll(NS, "storageclasses"),
-        json!({ "apiVersion": "storage.k8s.io/v1", "kind": "StorageClass",
-                "metadata": { "name": "fast" }, "provisioner": "test", "allowVolumeExpansion": true }),
-    );
+    storage_class(&api);
     let kubelet = Kubelet::start(api.clone(), bin, dir.path());
     let mut kc = fixture("basic.yaml");
     kc["metadata"]
@@ -244,14 +174,13 @@ async fn operator_binary_brings_broker_processes_to_a_ready_cluster() {
     let broker0 = pod_dns(&vc, vc.broker_pool(), 0);
     let port = u16::try_from(vc.client_port).expect("port");
     let bootstrap = format!("127.0.0.1:{}", kubelet.local_port(&broker0, port));
-    let mut op = start_operator(&server, dir.path(), Some(bootstrap));
+    let mut op = start_operator(&server, dir.path(), Some(bootstrap), ME);
     api.insert(&coll(NS, "kafkaclusters"), kc);
 
     until_within(
-        &op,
         "Ready=True",
         Duration::from_secs(60),
-        || kubelet.log_tails(),
+        || op.log_text() + &kubelet.log_tails(),
         || (condition(&api, "Ready")["status"] == "True").then_some(()),
     )
     .await;
@@ -270,10 +199,9 @@ async fn operator_binary_brings_broker_processes_to_a_ready_cluster() {
         .await
         .expect("patch KafkaCluster");
     let second = until_within(
-        &op,
         "the brokers restarted on the new revision",
         Duration::from_secs(90),
-        || kubelet.log_tails(),
+        || op.log_text() + &kubelet.log_tails(),
         || {
             let cm = mounted_configmap(&api).filter(|cm| *cm != first)?;
             let on_new = (0..3).all(|i| {

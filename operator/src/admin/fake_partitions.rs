@@ -101,6 +101,7 @@ impl FakeState {
             partitions,
             topic_min_insync_replicas: self.topic_min_isr.clone(),
             log_dir_bytes,
+            unanswered: Default::default(),
         }
     }
 

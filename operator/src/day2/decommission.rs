@@ -194,6 +194,12 @@ fn drained(
         })
         .collect();
     for id in &leaving {
+        if input.kafka.unanswered.contains(id) {
+            blocked.push(Blocker {
+                partition: String::new(),
+                reason: format!("broker {id} did not report its log directories"),
+            });
+        }
         if let Some(bytes) = input.kafka.log_dir_bytes.get(id).filter(|b| **b > 0) {
             blocked.push(Blocker {
                 partition: String::new(),

@@ -4,7 +4,7 @@
 //! YAML fixtures and the state can be kept in a resource's status. Nothing here decides anything;
 //! that is `decide`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::{Deserialize, Serialize};
 use tributary_planner::Move;
@@ -110,6 +110,10 @@ pub struct ObservedKafka {
     /// Bytes in each broker's log directory (DescribeLogDirs).
     #[serde(default)]
     pub log_dir_bytes: BTreeMap<NodeId, u64>,
+    /// Unfenced brokers that did not answer their own DescribeLogDirs or DescribeConfigs (hung
+    /// or unreachable): their sizes and cordon state are unknown.
+    #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]
+    pub unanswered: BTreeSet<NodeId>,
 }
 
 /// One registered broker.

@@ -1,5 +1,6 @@
-//! Rolling restarts: one pod at a time, controllers before brokers, the active controller last,
-//! every pod ready first, and the ISR gates of `gates` before and after each broker.
+//! Rolling restarts: one pod at a time; a pod that is down on an old configuration first, then
+//! controllers before brokers, the active controller last; every pod ready before the next, and
+//! the ISR gates of `gates` before and after each broker.
 
 use super::decide::{act, idle, wait};
 use super::gates::{after_restart, before_restart};
@@ -37,6 +38,32 @@ pub(super) fn rolling_restart(input: &Day2Input, mut state: Day2State) -> Decisi
     let Some(next) = restart_order(input).into_iter().find(|p| !p.up_to_date) else {
         return idle(state, "every pod runs the desired configuration");
     };
+    // A pod that is down and runs an old configuration restarts first, without the ISR gate:
+    // taking down what is already down lowers no ISR, and its old configuration may be why it
+    // is down. A pod down on the desired configuration is waited for.
+    if let Some(down) = restart_order(input)
+        .into_iter()
+        .find(|p| !p.ready && !p.up_to_date)
+    {
+        state.operation = Some(Operation::Restarting {
+            pod: down.name.clone(),
+            node_id: down.node_id,
+        });
+        let msg = format!(
+            "rolling restart: restarting {} first: it is not ready and runs an old configuration ({done} of {total} pods up to date)",
+            down.name
+        );
+        let mut d = act(
+            state,
+            Day2Action::RestartPod {
+                pod: down.name.clone(),
+            },
+            ReportedOperation::Rolling,
+            msg,
+        );
+        (d.done, d.total) = (done, total);
+        return d;
+    }
     let what = format!("rolling restart: {} next", next.name);
     if !not_ready.is_empty() {
         let mut d = wait(

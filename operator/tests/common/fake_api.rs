@@ -171,12 +171,21 @@ impl FakeApi {
     }
 
     /// Writes (`Some`) or deletes (`None`) one object under a new resourceVersion, records the
-    /// change for watches and wakes them; returns the object as stored (or as deleted).
+    /// change for watches and wakes them; returns the object as stored (or as deleted). As the
+    /// real API server, a write that changes nothing keeps the resourceVersion and sends no
+    /// event (otherwise a controller's own no-op applies would wake its watches in a loop).
     fn commit(&self, collection: &str, name: &str, new: Option<Value>) -> Option<Value> {
         let mut store = self.store.lock().expect("lock");
+        let key = (collection.to_owned(), name.to_owned());
+        if let (Some(new), Some(old)) = (&new, store.objects.get(&key)) {
+            let mut same = new.clone();
+            same["metadata"]["resourceVersion"] = old["metadata"]["resourceVersion"].clone();
+            if same == *old {
+                return Some(same);
+            }
+        }
         store.version += 1;
         let version = store.version;
-        let key = (collection.to_owned(), name.to_owned());
         let (kind, object) = match new {
             Some(mut obj) => {
                 obj["metadata"]["resourceVersion"] = json!(version.to_string());

@@ -1,10 +1,14 @@
 //! A test "kubelet" (and StatefulSet controller) for the test API server: every StatefulSet in
 //! the store gets one broker process per replica, started from what the API holds — the pod
 //! template's arguments and environment, and the `<pod>.properties` entry of the ConfigMap the
-//! template mounts — and a Pod object whose Ready condition follows the process's `/readyz`.
-//! A Pod deleted through the API (a restart) has its process killed and started again from the
-//! current template; a process that exits loses its Pod; replicas beyond the StatefulSet's
-//! count are stopped. What cannot exist on one machine is translated: a `<host>.svc:<port>`
+//! template mounts — and a Pod object whose Ready condition follows the process's `/readyz`
+//! (probed every 200 ms until first ready, then every `periodSeconds` of the template's
+//! readiness probe; `failureThreshold` failures in a row make it not ready).
+//! A Pod deleted through the API (a restart) has its process sent SIGTERM, and SIGKILL after
+//! the template's `terminationGracePeriodSeconds`; once it has exited, it is started again from
+//! the current template. A process that exits by itself loses its Pod; replicas beyond the
+//! StatefulSet's count are stopped the same graceful way, their Pod removed once they exited.
+//! A test can pause and resume a pod's process (SIGSTOP, SIGCONT): a hung broker. What cannot exist on one machine is translated: a `<host>.svc:<port>`
 //! address becomes `127.0.0.1:<local port>` (one local port per host and port, kept across
 //! restarts), this pod's `0.0.0.0:<port>` listeners its local ports, the data mount a directory
 //! kept across restarts (a PersistentVolumeClaim), the config mount a directory of its own.
@@ -15,7 +19,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -41,6 +45,27 @@ struct RunningPod {
     http_port: u16,
     ready: bool,
     log: PathBuf,
+    probe: Probe,
+    /// Failed probes in a row since the pod was last ready.
+    failures: u32,
+    next_probe: Instant,
+    grace: Duration,
+}
+
+/// The readiness probe's timing, from the pod template.
+#[derive(Clone, Copy)]
+struct Probe {
+    period: Duration,
+    failure_threshold: u32,
+}
+
+/// A process sent SIGTERM, killed at `deadline` if it has not exited by then.
+struct Terminating {
+    child: Child,
+    deadline: Instant,
+    /// The Pod object is removed once the process has exited (a scale-down); a deleted Pod's
+    /// object is already gone.
+    remove_object: bool,
 }
 
 struct State {
@@ -52,6 +77,9 @@ struct State {
     taken: BTreeSet<u16>,
     /// Running pods by (namespace, name).
     pods: BTreeMap<(String, String), RunningPod>,
+    /// Pods stopping by (namespace, name); a pod is not started again before its old process
+    /// has exited (a StatefulSet's pod identity).
+    terminating: BTreeMap<(String, String), Terminating>,
 }
 
 /// The running kubelet; stops every process when dropped.
@@ -70,6 +98,7 @@ impl Kubelet {
             ports: BTreeMap::new(),
             taken: BTreeSet::new(),
             pods: BTreeMap::new(),
+            terminating: BTreeMap::new(),
         }));
         let looping = state.clone();
         let task = tokio::spawn(async move {
@@ -92,6 +121,31 @@ impl Kubelet {
         self.state.lock().expect("lock").port(host, port)
     }
 
+    /// Pauses the process of pod `name` (SIGSTOP): it still exists but answers nothing, as a
+    /// hung broker. Panics if the pod does not run.
+    pub fn pause(&self, name: &str) {
+        self.signal(name, rustix::process::Signal::STOP);
+    }
+
+    /// Resumes a paused pod (SIGCONT).
+    pub fn resume(&self, name: &str) {
+        self.signal(name, rustix::process::Signal::CONT);
+    }
+
+    fn signal(&self, name: &str, signal: rustix::process::Signal) {
+        let state = self.state.lock().expect("lock");
+        // A pod being deleted still has its process until it exits.
+        let child = state
+            .pods
+            .iter()
+            .map(|(k, p)| (k, &p.child))
+            .chain(state.terminating.iter().map(|(k, t)| (k, &t.child)))
+            .find(|((_, n), _)| n == name)
+            .unwrap_or_else(|| panic!("pod {name} has no process"))
+            .1;
+        send(child, signal);
+    }
+
     /// The last lines of every pod's log, for failure messages.
     pub fn log_tails(&self) -> String {
         let state = self.state.lock().expect("lock");
@@ -110,9 +164,15 @@ impl Drop for Kubelet {
     fn drop(&mut self) {
         self.task.abort();
         if let Ok(mut state) = self.state.lock() {
-            for p in state.pods.values_mut() {
-                let _ = p.child.kill();
-                let _ = p.child.wait();
+            let state = &mut *state;
+            for child in state
+                .pods
+                .values_mut()
+                .map(|p| &mut p.child)
+                .chain(state.terminating.values_mut().map(|t| &mut t.child))
+            {
+                let _ = child.kill();
+                let _ = child.wait();
             }
         }
     }
@@ -160,28 +220,55 @@ impl State {
                 .pods
                 .get_mut(&key)
                 .is_some_and(|p| p.child.try_wait().ok().flatten().is_some());
-            if object_gone || exited || !keys.contains(&key) {
+            if exited {
                 let mut p = self.pods.remove(&key).expect("running pod");
-                let _ = p.child.kill();
                 let _ = p.child.wait();
-                if !object_gone {
-                    self.api.remove(&pods, &key.1);
-                }
+                self.api.remove(&pods, &key.1);
+            } else if object_gone || !keys.contains(&key) {
+                let p = self.pods.remove(&key).expect("running pod");
+                send(&p.child, rustix::process::Signal::TERM);
+                let stopping = Terminating {
+                    child: p.child,
+                    deadline: Instant::now() + p.grace,
+                    remove_object: !object_gone,
+                };
+                self.terminating.insert(key, stopping);
             }
         }
+        self.reap();
         for w in wanted {
             let key = (w.namespace.clone(), w.pod.clone());
-            if !self.pods.contains_key(&key) {
+            if !self.pods.contains_key(&key) && !self.terminating.contains_key(&key) {
                 if let Some(p) = self.run(&w) {
                     self.pods.insert(key, p);
                 }
             }
         }
+        let now = Instant::now();
         self.pods
             .iter()
-            .filter(|(_, p)| !p.ready)
+            .filter(|(_, p)| !p.ready || p.next_probe <= now)
             .map(|(k, p)| (k.clone(), p.http_port))
             .collect()
+    }
+
+    /// Forgets the stopping processes that exited; kills those past their grace period.
+    fn reap(&mut self) {
+        let now = Instant::now();
+        let keys: Vec<(String, String)> = self.terminating.keys().cloned().collect();
+        for key in keys {
+            let t = self.terminating.get_mut(&key).expect("terminating");
+            let exited = t.child.try_wait().ok().flatten().is_some();
+            if !exited && now < t.deadline {
+                continue;
+            }
+            let mut t = self.terminating.remove(&key).expect("terminating");
+            let _ = t.child.kill();
+            let _ = t.child.wait();
+            if t.remove_object {
+                self.api.remove(&super::coll(&key.0, "pods"), &key.1);
+            }
+        }
     }
 
     fn wanted(&self) -> Vec<Wanted> {
@@ -245,24 +332,45 @@ impl State {
         let http_port = self.port(&w.host, http_port(container));
         self.api
             .insert(&super::coll(&w.namespace, "pods"), pod_object(w, false));
+        let grace = spec["terminationGracePeriodSeconds"].as_u64().unwrap_or(30);
         Some(RunningPod {
             child,
             http_port,
             ready: false,
             log,
+            probe: readiness_probe(container),
+            failures: 0,
+            next_probe: Instant::now(),
+            grace: Duration::from_secs(grace),
         })
     }
 
+    /// Applies probe results: the first success makes a pod ready, `failureThreshold` failures
+    /// in a row make a ready pod not ready.
     fn set_ready(&mut self, probes: Vec<((String, String), bool)>) {
-        for (key, ready) in probes.into_iter().filter(|(_, r)| *r) {
+        let now = Instant::now();
+        for (key, ok) in probes {
             let pods = super::coll(&key.0, "pods");
             let (Some(p), Some(mut obj)) = (self.pods.get_mut(&key), self.api.get(&pods, &key.1))
             else {
                 continue;
             };
-            p.ready = ready;
-            obj["status"]["conditions"] = json!([{ "type": "Ready", "status": "True" }]);
-            self.api.insert(&pods, obj);
+            let was = p.ready;
+            if ok {
+                p.failures = 0;
+                p.ready = true;
+            } else if p.ready {
+                p.failures += 1;
+                p.ready = p.failures < p.probe.failure_threshold;
+            }
+            if p.ready {
+                p.next_probe = now + p.probe.period;
+            }
+            if p.ready != was {
+                let status = if p.ready { "True" } else { "False" };
+                obj["status"]["conditions"] = json!([{ "type": "Ready", "status": status }]);
+                self.api.insert(&pods, obj);
+            }
         }
     }
 
@@ -355,6 +463,25 @@ fn pod_args(container: &Value, env: &[(String, String)], config: &Path) -> Vec<S
             a.replace(CONFIG_MOUNT, &config.display().to_string())
         })
         .collect()
+}
+
+/// Sends `signal` to `child` (a process that already exited is ignored).
+fn send(child: &Child, signal: rustix::process::Signal) {
+    if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
+        let _ = rustix::process::kill_process(pid, signal);
+    }
+}
+
+/// The timing of the container's readiness probe (Kubernetes' defaults where unset).
+fn readiness_probe(container: &Value) -> Probe {
+    let probe = &container["readinessProbe"];
+    Probe {
+        period: Duration::from_secs(probe["periodSeconds"].as_u64().unwrap_or(10)),
+        failure_threshold: probe["failureThreshold"]
+            .as_u64()
+            .and_then(|n| u32::try_from(n).ok())
+            .unwrap_or(3),
+    }
 }
 
 /// The container port named `http`.

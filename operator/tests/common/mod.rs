@@ -2,11 +2,14 @@
 #![allow(dead_code, unreachable_pub)]
 
 pub mod api_server;
+pub mod bed;
 pub mod cluster;
 pub mod fake_api;
 pub mod kafka;
 pub mod kubelet;
 pub mod operator_process;
+pub mod sampler;
+pub mod workload;
 
 use std::sync::Arc;
 

@@ -44,7 +44,12 @@ impl OperatorProcess {
         let kubeconfig = cfg.dir.join("kubeconfig");
         server.kubeconfig(&kubeconfig, cfg.namespace);
         let log = cfg.dir.join("operator.log");
-        let out = std::fs::File::create(&log).expect("create operator log");
+        // Appended to: an operator started again (a restarted pod) keeps the earlier log.
+        let out = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log)
+            .expect("create operator log");
         let err = out.try_clone().expect("clone log handle");
         let mut cmd = Command::new(OPERATOR_BIN);
         cmd.env_clear();
@@ -84,6 +89,12 @@ impl OperatorProcess {
             std::thread::sleep(Duration::from_millis(50));
         }
         None
+    }
+
+    /// Kills the process (SIGKILL, as a node failure would) and reaps it.
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
     }
 
     /// The log so far (for failure messages).

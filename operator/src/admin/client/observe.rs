@@ -4,7 +4,9 @@
 //! DescribeQuorum (the active controller), DescribeConfigs (each topic's `min.insync.replicas`)
 //! — plus, over a connection to each unfenced broker, DescribeLogDirs (the sizes of its
 //! replicas) and DescribeConfigs of that broker (its `cordoned.log.dirs`), which only the broker
-//! itself answers. Fenced brokers are not asked: they are down or not caught up.
+//! itself answers. Fenced brokers are not asked: they are down or not caught up. An unfenced
+//! broker that does not answer within 3 s (hung, unreachable) is listed in `unanswered`
+//! rather than failing the observation.
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -25,6 +27,8 @@ pub(super) const LIST_REASSIGNMENTS: (&str, i16, i16, i16) = (
     0,
     0,
 );
+/// How long one broker has to report its log dirs and cordon state (connect and two requests).
+const BROKER_REPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(3);
 /// v1+: DescribeLogDirs v0 is gone from Kafka 4 (KIP-896).
 const DESCRIBE_LOG_DIRS: (&str, i16, i16, i16) =
     ("DescribeLogDirs", DescribeLogDirsRequest::KEY, 1, 4);
@@ -71,14 +75,34 @@ impl KafkaAdminClient {
         };
         let topics: BTreeSet<String> = partitions.iter().map(|p| p.topic.clone()).collect();
         let topic_min_insync_replicas = self.min_insync_replicas(&topics).await?;
-        let reports = futures::future::try_join_all(
-            registered
-                .iter()
-                .filter(|b| !b.fenced)
-                .map(|b| async move { Ok::<_, AdminError>((b.id, broker_report(b).await?)) }),
-        )
-        .await?;
-        let reports: BTreeMap<NodeId, BrokerReport> = reports.into_iter().collect();
+        // One hung or unreachable broker must not blind the planner to the rest of the
+        // cluster: each broker gets BROKER_REPORT_TIMEOUT, and one that does not answer is
+        // listed as such (its sizes and cordon state unknown) instead of failing the whole
+        // observation.
+        let answers = futures::future::join_all(registered.iter().filter(|b| !b.fenced).map(
+            |b| async move {
+                let report = tokio::time::timeout(BROKER_REPORT_TIMEOUT, broker_report(b)).await;
+                (b.id, report)
+            },
+        ))
+        .await;
+        let mut reports: BTreeMap<NodeId, BrokerReport> = BTreeMap::new();
+        let mut unanswered = BTreeSet::new();
+        for (id, answer) in answers {
+            match answer {
+                Ok(Ok(report)) => {
+                    reports.insert(id, report);
+                }
+                Ok(Err(e)) => {
+                    tracing::warn!(broker = id, error = %e, "broker did not report its log dirs");
+                    unanswered.insert(id);
+                }
+                Err(_) => {
+                    tracing::warn!(broker = id, timeout = ?BROKER_REPORT_TIMEOUT, "broker did not report its log dirs in time");
+                    unanswered.insert(id);
+                }
+            }
+        }
         apply_sizes(&mut partitions, &reports);
         Ok(ObservedKafka {
             brokers: registered
@@ -97,6 +121,7 @@ impl KafkaAdminClient {
                 .iter()
                 .map(|(id, r)| (*id, r.sizes.values().sum()))
                 .collect(),
+            unanswered,
         })
     }
 

@@ -1,0 +1,393 @@
+//! Day-2 operations end to end: the real operator binary (its normal controller loop, over HTTP
+//! to the test API server) runs a KafkaCluster whose pods are real broker processes (the test
+//! kubelet), while the workload of `e2e/workload` (acks=all idempotent producers, consumers and
+//! the history checker) runs against it and a sampler reads every partition's ISR every 100 ms.
+//!
+//! - scale out 3 → 5 (replicas end within 10 % of even), then in 5 → 3 with the operator killed
+//!   mid-drain (a new operator resumes from status; the leaving brokers hold nothing before their
+//!   pods go; no ISR below min.insync.replicas), then an unsafe scale-down refused;
+//! - a broker config change rolls the brokers with 0 failed acks=all sends; then, with one
+//!   follower hung (SIGSTOP) and out of the ISRs, the next roll waits and says why, and proceeds
+//!   once the follower is back.
+//!
+//! Each test needs the broker binary and the workload's Python (see `common::workload`); without
+//! them it skips with a message (`scripts/test.sh` makes a missing Python a failure).
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::{Duration, Instant};
+
+use common::bed::{Bed, LEASE, NS};
+use common::kafka::create_topic_assigned;
+use common::sampler::{replicas_per_broker, Sampler};
+use common::workload::{python, Workload};
+use common::{coll, fixture};
+use operator::admin::client::KafkaAdminClient;
+use serde_json::{json, Value};
+
+/// min.insync.replicas of the broker pool in `basic.yaml`.
+const MIN_ISR: usize = 2;
+/// Bound for one whole day-2 operation on this machine (debug brokers, two cores).
+const OPERATION: Duration = Duration::from_secs(180);
+
+async fn bed(kc: Value) -> Option<(Bed, std::path::PathBuf)> {
+    let Some(python) = python() else {
+        eprintln!("SKIPPED: no Python for the workload (see common::workload)");
+        return None;
+    };
+    Some((Bed::start(kc).await?, python))
+}
+
+fn operation(bed: &Bed) -> Value {
+    bed.status()["operation"].clone()
+}
+
+/// Whether the operator has acted on the latest spec and reports nothing in progress: no day-2
+/// operation, every pod ready and up to date.
+fn settled(bed: &Bed) -> bool {
+    let kc = bed.api.get(&coll(NS, "kafkaclusters"), "demo");
+    let generation = kc.map(|kc| kc["metadata"]["generation"].clone());
+    let status = bed.status();
+    let nodes = status["nodes"].as_array().cloned().unwrap_or_default();
+    Some(&status["observedGeneration"]) == generation.as_ref()
+        && operation(bed)["kind"] == "None"
+        && status["day2"]["operation"].is_null()
+        && status["outdatedPods"].as_array().is_some_and(Vec::is_empty)
+        && nodes
+            .iter()
+            .all(|n| n["ready"] == true && n["upToDate"] == true)
+}
+
+/// `status.day2.knownBrokers`: the brokers the operator has commissioned.
+fn known_brokers(bed: &Bed) -> Vec<i64> {
+    let known = bed.status()["day2"]["knownBrokers"].clone();
+    known
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_i64).collect())
+        .unwrap_or_default()
+}
+
+/// The pods deleted through the API so far whose name starts with `prefix`.
+fn deletes(bed: &Bed, prefix: &str) -> Vec<String> {
+    bed.api
+        .requests(&format!("DELETE /api/v1/namespaces/{NS}/pods/{prefix}"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scale_out_then_in_with_the_operator_killed_mid_drain() {
+    let Some((mut bed, python)) = bed(fixture("basic.yaml")).await else {
+        return;
+    };
+    let start = Instant::now();
+    let addrs = |bed: &Bed, n: i32| (0..n).map(|i| bed.broker_addr(i)).collect::<Vec<_>>();
+    let sampler = Sampler::start(addrs(&bed, 3));
+    let workload = Workload::start(
+        &python,
+        &bed.broker_addr(0),
+        &bed.dir.path().join("workload"),
+        Duration::from_secs(900),
+        &[
+            "--topic",
+            "day2",
+            "--partitions",
+            "30",
+            "--replication-factor",
+            "3",
+            "--topic-config",
+            "min.insync.replicas=2",
+            "--producers",
+            "2",
+            "--consumers",
+            "1",
+            "--rate",
+            "50",
+            "--max-messages",
+            "1000000",
+        ],
+    );
+    bed.until("the workload's topic", Duration::from_secs(60), || {
+        let latest = sampler.latest()?;
+        (latest.parts.iter().filter(|p| p.topic == "day2").count() == 30).then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
+    // 3 → 5: the new brokers register and receive their share.
+    bed.patch(json!({ "spec": { "brokers": { "replicas": 5 } } }))
+        .await;
+    sampler.set_addresses(addrs(&bed, 5));
+    bed.until("brokers 103 and 104 commissioned", OPERATION, || {
+        let known = known_brokers(&bed);
+        (settled(&bed) && known.contains(&103) && known.contains(&104)).then_some(())
+    })
+    .await;
+    let latest = sampler.latest().expect("a sample");
+    let per_broker = replicas_per_broker(&latest.parts);
+    let total: usize = per_broker.values().sum();
+    let even = total as f64 / 5.0;
+    println!("after 3 → 5: replicas per broker {per_broker:?} (even: {even:.1})");
+    assert_eq!(per_broker.len(), 5, "{per_broker:?}");
+    for (broker, n) in &per_broker {
+        let off = (*n as f64 - even).abs() / even;
+        assert!(
+            off <= 0.10,
+            "broker {broker} holds {n} replicas, {:.0} % off even ({even:.1}): {per_broker:?}",
+            off * 100.0
+        );
+    }
+
+    // 5 → 3, the operator killed once it has moved some partitions; a new one resumes.
+    bed.patch(json!({ "spec": { "brokers": { "replicas": 3 } } }))
+        .await;
+    bed.until("a drain with moves submitted", OPERATION, || {
+        let op = &bed.status()["day2"]["operation"];
+        let moved = op["moved"].as_array().map_or(0, Vec::len);
+        (op["kind"] == "decommissioning" && moved > 0).then_some(())
+    })
+    .await;
+    let killed_at = Instant::now();
+    bed.replace_operator();
+    // Until the StatefulSet shrinks, the leaving brokers' pods run; when it does, the last
+    // sample before shows them holding nothing and every partition fully in sync.
+    let leaving: BTreeSet<i32> = [103, 104].into();
+    let mut last_before_shrink = None;
+    bed.until("the StatefulSet shrunk to 3", OPERATION, || {
+        if bed.broker_replicas() == 3 {
+            return Some(());
+        }
+        last_before_shrink = sampler.latest();
+        None
+    })
+    .await;
+    let before = last_before_shrink.expect("a sample before the shrink");
+    for p in &before.parts {
+        assert!(
+            !p.replicas.iter().any(|r| leaving.contains(r)),
+            "the StatefulSet shrank while {}-{} had replicas {:?}",
+            p.topic,
+            p.partition,
+            p.replicas
+        );
+        assert_eq!(
+            p.isr.len(),
+            p.replicas.len(),
+            "the StatefulSet shrank while {}-{} was not fully in sync: {p:?}",
+            p.topic,
+            p.partition
+        );
+    }
+    sampler.set_addresses(addrs(&bed, 3));
+    bed.until("brokers 103 and 104 decommissioned", OPERATION, || {
+        let nodes = bed.status()["nodes"].as_array().map_or(0, Vec::len);
+        (settled(&bed) && nodes == 6).then_some(())
+    })
+    .await;
+    let lease = bed.api.get(&coll(NS, "leases"), LEASE).expect("lease");
+    assert_eq!(
+        lease["spec"]["holderIdentity"], "operator-e2e-2",
+        "the new operator finished the drain"
+    );
+    println!(
+        "drain resumed by a new operator; done {:?} after the kill",
+        killed_at.elapsed()
+    );
+    let pods = bed.api.names(&coll(NS, "pods"));
+    assert!(
+        !pods
+            .iter()
+            .any(|p| p == "demo-broker-3" || p == "demo-broker-4"),
+        "{pods:?}"
+    );
+
+    // An unsafe scale-down (below the topics' replication factor 3) is refused and changes
+    // nothing; reverting it clears the refusal.
+    bed.patch(json!({ "spec": { "brokers": { "replicas": 2 } } }))
+        .await;
+    let refused = bed
+        .until("the scale-down refused", Duration::from_secs(30), || {
+            let c = bed.condition("Degraded");
+            (c["reason"] == "ScaleDownRefused").then_some(c)
+        })
+        .await;
+    assert!(
+        refused["message"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("day2"),
+        "the refusal names the topic: {refused}"
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(bed.broker_replicas(), 3);
+    bed.patch(json!({ "spec": { "brokers": { "replicas": 3 } } }))
+        .await;
+    bed.until("the refusal cleared", Duration::from_secs(30), || {
+        (bed.condition("Degraded")["status"] == "False").then_some(())
+    })
+    .await;
+
+    let below = sampler.below("day2", MIN_ISR, start);
+    assert!(below.is_empty(), "ISR below min.insync.replicas: {below:?}");
+    println!("{} ISR samples", sampler.since(start).len());
+    let verdict = workload.finish();
+    verdict.assert_clean("scale out and in");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rolling_restarts_lose_no_send_and_wait_for_a_hung_follower() {
+    let mut kc = fixture("basic.yaml");
+    // A follower that stops fetching leaves the ISR after 3 s (not 30): the hung follower below
+    // is out of the ISRs well before its pod's readiness probe fails.
+    kc["spec"]["brokers"]["config"]["replica.lag.time.max.ms"] = json!("3000");
+    let Some((bed, python)) = bed(kc).await else {
+        return;
+    };
+    let start = Instant::now();
+    let sampler = Sampler::start((0..3).map(|i| bed.broker_addr(i)).collect());
+    // Broker 102 (demo-broker-2) is never a preferred leader, so hanging it stops only
+    // replication: no partition loses its leader.
+    let admin = KafkaAdminClient::connect(&bed.broker_addr(0))
+        .await
+        .expect("admin connection");
+    let assignment: Vec<&[i32]> = (0..12)
+        .map(|i| -> &[i32] {
+            if i % 2 == 0 {
+                &[100, 101, 102]
+            } else {
+                &[101, 100, 102]
+            }
+        })
+        .collect();
+    // One topic per workload run (the values a run writes are its producers' sequence numbers).
+    for topic in ["roll", "hung"] {
+        create_topic_assigned(&admin, topic, &assignment).await;
+    }
+    let workload_args = |topic: &'static str| {
+        [
+            "--topic",
+            topic,
+            "--no-create-topic",
+            "--partitions",
+            "12",
+            "--producers",
+            "2",
+            "--consumers",
+            "1",
+            "--rate",
+            "50",
+            "--max-messages",
+            "1000000",
+        ]
+    };
+
+    // A config change: the three brokers restart one at a time, and no acks=all send fails.
+    let first = Workload::start(
+        &python,
+        &bed.broker_addr(0),
+        &bed.dir.path().join("workload-roll"),
+        Duration::from_secs(900),
+        &workload_args("roll"),
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    bed.patch(json!({ "spec": { "brokers": { "config": { "log.retention.ms": "604800001" } } } }))
+        .await;
+    bed.until("the roll finished", OPERATION, || {
+        settled(&bed).then_some(())
+    })
+    .await;
+    assert_eq!(deletes(&bed, "demo-broker-").len(), 3);
+    let verdict = first.finish();
+    verdict.assert_clean("rolling restart");
+    assert_eq!(verdict.count("failed"), 0, "{}", verdict.report["counts"]);
+    assert_eq!(
+        verdict.count("indeterminate"),
+        0,
+        "{}",
+        verdict.report["counts"]
+    );
+
+    // Broker 102 hangs; once it is out of every ISR, a config change rolls: no other broker may
+    // restart while that would leave a partition below min.insync.replicas.
+    let second = Workload::start(
+        &python,
+        &bed.broker_addr(0),
+        &bed.dir.path().join("workload-hung"),
+        Duration::from_secs(900),
+        &workload_args("hung"),
+    );
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    bed.kubelet.pause("demo-broker-2");
+    let paused = Instant::now();
+    bed.until(
+        "broker 102 out of every ISR",
+        Duration::from_secs(30),
+        || {
+            let latest = sampler.latest()?;
+            let roll = latest
+                .parts
+                .iter()
+                .filter(|p| p.topic == "roll" || p.topic == "hung");
+            roll.clone().all(|p| !p.isr.contains(&102)).then_some(())
+        },
+    )
+    .await;
+    println!(
+        "102 out of every ISR {:?} after the pause",
+        paused.elapsed()
+    );
+    let deleted_before = deletes(&bed, "demo-broker-").len();
+    bed.patch(json!({ "spec": { "brokers": { "config": { "log.retention.ms": "604800002" } } } }))
+        .await;
+    let blockers = bed
+        .until("the roll to wait", Duration::from_secs(20), || {
+            let b = operation(&bed)["blockers"].as_array().cloned()?;
+            (!b.is_empty()).then_some(b)
+        })
+        .await;
+    println!(
+        "blocked {:?} after the pause: {blockers:?}",
+        paused.elapsed()
+    );
+    let says_why = blockers.iter().filter_map(Value::as_str).any(|b| {
+        b.contains("below min.insync.replicas") || b.contains("pod demo-broker-2 to be ready")
+    });
+    assert!(says_why, "{blockers:?}");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let new_deletes = deletes(&bed, "demo-broker-")[deleted_before..].to_vec();
+    assert!(
+        new_deletes.iter().all(|d| d.ends_with("demo-broker-2")),
+        "a broker restarted while 102 was out of the ISRs: {new_deletes:?}"
+    );
+    bed.kubelet.resume("demo-broker-2");
+    bed.until("broker 102 back in every ISR", OPERATION, || {
+        let latest = sampler.latest()?;
+        let roll = latest
+            .parts
+            .iter()
+            .filter(|p| p.topic == "roll" || p.topic == "hung");
+        roll.clone().all(|p| p.isr.contains(&102)).then_some(())
+    })
+    .await;
+    let new_deletes = deletes(&bed, "demo-broker-")[deleted_before..].to_vec();
+    assert!(
+        new_deletes.iter().all(|d| d.ends_with("demo-broker-2")),
+        "a broker restarted while 102 was out of the ISRs: {new_deletes:?}"
+    );
+    bed.until("the roll finished", OPERATION, || {
+        settled(&bed).then_some(())
+    })
+    .await;
+    let verdict = second.finish();
+    verdict.assert_clean("rolling restart with a hung follower");
+
+    for topic in ["roll", "hung"] {
+        let below = sampler.below(topic, MIN_ISR, start);
+        assert!(below.is_empty(), "ISR below min.insync.replicas: {below:?}");
+    }
+    let events = bed.api.names(&coll(NS, "events"));
+    println!(
+        "{} events; ISR samples: {}",
+        events.len(),
+        sampler.since(start).len()
+    );
+}
