@@ -101,6 +101,13 @@ impl FakeState {
             partitions,
             topic_min_insync_replicas: self.topic_min_isr.clone(),
             log_dir_bytes,
+            quorum_lag: {
+                let q = self.quorum();
+                q.voters
+                    .iter()
+                    .filter_map(|v| Some((v.id, q.lag(v.id)?)))
+                    .collect()
+            },
             unanswered: Default::default(),
         }
     }

@@ -94,6 +94,7 @@ fixtures!(
     commission_done_when_balanced,
     restart_controllers_first,
     restart_active_controller_last,
+    restart_controller_waits_for_a_quorum_majority,
     restart_waits_for_every_pod_ready,
     restart_not_ready_pod_first,
     restart_gate_blocks_below_min_isr,

@@ -4,7 +4,9 @@
 //!   above `min.insync.replicas` can never pass that check: they are skipped and named (their
 //!   acks=all producers see NOT_ENOUGH_REPLICAS while X restarts, whatever the operator waits for);
 //! - after restarting X: X is registered and unfenced, back in the ISR of every partition it
-//!   hosts, and no partition of the cluster is under-replicated.
+//!   hosts, and no partition of the cluster is under-replicated;
+//! - before restarting controller C: without C, a majority of the quorum's voters is caught up
+//!   with the active controller (DescribeQuorum); after: C itself is caught up.
 //!
 //! This module does not choose which pod restarts next; `decide` does.
 
@@ -89,6 +91,66 @@ pub fn after_restart(kafka: &ObservedKafka, id: NodeId) -> GateResult {
     out
 }
 
+/// A voter at most this many metadata records behind the active controller is caught up.
+pub const QUORUM_CAUGHT_UP_LAG: i64 = 10;
+
+/// May controller `id` restart now? Only if, without it, a majority of the quorum's voters is
+/// caught up with the active controller: the quorum keeps committing while it is down. A node
+/// that is not a voter, or the only one, has nothing to wait for.
+pub fn before_controller_restart(kafka: &ObservedKafka, id: NodeId) -> GateResult {
+    let mut out = GateResult::default();
+    if kafka.quorum_lag.is_empty() {
+        out.blocked.push(Blocker {
+            partition: String::new(),
+            reason: "the controller quorum's state (DescribeQuorum) to be known".to_owned(),
+        });
+        return out;
+    }
+    let voters = kafka.quorum_lag.len();
+    if !kafka.quorum_lag.contains_key(&id) || voters == 1 {
+        return out;
+    }
+    let majority = voters / 2 + 1;
+    let caught_up = kafka
+        .quorum_lag
+        .iter()
+        .filter(|(v, lag)| **v != id && **lag <= QUORUM_CAUGHT_UP_LAG)
+        .count();
+    if caught_up < majority {
+        let behind: Vec<String> = kafka
+            .quorum_lag
+            .iter()
+            .filter(|(v, lag)| **v != id && **lag > QUORUM_CAUGHT_UP_LAG)
+            .map(|(v, lag)| format!("voter {v} {lag} records behind"))
+            .collect();
+        out.blocked.push(Blocker {
+            partition: String::new(),
+            reason: format!(
+                "without controller {id}, {caught_up} of {voters} voters are caught up, fewer than a majority ({majority}): {}",
+                behind.join(", ")
+            ),
+        });
+    }
+    out
+}
+
+/// Is controller `id` caught up with the quorum again after its restart?
+pub fn after_controller_restart(kafka: &ObservedKafka, id: NodeId) -> GateResult {
+    let mut out = GateResult::default();
+    match kafka.quorum_lag.get(&id) {
+        Some(lag) if *lag > QUORUM_CAUGHT_UP_LAG => out.blocked.push(Blocker {
+            partition: String::new(),
+            reason: format!("controller {id} is {lag} metadata records behind the active controller"),
+        }),
+        None if kafka.quorum_lag.is_empty() => out.blocked.push(Blocker {
+            partition: String::new(),
+            reason: "the controller quorum's state (DescribeQuorum) to be known".to_owned(),
+        }),
+        _ => {}
+    }
+    out
+}
+
 fn after_restart_blocker(p: &PartitionView, id: NodeId) -> Option<String> {
     if p.replicas.contains(&id) && !p.isr.contains(&id) {
         return Some(format!("broker {id} is not back in the ISR {:?}", p.isr));
@@ -159,6 +221,27 @@ mod tests {
             g.skipped[0].starts_with("small (replication factor 2"),
             "{g:?}"
         );
+    }
+
+    #[test]
+    fn a_controller_restarts_only_while_a_majority_stays_caught_up() {
+        let mut k = kafka(vec![]);
+        // unknown quorum: wait
+        assert!(!before_controller_restart(&k, 0).open());
+        k.quorum_lag = [(0, 0), (1, 0), (2, 0)].into();
+        assert!(before_controller_restart(&k, 0).open());
+        // voter 2 lags: restarting 0 would leave 1 of 3 caught up
+        k.quorum_lag.insert(2, 500);
+        let g = before_controller_restart(&k, 0);
+        assert!(g.blocked[0].reason.contains("voter 2 500 records behind"), "{g:?}");
+        // restarting the lagging voter itself is fine, and a non-voter has nothing to wait for
+        assert!(before_controller_restart(&k, 2).open());
+        assert!(before_controller_restart(&k, 7).open());
+        // after a restart: wait until it is caught up
+        assert!(!after_controller_restart(&k, 2).open());
+        assert!(after_controller_restart(&k, 1).open());
+        k.quorum_lag = [(0, 0)].into();
+        assert!(before_controller_restart(&k, 0).open(), "a single voter");
     }
 
     #[test]

@@ -110,6 +110,10 @@ pub struct ObservedKafka {
     /// Bytes in each broker's log directory (DescribeLogDirs).
     #[serde(default)]
     pub log_dir_bytes: BTreeMap<NodeId, u64>,
+    /// Each controller quorum voter and how many metadata records it is behind the active
+    /// controller (DescribeQuorum). Empty when the quorum was not observed.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub quorum_lag: BTreeMap<NodeId, i64>,
     /// Unfenced brokers that did not answer their own DescribeLogDirs or DescribeConfigs (hung
     /// or unreachable): their sizes and cordon state are unknown.
     #[serde(default, skip_serializing_if = "BTreeSet::is_empty")]

@@ -1,9 +1,13 @@
 //! Rolling restarts: one pod at a time; a pod that is down on an old configuration first, then
-//! controllers before brokers, the active controller last; every pod ready before the next, and
-//! the ISR gates of `gates` before and after each broker.
+//! controllers before brokers, the active controller last; every pod ready before the next, the
+//! quorum gates of `gates` before and after each controller, and the ISR gates before and after
+//! each broker.
 
 use super::decide::{act, idle, wait};
-use super::gates::{after_restart, before_restart};
+use super::gates::{
+    after_controller_restart, after_restart, before_controller_restart, before_restart,
+};
+use super::gates::GateResult;
 use super::model::{
     Blocker, Day2Action, Day2Input, Day2State, Decision, NodeId, Operation, PodView,
     ReportedOperation,
@@ -77,21 +81,27 @@ pub(super) fn rolling_restart(input: &Day2Input, mut state: Day2State) -> Decisi
         return d;
     }
     let mut skipped = Vec::new();
+    let mut gate = GateResult::default();
+    if next.controller {
+        gate = before_controller_restart(&input.kafka, next.node_id);
+    }
     if next.broker {
-        let gate = before_restart(&input.kafka, next.node_id, input.spec.min_insync_replicas);
-        skipped = gate.skipped.clone();
-        if !gate.open() {
-            let mut d = wait(
-                state,
-                &input.now,
-                ReportedOperation::Rolling,
-                &what,
-                gate.blocked,
-            );
-            d.skipped = skipped;
-            (d.done, d.total) = (done, total);
-            return d;
-        }
+        let broker_gate =
+            before_restart(&input.kafka, next.node_id, input.spec.min_insync_replicas);
+        skipped = broker_gate.skipped.clone();
+        gate.blocked.extend(broker_gate.blocked);
+    }
+    if !gate.open() {
+        let mut d = wait(
+            state,
+            &input.now,
+            ReportedOperation::Rolling,
+            &what,
+            gate.blocked,
+        );
+        d.skipped = skipped;
+        (d.done, d.total) = (done, total);
+        return d;
     }
     state.operation = Some(Operation::Restarting {
         pod: next.name.clone(),
@@ -162,17 +172,21 @@ pub(super) fn continue_restart(
             blocked,
         );
     }
+    let mut gate = GateResult::default();
+    if p.controller {
+        gate = after_controller_restart(&input.kafka, node_id);
+    }
     if p.broker {
-        let gate = after_restart(&input.kafka, node_id);
-        if !gate.open() {
-            return wait(
-                state,
-                &input.now,
-                ReportedOperation::Rolling,
-                &what,
-                gate.blocked,
-            );
-        }
+        gate.blocked.extend(after_restart(&input.kafka, node_id).blocked);
+    }
+    if !gate.open() {
+        return wait(
+            state,
+            &input.now,
+            ReportedOperation::Rolling,
+            &what,
+            gate.blocked,
+        );
     }
     let mut state = state;
     state.operation = None;

@@ -68,9 +68,16 @@ impl KafkaAdminClient {
             }
         }
         // The Raft leader, not DescribeCluster's "controller for clients" (a broker).
-        let active_controller = match self.quorum().await {
-            Ok(q) => q.leader_id,
-            Err(AdminError::Unsupported { .. }) => cluster_controller,
+        let (active_controller, quorum_lag) = match self.quorum().await {
+            Ok(q) => {
+                let lag = q
+                    .voters
+                    .iter()
+                    .filter_map(|v| Some((v.id, q.lag(v.id)?)))
+                    .collect();
+                (q.leader_id, lag)
+            }
+            Err(AdminError::Unsupported { .. }) => (cluster_controller, BTreeMap::new()),
             Err(e) => return Err(e),
         };
         let topics: BTreeSet<String> = partitions.iter().map(|p| p.topic.clone()).collect();
@@ -121,6 +128,7 @@ impl KafkaAdminClient {
                 .iter()
                 .map(|(id, r)| (*id, r.sizes.values().sum()))
                 .collect(),
+            quorum_lag,
             unanswered,
         })
     }
