@@ -6,7 +6,7 @@
 //! - scale out 3 → 5 (replicas end within 10 % of even), then in 5 → 3 with the operator killed
 //!   mid-drain (a new operator resumes from status; the leaving brokers hold nothing before their
 //!   pods go; no ISR below min.insync.replicas), then an unsafe scale-down refused;
-//! - a broker config change rolls the brokers with 0 failed acks=all sends; then, with one
+//! - a cluster config change rolls every node with 0 failed acks=all sends; then, with one
 //!   follower hung (SIGSTOP) and out of the ISRs, the next roll waits and says why, and proceeds
 //!   once the follower is back.
 //!
@@ -289,13 +289,18 @@ async fn rolling_restarts_lose_no_send_and_wait_for_a_hung_follower() {
         &workload_args("roll"),
     );
     tokio::time::sleep(Duration::from_secs(5)).await;
-    bed.patch(json!({ "spec": { "brokers": { "config": { "log.retention.ms": "604800001" } } } }))
+    // A cluster-wide config change: every node restarts, the controllers (behind the quorum
+    // gates) before the brokers (behind the ISR gates).
+    bed.patch(json!({ "spec": { "config": { "log.retention.ms": "604800001" } } }))
         .await;
+    let roll_started = Instant::now();
     bed.until("the roll finished", OPERATION, || {
         settled(&bed).then_some(())
     })
     .await;
+    println!("roll of 6 nodes: {:?}", roll_started.elapsed());
     assert_eq!(deletes(&bed, "demo-broker-").len(), 3);
+    assert_eq!(deletes(&bed, "demo-controller-").len(), 3);
     let verdict = first.finish();
     verdict.assert_clean("rolling restart");
     assert_eq!(verdict.count("failed"), 0, "{}", verdict.report["counts"]);

@@ -140,7 +140,9 @@ pub fn after_controller_restart(kafka: &ObservedKafka, id: NodeId) -> GateResult
     match kafka.quorum_lag.get(&id) {
         Some(lag) if *lag > QUORUM_CAUGHT_UP_LAG => out.blocked.push(Blocker {
             partition: String::new(),
-            reason: format!("controller {id} is {lag} metadata records behind the active controller"),
+            reason: format!(
+                "controller {id} is {lag} metadata records behind the active controller"
+            ),
         }),
         None if kafka.quorum_lag.is_empty() => out.blocked.push(Blocker {
             partition: String::new(),
@@ -233,7 +235,10 @@ mod tests {
         // voter 2 lags: restarting 0 would leave 1 of 3 caught up
         k.quorum_lag.insert(2, 500);
         let g = before_controller_restart(&k, 0);
-        assert!(g.blocked[0].reason.contains("voter 2 500 records behind"), "{g:?}");
+        assert!(
+            g.blocked[0].reason.contains("voter 2 500 records behind"),
+            "{g:?}"
+        );
         // restarting the lagging voter itself is fine, and a non-voter has nothing to wait for
         assert!(before_controller_restart(&k, 2).open());
         assert!(before_controller_restart(&k, 7).open());

@@ -4,10 +4,10 @@
 //! each broker.
 
 use super::decide::{act, idle, wait};
+use super::gates::GateResult;
 use super::gates::{
     after_controller_restart, after_restart, before_controller_restart, before_restart,
 };
-use super::gates::GateResult;
 use super::model::{
     Blocker, Day2Action, Day2Input, Day2State, Decision, NodeId, Operation, PodView,
     ReportedOperation,
@@ -177,7 +177,8 @@ pub(super) fn continue_restart(
         gate = after_controller_restart(&input.kafka, node_id);
     }
     if p.broker {
-        gate.blocked.extend(after_restart(&input.kafka, node_id).blocked);
+        gate.blocked
+            .extend(after_restart(&input.kafka, node_id).blocked);
     }
     if !gate.open() {
         return wait(
