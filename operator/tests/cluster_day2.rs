@@ -288,14 +288,29 @@ async fn three_to_five_brokers_commissions_the_new_ones_until_balanced() {
         s["rebalance"] = json!({ "batchSize": 4, "throttleBytesPerSecond": 5_000_000 });
     });
     let mut saw_commissioning = false;
+    let in_progress =
+        r#"tributary_operator_cluster_operation_in_progress{namespace="kafka",name="demo"}"#;
     for _ in 0..60 {
         let r = w.step().await;
-        saw_commissioning |= r.operation["kind"] == "Commissioning";
+        if r.operation["kind"] == "Commissioning" {
+            saw_commissioning = true;
+            let metrics = w.ctx.metrics.render();
+            assert!(metrics.contains(&format!("{in_progress} 1")), "{metrics}");
+        }
         if saw_commissioning && r.operation["kind"] == "None" {
             break;
         }
     }
     assert!(saw_commissioning, "{}", w.status());
+    let metrics = w.ctx.metrics.render();
+    for line in [
+        format!("{in_progress} 0").as_str(),
+        r#"tributary_operator_cluster_brokers_ready{namespace="kafka",name="demo"} 5"#,
+        r#"tributary_operator_cluster_under_replicated_partitions{namespace="kafka",name="demo"} 0"#,
+        r#"tributary_operator_cluster_reassigning_bytes{namespace="kafka",name="demo"} 0"#,
+    ] {
+        assert!(metrics.contains(line), "{line} in\n{metrics}");
+    }
     assert!(w
         .history
         .iter()

@@ -29,7 +29,9 @@ use crate::crd::cluster::{KafkaCluster, KafkaClusterStatus, OperationKind};
 use crate::crd::common::find_condition;
 use crate::day2::{
     decide, Day2Action, Day2Input, Day2State, Decision, DesiredCluster, ObservedKube,
+    ReportedOperation,
 };
+use crate::runtime::metrics::ClusterGauges;
 
 /// What the day-2 pass did.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -98,6 +100,11 @@ pub async fn run_day2(ctx: &Context, pass: Day2Pass<'_>) -> Day2Outcome {
         now: pass.now,
     };
     let decision = decide(&input);
+    ctx.metrics.cluster(
+        &pass.vc.namespace,
+        &pass.vc.name,
+        &gauges(&input, &decision),
+    );
     let failed = match carry_out(ctx, pass.vc, admin, &decision.action).await {
         Ok(()) => None,
         Err(e) => {
@@ -112,6 +119,25 @@ pub async fn run_day2(ctx: &Context, pass: Day2Pass<'_>) -> Day2Outcome {
     Day2Outcome::Decided {
         decision: Box::new(decision),
         failed,
+    }
+}
+
+/// The cluster's gauges from what this pass observed and decided.
+fn gauges(input: &Day2Input, decision: &Decision) -> ClusterGauges {
+    let count = |n: usize| i64::try_from(n).unwrap_or(i64::MAX);
+    let ready = input.kube.pods.iter().filter(|p| p.broker && p.ready);
+    let kafka = &input.kafka;
+    let under = kafka.partitions.iter().filter(|p| !p.fully_in_sync());
+    let moving: u64 = kafka
+        .partitions
+        .iter()
+        .map(|p| p.size_bytes.saturating_mul(p.adding.len() as u64))
+        .sum();
+    ClusterGauges {
+        brokers_ready: count(ready.count()),
+        under_replicated_partitions: count(under.count()),
+        operation_in_progress: i64::from(decision.operation != ReportedOperation::None),
+        reassigning_bytes: i64::try_from(moving).unwrap_or(i64::MAX),
     }
 }
 

@@ -39,6 +39,9 @@ pub const DEFAULT_CLIENT_PORT: i32 = 9092;
     printcolumn = r#"{"name":"Brokers","type":"integer","description":"Desired broker replicas","jsonPath":".spec.brokers.replicas"}"#,
     printcolumn = r#"{"name":"Ready","type":"string","description":"Ready condition","jsonPath":".status.conditions[?(@.type==\"Ready\")].status"}"#,
     printcolumn = r#"{"name":"Operation","type":"string","description":"What the operator is doing","jsonPath":".status.operation.kind"}"#,
+    printcolumn = r#"{"name":"Done","type":"integer","description":"Units of the operation done (pods restarted, partitions moved)","jsonPath":".status.operation.done"}"#,
+    printcolumn = r#"{"name":"Total","type":"integer","description":"Units of the operation in total","jsonPath":".status.operation.total"}"#,
+    printcolumn = r#"{"name":"Message","type":"string","priority":1,"description":"Progress, or what the operation waits for","jsonPath":".status.operation.message"}"#,
     printcolumn = r#"{"name":"Age","type":"date","jsonPath":".metadata.creationTimestamp"}"#
 )]
 #[x_kube(

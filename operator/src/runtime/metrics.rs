@@ -1,6 +1,9 @@
 //! Prometheus metrics of the operator: reconcile counts and durations per controller, failures
-//! by controller and error kind, and whether this replica leads. Rendered in the text format by
-//! `runtime::http`.
+//! by controller and error kind, whether this replica leads, and per KafkaCluster what its last
+//! day-2 pass saw (brokers ready, under-replicated partitions, an operation in progress, bytes
+//! being moved). Rendered in the text format by `runtime::http`. A deleted cluster's gauges keep
+//! their last values until the operator restarts (KafkaCluster has no finalizer that would
+//! tell the operator of its deletion).
 
 use std::time::Duration;
 
@@ -24,6 +27,25 @@ pub struct ErrorLabels {
     pub kind: String,
 }
 
+/// Labels of per-cluster gauges.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct ClusterLabels {
+    pub namespace: String,
+    pub name: String,
+}
+
+/// What one day-2 pass saw of a cluster, for its gauges.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClusterGauges {
+    pub brokers_ready: i64,
+    pub under_replicated_partitions: i64,
+    /// 1 while a commissioning, drain or rolling restart is in progress.
+    pub operation_in_progress: i64,
+    /// Bytes of the partitions being moved, times the replicas each is adding: an upper bound
+    /// of what the moves in flight still copy.
+    pub reassigning_bytes: i64,
+}
+
 /// The operator's metrics and their registry.
 pub struct Metrics {
     pub registry: Registry,
@@ -31,6 +53,10 @@ pub struct Metrics {
     failures: Family<ErrorLabels, Counter>,
     durations: Family<ControllerLabels, Histogram>,
     pub leader: Gauge,
+    brokers_ready: Family<ClusterLabels, Gauge>,
+    under_replicated: Family<ClusterLabels, Gauge>,
+    operation: Family<ClusterLabels, Gauge>,
+    reassigning_bytes: Family<ClusterLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -58,12 +84,41 @@ impl Default for Metrics {
             "1 when this replica holds the leader lease",
             leader.clone(),
         );
+        let cluster_gauge = |registry: &mut Registry, name: &str, help: &str| {
+            let family = Family::<ClusterLabels, Gauge>::default();
+            registry.register(name, help, family.clone());
+            family
+        };
+        let brokers_ready = cluster_gauge(
+            &mut registry,
+            "cluster_brokers_ready",
+            "Broker pods ready, per KafkaCluster",
+        );
+        let under_replicated = cluster_gauge(
+            &mut registry,
+            "cluster_under_replicated_partitions",
+            "Partitions whose ISR is smaller than their replica set, per KafkaCluster",
+        );
+        let operation = cluster_gauge(
+            &mut registry,
+            "cluster_operation_in_progress",
+            "1 while a commissioning, drain or rolling restart is in progress, per KafkaCluster",
+        );
+        let reassigning_bytes = cluster_gauge(
+            &mut registry,
+            "cluster_reassigning_bytes",
+            "Bytes of the partitions being moved times the replicas each adds (an upper bound of what is left to copy), per KafkaCluster",
+        );
         Metrics {
             registry,
             reconciles,
             failures,
             durations,
             leader,
+            brokers_ready,
+            under_replicated,
+            operation,
+            reassigning_bytes,
         }
     }
 }
@@ -88,6 +143,26 @@ impl Metrics {
                 kind: kind.to_owned(),
             })
             .inc();
+    }
+
+    /// Sets the gauges of cluster `namespace`/`name`.
+    pub fn cluster(&self, namespace: &str, name: &str, g: &ClusterGauges) {
+        let labels = ClusterLabels {
+            namespace: namespace.to_owned(),
+            name: name.to_owned(),
+        };
+        self.brokers_ready
+            .get_or_create(&labels)
+            .set(g.brokers_ready);
+        self.under_replicated
+            .get_or_create(&labels)
+            .set(g.under_replicated_partitions);
+        self.operation
+            .get_or_create(&labels)
+            .set(g.operation_in_progress);
+        self.reassigning_bytes
+            .get_or_create(&labels)
+            .set(g.reassigning_bytes);
     }
 
     /// The metrics in Prometheus text format.
@@ -115,5 +190,26 @@ mod tests {
             text.contains(r#"tributary_operator_reconciles_total{controller="kafkacluster"} 1"#),
             "{text}"
         );
+    }
+
+    #[test]
+    fn cluster_gauges_are_labelled_per_cluster() {
+        let m = Metrics::default();
+        let g = ClusterGauges {
+            brokers_ready: 3,
+            under_replicated_partitions: 2,
+            operation_in_progress: 1,
+            reassigning_bytes: 4096,
+        };
+        m.cluster("kafka", "demo", &g);
+        let text = m.render();
+        for line in [
+            r#"tributary_operator_cluster_brokers_ready{namespace="kafka",name="demo"} 3"#,
+            r#"tributary_operator_cluster_under_replicated_partitions{namespace="kafka",name="demo"} 2"#,
+            r#"tributary_operator_cluster_operation_in_progress{namespace="kafka",name="demo"} 1"#,
+            r#"tributary_operator_cluster_reassigning_bytes{namespace="kafka",name="demo"} 4096"#,
+        ] {
+            assert!(text.contains(line), "{line} in\n{text}");
+        }
     }
 }
