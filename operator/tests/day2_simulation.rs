@@ -8,6 +8,7 @@
 //! passes, as it would through the resource's status.
 
 use operator::admin::fake::FakeAdmin;
+use operator::admin::TopicPartition;
 use operator::day2::{
     decide, Day2Action, Day2Input, Day2State, Decision, DesiredCluster, ObservedKube, PodView,
 };
@@ -152,6 +153,20 @@ impl Sim {
                     s.stop_broker(p.node_id);
                 }
                 self.restarting.push(pod.clone());
+            }
+            Day2Action::ElectLeaders { partitions } => {
+                let partitions: Vec<TopicPartition> = partitions
+                    .iter()
+                    .map(|name| {
+                        let (topic, p) = name.rsplit_once('-').expect("topic-partition");
+                        TopicPartition {
+                            topic: topic.to_owned(),
+                            partition: p.parse().expect("partition"),
+                        }
+                    })
+                    .collect();
+                s.elect_preferred(Some(&partitions))
+                    .expect("preferred election");
             }
         }
     }

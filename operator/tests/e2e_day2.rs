@@ -299,6 +299,27 @@ async fn rolling_restarts_lose_no_send_and_wait_for_a_hung_follower() {
     })
     .await;
     println!("roll of 6 nodes: {:?}", roll_started.elapsed());
+    // Leadership moved away for each restart is back with the preferred replicas.
+    let latest = bed
+        .until("a sample after the roll", Duration::from_secs(5), || {
+            sampler.latest().filter(|s| s.at > roll_started)
+        })
+        .await;
+    let unled: Vec<String> = latest
+        .parts
+        .iter()
+        .filter(|p| p.topic == "roll" && Some(&p.leader) != p.replicas.first())
+        .map(|p| {
+            format!(
+                "{}-{} led by {} of {:?}",
+                p.topic, p.partition, p.leader, p.replicas
+            )
+        })
+        .collect();
+    assert!(
+        unled.is_empty(),
+        "not led by the preferred replica after the roll: {unled:?}"
+    );
     assert_eq!(deletes(&bed, "demo-broker-").len(), 3);
     assert_eq!(deletes(&bed, "demo-controller-").len(), 3);
     let verdict = first.finish();
@@ -350,8 +371,10 @@ async fn rolling_restarts_lose_no_send_and_wait_for_a_hung_follower() {
         })
         .await;
     println!(
-        "blocked {:?} after the pause: {blockers:?}",
-        paused.elapsed()
+        "blocked {:?} after the pause: {} blockers, the first {:?}",
+        paused.elapsed(),
+        blockers.len(),
+        blockers.first()
     );
     let says_why = blockers.iter().filter_map(Value::as_str).any(|b| {
         b.contains("below min.insync.replicas") || b.contains("pod demo-broker-2 to be ready")

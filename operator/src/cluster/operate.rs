@@ -23,7 +23,7 @@ use super::day2::{blocker_key, pod_ready, refusal_reason};
 use super::reconcile::{CONTROLLER, REQUEUE_CONVERGING, REQUEUE_OPERATING, REQUEUE_READY};
 use super::status::DAY2_CONDITION;
 use super::validate::{Refusal, ValidatedCluster};
-use crate::admin::{AdminError, KafkaAdmin};
+use crate::admin::{AdminError, KafkaAdmin, TopicPartition};
 use crate::context::{Context, FIELD_MANAGER};
 use crate::crd::cluster::{KafkaCluster, KafkaClusterStatus, OperationKind};
 use crate::crd::common::find_condition;
@@ -196,6 +196,23 @@ async fn carry_out(
             Ok(())
         }
         Day2Action::RestartPod { pod } => restart_pod(ctx, vc, pod).await,
+        Day2Action::ElectLeaders { partitions } => {
+            let partitions: Vec<TopicPartition> = partitions
+                .iter()
+                .filter_map(|name| {
+                    let (topic, p) = name.rsplit_once('-')?;
+                    Some(TopicPartition {
+                        topic: topic.to_owned(),
+                        partition: p.parse().ok()?,
+                    })
+                })
+                .collect();
+            admin
+                .elect_preferred_leaders(Some(&partitions))
+                .await
+                .map(|_| ())
+                .map_err(admin_failed("preferred leader election"))
+        }
     }
 }
 
@@ -337,6 +354,7 @@ fn action_name(d: &Decision) -> &'static str {
         Day2Action::ScaleBrokers { .. } => "ScaledBrokers",
         Day2Action::Unregister { .. } => "Unregistered",
         Day2Action::RestartPod { .. } => "RestartingPod",
+        Day2Action::ElectLeaders { .. } => "LeadersElected",
     }
 }
 

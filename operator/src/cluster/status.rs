@@ -265,14 +265,30 @@ fn paused_operation(previous: &KafkaClusterStatus, day2: &Day2Outcome) -> Option
 }
 
 /// `status.operation` for a day-2 operation under way.
+/// At most this many blockers are listed in status (a large cluster can have thousands of
+/// partitions behind one gate; the status object must stay small).
+const BLOCKERS_IN_STATUS: usize = 20;
+
 fn day2_operation(d: &Decision) -> OperationStatus {
     let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    let mut blockers: Vec<String> = d
+        .blocked
+        .iter()
+        .take(BLOCKERS_IN_STATUS)
+        .map(blocker_line)
+        .collect();
+    if d.blocked.len() > BLOCKERS_IN_STATUS {
+        blockers.push(format!(
+            "… and {} more",
+            d.blocked.len() - BLOCKERS_IN_STATUS
+        ));
+    }
     OperationStatus {
         kind: operation_kind(d.operation),
         message: d.message.clone(),
         done: count(d.done),
         total: count(d.total),
-        blockers: d.blocked.iter().map(blocker_line).collect(),
+        blockers,
     }
 }
 
@@ -400,6 +416,30 @@ mod tests {
     use super::*;
     use crate::cluster::fixtures::cluster;
     use crate::cluster::validate::validate;
+
+    #[test]
+    fn status_lists_at_most_twenty_blockers() {
+        let blocked = (0..25)
+            .map(|i| crate::day2::Blocker {
+                partition: format!("t-{i}"),
+                reason: "ISR [1]".into(),
+            })
+            .collect();
+        let d = Decision {
+            action: crate::day2::Day2Action::Wait,
+            state: crate::day2::Day2State::default(),
+            operation: crate::day2::ReportedOperation::Rolling,
+            message: "waiting".into(),
+            blocked,
+            skipped: Vec::new(),
+            done: 0,
+            total: 6,
+        };
+        let op = day2_operation(&d);
+        assert_eq!(op.blockers.len(), 21);
+        assert_eq!(op.blockers[0], "t-0: ISR [1]");
+        assert_eq!(op.blockers[20], "… and 5 more");
+    }
 
     fn observed(ready: &[&str], brokers: &[i32], hash: &str) -> Observed {
         Observed {
@@ -644,6 +684,7 @@ mod tests {
                 }),
                 blocked_since: Some("t".into()),
                 throttled: true,
+                leaders_elected: false,
             }),
             operation: OperationStatus {
                 kind: OperationKind::Rolling,

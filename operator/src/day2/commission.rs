@@ -1,9 +1,11 @@
 //! Commissioning: once every desired broker is registered and unfenced, balance replicas onto
-//! the new ones in batches until the planner has nothing left to move.
+//! the new ones in batches until the planner has nothing left to move, then a preferred leader
+//! election for the partitions not led by their first replica.
 
 use tributary_planner::{plan, Goal};
 
 use super::decide::{act, idle, planner_input, submit_batch, wait};
+use super::gates::not_led_by_preferred;
 use super::model::{
     Blocker, Day2Action, Day2Input, Day2State, Decision, NodeId, Operation, ReportedOperation,
 };
@@ -71,6 +73,22 @@ pub(super) fn commission(input: &Day2Input, mut state: Day2State) -> Decision {
         }
     };
     if planned.moves.is_empty() {
+        // Balanced: leadership follows the new assignment's preferred replicas (asked once).
+        let unled = not_led_by_preferred(&input.kafka, None);
+        if !unled.is_empty() && !state.leaders_elected {
+            state.leaders_elected = true;
+            let msg = format!(
+                "brokers {brokers:?} balanced in: moving leadership of {} partitions to their preferred replicas",
+                unled.len()
+            );
+            return act(
+                state,
+                Day2Action::ElectLeaders { partitions: unled },
+                ReportedOperation::Commissioning,
+                msg,
+            );
+        }
+        state.leaders_elected = false;
         for b in &input.kafka.brokers {
             if input.spec.brokers.contains(&b.id) && !state.known_brokers.contains(&b.id) {
                 state.known_brokers.push(b.id);

@@ -91,6 +91,24 @@ pub fn after_restart(kafka: &ObservedKafka, id: NodeId) -> GateResult {
     out
 }
 
+/// Partitions not led by their preferred (first) replica although it is in the ISR and no
+/// reassignment moves them; with `only`, those whose preferred replica is that broker.
+pub fn not_led_by_preferred(kafka: &ObservedKafka, only: Option<NodeId>) -> Vec<String> {
+    kafka
+        .partitions
+        .iter()
+        .filter(|p| p.adding.is_empty() && p.removing.is_empty())
+        .filter(|p| {
+            p.replicas.first().is_some_and(|preferred| {
+                only.is_none_or(|b| b == *preferred)
+                    && p.isr.contains(preferred)
+                    && p.leader != Some(*preferred)
+            })
+        })
+        .map(PartitionView::name)
+        .collect()
+}
+
 /// A voter at most this many metadata records behind the active controller is caught up.
 pub const QUORUM_CAUGHT_UP_LAG: i64 = 10;
 
@@ -223,6 +241,24 @@ mod tests {
             g.skipped[0].starts_with("small (replication factor 2"),
             "{g:?}"
         );
+    }
+
+    #[test]
+    fn partitions_not_led_by_their_preferred_replica() {
+        let mut led_by_other = part("a", &[100, 101, 102], &[100, 101, 102]);
+        led_by_other.leader = Some(101);
+        let mut preferred_out_of_isr = part("b", &[100, 101], &[101]);
+        preferred_out_of_isr.leader = Some(101);
+        let mut other_broker = part("c", &[102, 100], &[102, 100]);
+        other_broker.leader = Some(100);
+        let k = kafka(vec![
+            led_by_other,
+            preferred_out_of_isr,
+            other_broker,
+            part("d", &[100, 101], &[100, 101]),
+        ]);
+        assert_eq!(not_led_by_preferred(&k, Some(100)), ["a-0"]);
+        assert_eq!(not_led_by_preferred(&k, None), ["a-0", "c-0"]);
     }
 
     #[test]

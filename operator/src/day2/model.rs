@@ -191,6 +191,10 @@ pub struct Day2State {
     /// A replication throttle was set with submitted moves and is still in place.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub throttled: bool,
+    /// The current step has asked for a preferred leader election (once per step: a second
+    /// pass waits for it, or goes on, instead of asking again).
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub leaders_elected: bool,
 }
 
 /// A long operation.
@@ -248,6 +252,9 @@ pub enum Day2Action {
     Unregister { brokers: Vec<NodeId> },
     /// Delete this pod (its StatefulSet recreates it with the new template).
     RestartPod { pod: String },
+    /// Move leadership of these partitions (`topic-partition`) back to their preferred (first)
+    /// replica (ElectLeaders, preferred).
+    ElectLeaders { partitions: Vec<String> },
 }
 
 /// Kind of operation reported in status (`status.operation.kind`).

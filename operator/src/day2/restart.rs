@@ -1,12 +1,13 @@
 //! Rolling restarts: one pod at a time; a pod that is down on an old configuration first, then
 //! controllers before brokers, the active controller last; every pod ready before the next, the
 //! quorum gates of `gates` before and after each controller, and the ISR gates before and after
-//! each broker.
+//! each broker, whose preferred leaderships are moved back to it before the next pod.
 
 use super::decide::{act, idle, wait};
 use super::gates::GateResult;
 use super::gates::{
     after_controller_restart, after_restart, before_controller_restart, before_restart,
+    not_led_by_preferred,
 };
 use super::model::{
     Blocker, Day2Action, Day2Input, Day2State, Decision, NodeId, Operation, PodView,
@@ -190,8 +191,43 @@ pub(super) fn continue_restart(
         );
     }
     let mut state = state;
+    if p.broker {
+        // Leadership moved away for the restart comes back before the next pod goes: asked for
+        // once, then waited for.
+        let unled = not_led_by_preferred(&input.kafka, Some(node_id));
+        if !unled.is_empty() && !state.leaders_elected {
+            state.leaders_elected = true;
+            let msg = format!(
+                "rolling restart: {pod} is back; moving leadership of {} partitions back to it (preferred leader election)",
+                unled.len()
+            );
+            return act(
+                state,
+                Day2Action::ElectLeaders { partitions: unled },
+                ReportedOperation::Rolling,
+                msg,
+            );
+        }
+        if !unled.is_empty() {
+            let blocked = unled
+                .into_iter()
+                .map(|partition| Blocker {
+                    partition,
+                    reason: format!("broker {node_id} to lead again as the preferred replica"),
+                })
+                .collect();
+            return wait(
+                state,
+                &input.now,
+                ReportedOperation::Rolling,
+                &what,
+                blocked,
+            );
+        }
+    }
     state.operation = None;
     state.blocked_since = None;
+    state.leaders_elected = false;
     if input.kube.pods.iter().any(|p| !p.up_to_date) {
         return rolling_restart(input, state);
     }

@@ -17,6 +17,8 @@ pub struct Part {
     pub partition: i32,
     pub replicas: Vec<i32>,
     pub isr: Vec<i32>,
+    /// -1 without a leader.
+    pub leader: i32,
 }
 
 /// One Metadata answer.
@@ -139,6 +141,7 @@ async fn sample(addr: &str) -> Option<Vec<Part>> {
                     partition: p.partition_index,
                     replicas: p.replica_nodes.iter().map(|b| b.0).collect(),
                     isr: p.isr_nodes.iter().map(|b| b.0).collect(),
+                    leader: p.leader_id.0,
                 })
             })
             .collect();
