@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use common::bed::Bed;
 use common::kafka::{create_topic_assigned, produce};
 use common::sampler::Sampler;
-use common::workload::{python, Workload};
-use common::{coll, fixture};
+use common::workload::{self, python, Workload};
+use common::fixture;
 use operator::admin::client::KafkaAdminClient;
 use serde_json::{json, Value};
 
@@ -36,19 +36,6 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-fn settled(bed: &Bed) -> bool {
-    let status = bed.status();
-    let nodes = status["nodes"].as_array().cloned().unwrap_or_default();
-    let kc = bed.api.get(&coll(common::bed::NS, "kafkaclusters"), "demo");
-    let generation = kc.map(|kc| kc["metadata"]["generation"].clone());
-    Some(&status["observedGeneration"]) == generation.as_ref()
-        && status["operation"]["kind"] == "None"
-        && status["day2"]["operation"].is_null()
-        && nodes
-            .iter()
-            .all(|n| n["ready"] == true && n["upToDate"] == true)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -103,7 +90,7 @@ async fn bench_drain_of_one_broker() {
     let drained = edited.elapsed();
     bed.until("settled", OPERATION, || {
         let nodes = bed.status()["nodes"].as_array().map_or(0, Vec::len);
-        (settled(&bed) && nodes == 6).then_some(())
+        (bed.settled() && nodes == 6).then_some(())
     })
     .await;
     let done = edited.elapsed();
@@ -188,31 +175,14 @@ async fn bench_rolling_restart_of_three_brokers() {
         &bed.broker_addr(0),
         &out,
         Duration::from_secs(1800),
-        &[
-            "--topic",
-            "roll",
-            "--partitions",
-            "12",
-            "--replication-factor",
-            "3",
-            "--topic-config",
-            "min.insync.replicas=2",
-            "--producers",
-            "2",
-            "--consumers",
-            "1",
-            "--rate",
-            "200",
-            "--max-messages",
-            "10000000",
-        ],
+        &workload::args("roll", 12, true, 200),
     );
     tokio::time::sleep(Duration::from_secs(10)).await;
     bed.patch(json!({ "spec": { "brokers": { "config": { "log.retention.ms": "604800001" } } } }))
         .await;
     let edited = Instant::now();
     bed.until("the roll finished", OPERATION, || {
-        settled(&bed).then_some(())
+        bed.settled().then_some(())
     })
     .await;
     let roll = edited.elapsed();

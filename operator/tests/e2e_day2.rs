@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use common::bed::{Bed, LEASE, NS};
 use common::kafka::create_topic_assigned;
 use common::sampler::{replicas_per_broker, Sampler};
-use common::workload::{python, Workload};
+use common::workload::{self, python, Workload};
 use common::{coll, fixture};
 use operator::admin::client::KafkaAdminClient;
 use serde_json::{json, Value};
@@ -41,22 +41,6 @@ async fn bed(kc: Value) -> Option<(Bed, std::path::PathBuf)> {
 
 fn operation(bed: &Bed) -> Value {
     bed.status()["operation"].clone()
-}
-
-/// Whether the operator has acted on the latest spec and reports nothing in progress: no day-2
-/// operation, every pod ready and up to date.
-fn settled(bed: &Bed) -> bool {
-    let kc = bed.api.get(&coll(NS, "kafkaclusters"), "demo");
-    let generation = kc.map(|kc| kc["metadata"]["generation"].clone());
-    let status = bed.status();
-    let nodes = status["nodes"].as_array().cloned().unwrap_or_default();
-    Some(&status["observedGeneration"]) == generation.as_ref()
-        && operation(bed)["kind"] == "None"
-        && status["day2"]["operation"].is_null()
-        && status["outdatedPods"].as_array().is_some_and(Vec::is_empty)
-        && nodes
-            .iter()
-            .all(|n| n["ready"] == true && n["upToDate"] == true)
 }
 
 /// `status.day2.knownBrokers`: the brokers the operator has commissioned.
@@ -87,24 +71,7 @@ async fn scale_out_then_in_with_the_operator_killed_mid_drain() {
         &bed.broker_addr(0),
         &bed.dir.path().join("workload"),
         Duration::from_secs(900),
-        &[
-            "--topic",
-            "day2",
-            "--partitions",
-            "30",
-            "--replication-factor",
-            "3",
-            "--topic-config",
-            "min.insync.replicas=2",
-            "--producers",
-            "2",
-            "--consumers",
-            "1",
-            "--rate",
-            "50",
-            "--max-messages",
-            "1000000",
-        ],
+        &workload::args("day2", 30, true, 50),
     );
     bed.until("the workload's topic", Duration::from_secs(60), || {
         let latest = sampler.latest()?;
@@ -119,7 +86,7 @@ async fn scale_out_then_in_with_the_operator_killed_mid_drain() {
     sampler.set_addresses(addrs(&bed, 5));
     bed.until("brokers 103 and 104 commissioned", OPERATION, || {
         let known = known_brokers(&bed);
-        (settled(&bed) && known.contains(&103) && known.contains(&104)).then_some(())
+        (bed.settled() && known.contains(&103) && known.contains(&104)).then_some(())
     })
     .await;
     let latest = sampler.latest().expect("a sample");
@@ -180,7 +147,7 @@ async fn scale_out_then_in_with_the_operator_killed_mid_drain() {
     sampler.set_addresses(addrs(&bed, 3));
     bed.until("brokers 103 and 104 decommissioned", OPERATION, || {
         let nodes = bed.status()["nodes"].as_array().map_or(0, Vec::len);
-        (settled(&bed) && nodes == 6).then_some(())
+        (bed.settled() && nodes == 6).then_some(())
     })
     .await;
     let lease = bed.api.get(&coll(NS, "leases"), LEASE).expect("lease");
@@ -262,23 +229,6 @@ async fn rolling_restarts_lose_no_send_and_wait_for_a_hung_follower() {
     for topic in ["roll", "hung"] {
         create_topic_assigned(&admin, topic, &assignment).await;
     }
-    let workload_args = |topic: &'static str| {
-        [
-            "--topic",
-            topic,
-            "--no-create-topic",
-            "--partitions",
-            "12",
-            "--producers",
-            "2",
-            "--consumers",
-            "1",
-            "--rate",
-            "50",
-            "--max-messages",
-            "1000000",
-        ]
-    };
 
     // A config change: the three brokers restart one at a time, and no acks=all send fails.
     let first = Workload::start(
@@ -286,7 +236,7 @@ async fn rolling_restarts_lose_no_send_and_wait_for_a_hung_follower() {
         &bed.broker_addr(0),
         &bed.dir.path().join("workload-roll"),
         Duration::from_secs(900),
-        &workload_args("roll"),
+        &workload::args("roll", 12, false, 50),
     );
     tokio::time::sleep(Duration::from_secs(5)).await;
     // A cluster-wide config change: every node restarts, the controllers (behind the quorum
@@ -295,7 +245,7 @@ async fn rolling_restarts_lose_no_send_and_wait_for_a_hung_follower() {
         .await;
     let roll_started = Instant::now();
     bed.until("the roll finished", OPERATION, || {
-        settled(&bed).then_some(())
+        bed.settled().then_some(())
     })
     .await;
     println!("roll of 6 nodes: {:?}", roll_started.elapsed());
@@ -339,7 +289,7 @@ async fn rolling_restarts_lose_no_send_and_wait_for_a_hung_follower() {
         &bed.broker_addr(0),
         &bed.dir.path().join("workload-hung"),
         Duration::from_secs(900),
-        &workload_args("hung"),
+        &workload::args("hung", 12, false, 50),
     );
     tokio::time::sleep(Duration::from_secs(3)).await;
     bed.kubelet.pause("demo-broker-2");
@@ -402,7 +352,7 @@ async fn rolling_restarts_lose_no_send_and_wait_for_a_hung_follower() {
         "a broker restarted while 102 was out of the ISRs: {new_deletes:?}"
     );
     bed.until("the roll finished", OPERATION, || {
-        settled(&bed).then_some(())
+        bed.settled().then_some(())
     })
     .await;
     let verdict = second.finish();

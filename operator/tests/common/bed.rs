@@ -200,6 +200,21 @@ impl Bed {
         condition(&self.api, type_)
     }
 
+    /// Whether the operator has acted on the latest spec and reports nothing in progress: no
+    /// day-2 operation, every pod ready and up to date.
+    pub fn settled(&self) -> bool {
+        let status = self.status();
+        let nodes = status["nodes"].as_array().cloned().unwrap_or_default();
+        let kc = self.api.get(&coll(NS, "kafkaclusters"), "demo");
+        let generation = kc.map(|kc| kc["metadata"]["generation"].clone());
+        Some(&status["observedGeneration"]) == generation.as_ref()
+            && status["operation"]["kind"] == "None"
+            && status["day2"]["operation"].is_null()
+            && nodes
+                .iter()
+                .all(|n| n["ready"] == true && n["upToDate"] == true)
+    }
+
     /// The broker StatefulSet's replica count.
     pub fn broker_replicas(&self) -> i64 {
         let sts = self.api.get(&coll(NS, "statefulsets"), "demo-broker");

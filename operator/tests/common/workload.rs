@@ -88,6 +88,41 @@ impl Verdict {
     }
 }
 
+/// The scenarios' usual run: 2 acks=all producers at `rate` messages/s each and 1 consumer on
+/// `topic` with `partitions` partitions, created with replication factor 3 and
+/// `min.insync.replicas` 2 when `create`, else already there.
+pub fn args(topic: &str, partitions: u32, create: bool, rate: u32) -> Vec<String> {
+    let mut out: Vec<String> = ["--topic", topic, "--partitions", &partitions.to_string()]
+        .map(str::to_owned)
+        .to_vec();
+    if create {
+        out.extend(
+            [
+                "--replication-factor",
+                "3",
+                "--topic-config",
+                "min.insync.replicas=2",
+            ]
+            .map(str::to_owned),
+        );
+    } else {
+        out.push("--no-create-topic".to_owned());
+    }
+    let rate = rate.to_string();
+    let rest = [
+        "--producers",
+        "2",
+        "--consumers",
+        "1",
+        "--rate",
+        &rate,
+        "--max-messages",
+        "10000000",
+    ];
+    out.extend(rest.map(str::to_owned));
+    out
+}
+
 impl Workload {
     /// Starts `python run.py` with `args` (after `--bootstrap` and `--out`), producing for at
     /// most `max_duration` (`stop` ends it earlier). Its history and report go to `out`.
@@ -96,7 +131,7 @@ impl Workload {
         bootstrap: &str,
         out: &Path,
         max_duration: Duration,
-        args: &[&str],
+        args: &[String],
     ) -> Workload {
         std::fs::create_dir_all(out).expect("workload dir");
         let log = std::fs::File::create(out.join("workload.log")).expect("workload log");
