@@ -28,7 +28,7 @@ pub use config::LogConfig;
 pub use error::{codes, LogError};
 pub use log::{
     validate_batches, AppendInfo, BuiltClean, CleanOutcome, CleanPlan, FileRange, Log, Origin,
-    RangeRead, ReadResult, RetentionOutcome,
+    PendingFlush, RangeRead, ReadResult, RetentionOutcome,
 };
 pub use manager::{
     LogManager, SharedLog, CLEANER_OFFSET_CHECKPOINT, CLEAN_SHUTDOWN_MARKER, DELETE_DIR_SUFFIX,

@@ -310,6 +310,26 @@ impl LogManager {
         logs
     }
 
+    /// Fsyncs the segments that rolled since the last flush, in every open log, without
+    /// holding a log's lock across the fsyncs (appends go on meanwhile), and moves their
+    /// recovery points. Returns how many logs moved. A failing log is logged and skipped.
+    pub fn flush_rolled(&self) -> usize {
+        let mut moved = 0;
+        for (tp, log) in self.all_logs() {
+            let Some(flush) = read_log(&tp, &log).ok().and_then(|l| l.rolled_flush()) else {
+                continue;
+            };
+            if let Err(e) = flush.sync() {
+                warn!(partition = %tp, error = %e, "flushing rolled segments failed");
+                continue;
+            }
+            if write_log(&tp, &log).is_ok_and(|mut l| l.flushed_to(&flush)) {
+                moved += 1;
+            }
+        }
+        moved
+    }
+
     /// Flushes every open log (advancing their recovery points).
     pub fn flush_all(&self) -> Result<(), LogError> {
         for (tp, log) in self.all_logs() {

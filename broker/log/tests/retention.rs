@@ -331,3 +331,48 @@ fn a_new_leader_records_its_epoch_at_the_log_end_before_it_appends() {
     assert_eq!(log.epoch_entries(), vec![(1, Offset(0)), (5, Offset(4))]);
     assert_eq!(log.latest_epoch(), Some(5));
 }
+
+#[test]
+fn a_roll_does_not_fsync_and_the_rolled_flush_moves_the_recovery_point_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = new_log(dir.path(), small_segments(2));
+    for _ in 0..5 {
+        append(&mut log, 2, 0);
+    }
+    assert_eq!(log.segment_count(), 3);
+    assert_eq!(
+        log.recovery_point(),
+        Offset(0),
+        "rolls leave the flush to later"
+    );
+    let flush = log.rolled_flush().expect("two rolled segments to flush");
+    assert_eq!(flush.upto(), Offset(8), "up to the active segment's base");
+    // Appends go on while the flush runs without the lock.
+    append(&mut log, 2, 0);
+    flush.sync().unwrap();
+    assert!(log.flushed_to(&flush));
+    assert_eq!(log.recovery_point(), Offset(8));
+    assert!(
+        log.rolled_flush().is_none(),
+        "only the active segment is unflushed"
+    );
+}
+
+#[test]
+fn a_truncation_voids_a_rolled_flush_planned_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = new_log(dir.path(), small_segments(2));
+    for _ in 0..5 {
+        append(&mut log, 2, 0);
+    }
+    let flush = log.rolled_flush().unwrap();
+    // Offsets 2.. are truncated and written again before the flush reports back: those
+    // bytes were never fsynced, so the recovery point must not pass them.
+    log.truncate_to(Offset(2)).unwrap();
+    for _ in 0..4 {
+        append(&mut log, 2, 0);
+    }
+    flush.sync().unwrap();
+    assert!(!log.flushed_to(&flush));
+    assert_eq!(log.recovery_point(), Offset(0));
+}

@@ -13,12 +13,14 @@ mod read;
 mod retention;
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::LogConfig;
 use crate::epoch_cache::EpochCache;
-use crate::error::LogError;
+use crate::error::{io_err, LogError};
 use crate::producer_state::{BatchMetadata, ProducerState};
 use crate::segment::Segment;
 use crate::types::{Offset, TopicPartition};
@@ -67,6 +69,36 @@ pub struct RetentionOutcome {
     pub log_start_offset: Offset,
 }
 
+/// The files of the rolled segments that are not fsynced yet, taken under the log's lock by
+/// [`Log::rolled_flush`] and fsynced without it ([`PendingFlush::sync`]), so that an append
+/// never waits for a rolled segment to reach the disk. [`Log::flushed_to`] then moves the
+/// recovery point.
+#[derive(Debug)]
+pub struct PendingFlush {
+    /// Every offset below this is in the files.
+    upto: Offset,
+    /// The log's truncation count when planned: a truncation since then voids the plan (the
+    /// offsets below `upto` may have been rewritten).
+    truncations: u64,
+    files: Vec<(PathBuf, Arc<File>)>,
+}
+
+impl PendingFlush {
+    /// Fsyncs the files (blocking; call it without holding the log's lock).
+    pub fn sync(&self) -> Result<(), LogError> {
+        for (path, file) in &self.files {
+            file.sync_all()
+                .map_err(io_err("fsync rolled segment", path))?;
+        }
+        Ok(())
+    }
+
+    /// The offset below which the flush makes everything durable.
+    pub fn upto(&self) -> Offset {
+        self.upto
+    }
+}
+
 /// A partition log. Reads take `&self`; everything that changes files takes `&mut self`, so
 /// the broker's `RwLock` around it is what serialises appends.
 #[derive(Debug)]
@@ -87,6 +119,8 @@ pub struct Log {
     /// Offsets below this were compacted by the last clean (Kafka's cleaner checkpoint); kept
     /// by the [`crate::LogManager`] in `cleaner-offset-checkpoint`.
     first_dirty_offset: Offset,
+    /// Truncations so far: a [`PendingFlush`] planned before the latest one is void.
+    truncations: u64,
 }
 
 pub(crate) fn wall_clock_ms() -> i64 {
@@ -248,6 +282,45 @@ impl Log {
         Ok(())
     }
 
+    /// The rolled segments holding offsets at or above the recovery point, to be fsynced
+    /// without the log's lock (a roll does not fsync: that would hold up appends for as long
+    /// as the disk takes to write a whole segment). `None` when only the active segment is
+    /// unflushed.
+    pub fn rolled_flush(&self) -> Option<PendingFlush> {
+        let active = *self.segments.keys().next_back()?;
+        if self.recovery_point.0 >= active {
+            return None;
+        }
+        let rp = self.recovery_point.0;
+        let from = self
+            .segments
+            .range(..=rp)
+            .next_back()
+            .map_or(i64::MIN, |(b, _)| *b);
+        let files = self
+            .segments
+            .range(from..active)
+            .flat_map(|(_, s)| s.handles())
+            .collect();
+        Some(PendingFlush {
+            upto: Offset(active),
+            truncations: self.truncations,
+            files,
+        })
+    }
+
+    /// Records that `flush` was synced: the recovery point moves up to it, unless the log was
+    /// truncated since it was planned. Returns whether it moved.
+    pub fn flushed_to(&mut self, flush: &PendingFlush) -> bool {
+        let moves = flush.truncations == self.truncations
+            && flush.upto > self.recovery_point
+            && flush.upto <= self.log_end_offset();
+        if moves {
+            self.recovery_point = flush.upto;
+        }
+        moves
+    }
+
     /// Flushes if `flush.messages` unflushed records accumulated or `flush.ms` passed since the
     /// last flush. Returns whether it flushed.
     pub fn maybe_flush(&mut self, now_ms: i64) -> Result<bool, LogError> {
@@ -300,8 +373,9 @@ impl Log {
         if self.active().is_empty() {
             return Ok(());
         }
+        // No fsync here: the rolled segment is flushed without the log's lock (`rolled_flush`,
+        // run by the log manager's `flush_rolled`), so an append never waits for the disk.
         self.active_mut().seal()?;
-        self.flush()?;
         let seg = Segment::create(&self.dir, next, &self.config)?;
         self.segments.insert(next, seg);
         // The producer state as of the new segment's base, so a restart replays at most the

@@ -85,6 +85,7 @@ impl Log {
             last_flush_ms: wall_clock_ms(),
             producers: ProducerState::default(),
             first_dirty_offset: Offset(0),
+            truncations: 0,
         })
     }
 
@@ -131,6 +132,7 @@ impl Log {
             last_flush_ms: wall_clock_ms(),
             producers: ProducerState::default(),
             first_dirty_offset: Offset(0),
+            truncations: 0,
         };
         if log.segments.is_empty() {
             let seg = Segment::create(dir, 0, &log.config)?;

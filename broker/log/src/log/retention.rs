@@ -178,6 +178,7 @@ impl Log {
         producer_state::delete_snapshots_above(&self.dir, log_end.0)?;
         self.rebuild_producer_state()?;
         self.recovery_point = self.recovery_point.min(log_end);
+        self.truncations += 1;
         info!(partition = %self.partition, log_end = %log_end, "truncated log");
         Ok(())
     }
@@ -193,6 +194,7 @@ impl Log {
         self.segments.insert(offset.0, seg);
         self.log_start_offset = offset;
         self.recovery_point = offset;
+        self.truncations += 1;
         self.epochs.clear()?;
         producer_state::delete_snapshots_above(&self.dir, i64::MIN)?;
         self.producers.clear();

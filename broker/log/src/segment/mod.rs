@@ -496,6 +496,16 @@ impl Segment {
         self.time_index.sync()
     }
 
+    /// The log file and both index files, for an fsync that does not hold the log's lock
+    /// (`Log::rolled_flush`).
+    pub(crate) fn handles(&self) -> [(PathBuf, Arc<File>); 3] {
+        [
+            (self.path.clone(), self.file.clone()),
+            self.index.handle(),
+            self.time_index.handle(),
+        ]
+    }
+
     /// Renames the three files to `*.deleted`, then removes them.
     pub(crate) fn delete(self, dir: &Path) -> Result<(), LogError> {
         let base = self.base_offset;
