@@ -356,7 +356,18 @@ impl LogManager {
     pub fn run_retention(&self, now_ms: i64) -> Vec<(TopicPartition, RetentionOutcome)> {
         let mut out = Vec::new();
         for (tp, log) in self.all_logs() {
-            let result = write_log(&tp, &log).and_then(|mut l| l.enforce_retention(now_ms));
+            // The dropped segments' files are removed after the write lock is released: appends
+            // never wait for the file system to free a segment's blocks.
+            let result = write_log(&tp, &log).map(|mut l| {
+                let outcome = l.enforce_retention(now_ms);
+                (outcome, l.take_deleted_files())
+            });
+            let result = result.and_then(|(outcome, files)| {
+                if let Err(e) = files.remove() {
+                    warn!(partition = %tp, error = %e, "removing deleted segment files failed");
+                }
+                outcome
+            });
             match result {
                 Ok(o) if o.deleted_segments > 0 => out.push((tp, o)),
                 Ok(_) => {}

@@ -376,3 +376,39 @@ fn a_truncation_voids_a_rolled_flush_planned_before_it() {
     assert!(!log.flushed_to(&flush));
     assert_eq!(log.recovery_point(), Offset(0));
 }
+
+#[test]
+fn retention_renames_dropped_segments_and_leaves_removing_them_to_the_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = new_log(
+        dir.path(),
+        LogConfig {
+            retention_bytes: Some(1),
+            ..small_segments(1)
+        },
+    );
+    for _ in 0..3 {
+        append(&mut log, 2, 0);
+    }
+    let files = |suffix: &str| {
+        std::fs::read_dir(partition_dir(dir.path()))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(suffix)
+            })
+            .count()
+    };
+    assert_eq!(log.enforce_retention(0).unwrap().deleted_segments, 2);
+    assert_eq!(log.log_start_offset(), Offset(4));
+    // Under the caller's lock only renames happened; the blocks are freed by the removal.
+    assert_eq!(files(".log.deleted"), 2);
+    let deleted = log.take_deleted_files();
+    assert!(!deleted.is_empty());
+    deleted.remove().unwrap();
+    assert_eq!(files(".deleted"), 0);
+    assert_eq!(files(".log"), 1, "the active segment stays");
+}

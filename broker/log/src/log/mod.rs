@@ -121,6 +121,35 @@ pub struct Log {
     first_dirty_offset: Offset,
     /// Truncations so far: a [`PendingFlush`] planned before the latest one is void.
     truncations: u64,
+    /// Segment files retention or DeleteRecords renamed to `*.deleted`, still to be removed
+    /// ([`Log::take_deleted_files`]; dropping the log removes what is left, and opening a log
+    /// removes leftovers of a crash).
+    deleted_files: Vec<PathBuf>,
+}
+
+/// Segment files dropped from a log, to be removed without holding its lock (unlinking frees
+/// the blocks, which takes a while for a large segment).
+#[derive(Debug, Default)]
+#[must_use = "the files stay on disk until removed"]
+pub struct DeletedFiles(Vec<PathBuf>);
+
+impl DeletedFiles {
+    /// Removes the files (blocking; call it without holding the log's lock).
+    pub fn remove(self) -> Result<(), LogError> {
+        crate::segment::remove_renamed(&self.0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        if let Err(e) = crate::segment::remove_renamed(&self.deleted_files) {
+            tracing::warn!(partition = %self.partition, error = %e, "removing deleted segment files failed");
+        }
+    }
 }
 
 pub(crate) fn wall_clock_ms() -> i64 {
@@ -280,6 +309,12 @@ impl Log {
         }
         self.recovery_point = self.log_end_offset();
         Ok(())
+    }
+
+    /// The segment files retention or DeleteRecords dropped since the last call, for the
+    /// caller to remove once it has released the log's lock.
+    pub fn take_deleted_files(&mut self) -> DeletedFiles {
+        DeletedFiles(std::mem::take(&mut self.deleted_files))
     }
 
     /// The rolled segments holding offsets at or above the recovery point, to be fsynced

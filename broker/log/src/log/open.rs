@@ -86,6 +86,7 @@ impl Log {
             producers: ProducerState::default(),
             first_dirty_offset: Offset(0),
             truncations: 0,
+            deleted_files: Vec::new(),
         })
     }
 
@@ -133,6 +134,7 @@ impl Log {
             producers: ProducerState::default(),
             first_dirty_offset: Offset(0),
             truncations: 0,
+            deleted_files: Vec::new(),
         };
         if log.segments.is_empty() {
             let seg = Segment::create(dir, 0, &log.config)?;

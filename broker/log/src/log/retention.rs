@@ -93,7 +93,8 @@ impl Log {
             outcome.deleted_segments += 1;
             outcome.deleted_bytes += seg.size();
             info!(partition = %self.partition, base_offset = seg.base_offset(), "deleting segment by retention");
-            seg.delete(&self.dir)?;
+            let renamed = seg.rename_for_deletion(&self.dir)?;
+            self.deleted_files.extend(renamed);
         }
         self.advance_start_to_first_segment()
     }
@@ -136,7 +137,8 @@ impl Log {
             let seg = self.pop_oldest();
             deleted.0 += 1;
             deleted.1 += seg.size();
-            seg.delete(&self.dir)?;
+            let renamed = seg.rename_for_deletion(&self.dir)?;
+            self.deleted_files.extend(renamed);
         }
         if deleted.0 > 0 {
             let first = *self.segments.keys().next().expect("len > 1 was checked");
