@@ -81,6 +81,10 @@ pub struct PendingFlush {
     /// offsets below `upto` may have been rewritten).
     truncations: u64,
     files: Vec<(PathBuf, Arc<File>)>,
+    /// Producer snapshots the rolls wrote without fsync, and the directory holding them and
+    /// the new segments' names.
+    snapshots: Vec<PathBuf>,
+    dir: PathBuf,
 }
 
 impl PendingFlush {
@@ -90,13 +94,29 @@ impl PendingFlush {
             file.sync_all()
                 .map_err(io_err("fsync rolled segment", path))?;
         }
-        Ok(())
+        sync_paths(&self.snapshots)?;
+        // The new segments' and snapshots' names.
+        crate::checkpoint::sync_dir(&self.dir).map_err(io_err("fsync directory", &self.dir))
     }
 
     /// The offset below which the flush makes everything durable.
     pub fn upto(&self) -> Offset {
         self.upto
     }
+}
+
+/// Fsyncs files by path; one that is gone (deleted by retention or a truncation) is skipped.
+fn sync_paths(paths: &[PathBuf]) -> Result<(), LogError> {
+    for path in paths {
+        match File::open(path) {
+            Ok(f) => f
+                .sync_all()
+                .map_err(io_err("fsync producer snapshot", path))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("open producer snapshot", path)(e)),
+        }
+    }
+    Ok(())
 }
 
 /// A partition log. Reads take `&self`; everything that changes files takes `&mut self`, so
@@ -125,6 +145,8 @@ pub struct Log {
     /// ([`Log::take_deleted_files`]; dropping the log removes what is left, and opening a log
     /// removes leftovers of a crash).
     deleted_files: Vec<PathBuf>,
+    /// Producer snapshots written by rolls and not fsynced yet (see [`Log::rolled_flush`]).
+    unsynced_snapshots: Vec<PathBuf>,
 }
 
 /// Segment files dropped from a log, to be removed without holding its lock (unlinking frees
@@ -307,6 +329,8 @@ impl Log {
         for seg in self.segments.range(from..).map(|(_, s)| s) {
             seg.sync()?;
         }
+        sync_paths(&self.unsynced_snapshots)?;
+        self.unsynced_snapshots.clear();
         self.recovery_point = self.log_end_offset();
         Ok(())
     }
@@ -323,7 +347,7 @@ impl Log {
     /// unflushed.
     pub fn rolled_flush(&self) -> Option<PendingFlush> {
         let active = *self.segments.keys().next_back()?;
-        if self.recovery_point.0 >= active {
+        if self.recovery_point.0 >= active && self.unsynced_snapshots.is_empty() {
             return None;
         }
         let rp = self.recovery_point.0;
@@ -341,15 +365,20 @@ impl Log {
             upto: Offset(active),
             truncations: self.truncations,
             files,
+            snapshots: self.unsynced_snapshots.clone(),
+            dir: self.dir.clone(),
         })
     }
 
     /// Records that `flush` was synced: the recovery point moves up to it, unless the log was
     /// truncated since it was planned. Returns whether it moved.
     pub fn flushed_to(&mut self, flush: &PendingFlush) -> bool {
-        let moves = flush.truncations == self.truncations
-            && flush.upto > self.recovery_point
-            && flush.upto <= self.log_end_offset();
+        if flush.truncations != self.truncations {
+            return false;
+        }
+        self.unsynced_snapshots
+            .retain(|p| !flush.snapshots.contains(p));
+        let moves = flush.upto > self.recovery_point && flush.upto <= self.log_end_offset();
         if moves {
             self.recovery_point = flush.upto;
         }
@@ -414,8 +443,9 @@ impl Log {
         let seg = Segment::create(&self.dir, next, &self.config)?;
         self.segments.insert(next, seg);
         // The producer state as of the new segment's base, so a restart replays at most the
-        // active segment.
-        self.producers.write_snapshot(&self.dir, next)?;
+        // active segment; fsynced with the rolled segment, later.
+        let snapshot = self.producers.write_snapshot_unsynced(&self.dir, next)?;
+        self.unsynced_snapshots.push(snapshot);
         tracing::info!(partition = %self.partition, base_offset = next, "rolled new segment");
         Ok(())
     }

@@ -87,6 +87,7 @@ impl Log {
             first_dirty_offset: Offset(0),
             truncations: 0,
             deleted_files: Vec::new(),
+            unsynced_snapshots: Vec::new(),
         })
     }
 
@@ -135,6 +136,7 @@ impl Log {
             first_dirty_offset: Offset(0),
             truncations: 0,
             deleted_files: Vec::new(),
+            unsynced_snapshots: Vec::new(),
         };
         if log.segments.is_empty() {
             let seg = Segment::create(dir, 0, &log.config)?;
