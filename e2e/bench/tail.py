@@ -121,9 +121,11 @@ def full_speed_run(target, args, acks, label, i):
     proc = CTX.Process(target=full_speed_worker, args=(
         target.bootstrap, topic, args.messages, args.size, acks, args.linger_ms, results))
     cpu0, rq0 = cpu_seconds(target.pid), runqueue_wait_seconds(target.pid)
+    t0 = time.perf_counter()
     proc.start()
     r = results.get(timeout=600)
     cpu, rq = cpu_seconds(target.pid) - cpu0, runqueue_wait_seconds(target.pid) - rq0
+    wall = time.perf_counter() - t0
     proc.join(30)
     target.delete_topic(topic)
     if r["errors"] or r["unsent"] or len(r["latencies"]) != args.messages:
@@ -132,7 +134,7 @@ def full_speed_run(target, args, acks, label, i):
     out = {"binary": label, "acks": acks, "run": i, "mode": "full", "seconds": r["seconds"],
            "msgs_per_s": args.messages / r["seconds"],
            "broker_cpu_s": cpu, "cpu_s_per_GB": cpu / (args.messages * args.size / 1e9),
-           "broker_runqueue_wait_s": rq, "loadavg": os.getloadavg()[0],
+           "broker_runqueue_wait_s": rq, "wall_s": wall, "loadavg": os.getloadavg()[0],
            **summary_ms(r["latencies"])}
     windows = r["rtt_windows"]
     if windows:
@@ -150,14 +152,16 @@ def paced_run(target, args, acks, label, i):
         target.bootstrap, topic, args.paced_rate, args.paced_seconds, 2.0, args.size, acks,
         results))
     cpu0, rq0 = cpu_seconds(target.pid), runqueue_wait_seconds(target.pid)
+    t0 = time.perf_counter()
     proc.start()
     r = results.get(timeout=args.paced_seconds + 120)
     cpu, rq = cpu_seconds(target.pid) - cpu0, runqueue_wait_seconds(target.pid) - rq0
+    wall = time.perf_counter() - t0
     proc.join(30)
     target.delete_topic(topic)
     return {"binary": label, "acks": acks, "run": i, "mode": "paced", "errors": r["errors"],
             "achieved_rate": r["achieved_rate"], "broker_cpu_s": cpu,
-            "broker_runqueue_wait_s": rq, "loadavg": os.getloadavg()[0],
+            "broker_runqueue_wait_s": rq, "wall_s": wall, "loadavg": os.getloadavg()[0],
             **summary_ms(r["latencies"])}
 
 
@@ -213,6 +217,13 @@ def run(args):
     return res
 
 
+def quiet_run(r, res):
+    """Whether the broker's threads waited for a CPU less than `--quiet-runqueue` of the run's
+    wall time (summed over its threads)."""
+    wall = r.get("wall_s") or r.get("seconds") or 1.0
+    return r["broker_runqueue_wait_s"] / wall < res["args"].get("quiet_runqueue", 0.1)
+
+
 def markdown(res):
     rows = ["| mode | binary | acks | run | p50 ms | p99 ms | p99.9 ms | max ms | rtt max ms | "
             "msg/s | CPU-s/GB | runqueue ms | load |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -224,17 +235,20 @@ def markdown(res):
                     f"{r.get('cpu_s_per_GB', float('nan')):.2f} | "
                     f"{r['broker_runqueue_wait_s'] * 1e3:.0f} | {r['loadavg']:.1f} |")
     rows += ["", "| mode | binary | acks | runs | max of max ms | runs with max > 20 ms | "
-             "median p99 ms | worst p99.9 ms | median CPU-s/GB |", "|---|---|---|---|---|---|---|---|---|"]
+             "median p99 ms | worst p99.9 ms | median CPU-s/GB | quiet runs | their max of max ms |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
     groups = {}
     for r in res["runs"]:
         groups.setdefault((r["mode"], r["binary"], r["acks"]), []).append(r)
     for (mode, label, acks), rs in groups.items():
         cpu = sorted(r["cpu_s_per_GB"] for r in rs if "cpu_s_per_GB" in r)
         p99 = sorted(r["p99_ms"] for r in rs)
+        quiet = [r for r in rs if quiet_run(r, res)]
         rows.append(f"| {mode} | {label} | {acks} | {len(rs)} | {max(r['max_ms'] for r in rs):.2f} | "
                     f"{sum(r['max_ms'] > 20 for r in rs)} | {percentile(p99, 0.5):.2f} | "
                     f"{max(r['p999_ms'] for r in rs):.2f} | "
-                    f"{percentile(cpu, 0.5) if cpu else float('nan'):.2f} |")
+                    f"{percentile(cpu, 0.5) if cpu else float('nan'):.2f} | {len(quiet)} | "
+                    f"{max((r['max_ms'] for r in quiet), default=float('nan')):.2f} |")
     m = res["machine"]
     rows.append(f"\nMachine: {m['nproc']} CPUs, {m['cpu_model']}, kernel {m['kernel']}, {m['date']}, "
                 f"loadavg {m['loadavg_start']} → {m.get('loadavg_end', '?')}")
@@ -261,6 +275,9 @@ def parse_args(argv=None):
     ap.add_argument("--slow-log-ms", type=int, default=20,
                     help="request.slow.log.ms of the brokers started (their log: <data-dir>/<label>.log)")
     ap.add_argument("--broker-override", action="append", default=[], metavar="KEY=VALUE")
+    ap.add_argument("--quiet-runqueue", type=float, default=0.1,
+                    help="the summary's 'quiet runs': broker run-queue wait below this share of "
+                         "the run's wall time")
     ap.add_argument("--out", default="tail-results.json")
     args = ap.parse_args(argv)
     if args.attach and not args.attach.startswith("127.0.0.1:"):
