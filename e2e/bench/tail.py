@@ -67,7 +67,7 @@ def full_speed_worker(bootstrap, topic, count, size, acks, linger_ms, results):
 
     rtt = []
     conf = {"bootstrap.servers": bootstrap, "acks": str(acks), "statistics.interval.ms": 200,
-            "stats_cb": lambda s: rtt.extend(_rtt_windows(_json.loads(s)))}
+            "stats_cb": lambda s: rtt.extend(load.rtt_windows(_json.loads(s)))}
     if linger_ms is not None:
         conf["linger.ms"] = linger_ms
     p = Producer(conf)
@@ -104,16 +104,6 @@ def full_speed_worker(bootstrap, topic, count, size, acks, linger_ms, results):
                  "rtt_windows": rtt})
 
 
-def _rtt_windows(stats):
-    """The produce round-trip window of each broker connection that sent requests in it."""
-    out = []
-    for b in stats.get("brokers", {}).values():
-        w = b.get("rtt", {})
-        if b.get("nodeid", -1) >= 0 and w.get("cnt", 0) > 0:
-            out.append({k: w[k] for k in ("cnt", "p50", "p99", "max")})
-    return out
-
-
 def full_speed_run(target, args, acks, label, i):
     topic = f"tail-{label}-{acks}-{i}-{int(time.time() * 1000)}"
     target.create_topic(topic, 1)
@@ -136,11 +126,7 @@ def full_speed_run(target, args, acks, label, i):
            "broker_cpu_s": cpu, "cpu_s_per_GB": cpu / (args.messages * args.size / 1e9),
            "broker_runqueue_wait_s": rq, "wall_s": wall, "loadavg": os.getloadavg()[0],
            **summary_ms(r["latencies"])}
-    windows = r["rtt_windows"]
-    if windows:
-        out["rtt_max_ms"] = max(w["max"] for w in windows) / 1e3
-        out["rtt_p99_max_ms"] = max(w["p99"] for w in windows) / 1e3
-        out["rtt_requests"] = sum(w["cnt"] for w in windows)
+    out.update(rtt_summary(r["rtt_windows"]))
     return out
 
 
@@ -150,7 +136,7 @@ def paced_run(target, args, acks, label, i):
     results = CTX.Queue()
     proc = CTX.Process(target=load.latency_probe, args=(
         target.bootstrap, topic, args.paced_rate, args.paced_seconds, 2.0, args.size, acks,
-        results))
+        results), kwargs={"stats": True})
     cpu0, rq0 = cpu_seconds(target.pid), runqueue_wait_seconds(target.pid)
     t0 = time.perf_counter()
     proc.start()
@@ -159,10 +145,21 @@ def paced_run(target, args, acks, label, i):
     wall = time.perf_counter() - t0
     proc.join(30)
     target.delete_topic(topic)
-    return {"binary": label, "acks": acks, "run": i, "mode": "paced", "errors": r["errors"],
-            "achieved_rate": r["achieved_rate"], "broker_cpu_s": cpu,
-            "broker_runqueue_wait_s": rq, "wall_s": wall, "loadavg": os.getloadavg()[0],
-            **summary_ms(r["latencies"])}
+    out = {"binary": label, "acks": acks, "run": i, "mode": "paced", "errors": r["errors"],
+           "achieved_rate": r["achieved_rate"], "broker_cpu_s": cpu,
+           "broker_runqueue_wait_s": rq, "wall_s": wall, "loadavg": os.getloadavg()[0],
+           **summary_ms(r["latencies"])}
+    out.update(rtt_summary(r["rtt_windows"]))
+    return out
+
+
+def rtt_summary(windows):
+    """librdkafka's request round trip over a run: the largest window max and window p99 (ms)."""
+    if not windows:
+        return {}
+    return {"rtt_max_ms": max(w["max"] for w in windows) / 1e3,
+            "rtt_p99_max_ms": max(w["p99"] for w in windows) / 1e3,
+            "rtt_requests": sum(w["cnt"] for w in windows)}
 
 
 def start_brokers(args):
