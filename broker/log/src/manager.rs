@@ -42,6 +42,10 @@ pub struct LogManager {
     clean_shutdown: bool,
     /// Guards the set of opened logs; held while a log is opened (recovery may take a while).
     state: Mutex<State>,
+    /// Serialises the writers of the dir-level checkpoints, which write (and fsync) without
+    /// holding `state`: taken before the values are read, so a later write never carries
+    /// older values than an earlier one.
+    checkpoint_writer: Mutex<()>,
 }
 
 #[derive(Debug, Default)]
@@ -108,6 +112,7 @@ impl LogManager {
             dir: dir.to_path_buf(),
             clean_shutdown,
             state: Mutex::new(state),
+            checkpoint_writer: Mutex::new(()),
         })
     }
 
@@ -210,38 +215,45 @@ impl LogManager {
         Ok(())
     }
 
-    /// Writes both dir-level checkpoints (temp file, fsync, rename) from the open logs, keeping
-    /// the entries of partitions not opened yet.
+    /// Writes the dir-level checkpoints (temp file, fsync, rename) from the open logs, keeping
+    /// the entries of partitions not opened yet. The values are read under the manager's lock;
+    /// the files are written after it is released, so opening or deleting a partition (topic
+    /// creation and deletion) does not wait for the fsyncs.
     pub fn checkpoint(&self) -> Result<(), LogError> {
-        let mut state = self.state();
-        let logs: Vec<(TopicPartition, SharedLog)> = state
-            .logs
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        for (tp, log) in logs {
-            let log = read_log(&tp, &log)?;
-            state
-                .recovery_points
-                .insert(tp.clone(), log.recovery_point());
-            state.log_starts.insert(tp.clone(), log.log_start_offset());
-            if log.config().compact {
-                state.cleaner_offsets.insert(tp, log.first_dirty_offset());
+        let _writer = self.writer();
+        let (recovery_points, log_starts, cleaner_offsets) = {
+            let mut state = self.state();
+            let logs: Vec<(TopicPartition, SharedLog)> = state
+                .logs
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            for (tp, log) in logs {
+                let log = read_log(&tp, &log)?;
+                state
+                    .recovery_points
+                    .insert(tp.clone(), log.recovery_point());
+                state.log_starts.insert(tp.clone(), log.log_start_offset());
+                if log.config().compact {
+                    state.cleaner_offsets.insert(tp, log.first_dirty_offset());
+                }
             }
-        }
-        write_offset_checkpoint(
-            &self.dir.join(RECOVERY_POINT_CHECKPOINT),
-            &state.recovery_points,
-        )?;
-        write_offset_checkpoint(
-            &self.dir.join(LOG_START_OFFSET_CHECKPOINT),
-            &state.log_starts,
-        )?;
-        write_offset_checkpoint(
-            &self.dir.join(CLEANER_OFFSET_CHECKPOINT),
-            &state.cleaner_offsets,
-        )?;
+            (
+                state.recovery_points.clone(),
+                state.log_starts.clone(),
+                state.cleaner_offsets.clone(),
+            )
+        };
+        write_offset_checkpoint(&self.dir.join(RECOVERY_POINT_CHECKPOINT), &recovery_points)?;
+        write_offset_checkpoint(&self.dir.join(LOG_START_OFFSET_CHECKPOINT), &log_starts)?;
+        write_offset_checkpoint(&self.dir.join(CLEANER_OFFSET_CHECKPOINT), &cleaner_offsets)?;
         Ok(())
+    }
+
+    fn writer(&self) -> MutexGuard<'_, ()> {
+        self.checkpoint_writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Cleans one compacted log if due (see [`Log::plan_clean`]), below `upper` (the high
@@ -265,14 +277,15 @@ impl LogManager {
         };
         let outcome = write_log(tp, log)?.install_clean(built)?;
         if let Some(o) = &outcome {
-            let mut state = self.state();
-            state
-                .cleaner_offsets
-                .insert(tp.clone(), o.first_dirty_offset);
-            write_offset_checkpoint(
-                &self.dir.join(CLEANER_OFFSET_CHECKPOINT),
-                &state.cleaner_offsets,
-            )?;
+            let _writer = self.writer();
+            let offsets = {
+                let mut state = self.state();
+                state
+                    .cleaner_offsets
+                    .insert(tp.clone(), o.first_dirty_offset);
+                state.cleaner_offsets.clone()
+            };
+            write_offset_checkpoint(&self.dir.join(CLEANER_OFFSET_CHECKPOINT), &offsets)?;
         }
         Ok(outcome)
     }
