@@ -209,6 +209,9 @@ impl LogManager {
             .dir
             .join(format!("{tp}.{nanos:032x}{DELETE_DIR_SUFFIX}"));
         fs::rename(&path, &target).map_err(io_err("rename for deletion", &path))?;
+        // The renamed directory is no partition any more (a leftover is removed on open):
+        // freeing its blocks does not need the manager's lock.
+        drop(state);
         sync_dir(&self.dir).map_err(io_err("fsync directory", &self.dir))?;
         fs::remove_dir_all(&target).map_err(io_err("remove partition directory", &target))?;
         info!(partition = %tp, "deleted partition log");
