@@ -31,7 +31,7 @@ pub struct Broker {
     pub metadata: Arc<MetadataFollower>,
     /// The way to the active controller.
     pub channel: Arc<ControllerChannel>,
-    pub replicas: ReplicaManager,
+    pub replicas: Arc<ReplicaManager>,
     pub metrics: Metrics,
     /// Open connections of the Kafka listener and its limits.
     pub connections: Arc<crate::server::limits::ConnectionTracker>,
@@ -594,7 +594,7 @@ async fn start_broker(
         config,
         metadata: follower,
         channel,
-        replicas,
+        replicas: Arc::new(replicas),
         metrics: Metrics::default(),
         connections,
         producer_ids: ProducerIdManager::default(),

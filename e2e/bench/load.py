@@ -108,11 +108,30 @@ def consume_worker(bootstrap, topic, ranges, size, start, results):
                           "client_cpu": _client_cpu() - cpu0, "size_checked": size}))
 
 
-def latency_probe(bootstrap, topic, rate, seconds, warmup, size, acks, results):
+def rtt_windows(stats):
+    """From one librdkafka statistics JSON (parsed): the request round-trip window (`rtt`,
+    microseconds) of each broker connection that sent requests in it."""
+    out = []
+    for b in stats.get("brokers", {}).values():
+        w = b.get("rtt", {})
+        if b.get("nodeid", -1) >= 0 and w.get("cnt", 0) > 0:
+            out.append({k: w[k] for k in ("cnt", "p50", "p99", "max")})
+    return out
+
+
+def latency_probe(bootstrap, topic, rate, seconds, warmup, size, acks, results, stats=False):
     """Sends one `size`-byte message every 1/rate s with linger.ms=0 and records, per message,
-    the time from produce() to its delivery report; the first `warmup` seconds are dropped."""
-    p = Producer({"bootstrap.servers": bootstrap, "acks": str(acks), "linger.ms": 0,
-                  "enable.idempotence": False, "compression.type": "none"})
+    the time from produce() to its delivery report; the first `warmup` seconds are dropped.
+    With `stats`, librdkafka's request round-trip windows after the warm-up are returned too."""
+    import json
+
+    rtt = []
+    conf = {"bootstrap.servers": bootstrap, "acks": str(acks), "linger.ms": 0,
+            "enable.idempotence": False, "compression.type": "none"}
+    if stats:
+        conf.update({"statistics.interval.ms": 1000,
+                     "stats_cb": lambda s: rtt.append(rtt_windows(json.loads(s)))})
+    p = Producer(conf)
     p.list_topics(topic, timeout=10)
     payload = os.urandom(size)
     lat, errors = [], [0]
@@ -135,6 +154,8 @@ def latency_probe(bootstrap, topic, rate, seconds, warmup, size, acks, results):
         p.poll(0)
     p.flush(30)
     elapsed = time.perf_counter() - t0
+    p.poll(1.1)  # the last statistics window
     skip = int(rate * warmup)
+    windows = [w for ws in rtt[int(warmup):] for w in ws]
     results.put({"latencies": lat[skip:], "errors": errors[0], "sent": total,
-                 "achieved_rate": total / elapsed})
+                 "achieved_rate": total / elapsed, "rtt_windows": windows})

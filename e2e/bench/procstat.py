@@ -38,6 +38,20 @@ def thread_cpu(pid):
     return out
 
 
+def runqueue_wait_seconds(pid):
+    """Seconds the live threads of `pid` spent runnable but waiting for a CPU (the second field
+    of /proc/<pid>/task/<tid>/schedstat), summed: how much the machine's other load held the
+    process back. Threads that exited are not counted."""
+    total = 0
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/schedstat") as f:
+                total += int(f.read().split()[1])
+        except (OSError, IndexError, ValueError):
+            pass  # the thread exited, or the kernel has no schedstats
+    return total / 1e9
+
+
 def status_kib(pid, key):
     """A `kB` field of /proc/<pid>/status, e.g. VmRSS or VmHWM, in KiB."""
     with open(f"/proc/{pid}/status") as f:

@@ -8,6 +8,7 @@
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use crate::error::{io_err, LogError};
 
@@ -18,7 +19,8 @@ const TIME_ENTRY: usize = 12;
 #[derive(Debug)]
 struct IndexFile {
     path: PathBuf,
-    file: File,
+    /// Shared so that a flush can fsync it without the log's lock (`Log::rolled_flush`).
+    file: Arc<File>,
 }
 
 impl IndexFile {
@@ -32,7 +34,7 @@ impl IndexFile {
             .map_err(io_err("open index", path))?;
         Ok(IndexFile {
             path: path.to_path_buf(),
-            file,
+            file: Arc::new(file),
         })
     }
 
@@ -50,6 +52,10 @@ impl IndexFile {
         self.file
             .sync_all()
             .map_err(io_err("fsync index", &self.path))
+    }
+
+    fn handle(&self) -> (PathBuf, Arc<File>) {
+        (self.path.clone(), self.file.clone())
     }
 }
 
@@ -158,6 +164,11 @@ impl OffsetIndex {
 
     pub(crate) fn sync(&self) -> Result<(), LogError> {
         self.file.sync()
+    }
+
+    /// The file, to fsync without the log's lock.
+    pub(crate) fn handle(&self) -> (PathBuf, Arc<File>) {
+        self.file.handle()
     }
 
     #[cfg(test)]
@@ -270,6 +281,11 @@ impl TimeIndex {
 
     pub(crate) fn sync(&self) -> Result<(), LogError> {
         self.file.sync()
+    }
+
+    /// The file, to fsync without the log's lock.
+    pub(crate) fn handle(&self) -> (PathBuf, Arc<File>) {
+        self.file.handle()
     }
 }
 

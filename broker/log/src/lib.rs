@@ -27,8 +27,8 @@ pub use batch_iter::{read_frame, BatchIter, Frame, TruncatedTail};
 pub use config::LogConfig;
 pub use error::{codes, LogError};
 pub use log::{
-    validate_batches, AppendInfo, BuiltClean, CleanOutcome, CleanPlan, FileRange, Log, Origin,
-    RangeRead, ReadResult, RetentionOutcome,
+    validate_batches, AppendInfo, BuiltClean, CleanOutcome, CleanPlan, DeletedFiles, FileRange,
+    Log, Origin, PendingFlush, RangeRead, ReadResult, RetentionOutcome,
 };
 pub use manager::{
     LogManager, SharedLog, CLEANER_OFFSET_CHECKPOINT, CLEAN_SHUTDOWN_MARKER, DELETE_DIR_SUFFIX,

@@ -42,6 +42,10 @@ pub struct LogManager {
     clean_shutdown: bool,
     /// Guards the set of opened logs; held while a log is opened (recovery may take a while).
     state: Mutex<State>,
+    /// Serialises the writers of the dir-level checkpoints, which write (and fsync) without
+    /// holding `state`: taken before the values are read, so a later write never carries
+    /// older values than an earlier one.
+    checkpoint_writer: Mutex<()>,
 }
 
 #[derive(Debug, Default)]
@@ -108,6 +112,7 @@ impl LogManager {
             dir: dir.to_path_buf(),
             clean_shutdown,
             state: Mutex::new(state),
+            checkpoint_writer: Mutex::new(()),
         })
     }
 
@@ -204,44 +209,54 @@ impl LogManager {
             .dir
             .join(format!("{tp}.{nanos:032x}{DELETE_DIR_SUFFIX}"));
         fs::rename(&path, &target).map_err(io_err("rename for deletion", &path))?;
+        // The renamed directory is no partition any more (a leftover is removed on open):
+        // freeing its blocks does not need the manager's lock.
+        drop(state);
         sync_dir(&self.dir).map_err(io_err("fsync directory", &self.dir))?;
         fs::remove_dir_all(&target).map_err(io_err("remove partition directory", &target))?;
         info!(partition = %tp, "deleted partition log");
         Ok(())
     }
 
-    /// Writes both dir-level checkpoints (temp file, fsync, rename) from the open logs, keeping
-    /// the entries of partitions not opened yet.
+    /// Writes the dir-level checkpoints (temp file, fsync, rename) from the open logs, keeping
+    /// the entries of partitions not opened yet. The values are read under the manager's lock;
+    /// the files are written after it is released, so opening or deleting a partition (topic
+    /// creation and deletion) does not wait for the fsyncs.
     pub fn checkpoint(&self) -> Result<(), LogError> {
-        let mut state = self.state();
-        let logs: Vec<(TopicPartition, SharedLog)> = state
-            .logs
-            .iter()
-            .map(|(k, v)| (k.clone(), v.clone()))
-            .collect();
-        for (tp, log) in logs {
-            let log = read_log(&tp, &log)?;
-            state
-                .recovery_points
-                .insert(tp.clone(), log.recovery_point());
-            state.log_starts.insert(tp.clone(), log.log_start_offset());
-            if log.config().compact {
-                state.cleaner_offsets.insert(tp, log.first_dirty_offset());
+        let _writer = self.writer();
+        let (recovery_points, log_starts, cleaner_offsets) = {
+            let mut state = self.state();
+            let logs: Vec<(TopicPartition, SharedLog)> = state
+                .logs
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            for (tp, log) in logs {
+                let log = read_log(&tp, &log)?;
+                state
+                    .recovery_points
+                    .insert(tp.clone(), log.recovery_point());
+                state.log_starts.insert(tp.clone(), log.log_start_offset());
+                if log.config().compact {
+                    state.cleaner_offsets.insert(tp, log.first_dirty_offset());
+                }
             }
-        }
-        write_offset_checkpoint(
-            &self.dir.join(RECOVERY_POINT_CHECKPOINT),
-            &state.recovery_points,
-        )?;
-        write_offset_checkpoint(
-            &self.dir.join(LOG_START_OFFSET_CHECKPOINT),
-            &state.log_starts,
-        )?;
-        write_offset_checkpoint(
-            &self.dir.join(CLEANER_OFFSET_CHECKPOINT),
-            &state.cleaner_offsets,
-        )?;
+            (
+                state.recovery_points.clone(),
+                state.log_starts.clone(),
+                state.cleaner_offsets.clone(),
+            )
+        };
+        write_offset_checkpoint(&self.dir.join(RECOVERY_POINT_CHECKPOINT), &recovery_points)?;
+        write_offset_checkpoint(&self.dir.join(LOG_START_OFFSET_CHECKPOINT), &log_starts)?;
+        write_offset_checkpoint(&self.dir.join(CLEANER_OFFSET_CHECKPOINT), &cleaner_offsets)?;
         Ok(())
+    }
+
+    fn writer(&self) -> MutexGuard<'_, ()> {
+        self.checkpoint_writer
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
     }
 
     /// Cleans one compacted log if due (see [`Log::plan_clean`]), below `upper` (the high
@@ -265,14 +280,15 @@ impl LogManager {
         };
         let outcome = write_log(tp, log)?.install_clean(built)?;
         if let Some(o) = &outcome {
-            let mut state = self.state();
-            state
-                .cleaner_offsets
-                .insert(tp.clone(), o.first_dirty_offset);
-            write_offset_checkpoint(
-                &self.dir.join(CLEANER_OFFSET_CHECKPOINT),
-                &state.cleaner_offsets,
-            )?;
+            let _writer = self.writer();
+            let offsets = {
+                let mut state = self.state();
+                state
+                    .cleaner_offsets
+                    .insert(tp.clone(), o.first_dirty_offset);
+                state.cleaner_offsets.clone()
+            };
+            write_offset_checkpoint(&self.dir.join(CLEANER_OFFSET_CHECKPOINT), &offsets)?;
         }
         Ok(outcome)
     }
@@ -310,6 +326,26 @@ impl LogManager {
         logs
     }
 
+    /// Fsyncs the segments that rolled since the last flush, in every open log, without
+    /// holding a log's lock across the fsyncs (appends go on meanwhile), and moves their
+    /// recovery points. Returns how many logs moved. A failing log is logged and skipped.
+    pub fn flush_rolled(&self) -> usize {
+        let mut moved = 0;
+        for (tp, log) in self.all_logs() {
+            let Some(flush) = read_log(&tp, &log).ok().and_then(|l| l.rolled_flush()) else {
+                continue;
+            };
+            if let Err(e) = flush.sync() {
+                warn!(partition = %tp, error = %e, "flushing rolled segments failed");
+                continue;
+            }
+            if write_log(&tp, &log).is_ok_and(|mut l| l.flushed_to(&flush)) {
+                moved += 1;
+            }
+        }
+        moved
+    }
+
     /// Flushes every open log (advancing their recovery points).
     pub fn flush_all(&self) -> Result<(), LogError> {
         for (tp, log) in self.all_logs() {
@@ -336,7 +372,18 @@ impl LogManager {
     pub fn run_retention(&self, now_ms: i64) -> Vec<(TopicPartition, RetentionOutcome)> {
         let mut out = Vec::new();
         for (tp, log) in self.all_logs() {
-            let result = write_log(&tp, &log).and_then(|mut l| l.enforce_retention(now_ms));
+            // The dropped segments' files are removed after the write lock is released: appends
+            // never wait for the file system to free a segment's blocks.
+            let result = write_log(&tp, &log).map(|mut l| {
+                let outcome = l.enforce_retention(now_ms);
+                (outcome, l.take_deleted_files())
+            });
+            let result = result.and_then(|(outcome, files)| {
+                if let Err(e) = files.remove() {
+                    warn!(partition = %tp, error = %e, "removing deleted segment files failed");
+                }
+                outcome
+            });
             match result {
                 Ok(o) if o.deleted_segments > 0 => out.push((tp, o)),
                 Ok(_) => {}

@@ -277,6 +277,19 @@ impl ProducerState {
         Ok(())
     }
 
+    /// Writes the snapshot for `offset` without fsyncing it, for a roll, which must not wait for
+    /// the disk under the log's lock: a crash can leave it torn, and [`Self::load_latest`]
+    /// discards a torn snapshot (CRC) and replays instead. Returns its path for a later fsync.
+    pub(crate) fn write_snapshot_unsynced(
+        &self,
+        dir: &Path,
+        offset: i64,
+    ) -> Result<PathBuf, LogError> {
+        let path = snapshot_path(dir, offset);
+        fs::write(&path, self.encode()).map_err(io_err("write producer snapshot", &path))?;
+        Ok(path)
+    }
+
     /// Loads the newest readable snapshot at or below `max_offset`, deleting snapshots above
     /// it and unreadable ones. Returns the state and the offset to replay from (`None` when no
     /// snapshot could be used: replay from the log start).

@@ -205,3 +205,40 @@ fn retention_removes_snapshots_below_the_first_segment() {
     // The producer is still known: retention does not make its next batch out of order.
     assert!(!produce(&mut log, &idem(4, 0, 40, 1)).unwrap().duplicate);
 }
+
+#[test]
+fn a_torn_roll_snapshot_is_discarded_and_the_state_replayed() {
+    // Rolls write producer snapshots without fsync (the rolled segment's flush syncs them
+    // later), so a crash may leave the newest one torn.
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::create(dir.path(), &tp(), TOPIC_ID, small_segments()).unwrap();
+    for seq in 0..30 {
+        produce(&mut log, &idem(4, 0, seq, 1)).unwrap();
+    }
+    let mut snapshots: Vec<_> = fs::read_dir(partition_dir(dir.path()))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "snapshot"))
+        .collect();
+    snapshots.sort();
+    let newest = snapshots.last().unwrap().clone();
+    let len = fs::metadata(&newest).unwrap().len();
+    drop(log);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&newest)
+        .unwrap()
+        .set_len(len / 2)
+        .unwrap();
+    let mut log = Log::open(
+        &partition_dir(dir.path()),
+        small_segments(),
+        Offset(0),
+        false,
+    )
+    .unwrap();
+    assert!(!newest.exists(), "the torn snapshot is removed");
+    let (epoch, last) = log.last_producer_batch(4).unwrap();
+    assert_eq!((epoch, last.last_seq, last.last_offset), (0, 29, 29));
+    assert!(produce(&mut log, &idem(4, 0, 29, 1)).unwrap().duplicate);
+}

@@ -331,3 +331,84 @@ fn a_new_leader_records_its_epoch_at_the_log_end_before_it_appends() {
     assert_eq!(log.epoch_entries(), vec![(1, Offset(0)), (5, Offset(4))]);
     assert_eq!(log.latest_epoch(), Some(5));
 }
+
+#[test]
+fn a_roll_does_not_fsync_and_the_rolled_flush_moves_the_recovery_point_later() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = new_log(dir.path(), small_segments(2));
+    for _ in 0..5 {
+        append(&mut log, 2, 0);
+    }
+    assert_eq!(log.segment_count(), 3);
+    assert_eq!(
+        log.recovery_point(),
+        Offset(0),
+        "rolls leave the flush to later"
+    );
+    let flush = log.rolled_flush().expect("two rolled segments to flush");
+    assert_eq!(flush.upto(), Offset(8), "up to the active segment's base");
+    // Appends go on while the flush runs without the lock.
+    append(&mut log, 2, 0);
+    flush.sync().unwrap();
+    assert!(log.flushed_to(&flush));
+    assert_eq!(log.recovery_point(), Offset(8));
+    assert!(
+        log.rolled_flush().is_none(),
+        "only the active segment is unflushed"
+    );
+}
+
+#[test]
+fn a_truncation_voids_a_rolled_flush_planned_before_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = new_log(dir.path(), small_segments(2));
+    for _ in 0..5 {
+        append(&mut log, 2, 0);
+    }
+    let flush = log.rolled_flush().unwrap();
+    // Offsets 2.. are truncated and written again before the flush reports back: those
+    // bytes were never fsynced, so the recovery point must not pass them.
+    log.truncate_to(Offset(2)).unwrap();
+    for _ in 0..4 {
+        append(&mut log, 2, 0);
+    }
+    flush.sync().unwrap();
+    assert!(!log.flushed_to(&flush));
+    assert_eq!(log.recovery_point(), Offset(0));
+}
+
+#[test]
+fn retention_renames_dropped_segments_and_leaves_removing_them_to_the_caller() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = new_log(
+        dir.path(),
+        LogConfig {
+            retention_bytes: Some(1),
+            ..small_segments(1)
+        },
+    );
+    for _ in 0..3 {
+        append(&mut log, 2, 0);
+    }
+    let files = |suffix: &str| {
+        std::fs::read_dir(partition_dir(dir.path()))
+            .unwrap()
+            .filter(|e| {
+                e.as_ref()
+                    .unwrap()
+                    .file_name()
+                    .to_string_lossy()
+                    .ends_with(suffix)
+            })
+            .count()
+    };
+    assert_eq!(log.enforce_retention(0).unwrap().deleted_segments, 2);
+    assert_eq!(log.log_start_offset(), Offset(4));
+    // Under the caller's lock only renames happened; the blocks are freed by the removal.
+    assert_eq!(files(".log.deleted"), 2);
+    let deleted = log.take_deleted_files();
+    assert!(!deleted.is_empty());
+    deleted.remove().unwrap();
+    assert_eq!(files(".deleted"), 0);
+    assert_eq!(files(".log"), 1, "the active segment stays");
+}

@@ -41,8 +41,15 @@ pub(super) async fn handle(
                         if target.0 < 0 || target > hw {
                             return Err(ResponseError::OffsetOutOfRange);
                         }
-                        let mut log = part.log.write().expect("log lock poisoned");
-                        log.delete_records_before(target).map_err(|e| {
+                        let (low, files) = {
+                            let mut log = part.log.write().expect("log lock poisoned");
+                            (log.delete_records_before(target), log.take_deleted_files())
+                        };
+                        // Outside the lock: appends do not wait for the blocks to be freed.
+                        if let Err(e) = files.remove() {
+                            tracing::warn!(error = %e, "removing deleted segment files failed");
+                        }
+                        low.map_err(|e| {
                             ResponseError::try_from_code(e.kafka_error_code())
                                 .unwrap_or(ResponseError::UnknownServerError)
                         })

@@ -297,7 +297,7 @@ impl LeaderFetcher {
                     continue;
                 };
                 if p.error_code != 0 {
-                    self.on_refused(a, p.error_code, &p);
+                    self.on_refused(a, p.error_code, &p).await;
                     continue;
                 }
                 let part = a.part.clone();
@@ -359,7 +359,7 @@ impl LeaderFetcher {
         }
     }
 
-    fn on_refused(
+    async fn on_refused(
         &self,
         a: &Asked,
         code: i16,
@@ -367,29 +367,25 @@ impl LeaderFetcher {
     ) {
         let tp = &a.tp;
         if code == ResponseError::OffsetOutOfRange.code() {
-            // Below the leader's log start: start over there. Otherwise the leader cannot place
-            // our last epoch: keep only what is committed (the high watermark is agreed by all).
-            let part = &a.part;
-            let mut log = part.log.write().expect("log lock poisoned");
-            if !part.leads_in(self.leader, a.leader_epoch.0) {
-                return;
-            }
-            let result = if a.fetch_offset.0 < p.log_start_offset {
-                log.truncate_fully_and_start_at(Offset(p.log_start_offset))
-            } else {
-                let hw = part.hw().min(log.log_end_offset());
-                log.truncate_to(hw)
-            };
-            let leo = log.log_end_offset();
-            drop(log);
+            // Truncation is file work: on the blocking pool, never on a runtime thread (the
+            // other partitions' tasks of this worker would wait for it).
+            let part = a.part.clone();
+            let (leader, epoch, fetch_offset) = (self.leader, a.leader_epoch.0, a.fetch_offset);
+            let leader_log_start = Offset(p.log_start_offset);
+            let result = tokio::task::spawn_blocking(move || {
+                truncate_out_of_range(&part, leader, epoch, fetch_offset, leader_log_start)
+            })
+            .await;
             match result {
-                Ok(()) => {
+                Ok(Some(Ok(leo))) => {
                     tracing::info!(partition = %tp, log_end = leo.0, "follower offset out of range: truncated");
-                    part.with_state(|st| st.on_log_truncated(leo));
+                    a.part.with_state(|st| st.on_log_truncated(leo));
                 }
-                Err(e) => {
+                Ok(Some(Err(e))) => {
                     tracing::warn!(partition = %tp, error = %e, "follower truncation failed")
                 }
+                Ok(None) => {}
+                Err(e) => tracing::error!(error = %e, "follower truncation task failed"),
             }
             return;
         }
@@ -406,5 +402,69 @@ impl LeaderFetcher {
         {
             f.paused_until = Some(Instant::now() + REFUSED_PAUSE);
         }
+    }
+}
+
+/// A follower's answer to OFFSET_OUT_OF_RANGE (blocking file work): below the leader's log start
+/// (`leader_log_start`), the log starts over there; otherwise the leader cannot place our last
+/// epoch, so only what is committed is kept (the high watermark is agreed by all). Nothing is
+/// done (`None`) unless the partition still follows `leader` in `leader_epoch`, checked under
+/// the log's write lock. Returns the new log end.
+fn truncate_out_of_range(
+    part: &Partition,
+    leader: i32,
+    leader_epoch: i32,
+    fetch_offset: Offset,
+    leader_log_start: Offset,
+) -> Option<Result<Offset, tributary_log::LogError>> {
+    let mut log = part.log.write().expect("log lock poisoned");
+    if !part.leads_in(leader, leader_epoch) {
+        return None;
+    }
+    let result = if fetch_offset < leader_log_start {
+        log.truncate_fully_and_start_at(leader_log_start)
+    } else {
+        let hw = part.hw().min(log.log_end_offset());
+        log.truncate_to(hw)
+    };
+    Some(result.map(|()| log.log_end_offset()))
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)] // tests may unwrap (CONVENTIONS 8)
+
+    use super::*;
+
+    #[test]
+    fn out_of_range_truncates_to_the_high_watermark_or_starts_at_the_leaders_log_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let part = crate::replica::tests::led_partition(dir.path());
+        for _ in 0..3 {
+            let mut b = tributary_log::testing::simple_batch(2, 0);
+            part.log
+                .write()
+                .unwrap()
+                .append_as_leader(&mut b, 5, 0)
+                .unwrap();
+        }
+        part.high_watermark.store(4, Ordering::Release);
+        // Led by broker 1, so not following broker 2: nothing happens.
+        assert!(truncate_out_of_range(&part, 2, 5, Offset(6), Offset(0)).is_none());
+        assert_eq!(part.log.read().unwrap().log_end_offset(), Offset(6));
+        part.leader.store(2, Ordering::SeqCst);
+        let leo = truncate_out_of_range(&part, 2, 5, Offset(6), Offset(0));
+        assert_eq!(
+            leo.unwrap().unwrap(),
+            Offset(4),
+            "cut to the high watermark"
+        );
+        let leo = truncate_out_of_range(&part, 2, 5, Offset(4), Offset(10));
+        assert_eq!(
+            leo.unwrap().unwrap(),
+            Offset(10),
+            "below the leader's log start"
+        );
+        assert_eq!(part.log.read().unwrap().log_start_offset(), Offset(10));
     }
 }

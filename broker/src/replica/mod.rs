@@ -175,13 +175,16 @@ impl Partition {
 }
 
 /// Runs file work (opening, creating and deleting logs, leader-epoch checkpoints with their
-/// fsyncs) from an async task without holding up the other tasks of its worker thread: on the
-/// multi-threaded runtime the thread hands them over first (`block_in_place`); elsewhere (unit
-/// tests on a current-thread runtime) it simply runs.
-fn blocking_io<T>(f: impl FnOnce() -> T) -> T {
-    match tokio::runtime::Handle::try_current().map(|h| h.runtime_flavor()) {
-        Ok(tokio::runtime::RuntimeFlavor::MultiThread) => tokio::task::block_in_place(f),
-        _ => f(),
+/// fsyncs) on the blocking pool, so that no runtime thread waits for the disk; `guard` (the
+/// metadata sync's lock) is held until the work is done, even if the caller stops waiting.
+async fn off_runtime(guard: tokio::sync::OwnedMutexGuard<()>, f: impl FnOnce() + Send + 'static) {
+    let done = tokio::task::spawn_blocking(move || {
+        f();
+        drop(guard);
+    })
+    .await;
+    if let Err(e) = done {
+        tracing::error!(error = %e, "metadata sync task failed");
     }
 }
 
@@ -211,7 +214,8 @@ pub struct ReplicaManager {
     config: BrokerConfig,
     logs: LogManager,
     partitions: RwLock<HashMap<TopicPartition, Arc<Partition>>>,
-    sync: tokio::sync::Mutex<()>,
+    /// Serialises metadata syncs (held until a sync's file work is done).
+    sync: Arc<tokio::sync::Mutex<()>>,
     /// High watermarks read from `replication-offset-checkpoint` at start.
     hw_checkpoint: Mutex<BTreeMap<TopicPartition, Offset>>,
     /// The follower fetchers, one per leader this broker follows partitions of.
@@ -231,7 +235,7 @@ impl ReplicaManager {
             config: config.clone(),
             logs: LogManager::open(&config.log_dir)?,
             partitions: RwLock::new(HashMap::new()),
-            sync: tokio::sync::Mutex::new(()),
+            sync: Arc::new(tokio::sync::Mutex::new(())),
             hw_checkpoint: Mutex::new(hw_checkpoint),
             fetchers: fetcher::Fetchers::new(config.node_id, throttles.clone()),
             throttles,
@@ -258,20 +262,22 @@ impl ReplicaManager {
     /// partitions the image does not assign here (strays: their topic was deleted, or the
     /// replica moved, while this broker was away). Run only once the broker has caught up with
     /// the metadata log, so an image that is merely behind never deletes anything.
-    pub async fn sync(&self, image: &MetadataImage) {
-        let _guard = self.sync.lock().await;
+    pub async fn sync(self: &Arc<Self>, image: &Arc<MetadataImage>) {
+        let guard = self.sync.clone().lock_owned().await;
+        let (me, image) = (self.clone(), image.clone());
         // Strays first: a directory left by a deleted topic of the same name must go before
         // the new topic's partition is created in its place.
-        blocking_io(|| {
-            self.delete_strays(image);
-            self.sync_topics(image, None);
-        });
+        off_runtime(guard, move || {
+            me.delete_strays(&image);
+            me.sync_topics(&image, None);
+        })
+        .await;
     }
 
     /// Applies what changed in the metadata since the last call: only the changed topics are
     /// looked at (everything after a snapshot or a broker-default change).
-    pub async fn sync_changes(&self, follower: &MetadataFollower) {
-        let _guard = self.sync.lock().await;
+    pub async fn sync_changes(self: &Arc<Self>, follower: &MetadataFollower) {
+        let guard = self.sync.clone().lock_owned().await;
         // Changes first, then the image: the image is at least as new as the changes, and any
         // change applied after it stays pending for the next call.
         let changes: Changes = follower.take_changes();
@@ -288,14 +294,16 @@ impl ReplicaManager {
                 part.with_state(|st| st.set_ineligible_brokers(ineligible.clone(), now));
             }
         }
-        blocking_io(|| {
+        let me = self.clone();
+        off_runtime(guard, move || {
             if changes.all {
-                self.delete_strays(&image);
-                self.sync_topics(&image, None);
+                me.delete_strays(&image);
+                me.sync_topics(&image, None);
             } else {
-                self.sync_topics(&image, Some(&changes.topics));
+                me.sync_topics(&image, Some(&changes.topics));
             }
-        });
+        })
+        .await;
     }
 
     /// Opens, updates or removes the partitions of `only` these topics (all when `None`).
@@ -590,9 +598,11 @@ impl ReplicaManager {
         removed
     }
 
-    /// Flushes logs per their flush policy and writes the checkpoints, the high watermarks'
-    /// among them (background task).
+    /// Fsyncs the segments that rolled since the last pass (appends never wait for that; see
+    /// `Log::rolled_flush`) and writes the checkpoints, the high watermarks' among them
+    /// (background task, every 5 s).
     pub fn checkpoint(&self) {
+        self.logs.flush_rolled();
         if let Err(e) = self.logs.checkpoint() {
             tracing::warn!(error = %e, "checkpoint failed");
         }
@@ -775,7 +785,7 @@ mod tests {
         assert_eq!(both.retention_bytes, Some(4096));
     }
     /// A partition led by broker 1 in epoch 5, its log in `dir`.
-    fn led_partition(dir: &std::path::Path) -> Partition {
+    pub(super) fn led_partition(dir: &std::path::Path) -> Partition {
         let log = Log::create(
             dir,
             &TopicPartition::new("t", 0),

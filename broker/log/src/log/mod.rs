@@ -13,12 +13,14 @@ mod read;
 mod retention;
 
 use std::collections::BTreeMap;
+use std::fs::File;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use crate::config::LogConfig;
 use crate::epoch_cache::EpochCache;
-use crate::error::LogError;
+use crate::error::{io_err, LogError};
 use crate::producer_state::{BatchMetadata, ProducerState};
 use crate::segment::Segment;
 use crate::types::{Offset, TopicPartition};
@@ -67,6 +69,56 @@ pub struct RetentionOutcome {
     pub log_start_offset: Offset,
 }
 
+/// The files of the rolled segments that are not fsynced yet, taken under the log's lock by
+/// [`Log::rolled_flush`] and fsynced without it ([`PendingFlush::sync`]), so that an append
+/// never waits for a rolled segment to reach the disk. [`Log::flushed_to`] then moves the
+/// recovery point.
+#[derive(Debug)]
+pub struct PendingFlush {
+    /// Every offset below this is in the files.
+    upto: Offset,
+    /// The log's truncation count when planned: a truncation since then voids the plan (the
+    /// offsets below `upto` may have been rewritten).
+    truncations: u64,
+    files: Vec<(PathBuf, Arc<File>)>,
+    /// Producer snapshots the rolls wrote without fsync, and the directory holding them and
+    /// the new segments' names.
+    snapshots: Vec<PathBuf>,
+    dir: PathBuf,
+}
+
+impl PendingFlush {
+    /// Fsyncs the files (blocking; call it without holding the log's lock).
+    pub fn sync(&self) -> Result<(), LogError> {
+        for (path, file) in &self.files {
+            file.sync_all()
+                .map_err(io_err("fsync rolled segment", path))?;
+        }
+        sync_paths(&self.snapshots)?;
+        // The new segments' and snapshots' names.
+        crate::checkpoint::sync_dir(&self.dir).map_err(io_err("fsync directory", &self.dir))
+    }
+
+    /// The offset below which the flush makes everything durable.
+    pub fn upto(&self) -> Offset {
+        self.upto
+    }
+}
+
+/// Fsyncs files by path; one that is gone (deleted by retention or a truncation) is skipped.
+fn sync_paths(paths: &[PathBuf]) -> Result<(), LogError> {
+    for path in paths {
+        match File::open(path) {
+            Ok(f) => f
+                .sync_all()
+                .map_err(io_err("fsync producer snapshot", path))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("open producer snapshot", path)(e)),
+        }
+    }
+    Ok(())
+}
+
 /// A partition log. Reads take `&self`; everything that changes files takes `&mut self`, so
 /// the broker's `RwLock` around it is what serialises appends.
 #[derive(Debug)]
@@ -87,6 +139,39 @@ pub struct Log {
     /// Offsets below this were compacted by the last clean (Kafka's cleaner checkpoint); kept
     /// by the [`crate::LogManager`] in `cleaner-offset-checkpoint`.
     first_dirty_offset: Offset,
+    /// Truncations so far: a [`PendingFlush`] planned before the latest one is void.
+    truncations: u64,
+    /// Segment files retention or DeleteRecords renamed to `*.deleted`, still to be removed
+    /// ([`Log::take_deleted_files`]; dropping the log removes what is left, and opening a log
+    /// removes leftovers of a crash).
+    deleted_files: Vec<PathBuf>,
+    /// Producer snapshots written by rolls and not fsynced yet (see [`Log::rolled_flush`]).
+    unsynced_snapshots: Vec<PathBuf>,
+}
+
+/// Segment files dropped from a log, to be removed without holding its lock (unlinking frees
+/// the blocks, which takes a while for a large segment).
+#[derive(Debug, Default)]
+#[must_use = "the files stay on disk until removed"]
+pub struct DeletedFiles(Vec<PathBuf>);
+
+impl DeletedFiles {
+    /// Removes the files (blocking; call it without holding the log's lock).
+    pub fn remove(self) -> Result<(), LogError> {
+        crate::segment::remove_renamed(&self.0)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+impl Drop for Log {
+    fn drop(&mut self) {
+        if let Err(e) = crate::segment::remove_renamed(&self.deleted_files) {
+            tracing::warn!(partition = %self.partition, error = %e, "removing deleted segment files failed");
+        }
+    }
 }
 
 pub(crate) fn wall_clock_ms() -> i64 {
@@ -244,8 +329,60 @@ impl Log {
         for seg in self.segments.range(from..).map(|(_, s)| s) {
             seg.sync()?;
         }
+        sync_paths(&self.unsynced_snapshots)?;
+        self.unsynced_snapshots.clear();
         self.recovery_point = self.log_end_offset();
         Ok(())
+    }
+
+    /// The segment files retention or DeleteRecords dropped since the last call, for the
+    /// caller to remove once it has released the log's lock.
+    pub fn take_deleted_files(&mut self) -> DeletedFiles {
+        DeletedFiles(std::mem::take(&mut self.deleted_files))
+    }
+
+    /// The rolled segments holding offsets at or above the recovery point, to be fsynced
+    /// without the log's lock (a roll does not fsync: that would hold up appends for as long
+    /// as the disk takes to write a whole segment). `None` when only the active segment is
+    /// unflushed.
+    pub fn rolled_flush(&self) -> Option<PendingFlush> {
+        let active = *self.segments.keys().next_back()?;
+        if self.recovery_point.0 >= active && self.unsynced_snapshots.is_empty() {
+            return None;
+        }
+        let rp = self.recovery_point.0;
+        let from = self
+            .segments
+            .range(..=rp)
+            .next_back()
+            .map_or(i64::MIN, |(b, _)| *b);
+        let files = self
+            .segments
+            .range(from..active)
+            .flat_map(|(_, s)| s.handles())
+            .collect();
+        Some(PendingFlush {
+            upto: Offset(active),
+            truncations: self.truncations,
+            files,
+            snapshots: self.unsynced_snapshots.clone(),
+            dir: self.dir.clone(),
+        })
+    }
+
+    /// Records that `flush` was synced: the recovery point moves up to it, unless the log was
+    /// truncated since it was planned. Returns whether it moved.
+    pub fn flushed_to(&mut self, flush: &PendingFlush) -> bool {
+        if flush.truncations != self.truncations {
+            return false;
+        }
+        self.unsynced_snapshots
+            .retain(|p| !flush.snapshots.contains(p));
+        let moves = flush.upto > self.recovery_point && flush.upto <= self.log_end_offset();
+        if moves {
+            self.recovery_point = flush.upto;
+        }
+        moves
     }
 
     /// Flushes if `flush.messages` unflushed records accumulated or `flush.ms` passed since the
@@ -300,13 +437,15 @@ impl Log {
         if self.active().is_empty() {
             return Ok(());
         }
+        // No fsync here: the rolled segment is flushed without the log's lock (`rolled_flush`,
+        // run by the log manager's `flush_rolled`), so an append never waits for the disk.
         self.active_mut().seal()?;
-        self.flush()?;
         let seg = Segment::create(&self.dir, next, &self.config)?;
         self.segments.insert(next, seg);
         // The producer state as of the new segment's base, so a restart replays at most the
-        // active segment.
-        self.producers.write_snapshot(&self.dir, next)?;
+        // active segment; fsynced with the rolled segment, later.
+        let snapshot = self.producers.write_snapshot_unsynced(&self.dir, next)?;
+        self.unsynced_snapshots.push(snapshot);
         tracing::info!(partition = %self.partition, base_offset = next, "rolled new segment");
         Ok(())
     }

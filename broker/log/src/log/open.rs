@@ -85,6 +85,9 @@ impl Log {
             last_flush_ms: wall_clock_ms(),
             producers: ProducerState::default(),
             first_dirty_offset: Offset(0),
+            truncations: 0,
+            deleted_files: Vec::new(),
+            unsynced_snapshots: Vec::new(),
         })
     }
 
@@ -131,6 +134,9 @@ impl Log {
             last_flush_ms: wall_clock_ms(),
             producers: ProducerState::default(),
             first_dirty_offset: Offset(0),
+            truncations: 0,
+            deleted_files: Vec::new(),
+            unsynced_snapshots: Vec::new(),
         };
         if log.segments.is_empty() {
             let seg = Segment::create(dir, 0, &log.config)?;

@@ -93,7 +93,8 @@ impl Log {
             outcome.deleted_segments += 1;
             outcome.deleted_bytes += seg.size();
             info!(partition = %self.partition, base_offset = seg.base_offset(), "deleting segment by retention");
-            seg.delete(&self.dir)?;
+            let renamed = seg.rename_for_deletion(&self.dir)?;
+            self.deleted_files.extend(renamed);
         }
         self.advance_start_to_first_segment()
     }
@@ -136,7 +137,8 @@ impl Log {
             let seg = self.pop_oldest();
             deleted.0 += 1;
             deleted.1 += seg.size();
-            seg.delete(&self.dir)?;
+            let renamed = seg.rename_for_deletion(&self.dir)?;
+            self.deleted_files.extend(renamed);
         }
         if deleted.0 > 0 {
             let first = *self.segments.keys().next().expect("len > 1 was checked");
@@ -178,6 +180,7 @@ impl Log {
         producer_state::delete_snapshots_above(&self.dir, log_end.0)?;
         self.rebuild_producer_state()?;
         self.recovery_point = self.recovery_point.min(log_end);
+        self.truncations += 1;
         info!(partition = %self.partition, log_end = %log_end, "truncated log");
         Ok(())
     }
@@ -193,6 +196,7 @@ impl Log {
         self.segments.insert(offset.0, seg);
         self.log_start_offset = offset;
         self.recovery_point = offset;
+        self.truncations += 1;
         self.epochs.clear()?;
         producer_state::delete_snapshots_above(&self.dir, i64::MIN)?;
         self.producers.clear();

@@ -64,6 +64,36 @@ pub(crate) fn delete_segment_files(dir: &Path, base_offset: i64) -> Result<(), L
     Ok(())
 }
 
+/// Renames a segment's files to `*.deleted` and returns the new paths, for the caller to remove
+/// once it no longer holds the log's lock (unlinking a large file frees its blocks, with
+/// `discard` a device round trip per extent: ~0.3 s per GiB measured on our VM).
+pub(crate) fn rename_segment_files(dir: &Path, base_offset: i64) -> Result<Vec<PathBuf>, LogError> {
+    let mut renamed = Vec::with_capacity(3);
+    for suffix in [LOG_SUFFIX, INDEX_SUFFIX, TIME_INDEX_SUFFIX] {
+        let path = segment_file(dir, base_offset, suffix);
+        let mut deleted = path.clone().into_os_string();
+        deleted.push(DELETED_SUFFIX);
+        match fs::rename(&path, &deleted) {
+            Ok(()) => renamed.push(PathBuf::from(deleted)),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("rename for deletion", &path)(e)),
+        }
+    }
+    Ok(renamed)
+}
+
+/// Removes files renamed by [`rename_segment_files`]; one that is already gone is fine.
+pub(crate) fn remove_renamed(paths: &[PathBuf]) -> Result<(), LogError> {
+    for p in paths {
+        match fs::remove_file(p) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io_err("remove", p)(e)),
+        }
+    }
+    Ok(())
+}
+
 /// State derived from a header scan of a segment's tail.
 pub(super) struct Tail {
     pub(super) next_offset: i64,

@@ -15,8 +15,8 @@ use std::sync::Arc;
 use tracing::warn;
 
 pub(crate) use files::{
-    delete_segment_files, file_next_offset, segment_file, with_suffix, INDEX_SUFFIX, LOG_SUFFIX,
-    TIME_INDEX_SUFFIX,
+    delete_segment_files, file_next_offset, remove_renamed, rename_segment_files, segment_file,
+    with_suffix, INDEX_SUFFIX, LOG_SUFFIX, TIME_INDEX_SUFFIX,
 };
 use files::{load_trusted, scan_step, Step};
 
@@ -494,6 +494,24 @@ impl Segment {
             .map_err(io_err("fsync segment", &self.path))?;
         self.index.sync()?;
         self.time_index.sync()
+    }
+
+    /// The log file and both index files, for an fsync that does not hold the log's lock
+    /// (`Log::rolled_flush`).
+    pub(crate) fn handles(&self) -> [(PathBuf, Arc<File>); 3] {
+        [
+            (self.path.clone(), self.file.clone()),
+            self.index.handle(),
+            self.time_index.handle(),
+        ]
+    }
+
+    /// Renames the three files to `*.deleted` and returns their new paths: removing them is
+    /// left to the caller, after it has let go of the log's lock.
+    pub(crate) fn rename_for_deletion(self, dir: &Path) -> Result<Vec<PathBuf>, LogError> {
+        let base = self.base_offset;
+        drop(self);
+        rename_segment_files(dir, base)
     }
 
     /// Renames the three files to `*.deleted`, then removes them.

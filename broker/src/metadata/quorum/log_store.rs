@@ -19,7 +19,7 @@ use openraft::storage::{LogFlushed, LogState, RaftLogStorage};
 use openraft::{Entry, LogId, OptionalSend, RaftLogReader, StorageError, StorageIOError, Vote};
 
 use super::state_machine::{NodeId, TypeConfig};
-use crate::fsutil::write_atomically;
+use crate::fsutil::{off_runtime, write_atomically, write_atomically_off_runtime};
 
 const LOG_FILE: &str = "raft.log";
 const VOTE_FILE: &str = "vote.json";
@@ -31,7 +31,8 @@ type Entries = Arc<Mutex<BTreeMap<u64, Entry<TypeConfig>>>>;
 /// The metadata quorum's Raft log on disk.
 pub struct LogStore {
     dir: PathBuf,
-    file: File,
+    /// Shared with the blocking-pool task that appends and fsyncs (never a runtime thread).
+    file: Arc<File>,
     entries: Entries,
     last_purged: Option<LogId<NodeId>>,
 }
@@ -88,9 +89,10 @@ fn read_json<T: serde::de::DeserializeOwned>(path: &Path) -> std::io::Result<Opt
     }
 }
 
-fn write_json<T: serde::Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+/// Writes `value` as JSON atomically (temp file, fsync, rename) on the blocking pool.
+async fn write_json<T: serde::Serialize>(path: PathBuf, value: &T) -> std::io::Result<()> {
     let bytes = serde_json::to_vec(value).map_err(std::io::Error::other)?;
-    write_atomically(path, &bytes)
+    write_atomically_off_runtime(path, bytes).await
 }
 
 impl LogStore {
@@ -115,7 +117,7 @@ impl LogStore {
         let entries = decoded.into_iter().map(|e| (e.log_id.index, e)).collect();
         Ok(LogStore {
             dir: dir.to_path_buf(),
-            file,
+            file: Arc::new(file),
             entries: Arc::new(Mutex::new(entries)),
             last_purged: read_json(&dir.join(PURGED_FILE))?,
         })
@@ -125,15 +127,19 @@ impl LogStore {
         self.entries.lock().expect("raft log lock poisoned")
     }
 
-    /// Rewrites the whole file from memory (after truncate/purge).
-    fn rewrite(&mut self) -> std::io::Result<()> {
+    /// Rewrites the whole file from memory (after truncate/purge), on the blocking pool.
+    async fn rewrite(&mut self) -> std::io::Result<()> {
         let mut buf = Vec::new();
         for e in self.entries().values() {
             encode_frame(e, &mut buf).map_err(std::io::Error::other)?;
         }
         let path = self.dir.join(LOG_FILE);
-        write_atomically(&path, &buf)?;
-        self.file = OpenOptions::new().read(true).append(true).open(&path)?;
+        let file = off_runtime(move || {
+            write_atomically(&path, &buf)?;
+            OpenOptions::new().read(true).append(true).open(&path)
+        })
+        .await?;
+        self.file = Arc::new(file);
         Ok(())
     }
 }
@@ -179,7 +185,8 @@ impl RaftLogStorage<TypeConfig> for LogStore {
     }
 
     async fn save_vote(&mut self, vote: &Vote<NodeId>) -> Result<(), StorageError<NodeId>> {
-        write_json(&self.dir.join(VOTE_FILE), vote)
+        write_json(self.dir.join(VOTE_FILE), vote)
+            .await
             .map_err(|e| StorageIOError::write_vote(openraft::AnyError::new(&e)).into())
     }
 
@@ -192,7 +199,9 @@ impl RaftLogStorage<TypeConfig> for LogStore {
         &mut self,
         committed: Option<LogId<NodeId>>,
     ) -> Result<(), StorageError<NodeId>> {
-        write_json(&self.dir.join(COMMITTED_FILE), &committed).map_err(io_err)
+        write_json(self.dir.join(COMMITTED_FILE), &committed)
+            .await
+            .map_err(io_err)
     }
 
     async fn read_committed(&mut self) -> Result<Option<LogId<NodeId>>, StorageError<NodeId>> {
@@ -218,10 +227,14 @@ impl RaftLogStorage<TypeConfig> for LogStore {
             encode_frame(&e, &mut buf).map_err(io_err)?;
             new.push(e);
         }
-        let res = self
-            .file
-            .write_all(&buf)
-            .and_then(|()| self.file.sync_data());
+        // Written and fsynced on the blocking pool: openraft awaits its storage in order, so
+        // appends stay ordered, and no runtime thread waits for the disk.
+        let file = self.file.clone();
+        let res = off_runtime(move || {
+            (&*file).write_all(&buf)?;
+            file.sync_data()
+        })
+        .await;
         if res.is_ok() {
             let mut map = self.entries();
             for e in new {
@@ -241,14 +254,16 @@ impl RaftLogStorage<TypeConfig> for LogStore {
 
     async fn truncate(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
         self.entries().retain(|&i, _| i < log_id.index);
-        self.rewrite().map_err(io_err)
+        self.rewrite().await.map_err(io_err)
     }
 
     async fn purge(&mut self, log_id: LogId<NodeId>) -> Result<(), StorageError<NodeId>> {
-        write_json(&self.dir.join(PURGED_FILE), &log_id).map_err(io_err)?;
+        write_json(self.dir.join(PURGED_FILE), &log_id)
+            .await
+            .map_err(io_err)?;
         self.last_purged = Some(log_id);
         self.entries().retain(|&i, _| i > log_id.index);
-        self.rewrite().map_err(io_err)
+        self.rewrite().await.map_err(io_err)
     }
 }
 

@@ -18,7 +18,7 @@ use openraft::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::fsutil::write_atomically;
+use crate::fsutil::write_atomically_off_runtime;
 use crate::metadata::follower::MetadataFollower;
 use crate::metadata::image::MetadataImage;
 use crate::metadata::records::MetadataRecord;
@@ -138,7 +138,9 @@ impl RaftSnapshotBuilder<TypeConfig> for StateMachine {
                 .clone(),
         };
         let bytes = serde_json::to_vec(&file).map_err(sm_err)?;
-        write_atomically(&self.dir.join(SNAPSHOT_FILE), &bytes).map_err(sm_err)?;
+        write_atomically_off_runtime(self.dir.join(SNAPSHOT_FILE), bytes)
+            .await
+            .map_err(sm_err)?;
         let snap = Self::snapshot_of(&file)?;
         self.current = Some(file);
         Ok(snap)
@@ -207,7 +209,9 @@ impl RaftStateMachine<TypeConfig> for StateMachine {
         let mut file: SnapshotFile = serde_json::from_slice(&bytes).map_err(sm_err)?;
         file.meta = meta.clone();
         let bytes = serde_json::to_vec(&file).map_err(sm_err)?;
-        write_atomically(&self.dir.join(SNAPSHOT_FILE), &bytes).map_err(sm_err)?;
+        write_atomically_off_runtime(self.dir.join(SNAPSHOT_FILE), bytes)
+            .await
+            .map_err(sm_err)?;
         self.restore(file);
         Ok(())
     }
