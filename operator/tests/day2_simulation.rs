@@ -50,6 +50,7 @@ impl Sim {
                 min_insync_replicas: min_isr,
                 batch_size: 3,
                 throttle_bytes_per_second: Some(10_000_000),
+                paused: false,
             },
             broker_replicas: i32::try_from(brokers.len()).expect("few"),
             pods,

@@ -40,6 +40,7 @@ pub fn desired_cluster(vc: &ValidatedCluster) -> DesiredCluster {
             .unwrap_or(DEFAULT_BATCH_SIZE)
             .max(1),
         throttle_bytes_per_second: vc.rebalance.throttle_bytes_per_second,
+        paused: vc.rebalance.paused.unwrap_or(false),
     }
 }
 
@@ -316,11 +317,12 @@ mod tests {
         kc.spec.rebalance = Some(crate::crd::cluster::RebalanceSpec {
             batch_size: Some(4),
             throttle_bytes_per_second: Some(1_000_000),
+            paused: Some(true),
         });
         let d = desired_cluster(&validate(&kc).expect("valid"));
         assert_eq!(
-            (d.batch_size, d.throttle_bytes_per_second),
-            (4, Some(1_000_000))
+            (d.batch_size, d.throttle_bytes_per_second, d.paused),
+            (4, Some(1_000_000), true)
         );
         assert_eq!(blocker_key("orders-1: ISR [1]"), "orders-1");
         assert_eq!(blocker_key("pod x to be ready"), "pod x to be ready");

@@ -103,6 +103,10 @@ pub struct RebalanceSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub throttle_bytes_per_second: Option<u64>,
+    /// Submit no new batch of moves while true (commissioning and draining wait, saying so;
+    /// moves already submitted finish). Default false.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub paused: Option<bool>,
 }
 
 fn default_image() -> String {

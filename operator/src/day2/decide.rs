@@ -278,6 +278,19 @@ pub(super) fn submit_batch(
     what: &str,
 ) -> Decision {
     let planned = moves.len();
+    let remaining: u64 = moves.iter().map(tributary_planner::Move::bytes).sum();
+    if input.spec.paused {
+        let blocked = vec![Blocker {
+            partition: String::new(),
+            reason: format!(
+                "spec.rebalance.paused to be false ({planned} partition moves, {remaining} bytes, remain)"
+            ),
+        }];
+        let mut d = wait(state, &input.now, operation, what, blocked);
+        d.done = moved.len();
+        d.total = moved.len() + planned;
+        return d;
+    }
     moves.truncate(input.spec.batch_size.max(1));
     let bytes: u64 = moves.iter().map(tributary_planner::Move::bytes).sum();
     state.throttled |= input.spec.throttle_bytes_per_second.is_some();
@@ -293,7 +306,7 @@ pub(super) fn submit_batch(
         _ => {}
     }
     let msg = format!(
-        "{what}: submitting {} of {planned} remaining partition moves ({bytes} bytes to copy)",
+        "{what}: submitting {} of {planned} remaining partition moves ({bytes} bytes to copy, {remaining} bytes in all)",
         moves.len()
     );
     let done = moved.len() - moves.len();

@@ -46,6 +46,9 @@ pub struct DesiredCluster {
     /// Replication throttle for moves, in bytes per second (none when absent).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub throttle_bytes_per_second: Option<u64>,
+    /// `spec.rebalance.paused`: no new batch of moves is submitted.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub paused: bool,
 }
 
 fn default_min_isr() -> usize {
