@@ -22,10 +22,10 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use common::bed::Bed;
+use common::fixture;
 use common::kafka::{create_topic_assigned, produce};
 use common::sampler::Sampler;
 use common::workload::{self, python, Workload};
-use common::fixture;
 use operator::admin::client::KafkaAdminClient;
 use serde_json::{json, Value};
 
