@@ -178,8 +178,10 @@ async fn bench_rolling_restart_of_three_brokers() {
         &workload::args("roll", 12, true, 200),
     );
     tokio::time::sleep(Duration::from_secs(10)).await;
-    bed.patch(json!({ "spec": { "brokers": { "config": { "log.retention.ms": "604800001" } } } }))
-        .await;
+    bed.patch(
+        json!({ "spec": { "brokers": { "config": { "log.cleaner.backoff.ms": "15001" } } } }),
+    )
+    .await;
     let edited = Instant::now();
     bed.until("the roll finished", OPERATION, || {
         bed.settled().then_some(())

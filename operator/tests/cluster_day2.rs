@@ -430,6 +430,92 @@ async fn five_to_three_drains_then_shrinks_then_unregisters() {
 }
 
 #[tokio::test]
+async fn a_dynamic_config_value_is_applied_to_the_cluster_without_a_restart() {
+    let mut w = World::ready(&[100, 101, 102], &rf3(&[100, 101, 102], 6)).await;
+    // basic.yaml's brokers set min.insync.replicas 2: the spec's value is the cluster default
+    assert_eq!(
+        w.admin.lock().broker_defaults.get("min.insync.replicas"),
+        Some(&"2".to_owned())
+    );
+    let first_revision = w.api.names("/api/v1/namespaces/kafka/configmaps");
+    w.edit_spec(|s| s["brokers"]["config"]["log.cleaner.min.cleanable.ratio"] = json!("0.5"));
+    w.settle(60).await; // a new key: restarts (its name is part of the hash)
+    let deletes = w
+        .api
+        .requests("DELETE /api/v1/namespaces/kafka/pods/")
+        .len();
+    assert_eq!(deletes, 3);
+    w.edit_spec(|s| s["brokers"]["config"]["log.cleaner.min.cleanable.ratio"] = json!("0.25"));
+    w.settle(20).await;
+    assert_eq!(
+        w.api
+            .requests("DELETE /api/v1/namespaces/kafka/pods/")
+            .len(),
+        deletes,
+        "a new value of a dynamic config restarted a pod"
+    );
+    assert_eq!(
+        w.admin
+            .lock()
+            .broker_defaults
+            .get("log.cleaner.min.cleanable.ratio"),
+        Some(&"0.25".to_owned())
+    );
+    assert!(w.status()["outdatedPods"]
+        .as_array()
+        .is_some_and(Vec::is_empty));
+    let applied = w.events("ConfigApplied");
+    assert!(
+        applied.iter().any(|e| e["note"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("log.cleaner.min.cleanable.ratio=0.25")),
+        "{applied:?}"
+    );
+    // the revision the pods mount carries the new value for a pod that restarts later
+    let cms = w.api.names("/api/v1/namespaces/kafka/configmaps");
+    assert_ne!(cms, first_revision);
+    let sts = w
+        .api
+        .get("/apis/apps/v1/namespaces/kafka/statefulsets", "demo-broker")
+        .expect("sts");
+    let mounted = sts["spec"]["template"]["spec"]["volumes"]
+        .as_array()
+        .and_then(|v| {
+            v.iter()
+                .find_map(|v| v["configMap"]["name"].as_str().map(str::to_owned))
+        })
+        .expect("config volume");
+    let cm = w
+        .api
+        .get("/api/v1/namespaces/kafka/configmaps", &mounted)
+        .expect("configmap");
+    assert!(cm["data"]["demo-broker-0.properties"]
+        .as_str()
+        .unwrap_or_default()
+        .contains("log.cleaner.min.cleanable.ratio=0.25"));
+    // a key the spec drops is deleted from the cluster defaults (and restarts the brokers)
+    w.edit_spec(|s| {
+        s["brokers"]["config"]
+            .as_object_mut()
+            .expect("config")
+            .remove("log.cleaner.min.cleanable.ratio");
+    });
+    w.settle(60).await;
+    assert!(!w
+        .admin
+        .lock()
+        .broker_defaults
+        .contains_key("log.cleaner.min.cleanable.ratio"));
+    assert_eq!(
+        w.api
+            .requests("DELETE /api/v1/namespaces/kafka/pods/")
+            .len(),
+        deletes + 3
+    );
+}
+
+#[tokio::test]
 async fn a_config_change_restarts_pods_one_at_a_time_behind_the_isr_gate() {
     let mut w = World::ready(&[100, 101, 102], &rf3(&[100, 101, 102], 6)).await;
     {

@@ -24,6 +24,7 @@ use common::sampler::{replicas_per_broker, Sampler};
 use common::workload::{self, python, Workload};
 use common::{coll, fixture};
 use operator::admin::client::KafkaAdminClient;
+use operator::admin::KafkaAdmin;
 use serde_json::{json, Value};
 
 /// min.insync.replicas of the broker pool in `basic.yaml`.
@@ -282,6 +283,39 @@ async fn rolling_restarts_lose_no_send_and_wait_for_a_hung_follower() {
         verdict.report["counts"]
     );
 
+    // A new value of a dynamic config (log.retention.ms, set cluster-wide above) is applied to
+    // the brokers through the admin API: no pod restarts.
+    let deleted = deletes(&bed, "demo-").len();
+    bed.patch(json!({ "spec": { "config": { "log.retention.ms": "604800002" } } }))
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let admin = KafkaAdminClient::connect(&bed.broker_addr(0))
+            .await
+            .expect("admin connection");
+        let defaults = admin.describe_broker_defaults().await.expect("describe");
+        let applied = defaults
+            .iter()
+            .any(|e| e.name == "log.retention.ms" && e.value.as_deref() == Some("604800002"));
+        if applied {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not applied: {defaults:?}\n{}",
+            bed.more()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    bed.until(
+        "settled on the new generation",
+        Duration::from_secs(30),
+        || bed.settled().then_some(()),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    assert_eq!(deletes(&bed, "demo-").len(), deleted, "a pod restarted");
+
     // Broker 102 hangs; once it is out of every ISR, a config change rolls: no other broker may
     // restart while that would leave a partition below min.insync.replicas.
     let second = Workload::start(
@@ -312,8 +346,10 @@ async fn rolling_restarts_lose_no_send_and_wait_for_a_hung_follower() {
         paused.elapsed()
     );
     let deleted_before = deletes(&bed, "demo-broker-").len();
-    bed.patch(json!({ "spec": { "brokers": { "config": { "log.retention.ms": "604800002" } } } }))
-        .await;
+    bed.patch(
+        json!({ "spec": { "brokers": { "config": { "log.cleaner.backoff.ms": "15001" } } } }),
+    )
+    .await;
     let blockers = bed
         .until("the roll to wait", Duration::from_secs(20), || {
             let b = operation(&bed)["blockers"].as_array().cloned()?;

@@ -102,7 +102,8 @@ async fn operator_binary_reconciles_through_watches_and_releases_its_lease() {
     // A broker config edit, as `kubectl patch` would send it over HTTP: a MODIFIED event.
     let kubeconfig = dir.path().join("kubeconfig");
     let kcs: Api<KafkaCluster> = Api::namespaced(client(&kubeconfig).await, NS);
-    let edit = json!({ "spec": { "brokers": { "config": { "min.insync.replicas": "1" } } } });
+    let edit =
+        json!({ "spec": { "brokers": { "config": { "log.cleaner.backoff.ms": "15001" } } } });
     let edited = kcs
         .patch("demo", &PatchParams::default(), &Patch::Merge(&edit))
         .await
@@ -194,7 +195,8 @@ async fn operator_binary_brings_broker_processes_to_a_ready_cluster() {
     let first = mounted_configmap(&api).expect("broker template");
     let kubeconfig = dir.path().join("kubeconfig");
     let kcs: Api<KafkaCluster> = Api::namespaced(client(&kubeconfig).await, NS);
-    let edit = json!({ "spec": { "brokers": { "config": { "min.insync.replicas": "1" } } } });
+    let edit =
+        json!({ "spec": { "brokers": { "config": { "log.cleaner.backoff.ms": "15001" } } } });
     kcs.patch("demo", &PatchParams::default(), &Patch::Merge(&edit))
         .await
         .expect("patch KafkaCluster");

@@ -14,7 +14,8 @@ use common::cluster::{wait_for, Cluster};
 use common::kafka::{create_topic_assigned, produce};
 use operator::admin::client::KafkaAdminClient;
 use operator::admin::{
-    codes, throttle, ConfigSource, KafkaAdmin, NewTopic, TopicPartition, MIN_INSYNC_REPLICAS,
+    codes, throttle, ConfigChange, ConfigSource, KafkaAdmin, NewTopic, TopicPartition,
+    MIN_INSYNC_REPLICAS,
 };
 use operator::day2::{ObservedKafka, PartitionView};
 use tributary_planner::Move;
@@ -219,6 +220,92 @@ async fn observe_cordon_throttle_and_quorum_on_three_nodes() {
         }
     })
     .await;
+
+    // Every config the operator applies without a restart is one the broker takes as a dynamic
+    // cluster default, and the operator's sync sets and deletes them.
+    let wanted: BTreeMap<String, String> =
+        [("log.retention.ms", "7200000"), ("log.roll.ms", "3600000")]
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v.to_owned()))
+            .collect();
+    let current = admin.describe_broker_defaults().await.expect("describe");
+    let changes = operator::cluster::dynamic::dynamic_changes(&current, &wanted);
+    assert_eq!(changes.len(), 2, "{changes:?}");
+    admin.alter_broker_defaults(&changes).await.expect("set");
+    // The defaults reach the broker through the metadata log: read back until in sync.
+    let in_sync = |wanted: BTreeMap<String, String>| {
+        let admin = &admin;
+        async move {
+            let now = admin
+                .describe_broker_defaults()
+                .await
+                .map_err(|e| e.to_string())?;
+            let left = operator::cluster::dynamic::dynamic_changes(&now, &wanted);
+            if left.is_empty() {
+                Ok(())
+            } else {
+                Err(format!("{left:?}"))
+            }
+        }
+    };
+    wait_for("the defaults set", WAIT, || in_sync(wanted.clone())).await;
+    let none = BTreeMap::new();
+    let defaults = admin.describe_broker_defaults().await.expect("describe");
+    let deletes = operator::cluster::dynamic::dynamic_changes(&defaults, &none);
+    admin.alter_broker_defaults(&deletes).await.expect("delete");
+    wait_for("the defaults deleted", WAIT, || in_sync(none.clone())).await;
+    // Every key the operator applies without a restart is taken as a dynamic cluster default
+    // by the broker (a static one is refused: it needs a restart). Set to the broker's own
+    // defaults, then deleted.
+    let defaults_of_the_broker = [
+        ("compression.type", "producer"),
+        ("log.cleaner.delete.retention.ms", "86400000"),
+        ("log.cleaner.max.compaction.lag.ms", "9223372036854775807"),
+        ("log.cleaner.min.cleanable.ratio", "0.5"),
+        ("log.cleaner.min.compaction.lag.ms", "0"),
+        ("log.cleanup.policy", "delete"),
+        ("log.flush.interval.messages", "9223372036854775807"),
+        ("log.flush.interval.ms", "9223372036854775807"),
+        ("log.index.interval.bytes", "4096"),
+        ("log.index.size.max.bytes", "10485760"),
+        ("log.message.timestamp.type", "CreateTime"),
+        ("log.retention.bytes", "-1"),
+        ("log.retention.ms", "604800000"),
+        ("log.roll.ms", "604800000"),
+        ("log.segment.bytes", "1073741824"),
+        ("log.segment.delete.delay.ms", "60000"),
+        ("message.max.bytes", "1048588"),
+        ("min.insync.replicas", "1"),
+        ("unclean.leader.election.enable", "false"),
+    ];
+    let keys: Vec<&str> = defaults_of_the_broker.iter().map(|(k, _)| *k).collect();
+    assert_eq!(
+        keys,
+        operator::cluster::build::configmap::DYNAMIC_BROKER_CONFIGS
+    );
+    let all: BTreeMap<String, String> = defaults_of_the_broker
+        .iter()
+        .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+        .collect();
+    let current = admin.describe_broker_defaults().await.expect("describe");
+    let changes = operator::cluster::dynamic::dynamic_changes(&current, &all);
+    admin
+        .alter_broker_defaults(&changes)
+        .await
+        .expect("every operator-applied key is dynamic on the broker");
+    wait_for("every default set", WAIT, || in_sync(all.clone())).await;
+    let defaults = admin.describe_broker_defaults().await.expect("describe");
+    let deletes = operator::cluster::dynamic::dynamic_changes(&defaults, &none);
+    assert_eq!(deletes.len(), all.len(), "{deletes:?}");
+    admin.alter_broker_defaults(&deletes).await.expect("delete");
+    wait_for("every default deleted", WAIT, || in_sync(none.clone())).await;
+    let refused = admin
+        .alter_broker_defaults(&[ConfigChange::Set {
+            name: "log.dirs".into(),
+            value: "/elsewhere".into(),
+        }])
+        .await;
+    assert!(refused.is_err(), "a static key must be refused");
 }
 
 /// The throttle configs as the cluster reports them: the cluster-wide rates (dynamic broker

@@ -62,6 +62,8 @@ pub struct FakeState {
     pub throttle_rate: Option<u64>,
     /// Throttled replica lists per topic (leader side, follower side), while set.
     pub throttled_replicas: BTreeMap<String, (String, String)>,
+    /// Dynamic cluster-wide broker defaults other than the throttle (`alter_broker_defaults`).
+    pub broker_defaults: BTreeMap<String, String>,
     /// Controller quorum voters (none: the controller alone).
     pub voters: Vec<NodeId>,
     /// How many metadata records each voter is behind (absent: caught up).
@@ -343,16 +345,38 @@ impl KafkaAdmin for FakeAdmin {
 
     fn describe_broker_defaults(&self) -> BoxFuture<'_, Result<Vec<ConfigEntry>, AdminError>> {
         self.call("describe_broker_defaults".into(), |s| {
-            Ok(s.throttle_rate
-                .into_iter()
-                .flat_map(|r| {
-                    [throttle::FOLLOWER_RATE, throttle::LEADER_RATE].map(|name| ConfigEntry {
-                        name: name.to_owned(),
-                        value: Some(r.to_string()),
-                        source: ConfigSource::DynamicDefaultBroker,
-                    })
+            let throttle = s.throttle_rate.into_iter().flat_map(|r| {
+                [throttle::FOLLOWER_RATE, throttle::LEADER_RATE]
+                    .map(|name| (name.to_owned(), r.to_string()))
+            });
+            let set = s.broker_defaults.clone().into_iter();
+            Ok(throttle
+                .chain(set)
+                .map(|(name, value)| ConfigEntry {
+                    name,
+                    value: Some(value),
+                    source: ConfigSource::DynamicDefaultBroker,
                 })
                 .collect())
+        })
+    }
+
+    fn alter_broker_defaults<'a>(
+        &'a self,
+        changes: &'a [ConfigChange],
+    ) -> BoxFuture<'a, Result<(), AdminError>> {
+        self.call(format!("alter broker defaults {changes:?}"), move |s| {
+            for c in changes {
+                match c {
+                    ConfigChange::Set { name, value } => {
+                        s.broker_defaults.insert(name.clone(), value.clone());
+                    }
+                    ConfigChange::Delete { name } => {
+                        s.broker_defaults.remove(name);
+                    }
+                }
+            }
+            Ok(())
         })
     }
 

@@ -373,6 +373,12 @@ pub trait KafkaAdmin: Send + Sync {
     fn clear_replication_throttle(&self) -> BoxFuture<'_, Result<(), AdminError>>;
     /// The dynamic cluster-wide broker defaults (DescribeConfigs of the broker resource "").
     fn describe_broker_defaults(&self) -> BoxFuture<'_, Result<Vec<ConfigEntry>, AdminError>>;
+    /// Changes the dynamic cluster-wide broker defaults (IncrementalAlterConfigs of the broker
+    /// resource ""): every broker applies them without a restart.
+    fn alter_broker_defaults<'a>(
+        &'a self,
+        changes: &'a [ConfigChange],
+    ) -> BoxFuture<'a, Result<(), AdminError>>;
     /// Cordons (KIP-1066: no new replicas are placed on them; theirs keep serving) or
     /// uncordons these brokers.
     fn set_cordon<'a>(

@@ -30,10 +30,12 @@ use serde::Serialize;
 use serde_json::json;
 use tracing::{info, instrument, warn};
 
+use super::build::configmap::dynamic_broker_configs;
 use super::build::{build_all, DesiredObjects, CLUSTER_LABEL, CONFIG_HASH_ANNOTATION, ROLE_LABEL};
 use super::day2::{
     desired_cluster, desired_hashes, hold_broker_replicas, observed_kube, pod_ready,
 };
+use super::dynamic::sync_dynamic_configs;
 use super::operate::{
     connect_admin, publish_day2_events, requeue_after, run_day2, Day2Outcome, Day2Pass,
 };
@@ -117,6 +119,9 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
     let in_use = mounted_configmaps(&pods);
     report_permanent(kc, ctx, prune(ctx, kc, &vc, &desired, &in_use).await).await?;
     let admin = connect_admin(ctx, &vc, &pods).await;
+    if let Ok(a) = &admin {
+        sync_dynamic_configs(ctx, kc, a.as_ref(), &dynamic_broker_configs(&vc)).await;
+    }
     let mut observed = observe(ctx, &vc, &desired, &pods, &admin).await?;
     let hashes = desired_hashes(&desired);
     let pass = Day2Pass {

@@ -348,6 +348,17 @@ impl KafkaAdmin for KafkaAdminClient {
         .boxed()
     }
 
+    fn alter_broker_defaults<'a>(
+        &'a self,
+        changes: &'a [ConfigChange],
+    ) -> BoxFuture<'a, Result<(), AdminError>> {
+        async move {
+            self.alter_configs(vec![(ConfigResource::broker_defaults(), changes.to_vec())])
+                .await
+        }
+        .boxed()
+    }
+
     fn set_cordon<'a>(
         &'a self,
         brokers: &'a [NodeId],

@@ -1,8 +1,11 @@
 //! Renders each node's broker properties (Kafka names) into its pool's ConfigMap, one key per pod
 //! (`<pod>.properties`), named by a hash of its content (one ConfigMap per revision, so running
-//! pods never see their file change), and hashes what every pod of the pool shares so a changed
-//! config can be detected on running pods. Node ids and advertised hosts are computed here, from
-//! ordinals.
+//! pods never see a change that needs a restart), and hashes what every pod of the pool shares
+//! so a changed config can be detected on running pods. The values of the broker configs Kafka
+//! changes without a restart (`DYNAMIC_BROKER_CONFIGS`) are left out of both hashes (their names
+//! are not): a new value is applied through the admin API as a cluster-wide default
+//! (`cluster::operate`) and written into the same revision, so no pod restarts for it. Node ids
+//! and advertised hosts are computed here, from ordinals.
 
 use std::collections::BTreeMap;
 
@@ -17,25 +20,77 @@ pub const DATA_MOUNT: &str = "/var/lib/tributary";
 /// Where the ConfigMap is mounted.
 pub const CONFIG_MOUNT: &str = "/etc/tributary";
 
+/// Broker configs that change cluster-wide without a restart: the defaults of topic configs,
+/// which Kafka (and our broker) take as dynamic cluster-wide broker configs. A spec change of
+/// only their values is applied with IncrementalAlterConfigs on the broker-defaults resource;
+/// adding or removing one of them still restarts the brokers (a removed value must leave the
+/// running processes' static properties too). The replication throttles, also dynamic, are
+/// left to the day-2 moves that set them.
+pub const DYNAMIC_BROKER_CONFIGS: &[&str] = &[
+    "compression.type",
+    "log.cleaner.delete.retention.ms",
+    "log.cleaner.max.compaction.lag.ms",
+    "log.cleaner.min.cleanable.ratio",
+    "log.cleaner.min.compaction.lag.ms",
+    "log.cleanup.policy",
+    "log.flush.interval.messages",
+    "log.flush.interval.ms",
+    "log.index.interval.bytes",
+    "log.index.size.max.bytes",
+    "log.message.timestamp.type",
+    "log.retention.bytes",
+    "log.retention.ms",
+    "log.roll.ms",
+    "log.segment.bytes",
+    "log.segment.delete.delay.ms",
+    "message.max.bytes",
+    "min.insync.replicas",
+    "unclean.leader.election.enable",
+];
+
+/// The dynamic broker configs the spec sets for the broker pool, as the cluster-wide defaults
+/// the operator keeps in sync (`DYNAMIC_BROKER_CONFIGS`).
+pub fn dynamic_broker_configs(vc: &ValidatedCluster) -> BTreeMap<String, String> {
+    vc.broker_pool()
+        .config
+        .iter()
+        .filter(|(k, _)| DYNAMIC_BROKER_CONFIGS.contains(&k.as_str()))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// `props` with the values of the dynamic broker configs replaced, for a pool's hashes (a
+/// controller-only node does not use them at all).
+fn restart_relevant(mut props: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    for (k, v) in props.iter_mut() {
+        if DYNAMIC_BROKER_CONFIGS.contains(&k.as_str()) {
+            *v = "(dynamic)".to_owned();
+        }
+    }
+    props
+}
+
 /// Name of a pool's current ConfigMap revision: `<cluster>-<role>-config-<hash of its data>`.
 /// Every change of the rendered properties makes a new ConfigMap instead of editing the one the
 /// running pods mount (which the kubelet would update under them): a pod moves to a new revision
 /// only when it is restarted, from the StatefulSet's template that names it.
 pub fn configmap_name(vc: &ValidatedCluster, pool: &Pool) -> String {
-    format!(
-        "{}-config-{}",
-        pool_name(vc, pool),
-        data_hash(&configmap_data(vc, pool))
-    )
+    let relevant = configmap_data(vc, pool, restart_relevant);
+    format!("{}-config-{}", pool_name(vc, pool), data_hash(&relevant))
 }
 
-/// The pool's ConfigMap data: one `<pod>.properties` key per ordinal.
-fn configmap_data(vc: &ValidatedCluster, pool: &Pool) -> BTreeMap<String, String> {
+/// The pool's ConfigMap data: one `<pod>.properties` key per ordinal, each pod's properties
+/// passed through `view` first.
+fn configmap_data(
+    vc: &ValidatedCluster,
+    pool: &Pool,
+    view: impl Fn(BTreeMap<String, String>) -> BTreeMap<String, String>,
+) -> BTreeMap<String, String> {
     (0..pool.replicas)
         .map(|o| {
             (
                 format!("{}.properties", pod_name(vc, pool, o)),
-                render_properties(&node_properties(vc, pool, o)),
+                render_properties(&view(node_properties(vc, pool, o))),
             )
         })
         .collect()
@@ -137,16 +192,18 @@ pub fn render_properties(props: &BTreeMap<String, String>) -> String {
 pub fn build_configmap(vc: &ValidatedCluster, pool: &Pool) -> ConfigMap {
     ConfigMap {
         metadata: object_meta(vc, configmap_name(vc, pool), pool_labels(vc, pool)),
-        data: Some(configmap_data(vc, pool)),
+        data: Some(configmap_data(vc, pool, |props| props)),
         ..ConfigMap::default()
     }
 }
 
-/// Hash of what a restart would change for every pod of the pool: the shared properties and the
-/// image. (The pod template's other fields are hashed into the StatefulSet by `statefulset`.)
+/// Hash of what a restart would change for every pod of the pool: the shared properties
+/// (without the dynamic configs' values) and the image. (The pod template's other
+/// fields are hashed into the StatefulSet by `statefulset`.)
 pub fn config_hash(vc: &ValidatedCluster, pool: &Pool) -> String {
     let mut h = Sha256::new();
-    h.update(render_properties(&shared_properties(vc, pool)).as_bytes());
+    let shared = restart_relevant(shared_properties(vc, pool));
+    h.update(render_properties(&shared).as_bytes());
     h.update(vc.image.as_bytes());
     hex(&h.finalize()[..8])
 }
@@ -220,6 +277,57 @@ process.roles=broker
         assert_eq!(props["process.roles"], "controller");
         assert_eq!(props["listeners"], "CONTROLLER://0.0.0.0:9093");
         assert!(!props.contains_key("advertised.listeners"));
+    }
+
+    #[test]
+    fn a_dynamic_config_value_changes_neither_revision_nor_hash_but_its_name_does() {
+        let kc = cluster("basic.yaml");
+        let vc = validate(&kc).expect("valid");
+        let broker = vc.broker_pool();
+        let (name, hash) = (configmap_name(&vc, broker), config_hash(&vc, broker));
+        assert_eq!(dynamic_broker_configs(&vc)["min.insync.replicas"], "2");
+        // basic.yaml's brokers set min.insync.replicas 2: a new value is applied dynamically
+        let mut new_value = kc.clone();
+        new_value
+            .spec
+            .brokers
+            .config
+            .insert("min.insync.replicas".into(), "3".into());
+        let vc2 = validate(&new_value).expect("valid");
+        assert_eq!(configmap_name(&vc2, vc2.broker_pool()), name);
+        assert_eq!(config_hash(&vc2, vc2.broker_pool()), hash);
+        let data = build_configmap(&vc2, vc2.broker_pool()).data.expect("data");
+        assert!(data["demo-broker-0.properties"].contains("min.insync.replicas=3\n"));
+        assert_eq!(dynamic_broker_configs(&vc2)["min.insync.replicas"], "3");
+        // nor the controllers' (which do not use it)
+        let mut controllers = kc.clone();
+        controllers
+            .spec
+            .config
+            .insert("min.insync.replicas".into(), "3".into());
+        let vc3 = validate(&controllers).expect("valid");
+        assert_eq!(
+            config_hash(&vc3, vc3.voter_pool()),
+            config_hash(&vc, vc.voter_pool())
+        );
+        // a static key's value, or a dynamic key added, restarts
+        let mut static_key = kc.clone();
+        static_key
+            .spec
+            .brokers
+            .config
+            .insert("log.cleaner.backoff.ms".into(), "1000".into());
+        let vc4 = validate(&static_key).expect("valid");
+        assert_ne!(config_hash(&vc4, vc4.broker_pool()), hash);
+        let mut added = kc;
+        added
+            .spec
+            .brokers
+            .config
+            .insert("log.retention.ms".into(), "1000".into());
+        let vc5 = validate(&added).expect("valid");
+        assert_ne!(config_hash(&vc5, vc5.broker_pool()), hash);
+        assert_ne!(configmap_name(&vc5, vc5.broker_pool()), name);
     }
 
     #[test]
