@@ -320,12 +320,7 @@ impl Log {
     /// Fsyncs every segment holding offsets at or above the recovery point, then advances the
     /// recovery point to the log end. Returns once the data is on disk.
     pub fn flush(&mut self) -> Result<(), LogError> {
-        let rp = self.recovery_point.0;
-        let from = self
-            .segments
-            .range(..=rp)
-            .next_back()
-            .map_or(i64::MIN, |(b, _)| *b);
+        let from = self.first_unflushed_segment();
         for seg in self.segments.range(from..).map(|(_, s)| s) {
             seg.sync()?;
         }
@@ -333,6 +328,15 @@ impl Log {
         self.unsynced_snapshots.clear();
         self.recovery_point = self.log_end_offset();
         Ok(())
+    }
+
+    /// Base offset of the segment holding the recovery point: from it on, segments may hold
+    /// data not yet on disk.
+    fn first_unflushed_segment(&self) -> i64 {
+        self.segments
+            .range(..=self.recovery_point.0)
+            .next_back()
+            .map_or(i64::MIN, |(b, _)| *b)
     }
 
     /// The segment files retention or DeleteRecords dropped since the last call, for the
@@ -350,12 +354,7 @@ impl Log {
         if self.recovery_point.0 >= active && self.unsynced_snapshots.is_empty() {
             return None;
         }
-        let rp = self.recovery_point.0;
-        let from = self
-            .segments
-            .range(..=rp)
-            .next_back()
-            .map_or(i64::MIN, |(b, _)| *b);
+        let from = self.first_unflushed_segment();
         let files = self
             .segments
             .range(from..active)
