@@ -141,8 +141,11 @@ impl Kubelet {
             .map(|(k, p)| (k, &p.child))
             .chain(state.terminating.iter().map(|(k, t)| (k, &t.child)))
             .find(|((_, n), _)| n == name)
-            .unwrap_or_else(|| panic!("pod {name} has no process"))
-            .1;
+            .map(|(_, c)| c);
+        let Some(child) = child else {
+            drop(state);
+            panic!("pod {name} has no process");
+        };
         send(child, signal);
     }
 
@@ -163,17 +166,20 @@ impl Kubelet {
 impl Drop for Kubelet {
     fn drop(&mut self) {
         self.task.abort();
-        if let Ok(mut state) = self.state.lock() {
-            let state = &mut *state;
-            for child in state
-                .pods
-                .values_mut()
-                .map(|p| &mut p.child)
-                .chain(state.terminating.values_mut().map(|t| &mut t.child))
-            {
-                let _ = child.kill();
-                let _ = child.wait();
-            }
+        // Also after a panic while the lock was held (a failed test): no process may outlive it.
+        let mut state = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let state = &mut *state;
+        for child in state
+            .pods
+            .values_mut()
+            .map(|p| &mut p.child)
+            .chain(state.terminating.values_mut().map(|t| &mut t.child))
+        {
+            let _ = child.kill();
+            let _ = child.wait();
         }
     }
 }
