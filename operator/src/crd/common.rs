@@ -1,9 +1,32 @@
 //! Types shared by both custom resources: status conditions and the helpers that keep their
-//! transition times honest. This module does not decide *which* conditions a resource has; the
+//! transition times honest, and the merge patch their status writes are. This module does not decide *which* conditions a resource has; the
 //! reconcilers' pure status functions do.
 
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+/// RFC 7386 merge patch, as the API server applies one: objects merge key by key, a `null`
+/// removes the key, anything else replaces the target.
+pub fn merge_patch(target: &mut Value, patch: &Value) {
+    match patch {
+        Value::Object(p) => {
+            if !target.is_object() {
+                *target = json!({});
+            }
+            if let Some(t) = target.as_object_mut() {
+                for (k, v) in p {
+                    if v.is_null() {
+                        t.remove(k);
+                    } else {
+                        merge_patch(t.entry(k.clone()).or_insert(Value::Null), v);
+                    }
+                }
+            }
+        }
+        other => *target = other.clone(),
+    }
+}
 
 /// The API group of every Tributary custom resource.
 pub const API_GROUP: &str = "kafka.tributary.dev";

@@ -4,7 +4,7 @@
 
 use tributary_planner::{plan, Goal};
 
-use super::decide::{act, idle, planner_input, submit_batch, wait};
+use super::decide::{act, elect_leaders, idle, planner_input, submit_batch, wait};
 use super::gates::not_led_by_preferred;
 use super::model::{
     Blocker, Day2Action, Day2Input, Day2State, Decision, NodeId, Operation, ReportedOperation,
@@ -25,7 +25,10 @@ pub(super) fn new_brokers(input: &Day2Input) -> Vec<NodeId> {
 pub(super) fn commission(input: &Day2Input, mut state: Day2State) -> Decision {
     let (brokers, mut moved) = match state.operation.take() {
         Some(Operation::Commissioning { brokers, moved }) => (brokers, moved),
-        _ => (new_brokers(input), Vec::new()),
+        _ => {
+            state.leaders_elected = false;
+            (new_brokers(input), Vec::new())
+        }
     };
     state.operation = Some(Operation::Commissioning {
         brokers: brokers.clone(),
@@ -76,17 +79,11 @@ pub(super) fn commission(input: &Day2Input, mut state: Day2State) -> Decision {
         // Balanced: leadership follows the new assignment's preferred replicas (asked once).
         let unled = not_led_by_preferred(&input.kafka, None);
         if !unled.is_empty() && !state.leaders_elected {
-            state.leaders_elected = true;
             let msg = format!(
                 "brokers {brokers:?} balanced in: moving leadership of {} partitions to their preferred replicas",
                 unled.len()
             );
-            return act(
-                state,
-                Day2Action::ElectLeaders { partitions: unled },
-                ReportedOperation::Commissioning,
-                msg,
-            );
+            return elect_leaders(state, unled, ReportedOperation::Commissioning, msg);
         }
         state.leaders_elected = false;
         for b in &input.kafka.brokers {

@@ -155,6 +155,23 @@ pub(super) fn act(
     }
 }
 
+/// Asks for a preferred leader election of `partitions`, and records in the state that this
+/// step has asked (it is asked once per step; `leaders_elected` is cleared when a step starts).
+pub(super) fn elect_leaders(
+    mut state: Day2State,
+    partitions: Vec<String>,
+    operation: ReportedOperation,
+    message: String,
+) -> Decision {
+    state.leaders_elected = true;
+    act(
+        state,
+        Day2Action::ElectLeaders { partitions },
+        operation,
+        message,
+    )
+}
+
 /// A wait on a gate: keeps (or starts) the time since which the step waits and names the first
 /// blockers in the message.
 pub(super) fn wait(

@@ -113,14 +113,18 @@ fixtures!(
     decommission_refused_for_quorum_voters,
 );
 
-fn moves_of(name: &str) -> Vec<tributary_planner::Move> {
+fn input_of(name: &str) -> Day2Input {
     let path = format!(
         "{}/tests/fixtures/day2/{name}.yaml",
         env!("CARGO_MANIFEST_DIR")
     );
     let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
     let fixture: Fixture = serde_yaml::from_str(&text).expect("fixture parses");
-    match decide(&fixture.input).action {
+    fixture.input
+}
+
+fn moves_of(name: &str) -> Vec<tributary_planner::Move> {
+    match decide(&input_of(name)).action {
         super::Day2Action::Reassign { moves, .. } => moves,
         other => panic!("{name}: not a reassignment: {other:?}"),
     }
@@ -144,4 +148,17 @@ fn balance_moves_only_add_the_new_broker() {
     for m in moves.iter().filter(|m| m.bytes() > 0) {
         assert_eq!(m.added(), vec![103], "{m:?}");
     }
+}
+
+#[test]
+fn a_step_asks_for_its_own_preferred_election_whatever_an_earlier_step_asked() {
+    // A flag left by another step (a commissioning replaced by a decommission, say) must not
+    // make the next restart skip its election and wait for leaders nobody asked for.
+    let mut input = input_of("restart-controllers-first");
+    input.state.leaders_elected = true;
+    assert!(!decide(&input).state.leaders_elected);
+    let mut input = input_of("commission-balances-onto-new-brokers");
+    input.state.leaders_elected = true;
+    input.state.operation = None;
+    assert!(!decide(&input).state.leaders_elected);
 }

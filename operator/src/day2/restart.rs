@@ -3,11 +3,10 @@
 //! quorum gates of `gates` before and after each controller, and the ISR gates before and after
 //! each broker, whose preferred leaderships are moved back to it before the next pod.
 
-use super::decide::{act, idle, wait};
-use super::gates::GateResult;
+use super::decide::{act, elect_leaders, idle, wait};
 use super::gates::{
     after_controller_restart, after_restart, before_controller_restart, before_restart,
-    not_led_by_preferred,
+    not_led_by_preferred, GateResult,
 };
 use super::model::{
     Blocker, Day2Action, Day2Input, Day2State, Decision, NodeId, Operation, PodView,
@@ -27,9 +26,24 @@ fn restart_order(input: &Day2Input) -> Vec<&PodView> {
     pods
 }
 
-pub(super) fn rolling_restart(input: &Day2Input, mut state: Day2State) -> Decision {
+pub(super) fn rolling_restart(input: &Day2Input, state: Day2State) -> Decision {
     let total = input.kube.pods.len();
     let done = input.kube.pods.iter().filter(|p| p.up_to_date).count();
+    let order = restart_order(input);
+    let Some(next) = order.iter().find(|p| !p.up_to_date) else {
+        return idle(state, "every pod runs the desired configuration");
+    };
+    // A pod that is down and runs an old configuration restarts first, without the ISR gate:
+    // taking down what is already down lowers no ISR, and its old configuration may be why it
+    // is down. A pod down on the desired configuration is waited for.
+    if let Some(down) = order.iter().find(|p| !p.ready && !p.up_to_date) {
+        let msg = format!(
+            "rolling restart: restarting {} first: it is not ready and runs an old configuration ({done} of {total} pods up to date)",
+            down.name
+        );
+        return with_progress(restart(state, down, msg, Vec::new()), done, total);
+    }
+    let what = format!("rolling restart: {} next", next.name);
     let not_ready: Vec<Blocker> = input
         .kube
         .pods
@@ -40,46 +54,15 @@ pub(super) fn rolling_restart(input: &Day2Input, mut state: Day2State) -> Decisi
             reason: format!("pod {} to be ready (one pod down at a time)", p.name),
         })
         .collect();
-    let Some(next) = restart_order(input).into_iter().find(|p| !p.up_to_date) else {
-        return idle(state, "every pod runs the desired configuration");
-    };
-    // A pod that is down and runs an old configuration restarts first, without the ISR gate:
-    // taking down what is already down lowers no ISR, and its old configuration may be why it
-    // is down. A pod down on the desired configuration is waited for.
-    if let Some(down) = restart_order(input)
-        .into_iter()
-        .find(|p| !p.ready && !p.up_to_date)
-    {
-        state.operation = Some(Operation::Restarting {
-            pod: down.name.clone(),
-            node_id: down.node_id,
-        });
-        let msg = format!(
-            "rolling restart: restarting {} first: it is not ready and runs an old configuration ({done} of {total} pods up to date)",
-            down.name
-        );
-        let mut d = act(
-            state,
-            Day2Action::RestartPod {
-                pod: down.name.clone(),
-            },
-            ReportedOperation::Rolling,
-            msg,
-        );
-        (d.done, d.total) = (done, total);
-        return d;
-    }
-    let what = format!("rolling restart: {} next", next.name);
     if !not_ready.is_empty() {
-        let mut d = wait(
+        let d = wait(
             state,
             &input.now,
             ReportedOperation::Rolling,
             &what,
             not_ready,
         );
-        (d.done, d.total) = (done, total);
-        return d;
+        return with_progress(d, done, total);
     }
     let mut skipped = Vec::new();
     let mut gate = GateResult::default();
@@ -89,7 +72,7 @@ pub(super) fn rolling_restart(input: &Day2Input, mut state: Day2State) -> Decisi
     if next.broker {
         let broker_gate =
             before_restart(&input.kafka, next.node_id, input.spec.min_insync_replicas);
-        skipped = broker_gate.skipped.clone();
+        skipped = broker_gate.skipped;
         gate.blocked.extend(broker_gate.blocked);
     }
     if !gate.open() {
@@ -101,13 +84,8 @@ pub(super) fn rolling_restart(input: &Day2Input, mut state: Day2State) -> Decisi
             gate.blocked,
         );
         d.skipped = skipped;
-        (d.done, d.total) = (done, total);
-        return d;
+        return with_progress(d, done, total);
     }
-    state.operation = Some(Operation::Restarting {
-        pod: next.name.clone(),
-        node_id: next.node_id,
-    });
     let mut msg = format!(
         "rolling restart: restarting {} ({done} of {total} pods up to date)",
         next.name
@@ -115,15 +93,25 @@ pub(super) fn rolling_restart(input: &Day2Input, mut state: Day2State) -> Decisi
     if !skipped.is_empty() {
         msg.push_str(&format!("; not waited for: {}", skipped.join(", ")));
     }
-    let mut d = act(
-        state,
-        Day2Action::RestartPod {
-            pod: next.name.clone(),
-        },
-        ReportedOperation::Rolling,
-        msg,
-    );
+    with_progress(restart(state, next, msg, skipped), done, total)
+}
+
+/// Restarts `pod`: the step that the next passes follow (`continue_restart`).
+fn restart(mut state: Day2State, pod: &PodView, msg: String, skipped: Vec<String>) -> Decision {
+    state.operation = Some(Operation::Restarting {
+        pod: pod.name.clone(),
+        node_id: pod.node_id,
+    });
+    state.leaders_elected = false;
+    let action = Day2Action::RestartPod {
+        pod: pod.name.clone(),
+    };
+    let mut d = act(state, action, ReportedOperation::Rolling, msg);
     d.skipped = skipped;
+    d
+}
+
+fn with_progress(mut d: Decision, done: usize, total: usize) -> Decision {
     (d.done, d.total) = (done, total);
     d
 }
@@ -196,17 +184,11 @@ pub(super) fn continue_restart(
         // once, then waited for.
         let unled = not_led_by_preferred(&input.kafka, Some(node_id));
         if !unled.is_empty() && !state.leaders_elected {
-            state.leaders_elected = true;
             let msg = format!(
                 "rolling restart: {pod} is back; moving leadership of {} partitions back to it (preferred leader election)",
                 unled.len()
             );
-            return act(
-                state,
-                Day2Action::ElectLeaders { partitions: unled },
-                ReportedOperation::Rolling,
-                msg,
-            );
+            return elect_leaders(state, unled, ReportedOperation::Rolling, msg);
         }
         if !unled.is_empty() {
             let blocked = unled

@@ -21,7 +21,7 @@ use super::plan::{
 use crate::admin::{topic_overrides, KafkaAdmin};
 use crate::context::{now_rfc3339, Context};
 use crate::crd::cluster::KafkaCluster;
-use crate::crd::common::{finalize_conditions, find_condition, Condition};
+use crate::crd::common::{finalize_conditions, find_condition, merge_patch, Condition};
 use crate::crd::topic::{DeletionPolicy, KafkaTopic, KafkaTopicStatus, TOPIC_FINALIZER};
 use crate::error::{Error, Result};
 
@@ -383,27 +383,6 @@ async fn write_status(
 fn changes(previous: &KafkaTopicStatus, patch: &Value) -> bool {
     let before = serde_json::to_value(previous).unwrap_or(Value::Null);
     let mut after = before.clone();
-    merge(&mut after, patch);
+    merge_patch(&mut after, patch);
     before != after
-}
-
-/// RFC 7386 merge, as the API server applies the status patch.
-fn merge(target: &mut Value, patch: &Value) {
-    match patch {
-        Value::Object(p) => {
-            if !target.is_object() {
-                *target = json!({});
-            }
-            if let Some(t) = target.as_object_mut() {
-                for (k, v) in p {
-                    if v.is_null() {
-                        t.remove(k);
-                    } else {
-                        merge(t.entry(k.clone()).or_insert(Value::Null), v);
-                    }
-                }
-            }
-        }
-        other => *target = other.clone(),
-    }
 }

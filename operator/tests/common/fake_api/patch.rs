@@ -27,25 +27,8 @@ pub(super) fn immutable_change(
     changed.then(|| format!("StatefulSet.apps \"{name}\" is invalid: spec: Forbidden: updates to statefulset spec for fields other than 'replicas', 'ordinals', 'template', 'updateStrategy', 'persistentVolumeClaimRetentionPolicy' and 'minReadySeconds' are forbidden"))
 }
 
-/// RFC 7386 merge patch (also used to approximate server-side apply).
-pub(super) fn merge(target: &mut Value, patch: &Value) {
-    match patch {
-        Value::Object(p) => {
-            if !target.is_object() {
-                *target = json!({});
-            }
-            let t = target.as_object_mut().expect("object");
-            for (k, v) in p {
-                if v.is_null() {
-                    t.remove(k);
-                } else {
-                    merge(t.entry(k.clone()).or_insert(Value::Null), v);
-                }
-            }
-        }
-        other => *target = other.clone(),
-    }
-}
+/// RFC 7386 merge patch (also used to approximate server-side apply): the operator's own.
+pub(super) use operator::crd::common::merge_patch as merge;
 
 /// RFC 6902 subset: test, add, remove, replace.
 pub(super) fn json_patch(obj: &mut Value, ops: &Value) -> Result<(), String> {
