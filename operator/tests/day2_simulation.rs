@@ -158,13 +158,7 @@ impl Sim {
             Day2Action::ElectLeaders { partitions } => {
                 let partitions: Vec<TopicPartition> = partitions
                     .iter()
-                    .map(|name| {
-                        let (topic, p) = name.rsplit_once('-').expect("topic-partition");
-                        TopicPartition {
-                            topic: topic.to_owned(),
-                            partition: p.parse().expect("partition"),
-                        }
-                    })
+                    .map(|name| name.parse().expect("topic-partition"))
                     .collect();
                 s.elect_preferred(Some(&partitions))
                     .expect("preferred election");

@@ -101,13 +101,7 @@ impl FakeState {
             partitions,
             topic_min_insync_replicas: self.topic_min_isr.clone(),
             log_dir_bytes,
-            quorum_lag: {
-                let q = self.quorum();
-                q.voters
-                    .iter()
-                    .filter_map(|v| Some((v.id, q.lag(v.id)?)))
-                    .collect()
-            },
+            quorum_lag: self.quorum().lags(),
             unanswered: Default::default(),
         }
     }

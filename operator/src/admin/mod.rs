@@ -239,6 +239,21 @@ impl std::fmt::Display for TopicPartition {
     }
 }
 
+/// The inverse of `Display`: `topic-partition` (a topic name may itself contain `-`).
+impl std::str::FromStr for TopicPartition {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parsed = s.rsplit_once('-').and_then(|(topic, p)| {
+            Some(TopicPartition {
+                topic: topic.to_owned(),
+                partition: p.parse().ok()?,
+            })
+        });
+        parsed.ok_or_else(|| format!("{s:?} is not topic-partition"))
+    }
+}
+
 /// The controller quorum (KRaft's `__cluster_metadata`) as its leader reports it.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct QuorumInfo {
@@ -271,6 +286,14 @@ impl QuorumInfo {
                 .map(|x| x.log_end_offset)
         };
         Some((end(leader)? - end(id)?).max(0))
+    }
+
+    /// Every voter's lag (`lag`), when the quorum has a leader.
+    pub fn lags(&self) -> BTreeMap<NodeId, i64> {
+        self.voters
+            .iter()
+            .filter_map(|v| Some((v.id, self.lag(v.id)?)))
+            .collect()
     }
 }
 
@@ -412,6 +435,17 @@ pub trait AdminConnector: Send + Sync {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_partition_name_parses_back_even_with_dashes_in_the_topic() {
+        let tp = TopicPartition {
+            topic: "orders-eu-1".into(),
+            partition: 12,
+        };
+        assert_eq!(tp.to_string().parse::<TopicPartition>(), Ok(tp));
+        assert!("orders".parse::<TopicPartition>().is_err());
+        assert!("orders-x".parse::<TopicPartition>().is_err());
+    }
 
     fn kafka(code: i16) -> AdminError {
         AdminError::Kafka {

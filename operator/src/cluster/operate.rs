@@ -199,14 +199,8 @@ async fn carry_out(
         Day2Action::ElectLeaders { partitions } => {
             let partitions: Vec<TopicPartition> = partitions
                 .iter()
-                .filter_map(|name| {
-                    let (topic, p) = name.rsplit_once('-')?;
-                    Some(TopicPartition {
-                        topic: topic.to_owned(),
-                        partition: p.parse().ok()?,
-                    })
-                })
-                .collect();
+                .map(|name| name.parse())
+                .collect::<Result<_, _>>()?;
             admin
                 .elect_preferred_leaders(Some(&partitions))
                 .await

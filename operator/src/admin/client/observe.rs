@@ -69,14 +69,7 @@ impl KafkaAdminClient {
         }
         // The Raft leader, not DescribeCluster's "controller for clients" (a broker).
         let (active_controller, quorum_lag) = match self.quorum().await {
-            Ok(q) => {
-                let lag = q
-                    .voters
-                    .iter()
-                    .filter_map(|v| Some((v.id, q.lag(v.id)?)))
-                    .collect();
-                (q.leader_id, lag)
-            }
+            Ok(q) => (q.leader_id, q.lags()),
             Err(AdminError::Unsupported { .. }) => (cluster_controller, BTreeMap::new()),
             Err(e) => return Err(e),
         };
@@ -96,19 +89,16 @@ impl KafkaAdminClient {
         let mut reports: BTreeMap<NodeId, BrokerReport> = BTreeMap::new();
         let mut unanswered = BTreeSet::new();
         for (id, answer) in answers {
-            match answer {
+            let error = match answer {
                 Ok(Ok(report)) => {
                     reports.insert(id, report);
+                    continue;
                 }
-                Ok(Err(e)) => {
-                    tracing::warn!(broker = id, error = %e, "broker did not report its log dirs");
-                    unanswered.insert(id);
-                }
-                Err(_) => {
-                    tracing::warn!(broker = id, timeout = ?BROKER_REPORT_TIMEOUT, "broker did not report its log dirs in time");
-                    unanswered.insert(id);
-                }
-            }
+                Ok(Err(e)) => e.to_string(),
+                Err(_) => format!("no answer within {BROKER_REPORT_TIMEOUT:?}"),
+            };
+            tracing::warn!(broker = id, %error, "broker did not report its log dirs");
+            unanswered.insert(id);
         }
         apply_sizes(&mut partitions, &reports);
         Ok(ObservedKafka {
