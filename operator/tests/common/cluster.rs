@@ -139,9 +139,7 @@ impl Node {
         let Some(mut child) = self.child.take() else {
             return;
         };
-        let _ = Command::new("kill")
-            .args(["-TERM", &child.id().to_string()])
-            .status();
+        super::signal(&child, rustix::process::Signal::TERM);
         let deadline = Instant::now() + Duration::from_secs(20);
         while child.try_wait().ok().flatten().is_none() {
             if Instant::now() > deadline {

@@ -146,7 +146,7 @@ impl Kubelet {
             drop(state);
             panic!("pod {name} has no process");
         };
-        send(child, signal);
+        super::signal(child, signal);
     }
 
     /// The last lines of every pod's log, for failure messages.
@@ -232,7 +232,7 @@ impl State {
                 self.api.remove(&pods, &key.1);
             } else if object_gone || !keys.contains(&key) {
                 let p = self.pods.remove(&key).expect("running pod");
-                send(&p.child, rustix::process::Signal::TERM);
+                super::signal(&p.child, rustix::process::Signal::TERM);
                 let stopping = Terminating {
                     child: p.child,
                     deadline: Instant::now() + p.grace,
@@ -469,13 +469,6 @@ fn pod_args(container: &Value, env: &[(String, String)], config: &Path) -> Vec<S
             a.replace(CONFIG_MOUNT, &config.display().to_string())
         })
         .collect()
-}
-
-/// Sends `signal` to `child` (a process that already exited is ignored).
-fn send(child: &Child, signal: rustix::process::Signal) {
-    if let Some(pid) = rustix::process::Pid::from_raw(child.id() as i32) {
-        let _ = rustix::process::kill_process(pid, signal);
-    }
 }
 
 /// The timing of the container's readiness probe (Kubernetes' defaults where unset).

@@ -20,6 +20,14 @@ use serde_json::{json, Value};
 
 use fake_api::FakeApi;
 
+/// Sends `signal` to `child`; whether it was delivered (not to a process already reaped).
+pub fn signal(child: &std::process::Child, signal: rustix::process::Signal) -> bool {
+    let pid = i32::try_from(child.id())
+        .ok()
+        .and_then(rustix::process::Pid::from_raw);
+    pid.is_some_and(|pid| rustix::process::kill_process(pid, signal).is_ok())
+}
+
 /// Collection paths the reconcilers touch, in namespace `ns`.
 pub fn coll(ns: &str, kind: &str) -> String {
     match kind {

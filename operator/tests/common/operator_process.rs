@@ -78,9 +78,8 @@ impl OperatorProcess {
 
     /// Sends SIGTERM and waits (bounded) for the exit.
     pub fn terminate(&mut self, within: Duration) -> Option<ExitStatus> {
-        let pid = self.child.id().to_string();
-        let sent = Command::new("kill").args(["-TERM", &pid]).status();
-        assert!(sent.is_ok_and(|s| s.success()), "kill -TERM {pid}");
+        let sent = super::signal(&self.child, rustix::process::Signal::TERM);
+        assert!(sent, "SIGTERM to the operator ({})", self.child.id());
         let deadline = Instant::now() + within;
         while Instant::now() < deadline {
             if let Some(status) = self.child.try_wait().expect("wait operator") {

@@ -68,11 +68,6 @@ impl Sampler {
         *self.addresses.lock().expect("lock") = addresses;
     }
 
-    /// Every sample so far.
-    pub fn samples(&self) -> Vec<Sample> {
-        self.samples.lock().expect("lock").clone()
-    }
-
     /// The latest sample.
     pub fn latest(&self) -> Option<Sample> {
         self.samples.lock().expect("lock").last().cloned()

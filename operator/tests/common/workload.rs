@@ -158,17 +158,10 @@ impl Workload {
         std::fs::read_to_string(self.out.join("workload.log")).unwrap_or_default()
     }
 
-    /// Whether it is still running.
-    pub fn running(&mut self) -> bool {
-        self.child.try_wait().ok().flatten().is_none()
-    }
-
     /// Ends producing (SIGTERM), waits for the drain, final read and check (bounded), and
     /// returns the verdict; panics if the run failed.
     pub fn finish(mut self) -> Verdict {
-        if let Some(pid) = rustix::process::Pid::from_raw(self.child.id() as i32) {
-            let _ = rustix::process::kill_process(pid, rustix::process::Signal::TERM);
-        }
+        super::signal(&self.child, rustix::process::Signal::TERM);
         let deadline = Instant::now() + Duration::from_secs(120);
         let status = loop {
             if let Some(s) = self.child.try_wait().expect("wait for the workload") {
