@@ -177,10 +177,14 @@ impl Partition {
 /// Runs file work (opening, creating and deleting logs, leader-epoch checkpoints with their
 /// fsyncs) on the blocking pool, so that no runtime thread waits for the disk; `guard` (the
 /// metadata sync's lock) is held until the work is done, even if the caller stops waiting.
-async fn off_runtime(guard: tokio::sync::OwnedMutexGuard<()>, f: impl FnOnce() + Send + 'static) {
-    let done = tokio::task::spawn_blocking(move || {
+async fn sync_off_runtime(
+    guard: tokio::sync::OwnedMutexGuard<()>,
+    f: impl FnOnce() + Send + 'static,
+) {
+    let done = crate::fsutil::off_runtime(move || {
         f();
         drop(guard);
+        Ok(())
     })
     .await;
     if let Err(e) = done {
@@ -267,7 +271,7 @@ impl ReplicaManager {
         let (me, image) = (self.clone(), image.clone());
         // Strays first: a directory left by a deleted topic of the same name must go before
         // the new topic's partition is created in its place.
-        off_runtime(guard, move || {
+        sync_off_runtime(guard, move || {
             me.delete_strays(&image);
             me.sync_topics(&image, None);
         })
@@ -295,7 +299,7 @@ impl ReplicaManager {
             }
         }
         let me = self.clone();
-        off_runtime(guard, move || {
+        sync_off_runtime(guard, move || {
             if changes.all {
                 me.delete_strays(&image);
                 me.sync_topics(&image, None);
