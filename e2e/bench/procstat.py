@@ -113,8 +113,10 @@ def free_port():
 class Broker:
     """One broker process on 127.0.0.1 with `data_dir` as log.dirs."""
 
-    def __init__(self, binary, data_dir, port=None, http_port=None, overrides=None):
+    def __init__(self, binary, data_dir, port=None, http_port=None, overrides=None, cpus=None):
+        """`cpus`: the CPU numbers every thread of the process may run on (all when None)."""
         self.binary, self.data_dir = binary, data_dir
+        self.cpus = set(cpus) if cpus else None
         self.port = port or free_port()
         self.http_port = http_port or free_port()
         controller_port = free_port()
@@ -148,7 +150,9 @@ class Broker:
             args += ["--override", f"{k}={v}"]
         log = open(self.data_dir.rstrip("/") + ".log", "ab")
         t0 = time.perf_counter()
-        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT)
+        cpus = self.cpus
+        pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+        self.proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, preexec_fn=pin)
         self.pid = self.proc.pid
         while time.perf_counter() - t0 < timeout:
             if self.proc.poll() is not None:

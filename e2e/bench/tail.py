@@ -15,6 +15,9 @@ the runs alternate between them, so an A/B comparison shares the machine's moods
 * paced: `--paced-runs` × `--paced-seconds` at `--paced-rate` msg/s, `linger.ms=0`
   (`load.latency_probe`, 2 s warm-up dropped); p50/p99/p99.9/max per run.
 
+`--broker-cpus 1 --client-cpus 0` keeps the client off the brokers' CPU (on 2 CPUs the broker
+then has one core to itself, and the client's own scheduling stops showing as broker latency).
+
 A tool people run and report; not a test. Only 127.0.0.1 is contacted. See README.md.
 """
 
@@ -162,6 +165,15 @@ def rtt_summary(windows):
             "rtt_requests": sum(w["cnt"] for w in windows)}
 
 
+def cpu_list(text):
+    """`"1,0"` → [0, 1].
+
+    >>> cpu_list("1,0")
+    [0, 1]
+    """
+    return sorted({int(c) for c in text.split(",") if c.strip()})
+
+
 def start_brokers(args):
     """{label: (Broker or None, Target)} for every binary, or the attached broker."""
     if args.attach:
@@ -176,7 +188,7 @@ def start_brokers(args):
         label = label or os.path.basename(os.path.dirname(os.path.dirname(path))) or "broker"
         d = os.path.join(args.data_dir, label)
         shutil.rmtree(d, ignore_errors=True)
-        b = Broker(path, d, overrides=kv)
+        b = Broker(path, d, overrides=kv, cpus=args.broker_cpus)
         b.start()
         out[label] = (b, Target(b.bootstrap, b.pid))
         log("started", label, path, "pid", b.pid, "log", d + ".log")
@@ -193,6 +205,9 @@ def line(r):
 
 def run(args):
     brokers = start_brokers(args)
+    if args.client_cpus:
+        # before the producers' threads exist: librdkafka's threads inherit it
+        os.sched_setaffinity(0, args.client_cpus)
     res = {"machine": machine(), "args": vars(args), "runs": []}
     try:
         for i in range(args.runs):
@@ -275,6 +290,10 @@ def parse_args(argv=None):
     ap.add_argument("--quiet-runqueue", type=float, default=0.1,
                     help="the summary's 'quiet runs': broker run-queue wait below this share of "
                          "the run's wall time")
+    ap.add_argument("--broker-cpus", type=cpu_list, default=None, metavar="N,M",
+                    help="pin the brokers' threads to these CPUs (e.g. 1)")
+    ap.add_argument("--client-cpus", type=cpu_list, default=None, metavar="N,M",
+                    help="pin this client's threads to these CPUs (e.g. 0)")
     ap.add_argument("--out", default="tail-results.json")
     args = ap.parse_args(argv)
     if args.attach and not args.attach.startswith("127.0.0.1:"):
