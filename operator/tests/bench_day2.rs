@@ -83,11 +83,45 @@ async fn bench_drain_of_one_broker() {
     bed.patch(json!({ "spec": { "brokers": { "replicas": 3 } } }))
         .await;
     let edited = Instant::now();
+    // What status.operation says on the way: (seconds since the edit, moved, remaining, rate,
+    // seconds from then to its ETA).
+    let mut reported: Vec<(f64, u64, u64, u64, f64)> = Vec::new();
     bed.until("the StatefulSet shrunk", OPERATION, || {
+        let op = bed.status()["operation"].clone();
+        let eta = op["eta"]
+            .as_str()
+            .and_then(|e| e.parse::<k8s_openapi::jiff::Timestamp>().ok())
+            .map(|e| {
+                e.duration_since(k8s_openapi::jiff::Timestamp::now())
+                    .as_secs_f64()
+            });
+        let figures = (
+            op["bytesMoved"].as_u64(),
+            op["bytesRemaining"].as_u64(),
+            op["bytesPerSecond"].as_u64(),
+            eta,
+        );
+        if let (Some(moved), Some(remaining), Some(rate), Some(eta)) = figures {
+            reported.push((edited.elapsed().as_secs_f64(), moved, remaining, rate, eta));
+        }
         (bed.broker_replicas() == 3).then_some(())
     })
     .await;
     let drained = edited.elapsed();
+    // The ETA status gave once a quarter was moved, against when the drain really ended.
+    if let Some((at, moved, remaining, rate, eta)) = reported
+        .iter()
+        .find(|(_, m, r, _, _)| *m * 4 >= m + r)
+        .copied()
+    {
+        println!(
+            "status at {at:.1} s: {moved} of {} bytes moved at {rate} B/s, its ETA {eta:.1} s later \
+             (at {:.1} s); the StatefulSet shrank at {:.1} s",
+            moved + remaining,
+            at + eta,
+            drained.as_secs_f64()
+        );
+    }
     bed.until("settled", OPERATION, || {
         let nodes = bed.status()["nodes"].as_array().map_or(0, Vec::len);
         (bed.settled() && nodes == 6).then_some(())

@@ -599,7 +599,7 @@ async fn a_resize_the_class_cannot_do_is_refused_without_wedging_the_cluster() {
     storage_class(&api, "fast", false);
     edit_spec(&api, |spec| {
         spec["brokers"]["storage"]["size"] = json!("20Gi");
-        spec["brokers"]["config"]["log.retention.ms"] = json!("1000");
+        spec["brokers"]["config"]["log.cleaner.backoff.ms"] = json!("1000");
     });
     for pass in 0..3 {
         reconcile_once(&api, &ctx)
@@ -667,7 +667,7 @@ async fn a_write_the_api_server_rejects_is_reported_in_status_and_an_event() {
         422,
     );
     edit_spec(&api, |spec| {
-        spec["config"]["log.retention.ms"] = json!("1000")
+        spec["config"]["log.cleaner.backoff.ms"] = json!("1000")
     });
     for _ in 0..2 {
         let err = reconcile_once(&api, &ctx).await.expect_err("rejected");
@@ -696,7 +696,7 @@ async fn a_config_change_makes_a_new_configmap_revision_that_only_restarted_pods
     let first = template_configmap(&api, "demo-broker");
     let first_data = api.get(&coll(NS, "configmaps"), &first).expect("cm")["data"].clone();
     edit_spec(&api, |spec| {
-        spec["brokers"]["config"]["log.retention.ms"] = json!("1000");
+        spec["brokers"]["config"]["log.cleaner.backoff.ms"] = json!("1000");
     });
     for _ in 0..2 {
         reconcile_once(&api, &ctx).await.expect("reconcile");
@@ -717,7 +717,7 @@ async fn a_config_change_makes_a_new_configmap_revision_that_only_restarted_pods
     assert!(second_data["demo-broker-0.properties"]
         .as_str()
         .unwrap_or("")
-        .contains("log.retention.ms=1000"));
+        .contains("log.cleaner.backoff.ms=1000"));
     let kc = api.get(&coll(NS, "kafkaclusters"), "demo").expect("kc");
     assert_eq!(
         kc["status"]["outdatedPods"],

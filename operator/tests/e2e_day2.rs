@@ -8,7 +8,10 @@
 //!   pods go; no ISR below min.insync.replicas), then an unsafe scale-down refused;
 //! - a cluster config change rolls every node with 0 failed acks=all sends; then, with one
 //!   follower hung (SIGSTOP) and out of the ISRs, the next roll waits and says why, and proceeds
-//!   once the follower is back.
+//!   once the follower is back;
+//! - with racks (pods on nodes of three zones) and `maxUnavailablePerRack: 2`, a roll restarts
+//!   the two brokers of one zone together, the others one at a time, with 0 failed sends and no
+//!   ISR below min.insync.replicas.
 //!
 //! Each test needs the broker binary and the workload's Python (see `common::workload`); without
 //! them it skips with a message (`scripts/test.sh` makes a missing Python a failure).
@@ -16,6 +19,7 @@
 mod common;
 
 use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use common::bed::{Bed, LEASE, NS};
@@ -32,12 +36,39 @@ const MIN_ISR: usize = 2;
 /// Bound for one whole day-2 operation on this machine (debug brokers, two cores).
 const OPERATION: Duration = Duration::from_secs(180);
 
-async fn bed(kc: Value) -> Option<(Bed, std::path::PathBuf)> {
+async fn bed(kc: Value) -> Option<(Bed, PathBuf)> {
+    bed_in_zones(kc, &[]).await
+}
+
+/// `bed` with the pods on nodes of `zones` (`Kubelet::start_in_zones`).
+async fn bed_in_zones(kc: Value, zones: &[&str]) -> Option<(Bed, PathBuf)> {
     let Some(python) = python() else {
         eprintln!("SKIPPED: no Python for the workload (see common::workload)");
         return None;
     };
-    Some((Bed::start(kc).await?, python))
+    Some((Bed::start_in_zones(kc, zones).await?, python))
+}
+
+/// Starts the workload on `topic` (12 partitions, created beforehand), lets it run 5 s, then
+/// changes a static cluster-wide config (every node restarts) and waits until the roll has
+/// finished. Returns the workload, still running, and when the roll started.
+async fn roll_under_workload(bed: &Bed, python: &Path, topic: &str) -> (Workload, Instant) {
+    let workload = Workload::start(
+        python,
+        &bed.broker_addr(0),
+        &bed.dir.path().join(format!("workload-{topic}")),
+        Duration::from_secs(900),
+        &workload::args(topic, 12, false, 50),
+    );
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    bed.patch(json!({ "spec": { "config": { "log.cleaner.backoff.ms": "15000" } } }))
+        .await;
+    let started = Instant::now();
+    bed.until("the roll finished", OPERATION, || {
+        bed.settled().then_some(())
+    })
+    .await;
+    (workload, started)
 }
 
 fn operation(bed: &Bed) -> Value {
@@ -231,24 +262,9 @@ async fn rolling_restarts_lose_no_send_and_wait_for_a_hung_follower() {
         create_topic_assigned(&admin, topic, &assignment).await;
     }
 
-    // A config change: the three brokers restart one at a time, and no acks=all send fails.
-    let first = Workload::start(
-        &python,
-        &bed.broker_addr(0),
-        &bed.dir.path().join("workload-roll"),
-        Duration::from_secs(900),
-        &workload::args("roll", 12, false, 50),
-    );
-    tokio::time::sleep(Duration::from_secs(5)).await;
     // A cluster-wide config change: every node restarts, the controllers (behind the quorum
-    // gates) before the brokers (behind the ISR gates).
-    bed.patch(json!({ "spec": { "config": { "log.retention.ms": "604800001" } } }))
-        .await;
-    let roll_started = Instant::now();
-    bed.until("the roll finished", OPERATION, || {
-        bed.settled().then_some(())
-    })
-    .await;
+    // gates) before the brokers (behind the ISR gates), and no acks=all send fails.
+    let (first, roll_started) = roll_under_workload(&bed, &python, "roll").await;
     println!("roll of 6 nodes: {:?}", roll_started.elapsed());
     // Leadership moved away for each restart is back with the preferred replicas.
     let latest = bed
@@ -274,17 +290,10 @@ async fn rolling_restarts_lose_no_send_and_wait_for_a_hung_follower() {
     assert_eq!(deletes(&bed, "demo-broker-").len(), 3);
     assert_eq!(deletes(&bed, "demo-controller-").len(), 3);
     let verdict = first.finish();
-    verdict.assert_clean("rolling restart");
-    assert_eq!(verdict.count("failed"), 0, "{}", verdict.report["counts"]);
-    assert_eq!(
-        verdict.count("indeterminate"),
-        0,
-        "{}",
-        verdict.report["counts"]
-    );
+    verdict.assert_every_send_acknowledged("rolling restart");
 
-    // A new value of a dynamic config (log.retention.ms, set cluster-wide above) is applied to
-    // the brokers through the admin API: no pod restarts.
+    // A dynamic config added (log.retention.ms) is applied to the brokers through the admin
+    // API as the cluster default: no pod restarts.
     let deleted = deletes(&bed, "demo-").len();
     bed.patch(json!({ "spec": { "config": { "log.retention.ms": "604800002" } } }))
         .await;
@@ -404,4 +413,88 @@ async fn rolling_restarts_lose_no_send_and_wait_for_a_hung_follower() {
         events.len(),
         sampler.since(start).len()
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_racks_brokers_restart_together_and_no_send_fails() {
+    // One controller and four brokers on nodes of three zones: broker-0 and broker-3 in zone-a,
+    // broker-1 in zone-b, broker-2 in zone-c; a roll may take down two brokers of one rack.
+    let mut kc = fixture("basic.yaml");
+    kc["spec"]["controllers"]["replicas"] = json!(1);
+    kc["spec"]["brokers"]["replicas"] = json!(4);
+    kc["spec"]["rack"] = json!({ "topologyKey": "topology.kubernetes.io/zone" });
+    kc["spec"]["rollingUpdate"] = json!({ "maxUnavailablePerRack": 2 });
+    let Some((bed, python)) = bed_in_zones(kc, &["zone-a", "zone-b", "zone-c"]).await else {
+        return;
+    };
+    let start = Instant::now();
+    let sampler = Sampler::start((0..4).map(|i| bed.broker_addr(i)).collect());
+    let admin = KafkaAdminClient::connect(&bed.broker_addr(0))
+        .await
+        .expect("admin connection");
+    let racks: BTreeSet<(i32, Option<String>)> = admin
+        .observe()
+        .await
+        .expect("observe")
+        .brokers
+        .into_iter()
+        .map(|b| (b.id, b.rack))
+        .collect();
+    let zone = |z: &str| Some(z.to_owned());
+    assert_eq!(
+        racks,
+        [
+            (100, zone("zone-a")),
+            (101, zone("zone-b")),
+            (102, zone("zone-c")),
+            (103, zone("zone-a"))
+        ]
+        .into(),
+        "each broker registers the zone of its node as its rack"
+    );
+    // Rack-aware: one replica per zone, zone-a's on 100 or 103, leaders spread over the zones.
+    let assignment: Vec<Vec<i32>> = (0..12)
+        .map(|i: usize| {
+            let in_zone = [if (i / 3).is_multiple_of(2) { 100 } else { 103 }, 101, 102];
+            (0..3).map(|r| in_zone[(i + r) % 3]).collect()
+        })
+        .collect();
+    let slices: Vec<&[i32]> = assignment.iter().map(Vec::as_slice).collect();
+    create_topic_assigned(&admin, "racks", &slices).await;
+    let (workload, roll_started) = roll_under_workload(&bed, &python, "racks").await;
+    println!(
+        "roll of 5 nodes, zone-a's two brokers together: {:?}",
+        roll_started.elapsed()
+    );
+    let order: Vec<String> = deletes(&bed, "demo-broker-")
+        .iter()
+        .filter_map(|d| d.rsplit('/').next().map(str::to_owned))
+        .collect();
+    assert_eq!(
+        order,
+        [
+            "demo-broker-0",
+            "demo-broker-3",
+            "demo-broker-1",
+            "demo-broker-2"
+        ],
+        "zone-a's brokers restart together, then the others one at a time"
+    );
+    // Both zone-a brokers were down at the same time (each out of its partitions' ISRs).
+    let together = sampler.since(roll_started).iter().any(|s| {
+        let out = |id: i32| {
+            s.parts
+                .iter()
+                .any(|p| p.topic == "racks" && p.replicas.contains(&id) && !p.isr.contains(&id))
+        };
+        out(100) && out(103)
+    });
+    assert!(
+        together,
+        "no sample shows 100 and 103 out of their ISRs at once"
+    );
+    let below = sampler.below("racks", MIN_ISR, start);
+    assert!(below.is_empty(), "ISR below min.insync.replicas: {below:?}");
+    let verdict = workload.finish();
+    verdict.assert_every_send_acknowledged("rack roll");
 }

@@ -40,6 +40,8 @@ pub struct FakeTopic {
 #[derive(Debug, Default)]
 pub struct FakeState {
     pub brokers: Vec<i32>,
+    /// `broker.rack` of the brokers that have one.
+    pub racks: BTreeMap<i32, String>,
     pub controller: Option<i32>,
     pub topics: BTreeMap<String, FakeTopic>,
     /// Every admin call, e.g. `create_topic orders`.

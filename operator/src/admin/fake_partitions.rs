@@ -83,6 +83,9 @@ impl FakeState {
                     adding: p.adding.clone(),
                     removing: p.removing.clone(),
                     size_bytes: p.size_bytes,
+                    // a new replica has copied everything once it is in sync, nothing before
+                    adding_bytes: p.size_bytes
+                        * p.adding.iter().filter(|a| p.isr.contains(a)).count() as u64,
                 }
             })
             .collect();
@@ -92,7 +95,7 @@ impl FakeState {
                 .iter()
                 .map(|id| BrokerView {
                     id: *id,
-                    rack: None,
+                    rack: self.racks.get(id).cloned(),
                     fenced: self.fenced.contains(id),
                     cordoned: self.cordoned.contains(id),
                 })

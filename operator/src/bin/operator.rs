@@ -16,11 +16,12 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::StatefulSet;
-use k8s_openapi::api::core::v1::{ConfigMap, Service};
+use k8s_openapi::api::core::v1::{ConfigMap, Pod, Service};
 use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::watcher;
 use kube::runtime::Controller;
-use kube::{Api, Client};
+use kube::{Api, Client, ResourceExt};
 use operator::admin::client::TcpAdminConnector;
 use operator::context::Context;
 use operator::crd::{KafkaCluster, KafkaTopic};
@@ -109,7 +110,16 @@ async fn main() -> anyhow::Result<()> {
         .owns(api::<StatefulSet>(&client, &ns), owned.clone())
         .owns(api::<Service>(&client, &ns), owned.clone())
         .owns(api::<ConfigMap>(&client, &ns), owned.clone())
-        .owns(api::<PodDisruptionBudget>(&client, &ns), owned)
+        .owns(api::<PodDisruptionBudget>(&client, &ns), owned.clone())
+        // Pods are the StatefulSets', not the cluster's: a pod's readiness, its deletion or a
+        // restart asked for on it (`kafka.tributary.dev/restart`) wakes its cluster by label.
+        .watches(api::<Pod>(&client, &ns), owned, |pod| {
+            let name = pod
+                .labels()
+                .get(operator::cluster::build::CLUSTER_LABEL)?
+                .clone();
+            Some(ObjectRef::<KafkaCluster>::new(&name).within(&pod.namespace()?))
+        })
         .shutdown_on_signal()
         .run(
             cluster::reconcile::reconcile,

@@ -11,7 +11,9 @@ use std::collections::BTreeMap;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 
-use super::build::{pod_name, DesiredObjects, CONFIG_HASH_ANNOTATION, ROLE_LABEL};
+use super::build::{
+    dynamic_configs_of, pod_name, DesiredObjects, DesiredPod, CONFIG_HASH_ANNOTATION, ROLE_LABEL,
+};
 use super::validate::{Role, ValidatedCluster, BROKER_NODE_ID_BASE};
 use crate::admin::MIN_INSYNC_REPLICAS;
 use crate::crd::cluster::OperationKind;
@@ -41,6 +43,7 @@ pub fn desired_cluster(vc: &ValidatedCluster) -> DesiredCluster {
             .max(1),
         throttle_bytes_per_second: vc.rebalance.throttle_bytes_per_second,
         paused: vc.rebalance.paused.unwrap_or(false),
+        max_unavailable_per_rack: usize::try_from(vc.max_unavailable_per_rack).unwrap_or(1),
     }
 }
 
@@ -83,25 +86,36 @@ pub fn hold_broker_replicas(
     false
 }
 
-/// The desired pod hash per pool role suffix (from the built StatefulSets' templates).
-pub fn desired_hashes(d: &DesiredObjects) -> BTreeMap<String, String> {
+/// What each pool's pods must have started from, per pool role suffix (from the built
+/// StatefulSets' templates).
+pub fn desired_pods(d: &DesiredObjects) -> BTreeMap<String, DesiredPod> {
     d.stateful_sets
         .iter()
         .filter_map(|s| {
             let role = s.labels().get(ROLE_LABEL)?.clone();
-            let hash = s
+            let annotations = s
                 .spec
                 .as_ref()?
                 .template
                 .metadata
                 .as_ref()?
                 .annotations
-                .as_ref()?
-                .get(CONFIG_HASH_ANNOTATION)?
-                .clone();
-            Some((role, hash))
+                .as_ref()?;
+            let desired = DesiredPod {
+                hash: annotations.get(CONFIG_HASH_ANNOTATION)?.clone(),
+                dynamic_configs: dynamic_configs_of(annotations),
+            };
+            Some((role, desired))
         })
         .collect()
+}
+
+/// Whether `p` is up to date with its pool's `desired` pod (`DesiredPod::run_by`).
+pub fn pod_up_to_date(p: &Pod, desired: &BTreeMap<String, DesiredPod>) -> bool {
+    p.labels()
+        .get(ROLE_LABEL)
+        .and_then(|role| desired.get(role))
+        .is_some_and(|d| d.run_by(p.annotations()))
 }
 
 /// Whether a pod passes its readiness probe and is not being deleted.
@@ -121,7 +135,7 @@ pub fn pod_ready(p: &Pod) -> bool {
 pub fn observed_kube(
     vc: &ValidatedCluster,
     pods: &[Pod],
-    desired_hashes: &BTreeMap<String, String>,
+    desired: &BTreeMap<String, DesiredPod>,
 ) -> ObservedKube {
     let mut views: Vec<PodView> = pods
         .iter()
@@ -130,13 +144,12 @@ pub fn observed_kube(
             let pool = vc.pools.iter().find(|x| x.role.suffix() == suffix)?;
             let name = p.name_any();
             let ordinal: i32 = name.rsplit('-').next()?.parse().ok()?;
-            let hash = p.annotations().get(CONFIG_HASH_ANNOTATION);
             Some(PodView {
                 node_id: pool.role.node_id(ordinal),
                 broker: pool.role.is_broker(),
                 controller: pool.role.is_controller(),
                 ready: pod_ready(p),
-                up_to_date: hash.is_some() && hash == desired_hashes.get(suffix),
+                up_to_date: pod_up_to_date(p, desired),
                 name,
             })
         })
@@ -207,7 +220,7 @@ pub fn refusal_reason(reason: &str) -> &'static str {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::build::build_all;
+    use crate::cluster::build::{build_all, DYNAMIC_CONFIGS_ANNOTATION};
     use crate::cluster::fixtures::cluster;
     use crate::cluster::validate::validate;
 
@@ -271,26 +284,34 @@ mod tests {
     #[test]
     fn pods_carry_node_ids_roles_and_whether_they_run_the_desired_hash() {
         let vc = validate(&cluster("basic.yaml")).expect("valid");
-        let hashes = desired_hashes(&build_all(&vc));
+        let desired = desired_pods(&build_all(&vc));
         let pod = |name: &str, role: &str, hash: &str, ready: &str| -> Pod {
             serde_json::from_value(serde_json::json!({
                 "metadata": { "name": name, "labels": { ROLE_LABEL: role },
-                              "annotations": { CONFIG_HASH_ANNOTATION: hash } },
+                              "annotations": { CONFIG_HASH_ANNOTATION: hash,
+                                               DYNAMIC_CONFIGS_ANNOTATION: "min.insync.replicas" } },
                 "status": { "conditions": [{ "type": "Ready", "status": ready }] }
             }))
             .expect("pod")
         };
+        // started with a dynamic config (log.retention.ms) the spec no longer sets
+        let mut removed = pod("demo-broker-1", "broker", &desired["broker"].hash, "True");
+        removed.annotations_mut().insert(
+            DYNAMIC_CONFIGS_ANNOTATION.to_owned(),
+            "log.retention.ms,min.insync.replicas".to_owned(),
+        );
         let kube = observed_kube(
             &vc,
             &[
-                pod("demo-broker-2", "broker", &hashes["broker"], "True"),
+                pod("demo-broker-2", "broker", &desired["broker"].hash, "True"),
                 pod("demo-controller-1", "controller", "old", "False"),
                 pod("demo-other-0", "gone", "x", "True"),
+                removed,
             ],
-            &hashes,
+            &desired,
         );
         assert_eq!(kube.broker_replicas, 3);
-        // two observed, the other four the StatefulSets should have listed as not ready
+        // three observed, the other three the StatefulSets should have listed as not ready
         assert_eq!(kube.pods.len(), 6, "{kube:?}");
         let missing = kube
             .pods
@@ -305,6 +326,12 @@ mod tests {
         let c = &kube.pods[1];
         assert_eq!((c.node_id, c.broker, c.controller), (1, false, true));
         assert!(!c.ready && !c.up_to_date);
+        let r = &kube.pods[2];
+        assert_eq!(r.name, "demo-broker-1");
+        assert!(
+            r.ready && !r.up_to_date,
+            "a removed dynamic config restarts"
+        );
     }
 
     #[test]

@@ -27,6 +27,7 @@ use crate::admin::{AdminError, KafkaAdmin, TopicPartition};
 use crate::context::{Context, FIELD_MANAGER};
 use crate::crd::cluster::{KafkaCluster, KafkaClusterStatus, OperationKind};
 use crate::crd::common::find_condition;
+use crate::day2::progress::left_to_copy;
 use crate::day2::{
     decide, Day2Action, Day2Input, Day2State, Decision, DesiredCluster, ObservedKube,
     ReportedOperation,
@@ -128,16 +129,26 @@ fn gauges(input: &Day2Input, decision: &Decision) -> ClusterGauges {
     let ready = input.kube.pods.iter().filter(|p| p.broker && p.ready);
     let kafka = &input.kafka;
     let under = kafka.partitions.iter().filter(|p| !p.fully_in_sync());
-    let moving: u64 = kafka
-        .partitions
-        .iter()
-        .map(|p| p.size_bytes.saturating_mul(p.adding.len() as u64))
-        .sum();
+    let moving: u64 = decision.bytes.as_ref().map_or_else(
+        || kafka.partitions.iter().map(left_to_copy).sum(),
+        |b| b.remaining,
+    );
     ClusterGauges {
         brokers_ready: count(ready.count()),
         under_replicated_partitions: count(under.count()),
         operation_in_progress: i64::from(decision.operation != ReportedOperation::None),
-        reassigning_bytes: i64::try_from(moving).unwrap_or(i64::MAX),
+        move_bytes_remaining: i64::try_from(moving).unwrap_or(i64::MAX),
+        blocked_seconds: blocked_seconds(decision, &input.now),
+    }
+}
+
+/// Seconds since the decision's step started waiting on a gate (0 when it does not wait).
+fn blocked_seconds(decision: &Decision, now: &str) -> i64 {
+    use k8s_openapi::jiff::Timestamp;
+    let since = decision.state.blocked_since.as_deref();
+    match (since.map(str::parse::<Timestamp>), now.parse::<Timestamp>()) {
+        (Some(Ok(since)), Ok(now)) => now.duration_since(since).as_secs().max(0),
+        _ => 0,
     }
 }
 
@@ -195,7 +206,12 @@ async fn carry_out(
             }
             Ok(())
         }
-        Day2Action::RestartPod { pod } => restart_pod(ctx, vc, pod).await,
+        Day2Action::RestartPod { pod, with } => {
+            for p in std::iter::once(pod).chain(with) {
+                restart_pod(ctx, vc, p).await?;
+            }
+            Ok(())
+        }
         Day2Action::ElectLeaders { partitions } => {
             let partitions: Vec<TopicPartition> = partitions
                 .iter()
@@ -370,4 +386,29 @@ pub(super) async fn connect_admin(
         .connect(&bootstrap)
         .await
         .map_err(|e| format!("cannot connect to {bootstrap}: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::day2::{Day2Action, Day2State, ReportedOperation};
+
+    #[test]
+    fn blocked_seconds_count_from_when_the_step_started_waiting() {
+        let mut d = Decision {
+            action: Day2Action::Wait,
+            state: Day2State::default(),
+            operation: ReportedOperation::Rolling,
+            message: String::new(),
+            blocked: Vec::new(),
+            skipped: Vec::new(),
+            done: 0,
+            total: 0,
+            bytes: None,
+        };
+        assert_eq!(blocked_seconds(&d, "2026-12-04T12:30:00Z"), 0);
+        d.state.blocked_since = Some("2026-12-04T12:00:00Z".into());
+        assert_eq!(blocked_seconds(&d, "2026-12-04T12:30:00Z"), 1800);
+        assert_eq!(blocked_seconds(&d, "not a time"), 0);
+    }
 }

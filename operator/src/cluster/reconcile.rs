@@ -13,6 +13,7 @@
 //! cannot be reached, day-1 work still happens and the `Day2Operations` condition says why
 //! day-2 waits. ConfigMap revisions that pods still mount are kept.
 
+use std::collections::BTreeMap;
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -31,9 +32,9 @@ use serde_json::json;
 use tracing::{info, instrument, warn};
 
 use super::build::configmap::dynamic_broker_configs;
-use super::build::{build_all, DesiredObjects, CLUSTER_LABEL, CONFIG_HASH_ANNOTATION, ROLE_LABEL};
+use super::build::{build_all, DesiredObjects, DesiredPod, CLUSTER_LABEL, ROLE_LABEL};
 use super::day2::{
-    desired_cluster, desired_hashes, hold_broker_replicas, observed_kube, pod_ready,
+    desired_cluster, desired_pods, hold_broker_replicas, observed_kube, pod_ready, pod_up_to_date,
 };
 use super::dynamic::sync_dynamic_configs;
 use super::operate::{
@@ -122,13 +123,13 @@ async fn reconcile_inner(kc: &KafkaCluster, ctx: &Context) -> Result<Action> {
     if let Ok(a) = &admin {
         sync_dynamic_configs(ctx, kc, a.as_ref(), &dynamic_broker_configs(&vc)).await;
     }
-    let mut observed = observe(ctx, &vc, &desired, &pods, &admin).await?;
-    let hashes = desired_hashes(&desired);
+    let desired_pods = desired_pods(&desired);
+    let mut observed = observe(ctx, &vc, &desired_pods, &pods, &admin).await?;
     let pass = Day2Pass {
         vc: &vc,
         admin: admin.as_deref().map_err(Clone::clone),
         spec: day2_spec,
-        kube: observed_kube(&vc, &pods, &hashes),
+        kube: observed_kube(&vc, &pods, &desired_pods),
         state: day2_state,
         now: now_rfc3339(),
     };
@@ -479,23 +480,22 @@ fn mounted_configmaps(pods: &[Pod]) -> Vec<String> {
 async fn observe(
     ctx: &Context,
     vc: &ValidatedCluster,
-    d: &DesiredObjects,
+    desired: &BTreeMap<String, DesiredPod>,
     list: &[Pod],
     admin: &std::result::Result<Box<dyn KafkaAdmin>, String>,
 ) -> Result<Observed> {
     let pods = list
         .iter()
         .map(|p| {
-            let hash = p.annotations().get(CONFIG_HASH_ANNOTATION).cloned();
             (
                 p.name_any(),
                 PodObservation {
                     ready: pod_ready(p),
-                    hash,
+                    up_to_date: pod_up_to_date(p, desired),
                 },
             )
         })
-        .collect::<std::collections::BTreeMap<_, _>>();
+        .collect::<BTreeMap<_, _>>();
     let (pods_without_rack, nodes_without_rack) = match &vc.rack_key {
         Some(key) => rack_gaps(ctx, list, key).await,
         None => (Vec::new(), Vec::new()),
@@ -506,7 +506,6 @@ async fn observe(
     };
     Ok(Observed {
         pods,
-        desired_hashes: desired_hashes(d),
         cluster,
         refusals: Vec::new(),
         pods_without_rack,

@@ -23,8 +23,8 @@ pub const DAY2_CONDITION: &str = "Day2Operations";
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PodObservation {
     pub ready: bool,
-    /// The pod's `kafka.tributary.dev/config-hash` annotation.
-    pub hash: Option<String>,
+    /// Whether it started from what its pool wants now (`DesiredPod::run_by`).
+    pub up_to_date: bool,
 }
 
 /// Everything the status is computed from.
@@ -32,8 +32,6 @@ pub struct PodObservation {
 pub struct Observed {
     /// Pods of the cluster by name.
     pub pods: BTreeMap<String, PodObservation>,
-    /// Desired pod hash per pool role suffix.
-    pub desired_hashes: BTreeMap<String, String>,
     /// The cluster's own view, or why it could not be asked.
     pub cluster: Result<ClusterInfo, String>,
     /// Spec changes the operator refused this pass (scale-down, quorum change, storage…).
@@ -57,134 +55,35 @@ pub fn compute_status(
     now: &str,
 ) -> KafkaClusterStatus {
     let nodes = node_statuses(vc, observed);
-    let total = nodes.len() as i32;
-    let ready = nodes.iter().filter(|n| n.ready).count() as i32;
-    let registered = nodes.iter().filter(|n| n.ready && n.registered).count() as i32;
+    let counts = Counts::of(&nodes);
     let outdated: Vec<String> = nodes
         .iter()
         .filter(|n| !n.up_to_date)
         .map(|n| n.pod.clone())
         .collect();
-    let all_ready = total > 0 && registered == total;
-    let was_ready = find_condition(&previous.conditions, "Ready").is_some_and(Condition::is_true);
-    let was_degraded = find_condition(&previous.conditions, "Degraded")
-        .is_some_and(|c| c.is_true() && c.reason == "NodesNotReady");
-    let extra_pods = observed
-        .pods
-        .keys()
-        .filter(|p| !nodes.iter().any(|n| &n.pod == *p))
-        .count();
-    // A node the previous status did not list is being added; a listed node that is not ready
-    // has failed (Degraded), which is not scaling.
-    let new_nodes = !previous.nodes.is_empty()
-        && nodes
-            .iter()
-            .any(|n| !n.ready && !previous.nodes.iter().any(|p| p.pod == n.pod));
-    let creating = previous.nodes.is_empty() || previous.operation.kind == OperationKind::Creating;
-    let kind = if all_ready && extra_pods == 0 {
-        OperationKind::None
-    } else if creating && extra_pods == 0 {
-        OperationKind::Creating
-    } else if extra_pods > 0 || new_nodes || previous.operation.kind == OperationKind::Scaling {
-        OperationKind::Scaling
-    } else {
-        OperationKind::None
-    };
     let day2_op = observed
         .day2
         .decision()
         .filter(|d| d.operation != ReportedOperation::None);
-    let paused = paused_operation(previous, &observed.day2);
-    let operation = if let Some(d) = day2_op {
-        day2_operation(d)
-    } else if let Some(p) = paused {
-        p
-    } else if kind == OperationKind::None {
-        OperationStatus::default()
-    } else {
-        OperationStatus {
-            kind,
-            message: format!("{registered} of {total} nodes ready and registered"),
-            done: registered,
-            total,
-            blockers: Vec::new(),
-        }
-    };
+    let operation = operation(observed, previous, &nodes, &counts, day2_op);
     let ready_message = match &observed.cluster {
-        Ok(_) => format!("{registered} of {total} nodes ready and registered"),
-        Err(e) => format!("{ready} of {total} pods ready; cluster not reachable: {e}"),
+        Ok(_) => counts.message(),
+        Err(e) => format!(
+            "{} of {} pods ready; cluster not reachable: {e}",
+            counts.ready, counts.total
+        ),
     };
-    let mut conditions = vec![Condition::new(
-        "Ready",
-        all_ready,
-        if all_ready {
-            "AllNodesReady"
-        } else {
-            "NodesNotReady"
-        },
-        ready_message,
-    )];
-    conditions.push(if let Some(d) = day2_op {
-        let reason = format!("{:?}", d.operation);
-        Condition::new("Progressing", true, &reason, operation.message.clone())
-    } else if operation.kind != OperationKind::None {
-        Condition::new(
-            "Progressing",
-            true,
-            "Reconciling",
-            operation.message.clone(),
-        )
-    } else if !observed.resizing.is_empty() {
-        Condition::new(
-            "Progressing",
-            true,
-            "VolumesResizing",
-            format!("volumes growing: {}", observed.resizing.join(", ")),
-        )
-    } else if !outdated.is_empty() {
-        Condition::new(
-            "Progressing",
-            false,
-            "RestartRequired",
-            format!(
-                "{} pods run an outdated configuration ({}); {}",
-                outdated.len(),
-                outdated.join(", "),
-                match &observed.day2 {
-                    Day2Outcome::Unavailable(_) =>
-                        "the rolling restart waits until the Kafka cluster can be observed",
-                    _ => "the operator restarts them one at a time",
-                }
-            ),
-        )
+    let all_ready = counts.all_ready();
+    let ready_reason = if all_ready {
+        "AllNodesReady"
     } else {
-        Condition::new("Progressing", false, "UpToDate", "cluster matches its spec")
-    });
-    // Once a ready cluster loses a node it stays Degraded until every node is back, however
-    // many passes that takes. A pod the rolling restart took down on purpose does not count.
-    let down: Vec<&str> = nodes
-        .iter()
-        .filter(|n| !(n.ready && n.registered) && n.state != NodeState::Restarting)
-        .map(|n| n.pod.as_str())
-        .collect();
-    let degraded = !down.is_empty() && (was_ready || was_degraded);
-    conditions.push(if let Some(first) = observed.refusals.first() {
-        Condition::new(
-            "Degraded",
-            true,
-            first.reason,
-            refusal_message(&observed.refusals),
-        )
-    } else if degraded {
-        Condition::new(
-            "Degraded",
-            true,
-            "NodesNotReady",
-            format!("not ready or not registered: {}", down.join(", ")),
-        )
-    } else {
-        Condition::new("Degraded", false, "AsExpected", "")
-    });
+        "NodesNotReady"
+    };
+    let mut conditions = vec![
+        Condition::new("Ready", all_ready, ready_reason, ready_message),
+        progressing(observed, &operation, day2_op, &outdated),
+        degraded(observed, previous, &nodes),
+    ];
     if vc.rack_key.is_some() {
         conditions.push(rack_condition(vc, observed));
     }
@@ -214,6 +113,142 @@ pub fn compute_status(
             _ => previous.day2.clone(),
         },
     }
+}
+
+/// How many nodes there are, are ready, and are ready and registered.
+struct Counts {
+    total: i32,
+    ready: i32,
+    registered: i32,
+}
+
+impl Counts {
+    fn of(nodes: &[NodeStatus]) -> Counts {
+        let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+        Counts {
+            total: count(nodes.len()),
+            ready: count(nodes.iter().filter(|n| n.ready).count()),
+            registered: count(nodes.iter().filter(|n| n.ready && n.registered).count()),
+        }
+    }
+
+    fn all_ready(&self) -> bool {
+        self.total > 0 && self.registered == self.total
+    }
+
+    fn message(&self) -> String {
+        format!(
+            "{} of {} nodes ready and registered",
+            self.registered, self.total
+        )
+    }
+}
+
+/// `status.operation`: the day-2 operation under way (or paused while Kafka cannot be
+/// observed), else creating or scaling the node set, else none.
+fn operation(
+    observed: &Observed,
+    previous: &KafkaClusterStatus,
+    nodes: &[NodeStatus],
+    counts: &Counts,
+    day2_op: Option<&Decision>,
+) -> OperationStatus {
+    if let Some(d) = day2_op {
+        return day2_operation(d);
+    }
+    if let Some(p) = paused_operation(previous, &observed.day2) {
+        return p;
+    }
+    let extra_pods = observed
+        .pods
+        .keys()
+        .filter(|p| !nodes.iter().any(|n| &n.pod == *p))
+        .count();
+    // A node the previous status did not list is being added; a listed node that is not ready
+    // has failed (Degraded), which is not scaling.
+    let new_nodes = !previous.nodes.is_empty()
+        && nodes
+            .iter()
+            .any(|n| !n.ready && !previous.nodes.iter().any(|p| p.pod == n.pod));
+    let creating = previous.nodes.is_empty() || previous.operation.kind == OperationKind::Creating;
+    let kind = if counts.all_ready() && extra_pods == 0 {
+        OperationKind::None
+    } else if creating && extra_pods == 0 {
+        OperationKind::Creating
+    } else if extra_pods > 0 || new_nodes || previous.operation.kind == OperationKind::Scaling {
+        OperationKind::Scaling
+    } else {
+        OperationKind::None
+    };
+    if kind == OperationKind::None {
+        return OperationStatus::default();
+    }
+    OperationStatus {
+        kind,
+        message: counts.message(),
+        done: counts.registered,
+        total: counts.total,
+        ..OperationStatus::default()
+    }
+}
+
+/// `Progressing`: the operation under way, volumes growing, or pods waiting for a restart.
+fn progressing(
+    observed: &Observed,
+    operation: &OperationStatus,
+    day2_op: Option<&Decision>,
+    outdated: &[String],
+) -> Condition {
+    if let Some(d) = day2_op {
+        let reason = format!("{:?}", d.operation);
+        return Condition::new("Progressing", true, &reason, operation.message.clone());
+    }
+    if operation.kind != OperationKind::None {
+        let message = operation.message.clone();
+        return Condition::new("Progressing", true, "Reconciling", message);
+    }
+    if !observed.resizing.is_empty() {
+        let message = format!("volumes growing: {}", observed.resizing.join(", "));
+        return Condition::new("Progressing", true, "VolumesResizing", message);
+    }
+    if outdated.is_empty() {
+        return Condition::new("Progressing", false, "UpToDate", "cluster matches its spec");
+    }
+    let then = match &observed.day2 {
+        Day2Outcome::Unavailable(_) => {
+            "the rolling restart waits until the Kafka cluster can be observed"
+        }
+        _ => "the operator restarts them one at a time",
+    };
+    let message = format!(
+        "{} pods run an outdated configuration ({}); {then}",
+        outdated.len(),
+        outdated.join(", "),
+    );
+    Condition::new("Progressing", false, "RestartRequired", message)
+}
+
+/// `Degraded`: a refused spec change, or nodes down. Once a ready cluster loses a node it stays
+/// Degraded until every node is back, however many passes that takes; a pod the rolling restart
+/// took down on purpose does not count.
+fn degraded(observed: &Observed, previous: &KafkaClusterStatus, nodes: &[NodeStatus]) -> Condition {
+    if let Some(first) = observed.refusals.first() {
+        let message = refusal_message(&observed.refusals);
+        return Condition::new("Degraded", true, first.reason, message);
+    }
+    let was_ready = find_condition(&previous.conditions, "Ready").is_some_and(Condition::is_true);
+    let was_degraded = find_condition(&previous.conditions, "Degraded")
+        .is_some_and(|c| c.is_true() && c.reason == "NodesNotReady");
+    let down: Vec<&str> = nodes
+        .iter()
+        .filter(|n| !(n.ready && n.registered) && n.state != NodeState::Restarting)
+        .map(|n| n.pod.as_str())
+        .collect();
+    if !down.is_empty() && (was_ready || was_degraded) {
+        let message = format!("not ready or not registered: {}", down.join(", "));
+        return Condition::new("Degraded", true, "NodesNotReady", message);
+    }
+    Condition::new("Degraded", false, "AsExpected", "")
 }
 
 /// The merge patch that writes `status` over `previous`: a JSON merge patch leaves keys it does
@@ -264,11 +299,11 @@ fn paused_operation(previous: &KafkaClusterStatus, day2: &Day2Outcome) -> Option
     })
 }
 
-/// `status.operation` for a day-2 operation under way.
 /// At most this many blockers are listed in status (a large cluster can have thousands of
 /// partitions behind one gate; the status object must stay small).
 const BLOCKERS_IN_STATUS: usize = 20;
 
+/// `status.operation` for a day-2 operation under way.
 fn day2_operation(d: &Decision) -> OperationStatus {
     let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
     let mut blockers: Vec<String> = d
@@ -289,6 +324,10 @@ fn day2_operation(d: &Decision) -> OperationStatus {
         done: count(d.done),
         total: count(d.total),
         blockers,
+        bytes_moved: d.bytes.as_ref().map(|b| b.moved),
+        bytes_remaining: d.bytes.as_ref().map(|b| b.remaining),
+        bytes_per_second: d.bytes.as_ref().and_then(|b| b.bytes_per_second),
+        eta: d.bytes.as_ref().and_then(|b| b.eta.clone()),
     }
 }
 
@@ -329,7 +368,9 @@ fn day2_node_state(outcome: &Day2Outcome, pod: &str, node_id: i32) -> Option<Nod
         Operation::Decommissioning { brokers, .. } if brokers.contains(&node_id) => {
             Some(NodeState::Draining)
         }
-        Operation::Restarting { pod: p, .. } if p == pod => Some(NodeState::Restarting),
+        op @ Operation::Restarting { .. } if op.restarting().iter().any(|r| r.pod == pod) => {
+            Some(NodeState::Restarting)
+        }
         _ => None,
     }
 }
@@ -378,7 +419,6 @@ pub fn refusal_message(refusals: &[Refusal]) -> String {
 fn node_statuses(vc: &ValidatedCluster, observed: &Observed) -> Vec<NodeStatus> {
     let mut out = Vec::new();
     for pool in &vc.pools {
-        let desired = observed.desired_hashes.get(pool.role.suffix());
         for ordinal in 0..pool.replicas {
             let pod = pod_name(vc, pool, ordinal);
             let node_id = pool.role.node_id(ordinal);
@@ -391,7 +431,7 @@ fn node_statuses(vc: &ValidatedCluster, observed: &Observed) -> Vec<NodeStatus> 
                 Ok(_) => ready,
                 Err(_) => false,
             };
-            let up_to_date = obs.is_none_or(|p| p.hash.as_ref() == desired);
+            let up_to_date = obs.is_none_or(|p| p.up_to_date);
             let state = match day2_node_state(&observed.day2, &pod, node_id) {
                 Some(s) => s,
                 None if ready => NodeState::Active,
@@ -412,358 +452,5 @@ fn node_statuses(vc: &ValidatedCluster, observed: &Observed) -> Vec<NodeStatus> 
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::cluster::fixtures::cluster;
-    use crate::cluster::validate::validate;
-
-    #[test]
-    fn status_lists_at_most_twenty_blockers() {
-        let blocked = (0..25)
-            .map(|i| crate::day2::Blocker {
-                partition: format!("t-{i}"),
-                reason: "ISR [1]".into(),
-            })
-            .collect();
-        let d = Decision {
-            action: crate::day2::Day2Action::Wait,
-            state: crate::day2::Day2State::default(),
-            operation: crate::day2::ReportedOperation::Rolling,
-            message: "waiting".into(),
-            blocked,
-            skipped: Vec::new(),
-            done: 0,
-            total: 6,
-        };
-        let op = day2_operation(&d);
-        assert_eq!(op.blockers.len(), 21);
-        assert_eq!(op.blockers[0], "t-0: ISR [1]");
-        assert_eq!(op.blockers[20], "… and 5 more");
-    }
-
-    fn observed(ready: &[&str], brokers: &[i32], hash: &str) -> Observed {
-        Observed {
-            pods: ready
-                .iter()
-                .map(|p| {
-                    (
-                        p.to_string(),
-                        PodObservation {
-                            ready: true,
-                            hash: Some(hash.to_owned()),
-                        },
-                    )
-                })
-                .collect(),
-            desired_hashes: [("controller", "h1"), ("broker", "h1")]
-                .into_iter()
-                .map(|(a, b)| (a.to_owned(), b.to_owned()))
-                .collect(),
-            cluster: Ok(ClusterInfo {
-                broker_ids: brokers.to_vec(),
-                controller_id: Some(1),
-            }),
-            refusals: Vec::new(),
-            pods_without_rack: Vec::new(),
-            nodes_without_rack: Vec::new(),
-            resizing: Vec::new(),
-            day2: Day2Outcome::NotRun,
-        }
-    }
-
-    const ALL: [&str; 6] = [
-        "demo-controller-0",
-        "demo-controller-1",
-        "demo-controller-2",
-        "demo-broker-0",
-        "demo-broker-1",
-        "demo-broker-2",
-    ];
-
-    #[test]
-    fn ready_only_when_every_pod_is_ready_and_every_broker_registered() {
-        let vc = validate(&cluster("basic.yaml")).expect("valid");
-        let s = compute_status(
-            &vc,
-            &observed(&ALL, &[100, 101], "h1"),
-            &Default::default(),
-            Some(3),
-            "t",
-        );
-        let ready = find_condition(&s.conditions, "Ready").expect("ready");
-        assert!(!ready.is_true());
-        assert_eq!(s.operation.kind, OperationKind::Creating);
-        assert_eq!((s.operation.done, s.operation.total), (5, 6));
-        assert!(
-            !s.nodes
-                .iter()
-                .find(|n| n.node_id == 102)
-                .expect("node")
-                .registered
-        );
-
-        let s2 = compute_status(
-            &vc,
-            &observed(&ALL, &[100, 101, 102], "h1"),
-            &s,
-            Some(3),
-            "t2",
-        );
-        let ready = find_condition(&s2.conditions, "Ready").expect("ready");
-        assert!(ready.is_true());
-        assert_eq!(ready.observed_generation, Some(3));
-        assert_eq!(s2.operation.kind, OperationKind::None);
-        assert_eq!(s2.controller_leader, Some(1));
-        assert_eq!(
-            s2.bootstrap.as_deref(),
-            Some("demo-bootstrap.kafka.svc:9092")
-        );
-
-        // a broker pod goes away after the cluster was ready: Degraded
-        let s3 = compute_status(
-            &vc,
-            &observed(&ALL[..5], &[100, 101], "h1"),
-            &s2,
-            Some(3),
-            "t3",
-        );
-        assert!(find_condition(&s3.conditions, "Degraded")
-            .expect("degraded")
-            .is_true());
-        assert_eq!(
-            s3.operation.kind,
-            OperationKind::None,
-            "a failed node is not scaling"
-        );
-    }
-
-    #[test]
-    fn a_failed_node_stays_degraded_is_not_scaling_and_the_leader_is_kept() {
-        let vc = validate(&cluster("basic.yaml")).expect("valid");
-        let ready = compute_status(
-            &vc,
-            &observed(&ALL, &[100, 101, 102], "h1"),
-            &Default::default(),
-            Some(3),
-            "t1",
-        );
-        let mut status = ready;
-        // broker 2 goes down for several passes, and the cluster cannot name a leader meanwhile
-        for pass in 0..4 {
-            let mut obs = observed(&ALL[..5], &[100, 101], "h1");
-            if pass > 0 {
-                obs.cluster = Err("timeout".into());
-            }
-            status = compute_status(&vc, &obs, &status, Some(3), &format!("t{}", pass + 2));
-            let degraded = find_condition(&status.conditions, "Degraded").expect("degraded");
-            assert!(degraded.is_true(), "pass {pass}: {degraded:?}");
-            assert_eq!(degraded.reason, "NodesNotReady");
-            assert!(
-                degraded.message.contains("demo-broker-2"),
-                "{}",
-                degraded.message
-            );
-            assert_eq!(degraded.last_transition_time.as_deref(), Some("t2"));
-            assert_eq!(status.operation.kind, OperationKind::None, "pass {pass}");
-            assert_eq!(status.controller_leader, Some(1), "pass {pass}");
-        }
-        let back = compute_status(
-            &vc,
-            &observed(&ALL, &[100, 101, 102], "h1"),
-            &status,
-            Some(3),
-            "t9",
-        );
-        assert!(!find_condition(&back.conditions, "Degraded")
-            .expect("degraded")
-            .is_true());
-    }
-
-    #[test]
-    fn added_nodes_are_scaling_until_ready() {
-        let kc = cluster("basic.yaml");
-        let vc = validate(&kc).expect("valid");
-        let ready = compute_status(
-            &vc,
-            &observed(&ALL, &[100, 101, 102], "h1"),
-            &Default::default(),
-            Some(3),
-            "t1",
-        );
-        let mut more = kc;
-        more.spec.brokers.replicas = 4;
-        let vc4 = validate(&more).expect("valid");
-        let s = compute_status(
-            &vc4,
-            &observed(&ALL, &[100, 101, 102], "h1"),
-            &ready,
-            Some(4),
-            "t2",
-        );
-        assert_eq!(s.operation.kind, OperationKind::Scaling);
-        // the next pass lists demo-broker-3 already: still scaling until it is ready
-        let s = compute_status(
-            &vc4,
-            &observed(&ALL, &[100, 101, 102], "h1"),
-            &s,
-            Some(4),
-            "t3",
-        );
-        assert_eq!(s.operation.kind, OperationKind::Scaling);
-        let mut all = ALL.to_vec();
-        all.push("demo-broker-3");
-        let s = compute_status(
-            &vc4,
-            &observed(&all, &[100, 101, 102, 103], "h1"),
-            &s,
-            Some(4),
-            "t4",
-        );
-        assert_eq!(s.operation.kind, OperationKind::None);
-    }
-
-    #[test]
-    fn rack_awareness_warns_about_pods_without_the_zone_label() {
-        let vc = validate(&cluster("combined.yaml")).expect("valid");
-        let mut obs = observed(&["dev-node-0"], &[0], "h1");
-        obs.pods_without_rack = vec!["dev-node-0".into()];
-        let s = compute_status(&vc, &obs, &Default::default(), Some(1), "t");
-        let c = find_condition(&s.conditions, "RackAwareness").expect("rack condition");
-        assert!(!c.is_true());
-        assert_eq!(c.reason, "ZoneLabelMissing");
-        assert!(c.message.contains("dev-node-0"), "{}", c.message);
-        assert!(
-            c.message.contains("PodTopologyLabelsAdmission"),
-            "{}",
-            c.message
-        );
-        obs.nodes_without_rack = vec!["worker-1".into()];
-        let s = compute_status(&vc, &obs, &s, Some(1), "t");
-        let c = find_condition(&s.conditions, "RackAwareness").expect("rack condition");
-        assert!(
-            c.message.contains("nodes without it: worker-1"),
-            "{}",
-            c.message
-        );
-        obs.pods_without_rack.clear();
-        obs.nodes_without_rack.clear();
-        let s = compute_status(&vc, &obs, &s, Some(1), "t");
-        assert!(find_condition(&s.conditions, "RackAwareness")
-            .expect("rack condition")
-            .is_true());
-        let basic = validate(&cluster("basic.yaml")).expect("valid");
-        let s = compute_status(
-            &basic,
-            &observed(&ALL, &[], "h1"),
-            &Default::default(),
-            Some(1),
-            "t",
-        );
-        assert!(find_condition(&s.conditions, "RackAwareness").is_none());
-    }
-
-    #[test]
-    fn pods_with_an_old_hash_are_listed_as_outdated() {
-        let vc = validate(&cluster("basic.yaml")).expect("valid");
-        let mut obs = observed(&ALL, &[100, 101, 102], "h1");
-        obs.pods.get_mut("demo-broker-1").expect("pod").hash = Some("old".into());
-        let s = compute_status(&vc, &obs, &Default::default(), Some(1), "t");
-        assert_eq!(s.outdated_pods, vec!["demo-broker-1".to_owned()]);
-        let p = find_condition(&s.conditions, "Progressing").expect("progressing");
-        assert_eq!(p.reason, "RestartRequired");
-    }
-
-    #[test]
-    fn the_status_patch_removes_what_the_new_status_no_longer_has() {
-        let previous = KafkaClusterStatus {
-            day2: Some(crate::day2::Day2State {
-                known_brokers: vec![100],
-                operation: Some(Operation::Restarting {
-                    pod: "demo-broker-0".into(),
-                    node_id: 100,
-                }),
-                blocked_since: Some("t".into()),
-                throttled: true,
-                leaders_elected: false,
-            }),
-            operation: OperationStatus {
-                kind: OperationKind::Rolling,
-                blockers: vec!["orders-0: ISR [1]".into()],
-                ..OperationStatus::default()
-            },
-            ..KafkaClusterStatus::default()
-        };
-        let status = KafkaClusterStatus {
-            day2: Some(crate::day2::Day2State {
-                known_brokers: vec![100],
-                ..Default::default()
-            }),
-            ..KafkaClusterStatus::default()
-        };
-        let patch = status_patch(&previous, &status);
-        let day2 = &patch["status"]["day2"];
-        assert!(day2["operation"].is_null() && day2.get("operation").is_some());
-        assert!(day2
-            .get("blockedSince")
-            .is_some_and(serde_json::Value::is_null));
-        assert!(day2
-            .get("throttled")
-            .is_some_and(serde_json::Value::is_null));
-        assert_eq!(day2["knownBrokers"], serde_json::json!([100]));
-        let op = &patch["status"]["operation"];
-        assert!(op.get("blockers").is_some_and(serde_json::Value::is_null));
-        assert_eq!(op["kind"], "None");
-    }
-
-    #[test]
-    fn a_day2_operation_is_still_reported_while_kafka_cannot_be_observed() {
-        let vc = validate(&cluster("basic.yaml")).expect("valid");
-        let previous = KafkaClusterStatus {
-            operation: OperationStatus {
-                kind: OperationKind::Draining,
-                message: "draining brokers [103]".into(),
-                done: 3,
-                total: 9,
-                blockers: vec!["orders-1: moving".into()],
-            },
-            day2: Some(crate::day2::Day2State {
-                known_brokers: vec![100, 101, 102, 103],
-                operation: Some(Operation::Decommissioning {
-                    brokers: vec![103],
-                    moved: vec!["orders-1".into()],
-                    scaled_down: false,
-                }),
-                ..Default::default()
-            }),
-            ..KafkaClusterStatus::default()
-        };
-        let mut obs = observed(&ALL, &[100, 101, 102], "h1");
-        obs.day2 = Day2Outcome::Unavailable("connection refused".into());
-        let s = compute_status(&vc, &obs, &previous, Some(1), "t");
-        assert_eq!(s.operation.kind, OperationKind::Draining);
-        assert_eq!((s.operation.done, s.operation.total), (3, 9));
-        assert!(
-            s.operation.message.contains("connection refused"),
-            "{}",
-            s.operation.message
-        );
-        assert_eq!(s.day2, previous.day2, "the state is kept");
-        let c = find_condition(&s.conditions, DAY2_CONDITION).expect("condition");
-        assert_eq!(c.reason, "KafkaUnreachable");
-    }
-
-    #[test]
-    fn unreachable_cluster_is_not_ready_and_says_why() {
-        let vc = validate(&cluster("basic.yaml")).expect("valid");
-        let mut obs = observed(&ALL, &[], "h1");
-        obs.cluster = Err("connection refused".into());
-        let s = compute_status(&vc, &obs, &Default::default(), Some(1), "t");
-        let ready = find_condition(&s.conditions, "Ready").expect("ready");
-        assert!(!ready.is_true());
-        assert!(
-            ready.message.contains("connection refused"),
-            "{}",
-            ready.message
-        );
-    }
-}
+#[path = "status_tests.rs"]
+mod tests;

@@ -66,6 +66,8 @@ pub enum SpecError {
     RackKey { key: String },
     #[error("spec.image is empty")]
     NoImage,
+    #[error("spec.rollingUpdate.maxUnavailablePerRack is {value}: above 1 it needs spec.rack (without racks brokers restart one at a time)")]
+    PerRackWithoutRack { value: u32 },
 }
 
 /// The role a StatefulSet's nodes play.
@@ -142,6 +144,10 @@ pub struct ValidatedCluster {
     pub pod_overrides: PodTemplateOverrides,
     /// How partitions move during commissioning and draining.
     pub rebalance: RebalanceSpec,
+    /// `spec.rollingUpdate.maxUnavailablePerRack` (1 when unset).
+    pub max_unavailable_per_rack: u32,
+    /// The `kafka.tributary.dev/restart` annotation of the resource: a new value rolls every pod.
+    pub restart_token: Option<String>,
 }
 
 impl ValidatedCluster {
@@ -185,6 +191,17 @@ pub fn validate(kc: &KafkaCluster) -> Result<ValidatedCluster, SpecError> {
             });
         }
     }
+    let max_unavailable_per_rack = spec
+        .rolling_update
+        .as_ref()
+        .and_then(|r| r.max_unavailable_per_rack)
+        .unwrap_or(1)
+        .max(1);
+    if max_unavailable_per_rack > 1 && spec.rack.is_none() {
+        return Err(SpecError::PerRackWithoutRack {
+            value: max_unavailable_per_rack,
+        });
+    }
     Ok(ValidatedCluster {
         name,
         namespace,
@@ -196,6 +213,11 @@ pub fn validate(kc: &KafkaCluster) -> Result<ValidatedCluster, SpecError> {
         rack_key: spec.rack.as_ref().map(|r| r.topology_key.clone()),
         pod_overrides: spec.pod_template.clone().unwrap_or_default(),
         rebalance: spec.rebalance.clone().unwrap_or_default(),
+        max_unavailable_per_rack,
+        restart_token: kc
+            .annotations()
+            .get(crate::cluster::build::RESTART_ANNOTATION)
+            .cloned(),
     })
 }
 
@@ -493,6 +515,19 @@ mod tests {
             })
         });
         assert!(matches!(e, SpecError::RackKey { .. }));
+        let per_rack = |kc: &mut KafkaCluster| {
+            kc.spec.rolling_update = Some(crate::crd::cluster::RollingUpdateSpec {
+                max_unavailable_per_rack: Some(2),
+            });
+        };
+        let e = refused("basic.yaml", per_rack);
+        assert_eq!(e, SpecError::PerRackWithoutRack { value: 2 });
+        let mut kc = cluster("basic.yaml");
+        per_rack(&mut kc);
+        kc.spec.rack = Some(crate::crd::cluster::RackSpec {
+            topology_key: "topology.kubernetes.io/zone".into(),
+        });
+        assert_eq!(validate(&kc).expect("valid").max_unavailable_per_rack, 2);
     }
 
     #[test]

@@ -51,6 +51,7 @@ pub const DEFAULT_CLIENT_PORT: i32 = 9092;
     // Flipping `combined` replaces every node pool: the operator would have to delete the
     // running nodes' StatefulSets (and, with reclaimPolicy Delete, their volumes). The reconciler
     // refuses it too (`cluster::validate::refuse_pool_removal`) for CRDs applied without this rule.
+    validation = Rule::new("!has(self.rollingUpdate) || !has(self.rollingUpdate.maxUnavailablePerRack) || self.rollingUpdate.maxUnavailablePerRack <= 1 || has(self.rack)").message("spec.rollingUpdate.maxUnavailablePerRack above 1 needs spec.rack: without racks brokers restart one at a time"),
     validation = Rule::new("self.combined == oldSelf.combined").message("spec.combined cannot be changed: it would replace every node (and its data); create a new cluster instead")
 )]
 #[serde(rename_all = "camelCase")]
@@ -86,6 +87,22 @@ pub struct KafkaClusterSpec {
     /// How partitions are moved when brokers are added (commissioning) or removed (draining).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rebalance: Option<RebalanceSpec>,
+    /// How pods are restarted when their configuration or template changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rolling_update: Option<RollingUpdateSpec>,
+}
+
+/// How a rolling restart takes pods down.
+#[derive(Deserialize, Serialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct RollingUpdateSpec {
+    /// Most broker pods of one rack restarted together (default 1: one pod at a time). Above 1
+    /// (which needs `spec.rack`), a broker-only pod is restarted with other outdated broker-only
+    /// pods of its rack as long as, without all of them, every partition keeps
+    /// `min.insync.replicas` in sync. Controllers always restart one at a time.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(range(min = 1))]
+    pub max_unavailable_per_rack: Option<u32>,
 }
 
 /// How the operator moves partitions between brokers.
@@ -331,6 +348,18 @@ pub struct OperationStatus {
     /// it waits.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub blockers: Vec<String>,
+    /// Bytes the operation's partition moves have copied so far (commissioning, draining).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_moved: Option<u64>,
+    /// Bytes its moves still have to copy: the batch in flight and the moves not submitted yet.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_remaining: Option<u64>,
+    /// Average copy rate since the operation's first batch, pauses between batches included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes_per_second: Option<u64>,
+    /// When the remaining bytes will be copied at that rate (RFC 3339); absent while paused.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub eta: Option<String>,
 }
 
 /// Kind of operation in progress.
@@ -376,6 +405,31 @@ mod tests {
             KafkaClusterSpec::validate_cel(&new, None).is_ok(),
             "creation is fine"
         );
+    }
+
+    #[test]
+    fn cel_requires_controllers_unless_combined_and_racks_for_per_rack_restarts() {
+        let spec = |yaml: &str| serde_json::to_value(cluster(yaml).spec).expect("json");
+        let refused = |v: &serde_json::Value, what: &str| {
+            let err = KafkaClusterSpec::validate_cel(v, None).expect_err(what);
+            format!("{err:?}")
+        };
+        assert!(KafkaClusterSpec::validate_cel(&spec(DEDICATED), None).is_ok());
+        assert!(KafkaClusterSpec::validate_cel(&spec(COMBINED), None).is_ok());
+        let mut both = spec(COMBINED);
+        both["controllers"] = spec(DEDICATED)["controllers"].clone();
+        assert!(refused(&both, "combined with controllers").contains("must be omitted"));
+        let mut neither = spec(DEDICATED);
+        neither.as_object_mut().expect("spec").remove("controllers");
+        assert!(refused(&neither, "no controllers").contains("is required"));
+        let mut per_rack = spec(DEDICATED);
+        per_rack["rollingUpdate"] = serde_json::json!({ "maxUnavailablePerRack": 2 });
+        assert!(refused(&per_rack, "per rack without racks").contains("needs spec.rack"));
+        per_rack["rack"] = serde_json::json!({ "topologyKey": "topology.kubernetes.io/zone" });
+        assert!(KafkaClusterSpec::validate_cel(&per_rack, None).is_ok());
+        let mut one = spec(DEDICATED);
+        one["rollingUpdate"] = serde_json::json!({ "maxUnavailablePerRack": 1 });
+        assert!(KafkaClusterSpec::validate_cel(&one, None).is_ok());
     }
 
     #[test]

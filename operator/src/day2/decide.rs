@@ -28,6 +28,7 @@ use super::model::{
     Blocker, Day2Action, Day2Input, Day2State, Decision, Operation, PartitionView,
     ReportedOperation,
 };
+use super::progress;
 use super::restart::{continue_restart, rolling_restart};
 
 /// How many blocking partitions a message names (all are in `Decision::blocked`).
@@ -38,8 +39,8 @@ const NAMED_IN_MESSAGE: usize = 5;
 /// On the first pass (no brokers known, no operation) the desired brokers that are registered
 /// (fenced or not) or already have a pod are adopted as they are: a cluster the operator starts
 /// managing is not rebalanced, and a new cluster whose brokers register one by one is not
-/// "commissioned" broker by broker; only brokers that appear later are. A throttle set with submitted moves is removed as soon as no move is
-/// in flight and the next step is not another batch.
+/// "commissioned" broker by broker; only brokers that appear later are. The decision carries the
+/// operation's byte progress (`progress::report`).
 pub fn decide(input: &Day2Input) -> Decision {
     if input.state.known_brokers.is_empty() && input.state.operation.is_none() {
         let mut adopted = input.clone();
@@ -58,7 +59,14 @@ pub fn decide(input: &Day2Input) -> Decision {
             return decide(&adopted);
         }
     }
-    let decision = next_step(input);
+    let mut decision = with_throttle(input, next_step(input));
+    progress::report(input, &mut decision);
+    decision
+}
+
+/// Removes a throttle set with submitted moves as soon as no move is in flight and the next
+/// step is not another batch.
+fn with_throttle(input: &Day2Input, decision: Decision) -> Decision {
     let in_flight = input
         .kafka
         .partitions
@@ -93,10 +101,7 @@ fn next_step(input: &Day2Input) -> Decision {
         return waiting_on_moves(input, state, &moving);
     }
     match &state.operation {
-        Some(Operation::Restarting { pod, node_id }) => {
-            let (pod, node_id) = (pod.clone(), *node_id);
-            return continue_restart(input, state, &pod, node_id);
-        }
+        Some(Operation::Restarting { .. }) => return continue_restart(input, state),
         Some(Operation::Decommissioning { .. }) => return decommission(input, state),
         Some(Operation::Commissioning { brokers, .. })
             if brokers.iter().all(|b| input.spec.brokers.contains(b)) =>
@@ -132,6 +137,7 @@ pub(super) fn idle(mut state: Day2State, message: &str) -> Decision {
         skipped: Vec::new(),
         done: 0,
         total: 0,
+        bytes: None,
     }
 }
 
@@ -152,6 +158,7 @@ pub(super) fn act(
         skipped: Vec::new(),
         done: 0,
         total: 0,
+        bytes: None,
     }
 }
 
@@ -210,6 +217,7 @@ pub(super) fn wait(
         skipped: Vec::new(),
         done: 0,
         total: 0,
+        bytes: None,
     }
 }
 
@@ -297,6 +305,7 @@ pub(super) fn submit_batch(
     let planned = moves.len();
     let remaining: u64 = moves.iter().map(tributary_planner::Move::bytes).sum();
     if input.spec.paused {
+        progress::record_queue(&mut state, &moves);
         let blocked = vec![Blocker {
             partition: String::new(),
             reason: format!(
@@ -308,9 +317,10 @@ pub(super) fn submit_batch(
         d.total = moved.len() + planned;
         return d;
     }
-    moves.truncate(input.spec.batch_size.max(1));
+    let queued = moves.split_off(input.spec.batch_size.max(1).min(moves.len()));
     let bytes: u64 = moves.iter().map(tributary_planner::Move::bytes).sum();
     state.throttled |= input.spec.throttle_bytes_per_second.is_some();
+    progress::record_batch(&mut state, &input.now, &moves, &queued);
     for m in &moves {
         let name = format!("{}-{}", m.topic, m.partition);
         if !moved.contains(&name) {

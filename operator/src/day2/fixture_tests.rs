@@ -81,6 +81,8 @@ fixtures!(
     decommission_refused_when_rf_exceeds_remaining_brokers,
     decommission_cordons_leaving_brokers_first,
     decommission_drains_in_batches,
+    decommission_reports_bytes_moved_and_eta,
+    decommission_eta_never_beats_the_throttle,
     decommission_paused_submits_nothing,
     decommission_waits_for_moved_partitions_in_sync,
     decommission_waits_for_empty_log_dirs,

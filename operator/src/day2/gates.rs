@@ -37,11 +37,16 @@ pub fn min_isr(kafka: &ObservedKafka, topic: &str, cluster_default: usize) -> us
         .unwrap_or(cluster_default)
 }
 
-/// May broker `id` restart now?
-pub fn before_restart(kafka: &ObservedKafka, id: NodeId, cluster_min_isr: usize) -> GateResult {
+/// May brokers `ids` restart now, together?
+pub fn before_restart(kafka: &ObservedKafka, ids: &[NodeId], cluster_min_isr: usize) -> GateResult {
     let mut out = GateResult::default();
     let mut skipped = BTreeSet::new();
-    for p in kafka.partitions.iter().filter(|p| p.replicas.contains(&id)) {
+    let who = match ids {
+        [id] => format!("broker {id}"),
+        _ => format!("brokers {ids:?}"),
+    };
+    let hosted = |p: &&PartitionView| p.replicas.iter().any(|r| ids.contains(r));
+    for p in kafka.partitions.iter().filter(hosted) {
         let min = min_isr(kafka, &p.topic, cluster_min_isr);
         let rf = p.replicas.len() - p.adding.len();
         if rf <= min {
@@ -51,12 +56,12 @@ pub fn before_restart(kafka: &ObservedKafka, id: NodeId, cluster_min_isr: usize)
             ));
             continue;
         }
-        let remaining = p.isr.iter().filter(|r| **r != id).count();
+        let remaining = p.isr.iter().filter(|r| !ids.contains(r)).count();
         if remaining < min {
             out.blocked.push(Blocker {
                 partition: p.name(),
                 reason: format!(
-                    "ISR {:?} would keep {remaining} in-sync replicas without broker {id}, below min.insync.replicas {min}",
+                    "ISR {:?} would keep {remaining} in-sync replicas without {who}, below min.insync.replicas {min}",
                     p.isr
                 ),
             });
@@ -66,22 +71,24 @@ pub fn before_restart(kafka: &ObservedKafka, id: NodeId, cluster_min_isr: usize)
     out
 }
 
-/// Is broker `id` fully back after its restart?
-pub fn after_restart(kafka: &ObservedKafka, id: NodeId) -> GateResult {
+/// Are brokers `ids` (restarted together) fully back?
+pub fn after_restart(kafka: &ObservedKafka, ids: &[NodeId]) -> GateResult {
     let mut out = GateResult::default();
-    match kafka.brokers.iter().find(|b| b.id == id) {
-        None => out.blocked.push(Blocker {
-            partition: String::new(),
-            reason: format!("broker {id} is not registered"),
-        }),
-        Some(BrokerView { fenced: true, .. }) => out.blocked.push(Blocker {
-            partition: String::new(),
-            reason: format!("broker {id} is fenced"),
-        }),
-        Some(_) => {}
+    for &id in ids {
+        match kafka.brokers.iter().find(|b| b.id == id) {
+            None => out.blocked.push(Blocker {
+                partition: String::new(),
+                reason: format!("broker {id} is not registered"),
+            }),
+            Some(BrokerView { fenced: true, .. }) => out.blocked.push(Blocker {
+                partition: String::new(),
+                reason: format!("broker {id} is fenced"),
+            }),
+            Some(_) => {}
+        }
     }
     for p in &kafka.partitions {
-        if let Some(reason) = after_restart_blocker(p, id) {
+        if let Some(reason) = after_restart_blocker(p, ids) {
             out.blocked.push(Blocker {
                 partition: p.name(),
                 reason,
@@ -171,9 +178,21 @@ pub fn after_controller_restart(kafka: &ObservedKafka, id: NodeId) -> GateResult
     out
 }
 
-fn after_restart_blocker(p: &PartitionView, id: NodeId) -> Option<String> {
-    if p.replicas.contains(&id) && !p.isr.contains(&id) {
-        return Some(format!("broker {id} is not back in the ISR {:?}", p.isr));
+fn after_restart_blocker(p: &PartitionView, ids: &[NodeId]) -> Option<String> {
+    let out: Vec<NodeId> = ids
+        .iter()
+        .copied()
+        .filter(|id| p.replicas.contains(id) && !p.isr.contains(id))
+        .collect();
+    match out.as_slice() {
+        [] => {}
+        [id] => return Some(format!("broker {id} is not back in the ISR {:?}", p.isr)),
+        _ => {
+            return Some(format!(
+                "brokers {out:?} are not back in the ISR {:?}",
+                p.isr
+            ))
+        }
     }
     if !p.fully_in_sync() {
         return Some(format!(
@@ -198,6 +217,7 @@ mod tests {
             adding: vec![],
             removing: vec![],
             size_bytes: 0,
+            adding_bytes: 0,
         }
     }
 
@@ -220,21 +240,40 @@ mod tests {
     #[test]
     fn restart_keeps_min_isr_of_every_hosted_partition() {
         let k = kafka(vec![part("a", &[100, 101, 102], &[100, 101, 102])]);
-        assert!(before_restart(&k, 100, 2).open());
+        assert!(before_restart(&k, &[100], 2).open());
         // 101 is already out of the ISR: restarting 100 would leave only 102
         let k = kafka(vec![part("a", &[100, 101, 102], &[100, 102])]);
-        let g = before_restart(&k, 100, 2);
+        let g = before_restart(&k, &[100], 2);
         assert_eq!(g.blocked.len(), 1, "{g:?}");
         assert_eq!(g.blocked[0].partition, "a-0");
         // but restarting 101 (already out) keeps two
-        assert!(before_restart(&k, 101, 2).open());
+        assert!(before_restart(&k, &[101], 2).open());
+    }
+
+    #[test]
+    fn a_set_of_brokers_restarts_together_only_if_every_partition_keeps_min_isr_without_all() {
+        // rack-aware placement: no partition has two replicas among 100 and 103
+        let k = kafka(vec![
+            part("a", &[100, 101, 102], &[100, 101, 102]),
+            part("b", &[103, 101, 102], &[103, 101, 102]),
+        ]);
+        assert!(before_restart(&k, &[100, 103], 2).open());
+        // a partition with replicas on both: only one of them may go
+        let k = kafka(vec![part("c", &[100, 103, 101], &[100, 103, 101])]);
+        let g = before_restart(&k, &[100, 103], 2);
+        assert_eq!(g.blocked.len(), 1, "{g:?}");
+        assert!(
+            g.blocked[0].reason.contains("without brokers [100, 103]"),
+            "{g:?}"
+        );
+        assert!(before_restart(&k, &[100], 2).open());
     }
 
     #[test]
     fn topics_whose_rf_is_not_above_min_isr_are_skipped_and_named() {
         let mut k = kafka(vec![part("small", &[100, 101], &[100, 101])]);
         k.topic_min_insync_replicas.insert("small".into(), 2);
-        let g = before_restart(&k, 100, 1);
+        let g = before_restart(&k, &[100], 1);
         assert!(g.open());
         assert_eq!(g.skipped.len(), 1);
         assert!(
@@ -291,16 +330,16 @@ mod tests {
             part("a", &[100, 101, 102], &[101, 102]),
             part("b", &[101, 102, 100], &[101, 102, 100]),
         ]);
-        let g = after_restart(&k, 100);
+        let g = after_restart(&k, &[100]);
         assert_eq!(g.blocked.len(), 1);
         assert!(g.blocked[0].reason.contains("not back in the ISR"));
         let k = kafka(vec![part("c", &[101, 102], &[101])]);
-        let g = after_restart(&k, 100);
+        let g = after_restart(&k, &[100]);
         assert!(g.blocked[0].reason.starts_with("under-replicated"), "{g:?}");
         let mut k = kafka(vec![]);
         k.brokers[0].fenced = true;
         assert_eq!(
-            after_restart(&k, 100).blocked[0].reason,
+            after_restart(&k, &[100]).blocked[0].reason,
             "broker 100 is fenced"
         );
     }

@@ -10,14 +10,15 @@
 //! performs the action with the admin client (`set_cordon`, `set_replication_throttle` +
 //! `reassign`, `clear_replication_throttle`, `unregister_broker`) or the Kubernetes API (the
 //! broker StatefulSet's replicas, one pod deletion); `Day2State` is kept in
-//! `KafkaCluster.status.day2` between passes, so a restarted operator resumes. `describe_quorum`
-//! (controller lag) is not used here yet.
+//! `KafkaCluster.status.day2` between passes, so a restarted operator resumes. The controllers'
+//! lag (DescribeQuorum, in `observe`) gates their restarts (`gates`).
 
 mod commission;
 pub mod decide;
 mod decommission;
 pub mod gates;
 pub mod model;
+pub mod progress;
 mod restart;
 
 pub use decide::decide;

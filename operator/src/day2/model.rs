@@ -9,6 +9,8 @@ use std::collections::{BTreeMap, BTreeSet};
 use serde::{Deserialize, Serialize};
 use tributary_planner::Move;
 
+use super::progress::{ByteProgress, MoveProgress};
+
 /// A Kafka node id (broker or controller).
 pub type NodeId = i32;
 
@@ -49,6 +51,18 @@ pub struct DesiredCluster {
     /// `spec.rebalance.paused`: no new batch of moves is submitted.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub paused: bool,
+    /// `spec.rollingUpdate.maxUnavailablePerRack`: how many broker-only pods of one rack a
+    /// rolling restart may take down together (1: one pod at a time).
+    #[serde(default = "one", skip_serializing_if = "is_one")]
+    pub max_unavailable_per_rack: usize,
+}
+
+fn one() -> usize {
+    1
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 fn default_min_isr() -> usize {
@@ -159,6 +173,14 @@ pub struct PartitionView {
     /// Size of one replica (DescribeLogDirs).
     #[serde(default)]
     pub size_bytes: u64,
+    /// What the replicas being added hold so far, together (DescribeLogDirs): how much of the
+    /// move is copied.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub adding_bytes: u64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 impl PartitionView {
@@ -198,6 +220,9 @@ pub struct Day2State {
     /// pass waits for it, or goes on, instead of asking again).
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub leaders_elected: bool,
+    /// The operation's partition moves so far (bytes), from its first batch until it ends.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub moves: Option<MoveProgress>,
 }
 
 /// A long operation.
@@ -220,9 +245,42 @@ pub enum Operation {
         /// The StatefulSet was shrunk; what is left is unregistering the brokers.
         scaled_down: bool,
     },
-    /// A pod was restarted; the next one waits for it to be back in every ISR.
+    /// A pod was restarted (with `rackPeers`: broker pods of its rack restarted together with
+    /// it); the next one waits for all of them to be back in every ISR.
     #[serde(rename_all = "camelCase")]
-    Restarting { pod: String, node_id: NodeId },
+    Restarting {
+        pod: String,
+        node_id: NodeId,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        rack_peers: Vec<RestartingPod>,
+    },
+}
+
+/// A pod a rolling restart has taken down.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RestartingPod {
+    pub pod: String,
+    pub node_id: NodeId,
+}
+
+impl Operation {
+    /// The pods a `Restarting` step took down (none for other operations).
+    pub fn restarting(&self) -> Vec<RestartingPod> {
+        match self {
+            Operation::Restarting {
+                pod,
+                node_id,
+                rack_peers,
+            } => std::iter::once(RestartingPod {
+                pod: pod.clone(),
+                node_id: *node_id,
+            })
+            .chain(rack_peers.iter().cloned())
+            .collect(),
+            _ => Vec::new(),
+        }
+    }
 }
 
 /// The one thing to do this pass.
@@ -253,8 +311,13 @@ pub enum Day2Action {
     ScaleBrokers { replicas: i32 },
     /// Unregister these (stopped, empty) brokers.
     Unregister { brokers: Vec<NodeId> },
-    /// Delete this pod (its StatefulSet recreates it with the new template).
-    RestartPod { pod: String },
+    /// Delete this pod (its StatefulSet recreates it with the new template), and with it the
+    /// pods of `with` (broker pods of the same rack, `maxUnavailablePerRack`).
+    RestartPod {
+        pod: String,
+        #[serde(default, skip_serializing_if = "Vec::is_empty")]
+        with: Vec<String>,
+    },
     /// Move leadership of these partitions (`topic-partition`) back to their preferred (first)
     /// replica (ElectLeaders, preferred).
     ElectLeaders { partitions: Vec<String> },
@@ -295,4 +358,7 @@ pub struct Decision {
     /// Units done and in total for the operation (partitions moved, pods restarted).
     pub done: usize,
     pub total: usize,
+    /// Bytes moved and remaining, rate and ETA, while the operation moves partitions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub bytes: Option<ByteProgress>,
 }

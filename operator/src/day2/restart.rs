@@ -2,6 +2,12 @@
 //! controllers before brokers, the active controller last; every pod ready before the next, the
 //! quorum gates of `gates` before and after each controller, and the ISR gates before and after
 //! each broker, whose preferred leaderships are moved back to it before the next pod.
+//!
+//! With `maxUnavailablePerRack` above 1, a broker-only pod takes down with it other outdated
+//! broker-only pods of its rack (the rack its broker registered with), up to that many pods in
+//! all, each added only if the ISR gate still holds for the whole set: with rack-aware placement
+//! no partition has two replicas in one rack, so a rack's brokers can go together. The set comes
+//! back as one step: every pod ready, every broker back in its ISRs, leaders restored.
 
 use super::decide::{act, elect_leaders, idle, wait};
 use super::gates::{
@@ -9,8 +15,8 @@ use super::gates::{
     not_led_by_preferred, GateResult,
 };
 use super::model::{
-    Blocker, Day2Action, Day2Input, Day2State, Decision, NodeId, Operation, PodView,
-    ReportedOperation,
+    Blocker, Day2Action, Day2Input, Day2State, Decision, NodeId, ObservedKafka, Operation, PodView,
+    ReportedOperation, RestartingPod,
 };
 
 /// Restart order: controller-only pods, then the others; within each, the active controller
@@ -24,6 +30,49 @@ fn restart_order(input: &Day2Input) -> Vec<&PodView> {
         (group, is_active, p.node_id)
     });
     pods
+}
+
+/// The rack broker `id` registered with (none when it has none or is not registered).
+fn rack_of(kafka: &ObservedKafka, id: NodeId) -> Option<&str> {
+    kafka
+        .brokers
+        .iter()
+        .find(|b| b.id == id)?
+        .rack
+        .as_deref()
+        .filter(|r| !r.is_empty())
+}
+
+/// Outdated, ready broker-only pods of `next`'s rack that restart together with it: added in
+/// restart order while the ISR gate holds for the whole set, up to `maxUnavailablePerRack` pods
+/// in all. Empty for a controller, a broker without a rack, or a limit of 1.
+fn rack_peers<'a>(input: &Day2Input, next: &PodView, order: &[&'a PodView]) -> Vec<&'a PodView> {
+    let max = input.spec.max_unavailable_per_rack;
+    let broker_only = |p: &PodView| p.broker && !p.controller;
+    if max <= 1 || !broker_only(next) {
+        return Vec::new();
+    }
+    let Some(rack) = rack_of(&input.kafka, next.node_id) else {
+        return Vec::new();
+    };
+    let mut set = vec![next.node_id];
+    let mut peers = Vec::new();
+    for p in order {
+        if set.len() >= max {
+            break;
+        }
+        let candidate = p.name != next.name && !p.up_to_date && p.ready && broker_only(p);
+        if !candidate || rack_of(&input.kafka, p.node_id) != Some(rack) {
+            continue;
+        }
+        let mut with = set.clone();
+        with.push(p.node_id);
+        if before_restart(&input.kafka, &with, input.spec.min_insync_replicas).open() {
+            set = with;
+            peers.push(*p);
+        }
+    }
+    peers
 }
 
 pub(super) fn rolling_restart(input: &Day2Input, state: Day2State) -> Decision {
@@ -41,7 +90,8 @@ pub(super) fn rolling_restart(input: &Day2Input, state: Day2State) -> Decision {
             "rolling restart: restarting {} first: it is not ready and runs an old configuration ({done} of {total} pods up to date)",
             down.name
         );
-        return with_progress(restart(state, down, msg, Vec::new()), done, total);
+        let d = restart(state, down, Vec::new(), msg, Vec::new());
+        return with_progress(d, done, total);
     }
     let what = format!("rolling restart: {} next", next.name);
     let not_ready: Vec<Blocker> = input
@@ -55,13 +105,7 @@ pub(super) fn rolling_restart(input: &Day2Input, state: Day2State) -> Decision {
         })
         .collect();
     if !not_ready.is_empty() {
-        let d = wait(
-            state,
-            &input.now,
-            ReportedOperation::Rolling,
-            &what,
-            not_ready,
-        );
+        let d = rolling_wait(input, state, &what, not_ready);
         return with_progress(d, done, total);
     }
     let mut skipped = Vec::new();
@@ -70,45 +114,80 @@ pub(super) fn rolling_restart(input: &Day2Input, state: Day2State) -> Decision {
         gate = before_controller_restart(&input.kafka, next.node_id);
     }
     if next.broker {
-        let broker_gate =
-            before_restart(&input.kafka, next.node_id, input.spec.min_insync_replicas);
+        let broker_gate = before_restart(
+            &input.kafka,
+            &[next.node_id],
+            input.spec.min_insync_replicas,
+        );
         skipped = broker_gate.skipped;
         gate.blocked.extend(broker_gate.blocked);
     }
     if !gate.open() {
-        let mut d = wait(
-            state,
-            &input.now,
-            ReportedOperation::Rolling,
-            &what,
-            gate.blocked,
-        );
+        let mut d = rolling_wait(input, state, &what, gate.blocked);
         d.skipped = skipped;
         return with_progress(d, done, total);
     }
-    let mut msg = format!(
-        "rolling restart: restarting {} ({done} of {total} pods up to date)",
-        next.name
-    );
+    let peers = rack_peers(input, next, &order);
+    let mut msg = format!("rolling restart: restarting {}", next.name);
+    if !peers.is_empty() {
+        let ids: Vec<NodeId> = std::iter::once(next.node_id)
+            .chain(peers.iter().map(|p| p.node_id))
+            .collect();
+        // the topics the whole set's gate does not wait for
+        skipped = before_restart(&input.kafka, &ids, input.spec.min_insync_replicas).skipped;
+        let names: Vec<&str> = peers.iter().map(|p| p.name.as_str()).collect();
+        msg.push_str(&format!(
+            " together with {} (rack {}, maxUnavailablePerRack {})",
+            names.join(", "),
+            rack_of(&input.kafka, next.node_id).unwrap_or_default(),
+            input.spec.max_unavailable_per_rack
+        ));
+    }
+    msg.push_str(&format!(" ({done} of {total} pods up to date)"));
     if !skipped.is_empty() {
         msg.push_str(&format!("; not waited for: {}", skipped.join(", ")));
     }
-    with_progress(restart(state, next, msg, skipped), done, total)
+    let peers = peers.into_iter().cloned().collect();
+    with_progress(restart(state, next, peers, msg, skipped), done, total)
 }
 
-/// Restarts `pod`: the step that the next passes follow (`continue_restart`).
-fn restart(mut state: Day2State, pod: &PodView, msg: String, skipped: Vec<String>) -> Decision {
+/// Restarts `pod` and its rack peers: the step the next passes follow (`continue_restart`).
+fn restart(
+    mut state: Day2State,
+    pod: &PodView,
+    peers: Vec<PodView>,
+    msg: String,
+    skipped: Vec<String>,
+) -> Decision {
     state.operation = Some(Operation::Restarting {
         pod: pod.name.clone(),
         node_id: pod.node_id,
+        rack_peers: peers
+            .iter()
+            .map(|p| RestartingPod {
+                pod: p.name.clone(),
+                node_id: p.node_id,
+            })
+            .collect(),
     });
     state.leaders_elected = false;
     let action = Day2Action::RestartPod {
         pod: pod.name.clone(),
+        with: peers.into_iter().map(|p| p.name).collect(),
     };
     let mut d = act(state, action, ReportedOperation::Rolling, msg);
     d.skipped = skipped;
     d
+}
+
+/// A wait of the rolling restart on `blocked`.
+fn rolling_wait(
+    input: &Day2Input,
+    state: Day2State,
+    what: &str,
+    blocked: Vec<Blocker>,
+) -> Decision {
+    wait(state, &input.now, ReportedOperation::Rolling, what, blocked)
 }
 
 fn with_progress(mut d: Decision, done: usize, total: usize) -> Decision {
@@ -116,96 +195,107 @@ fn with_progress(mut d: Decision, done: usize, total: usize) -> Decision {
     d
 }
 
-pub(super) fn continue_restart(
-    input: &Day2Input,
-    state: Day2State,
-    pod: &str,
-    node_id: NodeId,
-) -> Decision {
-    let what = format!("rolling restart: {pod} restarted");
-    let Some(p) = input.kube.pods.iter().find(|p| p.name == pod) else {
-        let blocked = vec![Blocker {
-            partition: String::new(),
-            reason: format!("pod {pod} to be recreated"),
-        }];
-        return wait(
-            state,
-            &input.now,
-            ReportedOperation::Rolling,
-            &what,
-            blocked,
-        );
-    };
-    if p.ready && !p.up_to_date {
-        // The old pod still runs: the delete did not happen (or not yet); ask again.
-        let msg = format!("rolling restart: {pod} still runs the old configuration; restarting it");
-        return act(
-            state,
-            Day2Action::RestartPod {
-                pod: pod.to_owned(),
-            },
-            ReportedOperation::Rolling,
-            msg,
-        );
+/// The step after a restart: every pod of it back (recreated, ready, on the new
+/// configuration), the post-restart gates of each, its brokers' preferred leaderships restored;
+/// then the next pod.
+pub(super) fn continue_restart(input: &Day2Input, state: Day2State) -> Decision {
+    let members = state
+        .operation
+        .as_ref()
+        .map(Operation::restarting)
+        .unwrap_or_default();
+    let names: Vec<&str> = members.iter().map(|m| m.pod.as_str()).collect();
+    let what = format!("rolling restart: {} restarted", names.join(", "));
+    let mut still_old = Vec::new();
+    let mut blocked = Vec::new();
+    let mut back = Vec::new();
+    for m in &members {
+        match input.kube.pods.iter().find(|p| p.name == m.pod) {
+            None => blocked.push(format!("pod {} to be recreated", m.pod)),
+            Some(p) if p.ready && !p.up_to_date => still_old.push(p.name.clone()),
+            Some(p) if !p.ready => blocked.push(format!("pod {} to be ready", m.pod)),
+            Some(p) => back.push((p, m.node_id)),
+        }
     }
-    if !p.ready {
-        let blocked = vec![Blocker {
-            partition: String::new(),
-            reason: format!("pod {pod} to be ready"),
-        }];
-        return wait(
-            state,
-            &input.now,
-            ReportedOperation::Rolling,
-            &what,
-            blocked,
-        );
+    if let Some((first, rest)) = still_old.split_first() {
+        // The old pod still runs: the delete did not happen (or not yet); ask again.
+        let msg = if rest.is_empty() {
+            format!("rolling restart: {first} still runs the old configuration; restarting it")
+        } else {
+            format!(
+                "rolling restart: {} still run the old configuration; restarting them",
+                still_old.join(", ")
+            )
+        };
+        let action = Day2Action::RestartPod {
+            pod: first.clone(),
+            with: rest.to_vec(),
+        };
+        return act(state, action, ReportedOperation::Rolling, msg);
+    }
+    if !blocked.is_empty() {
+        let blocked = blocked
+            .into_iter()
+            .map(|reason| Blocker {
+                partition: String::new(),
+                reason,
+            })
+            .collect();
+        return rolling_wait(input, state, &what, blocked);
     }
     let mut gate = GateResult::default();
-    if p.controller {
-        gate = after_controller_restart(&input.kafka, node_id);
+    let brokers: Vec<NodeId> = back
+        .iter()
+        .filter(|(p, _)| p.broker)
+        .map(|(_, id)| *id)
+        .collect();
+    for (p, id) in &back {
+        if p.controller {
+            gate.blocked
+                .extend(after_controller_restart(&input.kafka, *id).blocked);
+        }
     }
-    if p.broker {
+    if !brokers.is_empty() {
         gate.blocked
-            .extend(after_restart(&input.kafka, node_id).blocked);
+            .extend(after_restart(&input.kafka, &brokers).blocked);
     }
     if !gate.open() {
-        return wait(
-            state,
-            &input.now,
-            ReportedOperation::Rolling,
-            &what,
-            gate.blocked,
-        );
+        return rolling_wait(input, state, &what, gate.blocked);
     }
     let mut state = state;
-    if p.broker {
-        // Leadership moved away for the restart comes back before the next pod goes: asked for
-        // once, then waited for.
-        let unled = not_led_by_preferred(&input.kafka, Some(node_id));
-        if !unled.is_empty() && !state.leaders_elected {
-            let msg = format!(
-                "rolling restart: {pod} is back; moving leadership of {} partitions back to it (preferred leader election)",
-                unled.len()
-            );
-            return elect_leaders(state, unled, ReportedOperation::Rolling, msg);
-        }
-        if !unled.is_empty() {
-            let blocked = unled
+    // Leadership moved away for the restart comes back before the next pod goes: asked for
+    // once, then waited for.
+    let unled: Vec<(String, NodeId)> = brokers
+        .iter()
+        .flat_map(|id| {
+            not_led_by_preferred(&input.kafka, Some(*id))
                 .into_iter()
-                .map(|partition| Blocker {
-                    partition,
-                    reason: format!("broker {node_id} to lead again as the preferred replica"),
-                })
-                .collect();
-            return wait(
-                state,
-                &input.now,
-                ReportedOperation::Rolling,
-                &what,
-                blocked,
-            );
-        }
+                .map(move |p| (p, *id))
+        })
+        .collect();
+    if !unled.is_empty() && !state.leaders_elected {
+        let (is, it) = if names.len() == 1 {
+            ("is", "it")
+        } else {
+            ("are", "them")
+        };
+        let pods = names.join(", ");
+        let msg = format!(
+            "rolling restart: {pods} {is} back; moving leadership of {} partitions back to {it} (preferred leader election)",
+            unled.len()
+        );
+        let partitions = unled.into_iter().map(|(p, _)| p).collect();
+        return elect_leaders(state, partitions, ReportedOperation::Rolling, msg);
+    }
+    if !unled.is_empty() {
+        let blocked = unled
+            .into_iter()
+            .map(|(partition, id)| Blocker {
+                partition,
+                reason: format!("broker {id} to lead again as the preferred replica"),
+            })
+            .collect();
+        return rolling_wait(input, state, &what, blocked);
     }
     state.operation = None;
     state.blocked_since = None;

@@ -41,9 +41,12 @@ pub struct ClusterGauges {
     pub under_replicated_partitions: i64,
     /// 1 while a commissioning, drain or rolling restart is in progress.
     pub operation_in_progress: i64,
-    /// Bytes of the partitions being moved, times the replicas each is adding: an upper bound
-    /// of what the moves in flight still copy.
-    pub reassigning_bytes: i64,
+    /// Bytes the partition moves still have to copy: the operation's moves in flight and not
+    /// yet submitted, or, with no operation of the operator's, the moves in flight.
+    pub move_bytes_remaining: i64,
+    /// Seconds the current day-2 step has waited on a gate (0 when it does not wait): what to
+    /// alert on for a stuck roll or drain.
+    pub blocked_seconds: i64,
 }
 
 /// The operator's metrics and their registry.
@@ -56,7 +59,8 @@ pub struct Metrics {
     brokers_ready: Family<ClusterLabels, Gauge>,
     under_replicated: Family<ClusterLabels, Gauge>,
     operation: Family<ClusterLabels, Gauge>,
-    reassigning_bytes: Family<ClusterLabels, Gauge>,
+    move_bytes_remaining: Family<ClusterLabels, Gauge>,
+    blocked_seconds: Family<ClusterLabels, Gauge>,
 }
 
 impl Default for Metrics {
@@ -104,10 +108,15 @@ impl Default for Metrics {
             "cluster_operation_in_progress",
             "1 while a commissioning, drain or rolling restart is in progress, per KafkaCluster",
         );
-        let reassigning_bytes = cluster_gauge(
+        let move_bytes_remaining = cluster_gauge(
             &mut registry,
-            "cluster_reassigning_bytes",
-            "Bytes of the partitions being moved times the replicas each adds (an upper bound of what is left to copy), per KafkaCluster",
+            "cluster_move_bytes_remaining",
+            "Bytes the partition moves still have to copy (the operation's batch in flight and the moves not yet submitted), per KafkaCluster",
+        );
+        let blocked_seconds = cluster_gauge(
+            &mut registry,
+            "cluster_blocked_seconds",
+            "Seconds the current day-2 step has waited on a gate (0 when it does not wait), per KafkaCluster",
         );
         Metrics {
             registry,
@@ -118,7 +127,8 @@ impl Default for Metrics {
             brokers_ready,
             under_replicated,
             operation,
-            reassigning_bytes,
+            move_bytes_remaining,
+            blocked_seconds,
         }
     }
 }
@@ -160,9 +170,12 @@ impl Metrics {
         self.operation
             .get_or_create(&labels)
             .set(g.operation_in_progress);
-        self.reassigning_bytes
+        self.move_bytes_remaining
             .get_or_create(&labels)
-            .set(g.reassigning_bytes);
+            .set(g.move_bytes_remaining);
+        self.blocked_seconds
+            .get_or_create(&labels)
+            .set(g.blocked_seconds);
     }
 
     /// The metrics in Prometheus text format.
@@ -199,7 +212,8 @@ mod tests {
             brokers_ready: 3,
             under_replicated_partitions: 2,
             operation_in_progress: 1,
-            reassigning_bytes: 4096,
+            move_bytes_remaining: 4096,
+            blocked_seconds: 42,
         };
         m.cluster("kafka", "demo", &g);
         let text = m.render();
@@ -207,7 +221,8 @@ mod tests {
             r#"tributary_operator_cluster_brokers_ready{namespace="kafka",name="demo"} 3"#,
             r#"tributary_operator_cluster_under_replicated_partitions{namespace="kafka",name="demo"} 2"#,
             r#"tributary_operator_cluster_operation_in_progress{namespace="kafka",name="demo"} 1"#,
-            r#"tributary_operator_cluster_reassigning_bytes{namespace="kafka",name="demo"} 4096"#,
+            r#"tributary_operator_cluster_move_bytes_remaining{namespace="kafka",name="demo"} 4096"#,
+            r#"tributary_operator_cluster_blocked_seconds{namespace="kafka",name="demo"} 42"#,
         ] {
             assert!(text.contains(line), "{line} in\n{text}");
         }

@@ -107,7 +107,12 @@ pub struct Bed {
 impl Bed {
     /// Starts the API server, the kubelet and the operator, creates `kc` and waits until the
     /// cluster is Ready; `None` (the test skips) when the broker binary is absent.
-    pub async fn start(mut kc: Value) -> Option<Bed> {
+    pub async fn start(kc: Value) -> Option<Bed> {
+        Bed::start_in_zones(kc, &[]).await
+    }
+
+    /// `start`, with the pods on nodes of `zones` (see `Kubelet::start_in_zones`).
+    pub async fn start_in_zones(mut kc: Value, zones: &[&str]) -> Option<Bed> {
         let bin = broker_bin();
         if !bin.exists() {
             eprintln!(
@@ -120,7 +125,7 @@ impl Bed {
         let server = ApiServer::start(FakeApi::default()).await;
         let api = server.api.clone();
         storage_class(&api);
-        let kubelet = Kubelet::start(api.clone(), bin, dir.path());
+        let kubelet = Kubelet::start_in_zones(api.clone(), bin, dir.path(), zones);
         if let Some(meta) = kc["metadata"].as_object_mut() {
             meta.remove("generation");
         }

@@ -12,6 +12,9 @@
 //! address becomes `127.0.0.1:<local port>` (one local port per host and port, kept across
 //! restarts), this pod's `0.0.0.0:<port>` listeners its local ports, the data mount a directory
 //! kept across restarts (a PersistentVolumeClaim), the config mount a directory of its own.
+//! Nodes: with zones (`start_in_zones`), pod ordinal i runs on a node of zone i mod n, whose
+//! `topology.kubernetes.io/zone` label the pod carries (as Kubernetes' pod topology labels
+//! admission copies it) and its `fieldRef: metadata.labels[...]` environment reads.
 //! Not played: probes other than readiness, resources, scheduling, volumes other than these
 //! two, owner-reference garbage collection, pod IPs.
 
@@ -80,7 +83,12 @@ struct State {
     /// Pods stopping by (namespace, name); a pod is not started again before its old process
     /// has exited (a StatefulSet's pod identity).
     terminating: BTreeMap<(String, String), Terminating>,
+    /// Zone of the node each pod ordinal runs on (ordinal mod len); none when empty.
+    zones: Vec<String>,
 }
+
+/// The node label carrying the zone, copied onto pods.
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 
 /// The running kubelet; stops every process when dropped.
 pub struct Kubelet {
@@ -91,7 +99,13 @@ pub struct Kubelet {
 impl Kubelet {
     /// Plays the pods of `api`'s StatefulSets with `bin`, keeping mounts and logs under `root`.
     pub fn start(api: FakeApi, bin: PathBuf, root: &Path) -> Kubelet {
+        Kubelet::start_in_zones(api, bin, root, &[])
+    }
+
+    /// `start`, with pod ordinal i on a node of `zones[i % zones.len()]`.
+    pub fn start_in_zones(api: FakeApi, bin: PathBuf, root: &Path, zones: &[&str]) -> Kubelet {
         let state = Arc::new(Mutex::new(State {
+            zones: zones.iter().map(|z| (*z).to_owned()).collect(),
             api,
             bin,
             root: root.to_owned(),
@@ -290,11 +304,17 @@ impl State {
             let service = sts["spec"]["serviceName"].as_str().unwrap_or_default();
             for ordinal in 0..sts["spec"]["replicas"].as_i64().unwrap_or(1) {
                 let pod = format!("{name}-{ordinal}");
+                let mut template = sts["spec"]["template"].clone();
+                if !self.zones.is_empty() {
+                    let zone =
+                        &self.zones[usize::try_from(ordinal).unwrap_or(0) % self.zones.len()];
+                    template["metadata"]["labels"][ZONE_LABEL] = json!(zone);
+                }
                 out.push(Wanted {
                     host: format!("{pod}.{service}.{namespace}.svc"),
                     namespace: namespace.to_owned(),
                     pod,
-                    template: sts["spec"]["template"].clone(),
+                    template,
                 });
             }
         }
@@ -323,7 +343,7 @@ impl State {
         let file = config.join(format!("{}.properties", w.pod));
         std::fs::write(&file, props).expect("write properties");
         let container = &spec["containers"][0];
-        let env = pod_env(container, &w.pod);
+        let env = pod_env(container, &w.pod, &w.template["metadata"]["labels"]);
         let args = pod_args(container, &env, &config);
         let log = dir.join("pod.log");
         let out = std::fs::File::create(&log).expect("pod log");
@@ -441,9 +461,10 @@ fn wildcard_ports(text: &str) -> Vec<u16> {
         .collect()
 }
 
-/// The container's environment; `fieldRef: metadata.name` is the pod's name, other sources are
-/// left out.
-fn pod_env(container: &Value, pod: &str) -> Vec<(String, String)> {
+/// The container's environment; `fieldRef: metadata.name` is the pod's name,
+/// `metadata.labels['k']` its label `k` (empty when it has none, as Kubernetes does); other
+/// sources are left out.
+fn pod_env(container: &Value, pod: &str, labels: &Value) -> Vec<(String, String)> {
     let env = container["env"].as_array().cloned().unwrap_or_default();
     env.iter()
         .filter_map(|e| {
@@ -451,8 +472,12 @@ fn pod_env(container: &Value, pod: &str) -> Vec<(String, String)> {
             if let Some(v) = e["value"].as_str() {
                 return Some((name, v.to_owned()));
             }
-            (e["valueFrom"]["fieldRef"]["fieldPath"] == "metadata.name")
-                .then(|| (name, pod.to_owned()))
+            let path = e["valueFrom"]["fieldRef"]["fieldPath"].as_str()?;
+            if path == "metadata.name" {
+                return Some((name, pod.to_owned()));
+            }
+            let label = path.strip_prefix("metadata.labels['")?.strip_suffix("']")?;
+            Some((name, labels[label].as_str().unwrap_or_default().to_owned()))
         })
         .collect()
 }

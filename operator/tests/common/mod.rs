@@ -10,6 +10,7 @@ pub mod kubelet;
 pub mod operator_process;
 pub mod sampler;
 pub mod workload;
+pub mod world;
 
 use std::sync::Arc;
 

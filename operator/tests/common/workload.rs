@@ -86,6 +86,20 @@ impl Verdict {
             r["counts"]
         );
     }
+
+    /// `assert_clean`, and every send was acknowledged: none failed, none indeterminate (what a
+    /// rolling restart promises an acks=all producer).
+    pub fn assert_every_send_acknowledged(&self, what: &str) {
+        self.assert_clean(what);
+        for class in ["failed", "indeterminate"] {
+            assert_eq!(
+                self.count(class),
+                0,
+                "{what}: {class}: {}",
+                self.report["counts"]
+            );
+        }
+    }
 }
 
 /// The scenarios' usual run: 2 acks=all producers at `rate` messages/s each and 1 consumer on

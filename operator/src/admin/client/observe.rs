@@ -231,6 +231,7 @@ fn partitions_of(meta: &MetadataResponse) -> Vec<PartitionView> {
                 adding: Vec::new(),
                 removing: Vec::new(),
                 size_bytes: 0,
+                adding_bytes: 0,
             })
         })
         .collect();
@@ -238,7 +239,8 @@ fn partitions_of(meta: &MetadataResponse) -> Vec<PartitionView> {
     out
 }
 
-/// A partition's size is the largest any of its replicas reports (normally the leader's).
+/// A partition's size is the largest any of its replicas reports (normally the leader's); what
+/// a move has copied is what its new replicas report, each counted up to that size.
 fn apply_sizes(partitions: &mut [PartitionView], reports: &BTreeMap<NodeId, BrokerReport>) {
     for p in partitions {
         let key = (p.topic.clone(), p.partition);
@@ -247,6 +249,12 @@ fn apply_sizes(partitions: &mut [PartitionView], reports: &BTreeMap<NodeId, Brok
             .filter_map(|r| r.sizes.get(&key).copied())
             .max()
             .unwrap_or(0);
+        p.adding_bytes = p
+            .adding
+            .iter()
+            .filter_map(|a| reports.get(a)?.sizes.get(&key).copied())
+            .map(|b| b.min(p.size_bytes))
+            .sum();
     }
 }
 
@@ -346,7 +354,7 @@ mod tests {
     }
 
     #[test]
-    fn a_partition_is_as_large_as_its_largest_replica() {
+    fn a_partition_is_as_large_as_its_largest_replica_and_a_move_as_far_as_its_new_replicas() {
         let mut ps = partitions_of(&MetadataResponse::default().with_topics(vec![topic(
             "t",
             0,
@@ -356,8 +364,13 @@ mod tests {
             sizes: [(("t".to_owned(), 0), size)].into_iter().collect(),
             cordoned: false,
         };
-        let reports = [(1, report(100)), (2, report(40))].into_iter().collect();
+        let reports = [(1, report(100)), (2, report(40)), (3, report(30))]
+            .into_iter()
+            .collect();
+        ps[0].adding = vec![2, 3, 4];
         apply_sizes(&mut ps, &reports);
         assert_eq!(ps[0].size_bytes, 100);
+        // copied so far: 40 on 2, 30 on 3, nothing reported by 4
+        assert_eq!(ps[0].adding_bytes, 70);
     }
 }

@@ -1,11 +1,13 @@
 //! Renders each node's broker properties (Kafka names) into its pool's ConfigMap, one key per pod
 //! (`<pod>.properties`), named by a hash of its content (one ConfigMap per revision, so running
 //! pods never see a change that needs a restart), and hashes what every pod of the pool shares
-//! so a changed config can be detected on running pods. The values of the broker configs Kafka
-//! changes without a restart (`DYNAMIC_BROKER_CONFIGS`) are left out of both hashes (their names
-//! are not): a new value is applied through the admin API as a cluster-wide default
-//! (`cluster::operate`) and written into the same revision, so no pod restarts for it. Node ids
-//! and advertised hosts are computed here, from ordinals.
+//! so a changed config can be detected on running pods. The broker configs Kafka changes without
+//! a restart (`DYNAMIC_BROKER_CONFIGS`) are left out of the pods' hash: a new value or a new key
+//! is applied through the admin API as a cluster-wide default (`cluster::dynamic`) and written
+//! into a revision for pods that start later (the same one for a value, a new one for a key), so
+//! no pod restarts for it; a key removed restarts the pods that started with it
+//! (`DesiredPod::run_by`, from the pods' `DYNAMIC_CONFIGS_ANNOTATION`). Node ids and advertised hosts
+//! are computed here, from ordinals.
 
 use std::collections::BTreeMap;
 
@@ -21,9 +23,9 @@ pub const DATA_MOUNT: &str = "/var/lib/tributary";
 pub const CONFIG_MOUNT: &str = "/etc/tributary";
 
 /// Broker configs that change cluster-wide without a restart: the defaults of topic configs,
-/// which Kafka (and our broker) take as dynamic cluster-wide broker configs. A spec change of
-/// only their values is applied with IncrementalAlterConfigs on the broker-defaults resource;
-/// adding or removing one of them still restarts the brokers (a removed value must leave the
+/// which Kafka (and our broker) take as dynamic cluster-wide broker configs. A spec that adds one
+/// or changes its value is applied with IncrementalAlterConfigs on the broker-defaults resource;
+/// removing one restarts the brokers that started with it (a removed value must leave the
 /// running processes' static properties too). The replication throttles, also dynamic, are
 /// left to the day-2 moves that set them.
 pub const DYNAMIC_BROKER_CONFIGS: &[&str] = &[
@@ -48,20 +50,42 @@ pub const DYNAMIC_BROKER_CONFIGS: &[&str] = &[
     "unclean.leader.election.enable",
 ];
 
-/// The dynamic broker configs the spec sets for the broker pool, as the cluster-wide defaults
-/// the operator keeps in sync (`DYNAMIC_BROKER_CONFIGS`).
-pub fn dynamic_broker_configs(vc: &ValidatedCluster) -> BTreeMap<String, String> {
-    vc.broker_pool()
-        .config
+/// The dynamic broker configs (`DYNAMIC_BROKER_CONFIGS`) `pool`'s config sets.
+fn dynamic_configs(pool: &Pool) -> impl Iterator<Item = (&String, &String)> {
+    pool.config
         .iter()
         .filter(|(k, _)| DYNAMIC_BROKER_CONFIGS.contains(&k.as_str()))
+}
+
+/// The dynamic broker configs the spec sets for the broker pool, as the cluster-wide defaults
+/// the operator keeps in sync.
+pub fn dynamic_broker_configs(vc: &ValidatedCluster) -> BTreeMap<String, String> {
+    dynamic_configs(vc.broker_pool())
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
 
-/// `props` with the values of the dynamic broker configs replaced, for a pool's hashes (a
-/// controller-only node does not use them at all).
+/// The names of the dynamic broker configs `pool`'s properties set, for its pods'
+/// `DYNAMIC_CONFIGS_ANNOTATION` (comma-separated, sorted).
+pub fn dynamic_config_names(pool: &Pool) -> String {
+    dynamic_configs(pool)
+        .map(|(k, _)| k.as_str())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// `props` without the dynamic broker configs, for a pool's config hash (a controller-only node
+/// does not use them at all).
 fn restart_relevant(mut props: BTreeMap<String, String>) -> BTreeMap<String, String> {
+    props.retain(|k, _| !DYNAMIC_BROKER_CONFIGS.contains(&k.as_str()));
+    props
+}
+
+/// `props` with the dynamic broker configs' values masked, for a revision's name: a dynamic
+/// config added or removed makes a new revision (the pod template that names it also carries
+/// `DYNAMIC_CONFIGS_ANNOTATION`, so a pod's file and its annotation always agree), a new value
+/// is written into the same one.
+fn revision_relevant(mut props: BTreeMap<String, String>) -> BTreeMap<String, String> {
     for (k, v) in props.iter_mut() {
         if DYNAMIC_BROKER_CONFIGS.contains(&k.as_str()) {
             *v = "(dynamic)".to_owned();
@@ -75,7 +99,7 @@ fn restart_relevant(mut props: BTreeMap<String, String>) -> BTreeMap<String, Str
 /// running pods mount (which the kubelet would update under them): a pod moves to a new revision
 /// only when it is restarted, from the StatefulSet's template that names it.
 pub fn configmap_name(vc: &ValidatedCluster, pool: &Pool) -> String {
-    let relevant = configmap_data(vc, pool, restart_relevant);
+    let relevant = configmap_data(vc, pool, revision_relevant);
     format!("{}-config-{}", pool_name(vc, pool), data_hash(&relevant))
 }
 
@@ -198,7 +222,7 @@ pub fn build_configmap(vc: &ValidatedCluster, pool: &Pool) -> ConfigMap {
 }
 
 /// Hash of what a restart would change for every pod of the pool: the shared properties
-/// (without the dynamic configs' values) and the image. (The pod template's other
+/// (without the dynamic configs) and the image. (The pod template's other
 /// fields are hashed into the StatefulSet by `statefulset`.)
 pub fn config_hash(vc: &ValidatedCluster, pool: &Pool) -> String {
     let mut h = Sha256::new();
@@ -280,7 +304,7 @@ process.roles=broker
     }
 
     #[test]
-    fn a_dynamic_config_value_changes_neither_revision_nor_hash_but_its_name_does() {
+    fn a_dynamic_config_changes_neither_revision_nor_hash() {
         let kc = cluster("basic.yaml");
         let vc = validate(&kc).expect("valid");
         let broker = vc.broker_pool();
@@ -310,7 +334,7 @@ process.roles=broker
             config_hash(&vc3, vc3.voter_pool()),
             config_hash(&vc, vc.voter_pool())
         );
-        // a static key's value, or a dynamic key added, restarts
+        // a static key's value restarts; a dynamic key added does not (a new revision names it)
         let mut static_key = kc.clone();
         static_key
             .spec
@@ -326,8 +350,12 @@ process.roles=broker
             .config
             .insert("log.retention.ms".into(), "1000".into());
         let vc5 = validate(&added).expect("valid");
-        assert_ne!(config_hash(&vc5, vc5.broker_pool()), hash);
+        assert_eq!(config_hash(&vc5, vc5.broker_pool()), hash);
         assert_ne!(configmap_name(&vc5, vc5.broker_pool()), name);
+        assert_eq!(
+            dynamic_config_names(vc5.broker_pool()),
+            "log.retention.ms,min.insync.replicas"
+        );
     }
 
     #[test]
@@ -343,7 +371,7 @@ process.roles=broker
         changed
             .spec
             .config
-            .insert("log.retention.ms".into(), "1000".into());
+            .insert("log.cleaner.backoff.ms".into(), "1000".into());
         let vc_changed = validate(&changed).expect("valid");
         assert_ne!(config_hash(&vc_changed, vc_changed.broker_pool()), base);
     }

@@ -7,7 +7,7 @@ pub mod pdb;
 pub mod service;
 pub mod statefulset;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::StatefulSet;
 use k8s_openapi::api::core::v1::{ConfigMap, Service};
@@ -22,12 +22,57 @@ pub const CLUSTER_LABEL: &str = "kafka.tributary.dev/cluster";
 pub const ROLE_LABEL: &str = "kafka.tributary.dev/role";
 /// Pod annotation with the hash of the rendered config and pod template.
 pub const CONFIG_HASH_ANNOTATION: &str = "kafka.tributary.dev/config-hash";
+/// A restart asked for by hand. On the `KafkaCluster`: any value, changed (e.g. to the current
+/// time) to roll every pod, behind the usual gates; it becomes the pod template's
+/// `RESTART_TOKEN_ANNOTATION`. On one pod: `"true"` restarts that pod, behind the gates.
+pub const RESTART_ANNOTATION: &str = "kafka.tributary.dev/restart";
+/// Pod template annotation carrying the `KafkaCluster`'s `RESTART_ANNOTATION` (hashed with the
+/// template, so a new value makes every pod outdated).
+pub const RESTART_TOKEN_ANNOTATION: &str = "kafka.tributary.dev/restart-token";
+/// Pod annotation naming the dynamic broker configs (`configmap::DYNAMIC_BROKER_CONFIGS`) that
+/// the pod's properties set when it started, comma-separated (broker pools only).
+pub const DYNAMIC_CONFIGS_ANNOTATION: &str = "kafka.tributary.dev/dynamic-configs";
 /// Value of `app.kubernetes.io/managed-by` on every object.
 pub const MANAGED_BY: &str = "tributary-operator";
 /// Port of the KRaft controller listener.
 pub const CONTROLLER_PORT: i32 = 9093;
 /// Port of the broker's HTTP endpoint (`/metrics`, `/livez`, `/readyz`).
 pub const HTTP_PORT: i32 = 9644;
+
+/// What a pod of a pool must have started from to be up to date.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct DesiredPod {
+    /// Its `CONFIG_HASH_ANNOTATION`.
+    pub hash: String,
+    /// The dynamic broker configs the pool's properties set now.
+    pub dynamic_configs: BTreeSet<String>,
+}
+
+impl DesiredPod {
+    /// Whether a pod with these annotations is up to date: the same hash (which leaves the
+    /// dynamic broker configs out), and no dynamic config in the properties it started from that
+    /// the spec has dropped since (its process keeps that value as a static property). A dynamic
+    /// config added since needs no restart: the operator applies it as a cluster-wide default.
+    /// A pod annotated `RESTART_ANNOTATION: "true"` is not up to date either.
+    pub fn run_by(&self, annotations: &BTreeMap<String, String>) -> bool {
+        annotations.get(CONFIG_HASH_ANNOTATION) == Some(&self.hash)
+            && dynamic_configs_of(annotations).is_subset(&self.dynamic_configs)
+            && annotations.get(RESTART_ANNOTATION).map(String::as_str) != Some("true")
+    }
+}
+
+/// The names in a `DYNAMIC_CONFIGS_ANNOTATION` (none when absent).
+pub fn dynamic_configs_of(annotations: &BTreeMap<String, String>) -> BTreeSet<String> {
+    annotations
+        .get(DYNAMIC_CONFIGS_ANNOTATION)
+        .map(|v| {
+            v.split(',')
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+                .collect()
+        })
+        .unwrap_or_default()
+}
 
 /// Every object the cluster should have.
 #[derive(Debug, Clone, Default)]

@@ -24,7 +24,7 @@ use sha2::{Digest, Sha256};
 use super::configmap::{configmap_name, hex, CONFIG_MOUNT, DATA_MOUNT};
 use super::{
     object_meta, pool_labels, pool_name, selector_labels, CONFIG_HASH_ANNOTATION, CONTROLLER_PORT,
-    HTTP_PORT,
+    DYNAMIC_CONFIGS_ANNOTATION, HTTP_PORT, RESTART_TOKEN_ANNOTATION,
 };
 use crate::cluster::validate::{Pool, ValidatedCluster};
 use crate::crd::cluster::ReclaimPolicy;
@@ -47,6 +47,18 @@ pub fn build_statefulset(vc: &ValidatedCluster, pool: &Pool, config_hash: &str) 
         .annotations
         .get_or_insert_with(BTreeMap::new)
         .insert(CONFIG_HASH_ANNOTATION.to_owned(), hash);
+    if pool.role.is_broker() {
+        // not hashed: a dynamic config added needs no restart (`DesiredPod::run_by`)
+        template
+            .metadata
+            .get_or_insert_with(ObjectMeta::default)
+            .annotations
+            .get_or_insert_with(BTreeMap::new)
+            .insert(
+                DYNAMIC_CONFIGS_ANNOTATION.to_owned(),
+                super::configmap::dynamic_config_names(pool),
+            );
+    }
     let retention = match pool.spec.storage.reclaim_policy {
         ReclaimPolicy::Retain => "Retain",
         ReclaimPolicy::Delete => "Delete",
@@ -102,7 +114,10 @@ pub fn template_hash(config_hash: &str, template: &PodTemplateSpec) -> String {
 fn pod_template(vc: &ValidatedCluster, pool: &Pool) -> PodTemplateSpec {
     let mut labels = vc.pod_overrides.labels.clone();
     labels.extend(pool_labels(vc, pool));
-    let annotations = vc.pod_overrides.annotations.clone();
+    let mut annotations = vc.pod_overrides.annotations.clone();
+    if let Some(token) = &vc.restart_token {
+        annotations.insert(RESTART_TOKEN_ANNOTATION.to_owned(), token.clone());
+    }
     PodTemplateSpec {
         metadata: Some(ObjectMeta {
             labels: Some(labels),
@@ -280,6 +295,7 @@ fn data_claim(pool: &Pool) -> PersistentVolumeClaim {
 mod tests {
     use super::*;
     use crate::cluster::build::configmap::config_hash;
+    use crate::cluster::build::RESTART_ANNOTATION;
     use crate::cluster::fixtures::cluster;
     use crate::cluster::validate::validate;
 
@@ -375,5 +391,40 @@ mod tests {
             v["spec"]["template"]["metadata"]["annotations"][CONFIG_HASH_ANNOTATION].clone()
         };
         assert_ne!(path(&base), path(&new));
+    }
+
+    #[test]
+    fn a_restart_annotation_on_the_cluster_changes_the_pod_hash_and_one_on_a_pod_outdates_it() {
+        let base = broker_sts("basic.yaml");
+        let mut kc = cluster("basic.yaml");
+        kc.metadata.annotations = Some(
+            [(RESTART_ANNOTATION.to_owned(), "2026-12-04".to_owned())]
+                .into_iter()
+                .collect(),
+        );
+        let vc = validate(&kc).expect("valid");
+        let pool = vc.broker_pool();
+        let new = serde_json::to_value(build_statefulset(&vc, pool, &config_hash(&vc, pool)))
+            .expect("json");
+        let annotations =
+            |v: &serde_json::Value| v["spec"]["template"]["metadata"]["annotations"].clone();
+        assert_eq!(annotations(&new)[RESTART_TOKEN_ANNOTATION], "2026-12-04");
+        assert_ne!(
+            annotations(&base)[CONFIG_HASH_ANNOTATION],
+            annotations(&new)[CONFIG_HASH_ANNOTATION]
+        );
+        // a pod of the desired template is up to date until it is asked to restart
+        let desired = crate::cluster::build::DesiredPod {
+            hash: annotations(&new)[CONFIG_HASH_ANNOTATION]
+                .as_str()
+                .expect("hash")
+                .to_owned(),
+            dynamic_configs: ["min.insync.replicas".to_owned()].into(),
+        };
+        let mut pod: BTreeMap<String, String> =
+            serde_json::from_value(annotations(&new)).expect("annotations");
+        assert!(desired.run_by(&pod));
+        pod.insert(RESTART_ANNOTATION.to_owned(), "true".to_owned());
+        assert!(!desired.run_by(&pod));
     }
 }
