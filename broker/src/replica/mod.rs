@@ -106,6 +106,17 @@ impl Partition {
         }
     }
 
+    /// This broker stops hosting the partition (reassigned away, or its topic deleted): it
+    /// leads it no more, and a delayed produce waiting on it ends now with
+    /// NOT_LEADER_OR_FOLLOWER instead of at its timeout (waiting fetches wake too). The timeout
+    /// would cost more than time: librdkafka answers a produce timed out in flight by bumping its
+    /// idempotent producer epoch and sending the batch again under new sequence numbers, which
+    /// the new leader must then append again, although the batch may already be there.
+    fn retire(&self) {
+        self.leader.store(-1, Ordering::SeqCst);
+        self.notify();
+    }
+
     /// Wakes the fetches waiting on this partition.
     pub fn notify(&self) {
         self.changed.send_modify(|v| *v = v.wrapping_add(1));
@@ -550,10 +561,14 @@ impl ReplicaManager {
 
     fn remove(&self, tp: &TopicPartition) {
         self.fetchers.stop_following(tp);
-        self.partitions
+        let removed = self
+            .partitions
             .write()
             .expect("partitions lock poisoned")
             .remove(tp);
+        if let Some(part) = removed {
+            part.retire();
+        }
         if let Err(e) = self.logs.delete(tp) {
             tracing::warn!(partition = %tp, error = %e, "failed to delete log");
         }
@@ -857,5 +872,23 @@ mod tests {
             part.wait_hw(Offset(40), 1, 7, deadline()).await,
             HwWait::TimedOut
         );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_delayed_produce_ends_at_once_when_the_partition_leaves_the_broker() {
+        let dir = tempfile::tempdir().expect("dir");
+        let part = Arc::new(led_partition(dir.path()));
+        let started = tokio::time::Instant::now();
+        let waiting = tokio::spawn({
+            let part = part.clone();
+            let deadline = started + Duration::from_secs(5);
+            async move { part.wait_hw(Offset(10), 1, 5, deadline).await }
+        });
+        tokio::task::yield_now().await;
+        part.retire();
+        assert_eq!(waiting.await.expect("wait"), HwWait::NotLeader);
+        // Paused time only moves when every task waits: had the retirement woken nobody, the
+        // wait would have ended at its deadline, 5 s later.
+        assert_eq!(started.elapsed(), Duration::ZERO);
     }
 }
