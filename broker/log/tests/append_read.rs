@@ -448,3 +448,61 @@ fn append_produced_stores_the_same_bytes_as_append_as_leader() {
         }
     }
 }
+
+/// What the broker may append on a request's own thread: appends that write into the active
+/// segment and nothing else (no roll, no new epoch checkpoint, no configured flush).
+#[test]
+fn append_stays_in_page_cache_only_without_roll_new_epoch_or_flush() {
+    let dir = tempfile::tempdir().unwrap();
+    let small = LogConfig {
+        segment_bytes: 4096,
+        ..config()
+    };
+    let mut log = new_log(dir.path(), small);
+    assert!(
+        !log.append_stays_in_page_cache(100, 1, 1_000),
+        "the first append checkpoints its epoch"
+    );
+    append(&mut log, 3, 1_000); // epoch 1
+    assert!(log.append_stays_in_page_cache(100, 1, 1_000));
+    assert!(
+        log.append_stays_in_page_cache(100, 0, 1_000),
+        "an older epoch is not recorded"
+    );
+    assert!(
+        !log.append_stays_in_page_cache(100, 2, 1_000),
+        "a new epoch is checkpointed"
+    );
+    let room = 4096 - log.size_bytes();
+    assert!(log.append_stays_in_page_cache(room, 1, 1_000));
+    assert!(
+        !log.append_stays_in_page_cache(room + 1, 1, 1_000),
+        "a roll creates files"
+    );
+    // The first batch's timestamp is its max, 1_002.
+    let late = 1_002 + config().segment_ms.as_millis() as i64 + 1;
+    assert!(
+        !log.append_stays_in_page_cache(100, 1, late),
+        "segment.ms rolls"
+    );
+
+    let flushing = [
+        LogConfig {
+            flush_messages: Some(1_000),
+            ..config()
+        },
+        LogConfig {
+            flush_ms: Some(Duration::from_secs(60)),
+            ..config()
+        },
+    ];
+    for config in flushing {
+        let dir = tempfile::tempdir().unwrap();
+        let mut log = new_log(dir.path(), config);
+        append(&mut log, 3, 1_000);
+        assert!(
+            !log.append_stays_in_page_cache(100, 1, 1_000),
+            "flush.* may fsync in the append"
+        );
+    }
+}

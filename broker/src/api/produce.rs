@@ -19,6 +19,7 @@ use tributary_log::{Log, LogError};
 use super::leader_hint::{self, LeaderHints};
 use super::s;
 use crate::broker::{now_ms, Broker};
+use crate::replica::Partition;
 use crate::server::slow::{self, Phase};
 use crate::server::{ConnectionError, Request};
 
@@ -148,33 +149,29 @@ async fn append(
     let buf = records.clone();
     let epoch = part.leader_epoch.load(Ordering::Acquire);
     let node_id = broker.config.node_id;
-    let appender = part.clone();
-    let append = tokio::task::spawn_blocking(move || {
-        let log = &appender.log;
-        if let Err((e, keyless)) = check_keys_if_compacted(log, &buf) {
-            return Appended::Refused(e, keyless);
-        }
-        let mut log = log.write().expect("log lock poisoned");
-        // Still the leader, in the epoch the batch is stamped with, now that the log is ours:
-        // metadata stores a new leader before the follower side touches the log, so a broker
-        // demoted since the check above appends nothing.
-        if !appender.leads_in(node_id, epoch) {
-            return Appended::Deposed;
-        }
-        let now = now_ms();
-        match log.append_produced(&buf, epoch, now) {
-            Ok(info) => {
-                // flush.messages / flush.ms; by default the OS decides (durability comes from
-                // replication, as in Kafka).
-                if let Err(e) = log.maybe_flush(now) {
-                    tracing::warn!(error = %e, "flush after append failed");
+    // A small append that only writes into the page cache is done on this task when the log is
+    // free: the hand-off to the blocking pool and back costs two thread wake-ups, more than the
+    // write. Anything that may wait (a roll's new files, a new epoch's checkpoint, a configured
+    // flush, a busy log, a compacted topic's key check) goes to the blocking pool.
+    let inline = slow::timed(Phase::Local, async {
+        append_inline(&part, &buf, epoch, node_id)
+    })
+    .await;
+    let result = match inline {
+        Some(done) => Ok(done),
+        None => {
+            let appender = part.clone();
+            let append = tokio::task::spawn_blocking(move || {
+                let log = &appender.log;
+                if let Err((e, keyless)) = check_keys_if_compacted(log, &buf) {
+                    return Appended::Refused(e, keyless);
                 }
-                Appended::Ok(info, log.log_end_offset(), log.log_start_offset())
-            }
-            Err(e) => Appended::Refused(e, Vec::new()),
+                let mut log = log.write().expect("log lock poisoned");
+                append_locked(&appender, &mut log, &buf, epoch, node_id, now_ms())
+            });
+            slow::timed(Phase::Local, append).await
         }
-    });
-    let result = slow::timed(Phase::Local, append).await;
+    };
     let (info, log_start) = match result {
         Ok(Appended::Ok(info, leo, log_start)) => {
             broker.metrics.log_dir_written(true);
@@ -267,6 +264,54 @@ async fn append(
         .with_base_offset(info.first_offset.0)
         .with_log_append_time_ms(info.log_append_time.unwrap_or(-1))
         .with_log_start_offset(log_start.0)
+}
+
+/// Appends at most this many bytes on the request's task ([`append_inline`]).
+const INLINE_APPEND_MAX_BYTES: usize = 256 * 1024;
+
+/// The append done on the request's own task, or `None` when it belongs on the blocking pool:
+/// too large, the log busy (another append, a reader, the cleaner's swap), a compacted topic
+/// (its key check reads the records), or an append that would do more than write into the
+/// active segment's pages ([`Log::append_stays_in_page_cache`]).
+fn append_inline(part: &Partition, buf: &[u8], epoch: i32, node_id: i32) -> Option<Appended> {
+    if buf.len() > INLINE_APPEND_MAX_BYTES {
+        return None;
+    }
+    let mut log = part.log.try_write().ok()?;
+    let now = now_ms();
+    if log.config().compact || !log.append_stays_in_page_cache(buf.len() as u64, epoch, now) {
+        return None;
+    }
+    Some(append_locked(part, &mut log, buf, epoch, node_id, now))
+}
+
+/// Appends a produce request's batches to the partition's log, whose write lock the caller
+/// holds.
+fn append_locked(
+    part: &Partition,
+    log: &mut Log,
+    buf: &[u8],
+    epoch: i32,
+    node_id: i32,
+    now: i64,
+) -> Appended {
+    // Still the leader, in the epoch the batch is stamped with, now that the log is ours:
+    // metadata stores a new leader before the follower side touches the log, so a broker
+    // demoted since the produce was checked appends nothing.
+    if !part.leads_in(node_id, epoch) {
+        return Appended::Deposed;
+    }
+    match log.append_produced(buf, epoch, now) {
+        Ok(info) => {
+            // flush.messages / flush.ms; by default the OS decides (durability comes from
+            // replication, as in Kafka).
+            if let Err(e) = log.maybe_flush(now) {
+                tracing::warn!(error = %e, "flush after append failed");
+            }
+            Appended::Ok(info, log.log_end_offset(), log.log_start_offset())
+        }
+        Err(e) => Appended::Refused(e, Vec::new()),
+    }
 }
 
 /// How a produce append ended.

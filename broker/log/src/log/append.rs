@@ -261,6 +261,22 @@ impl Log {
         })
     }
 
+    /// Whether a leader's append of `len` bytes in `leader_epoch` at `now_ms` would write
+    /// nothing but the active segment's file and in-memory indexes: no roll (new files, a
+    /// producer snapshot), no new leader epoch (a checkpoint file) and no `flush.*` fsync. Such
+    /// an append is a page-cache write; the broker may do it on the request's own thread.
+    /// Conservative: `len` bounds the number of offsets the append can take.
+    pub fn append_stays_in_page_cache(&self, len: u64, leader_epoch: i32, now_ms: i64) -> bool {
+        let no_flush = self.config.flush_messages.is_none() && self.config.flush_ms.is_none();
+        let known_epoch = leader_epoch < 0
+            || self
+                .epochs
+                .latest_epoch()
+                .is_some_and(|l| leader_epoch <= l);
+        let last_offset_bound = self.log_end_offset().0.saturating_add(len as i64);
+        no_flush && known_epoch && !self.should_roll(len, last_offset_bound, now_ms)
+    }
+
     /// Kafka's roll rules: the append would overflow `segment.bytes`, `segment.ms` passed since
     /// the active segment's first batch, an index is full, or offsets would overflow 32 bits.
     fn should_roll(&self, append_bytes: u64, last_offset: i64, now_ms: i64) -> bool {
