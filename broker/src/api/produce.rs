@@ -266,8 +266,11 @@ async fn append(
         .with_log_start_offset(log_start.0)
 }
 
-/// Appends at most this many bytes on the request's task ([`append_inline`]).
-const INLINE_APPEND_MAX_BYTES: usize = 256 * 1024;
+/// Appends at most this many bytes on the request's task ([`append_inline`]): librdkafka's
+/// default `batch.size` and the Java producer's `max.request.size`, so a client's usual batch
+/// qualifies. At the measured 0.4 broker CPU-s per GB of produce, a 1 MiB append holds the
+/// runtime thread for about 0.4 ms (docs/benchmarks.md, issue 13).
+const INLINE_APPEND_MAX_BYTES: usize = 1024 * 1024;
 
 /// The append done on the request's own task, or `None` when it belongs on the blocking pool:
 /// too large, the log busy (another append, a reader, the cleaner's swap), a compacted topic
