@@ -55,6 +55,16 @@ fn observed(ready: &[&str], brokers: &[i32], hash: &str) -> Observed {
     }
 }
 
+/// Every pod ready on the current config, every broker registered.
+fn healthy() -> Observed {
+    observed(&ALL, &[100, 101, 102], "h1")
+}
+
+/// The status of a first pass that found the cluster healthy, at generation 3.
+fn ready_status(vc: &ValidatedCluster) -> KafkaClusterStatus {
+    compute_status(vc, &healthy(), &Default::default(), Some(3), "t1")
+}
+
 const ALL: [&str; 6] = [
     "demo-controller-0",
     "demo-controller-1",
@@ -86,13 +96,7 @@ fn ready_only_when_every_pod_is_ready_and_every_broker_registered() {
             .registered
     );
 
-    let s2 = compute_status(
-        &vc,
-        &observed(&ALL, &[100, 101, 102], "h1"),
-        &s,
-        Some(3),
-        "t2",
-    );
+    let s2 = compute_status(&vc, &healthy(), &s, Some(3), "t2");
     let ready = find_condition(&s2.conditions, "Ready").expect("ready");
     assert!(ready.is_true());
     assert_eq!(ready.observed_generation, Some(3));
@@ -124,13 +128,7 @@ fn ready_only_when_every_pod_is_ready_and_every_broker_registered() {
 #[test]
 fn a_failed_node_stays_degraded_is_not_scaling_and_the_leader_is_kept() {
     let vc = validate(&cluster("basic.yaml")).expect("valid");
-    let ready = compute_status(
-        &vc,
-        &observed(&ALL, &[100, 101, 102], "h1"),
-        &Default::default(),
-        Some(3),
-        "t1",
-    );
+    let ready = ready_status(&vc);
     let mut status = ready;
     // broker 2 goes down for several passes, and the cluster cannot name a leader meanwhile
     for pass in 0..4 {
@@ -151,13 +149,7 @@ fn a_failed_node_stays_degraded_is_not_scaling_and_the_leader_is_kept() {
         assert_eq!(status.operation.kind, OperationKind::None, "pass {pass}");
         assert_eq!(status.controller_leader, Some(1), "pass {pass}");
     }
-    let back = compute_status(
-        &vc,
-        &observed(&ALL, &[100, 101, 102], "h1"),
-        &status,
-        Some(3),
-        "t9",
-    );
+    let back = compute_status(&vc, &healthy(), &status, Some(3), "t9");
     assert!(!find_condition(&back.conditions, "Degraded")
         .expect("degraded")
         .is_true());
@@ -167,32 +159,14 @@ fn a_failed_node_stays_degraded_is_not_scaling_and_the_leader_is_kept() {
 fn added_nodes_are_scaling_until_ready() {
     let kc = cluster("basic.yaml");
     let vc = validate(&kc).expect("valid");
-    let ready = compute_status(
-        &vc,
-        &observed(&ALL, &[100, 101, 102], "h1"),
-        &Default::default(),
-        Some(3),
-        "t1",
-    );
+    let ready = ready_status(&vc);
     let mut more = kc;
     more.spec.brokers.replicas = 4;
     let vc4 = validate(&more).expect("valid");
-    let s = compute_status(
-        &vc4,
-        &observed(&ALL, &[100, 101, 102], "h1"),
-        &ready,
-        Some(4),
-        "t2",
-    );
+    let s = compute_status(&vc4, &healthy(), &ready, Some(4), "t2");
     assert_eq!(s.operation.kind, OperationKind::Scaling);
     // the next pass lists demo-broker-3 already: still scaling until it is ready
-    let s = compute_status(
-        &vc4,
-        &observed(&ALL, &[100, 101, 102], "h1"),
-        &s,
-        Some(4),
-        "t3",
-    );
+    let s = compute_status(&vc4, &healthy(), &s, Some(4), "t3");
     assert_eq!(s.operation.kind, OperationKind::Scaling);
     let mut all = ALL.to_vec();
     all.push("demo-broker-3");
@@ -249,7 +223,7 @@ fn rack_awareness_warns_about_pods_without_the_zone_label() {
 #[test]
 fn pods_with_an_old_hash_are_listed_as_outdated() {
     let vc = validate(&cluster("basic.yaml")).expect("valid");
-    let mut obs = observed(&ALL, &[100, 101, 102], "h1");
+    let mut obs = healthy();
     obs.pods.get_mut("demo-broker-1").expect("pod").up_to_date = false;
     let s = compute_status(&vc, &obs, &Default::default(), Some(1), "t");
     assert_eq!(s.outdated_pods, vec!["demo-broker-1".to_owned()]);
@@ -324,7 +298,7 @@ fn a_day2_operation_is_still_reported_while_kafka_cannot_be_observed() {
         }),
         ..KafkaClusterStatus::default()
     };
-    let mut obs = observed(&ALL, &[100, 101, 102], "h1");
+    let mut obs = healthy();
     obs.day2 = Day2Outcome::Unavailable("connection refused".into());
     let s = compute_status(&vc, &obs, &previous, Some(1), "t");
     assert_eq!(s.operation.kind, OperationKind::Draining);
