@@ -237,117 +237,209 @@ type Read = (i16, i64, i64, Records);
 /// cheaper than a `sendfile` call and a separate write.
 const SPLICE_MIN_BYTES: usize = 16 * 1024;
 
+/// What one partition's read needs, copied out of [`Wanted`] so it can move to the blocking
+/// pool.
+struct Job {
+    hosted: Option<Arc<Partition>>,
+    error: Option<ResponseError>,
+    offset: i64,
+    max_bytes: usize,
+    follower: bool,
+    diverged: bool,
+    throttled: bool,
+}
+
 async fn read_all(
     wanted: &[Wanted],
     max_bytes: usize,
     throttles: &Arc<Throttles>,
 ) -> (Vec<Read>, usize, bool) {
-    let throttles = throttles.clone();
-    let jobs: Vec<_> = wanted
+    let jobs: Vec<Job> = wanted
         .iter()
-        .map(|w| {
-            (
-                w.hosted.clone(),
-                w.error,
-                w.fetch_offset,
-                w.max_bytes,
-                w.follower,
-                w.diverging.is_some(),
-                w.throttled,
-            )
+        .map(|w| Job {
+            hosted: w.hosted.clone(),
+            error: w.error,
+            offset: w.fetch_offset,
+            max_bytes: w.max_bytes,
+            follower: w.follower,
+            diverged: w.diverging.is_some(),
+            throttled: w.throttled,
         })
         .collect();
+    // The lookup reads batch headers (and copies small ranges) from the pages this task then
+    // sends with `sendfile` anyway, so when no log is being written it runs here, with no
+    // hand-off to the blocking pool and back; a log an append holds sends the whole read there.
+    if let Some(done) = read_now(&jobs, max_bytes, throttles) {
+        return done;
+    }
+    let throttles = throttles.clone();
     let result = tokio::task::spawn_blocking(move || {
-        let mut total = 0usize;
-        let mut any_error = false;
-        let mut out = Vec::with_capacity(jobs.len());
-        for (hosted, error, offset, part_max, follower, diverged, throttled) in jobs {
-            let (Some(part), None) = (hosted, error) else {
-                any_error = true;
-                out.push((error.map_or(0, |e| e.code()), -1, -1, Records::None));
-                continue;
-            };
-            let hw = part.hw();
-            let log = part.log.read().expect("log lock poisoned");
-            if diverged {
-                // Answered at once: the follower must truncate before it reads anything.
-                any_error = true;
-                out.push((
-                    0,
-                    hw.0,
-                    log.log_start_offset().0,
-                    Records::Inline(Bytes::new()),
-                ));
-                continue;
-            }
-            // A throttled follower gets nothing while the leader's budget is spent.
-            if throttled && throttles.leader.exceeded() {
-                out.push((
-                    0,
-                    hw.0,
-                    log.log_start_offset().0,
-                    Records::Inline(Bytes::new()),
-                ));
-                continue;
-            }
-            // Consumers see the committed part; followers copy everything the leader has.
-            let upper = if follower { log.log_end_offset() } else { hw };
-            let mut budget = part_max.min(max_bytes.saturating_sub(total));
-            if throttled {
-                budget = budget.min(throttles.leader.available().unwrap_or(usize::MAX).max(1));
-            }
-            match log.read_ranges(Offset(offset), budget, upper, total == 0) {
-                Ok(r) => {
-                    total += r.bytes;
-                    if throttled {
-                        throttles.leader.record(r.bytes as u64);
-                    }
-                    let records = if r.bytes == 0 {
-                        Records::Inline(Bytes::new())
-                    } else if r.bytes < SPLICE_MIN_BYTES {
-                        match r.copy() {
-                            Ok(b) => Records::Inline(Bytes::from(b)),
-                            Err(e) => {
-                                tracing::warn!(error = %e, "reading fetched records failed");
-                                any_error = true;
-                                out.push((
-                                    ResponseError::KafkaStorageError.code(),
-                                    hw.0,
-                                    r.log_start_offset.0,
-                                    Records::None,
-                                ));
-                                continue;
-                            }
-                        }
-                    } else {
-                        Records::Ranges(r.ranges, r.bytes)
-                    };
-                    out.push((0, hw.0, r.log_start_offset.0, records));
+        let mut reads = Reads::new(jobs.len());
+        for job in &jobs {
+            match (&job.hosted, job.error) {
+                (Some(part), None) => {
+                    let hw = part.hw();
+                    let log = part.log.read().expect("log lock poisoned");
+                    reads.read(hw, &log, job, max_bytes, &throttles);
                 }
-                Err(LogError::OffsetOutOfRange { log_start, .. })
-                    if offset <= upper.0 && offset >= log_start.0 =>
-                {
-                    // Between the high watermark and the log end: nothing visible yet.
-                    out.push((0, hw.0, log_start.0, Records::Inline(Bytes::new())));
-                }
-                Err(e) => {
-                    any_error = true;
-                    out.push((
-                        e.kafka_error_code(),
-                        hw.0,
-                        log.log_start_offset().0,
-                        Records::None,
-                    ));
-                }
+                _ => reads.unreadable(job),
             }
         }
-        (out, total, any_error)
+        reads.done()
     })
     .await;
     result.unwrap_or_else(|e| {
         tracing::error!(error = %e, "fetch read task failed");
         (Vec::new(), 0, true)
     })
+}
+
+/// Fetches of at most this many partitions are read on the request's task ([`read_now`]): a
+/// few microseconds each, so a large follower fetch still goes to the blocking pool.
+const READ_NOW_MAX_PARTITIONS: usize = 64;
+
+/// Reads every partition on the calling task if every log's read lock is free now, else
+/// `None` having read nothing (all locks are taken before the first read).
+fn read_now(
+    jobs: &[Job],
+    max_bytes: usize,
+    throttles: &Throttles,
+) -> Option<(Vec<Read>, usize, bool)> {
+    if jobs.len() > READ_NOW_MAX_PARTITIONS {
+        return None;
+    }
+    // The high watermark before the log, as on the blocking pool.
+    let mut logs = Vec::with_capacity(jobs.len());
+    for job in jobs {
+        logs.push(match (&job.hosted, job.error) {
+            (Some(part), None) => Some((part.hw(), part.log.try_read().ok()?)),
+            _ => None,
+        });
+    }
+    let mut reads = Reads::new(jobs.len());
+    for (job, log) in jobs.iter().zip(&logs) {
+        match log {
+            Some((hw, log)) => reads.read(*hw, log, job, max_bytes, throttles),
+            None => reads.unreadable(job),
+        }
+    }
+    Some(reads.done())
+}
+
+/// The partitions read so far, the bytes they hold and whether any failed.
+struct Reads {
+    out: Vec<Read>,
+    total: usize,
+    any_error: bool,
+}
+
+impl Reads {
+    fn new(n: usize) -> Reads {
+        Reads {
+            out: Vec::with_capacity(n),
+            total: 0,
+            any_error: false,
+        }
+    }
+
+    fn done(self) -> (Vec<Read>, usize, bool) {
+        (self.out, self.total, self.any_error)
+    }
+
+    /// A partition that is not hosted here or was refused before reading.
+    fn unreadable(&mut self, job: &Job) {
+        self.any_error = true;
+        self.out
+            .push((job.error.map_or(0, |e| e.code()), -1, -1, Records::None));
+    }
+
+    /// Reads one partition whose high watermark was `hw` before its log was locked.
+    fn read(
+        &mut self,
+        hw: Offset,
+        log: &tributary_log::Log,
+        job: &Job,
+        max_bytes: usize,
+        throttles: &Throttles,
+    ) {
+        if job.diverged {
+            // Answered at once: the follower must truncate before it reads anything.
+            self.any_error = true;
+            self.out.push((
+                0,
+                hw.0,
+                log.log_start_offset().0,
+                Records::Inline(Bytes::new()),
+            ));
+            return;
+        }
+        // A throttled follower gets nothing while the leader's budget is spent.
+        if job.throttled && throttles.leader.exceeded() {
+            self.out.push((
+                0,
+                hw.0,
+                log.log_start_offset().0,
+                Records::Inline(Bytes::new()),
+            ));
+            return;
+        }
+        // Consumers see the committed part; followers copy everything the leader has.
+        let upper = if job.follower {
+            log.log_end_offset()
+        } else {
+            hw
+        };
+        let mut budget = job.max_bytes.min(max_bytes.saturating_sub(self.total));
+        if job.throttled {
+            budget = budget.min(throttles.leader.available().unwrap_or(usize::MAX).max(1));
+        }
+        let offset = job.offset;
+        match log.read_ranges(Offset(offset), budget, upper, self.total == 0) {
+            Ok(r) => {
+                self.total += r.bytes;
+                if job.throttled {
+                    throttles.leader.record(r.bytes as u64);
+                }
+                let records = if r.bytes == 0 {
+                    Records::Inline(Bytes::new())
+                } else if r.bytes < SPLICE_MIN_BYTES {
+                    match r.copy() {
+                        Ok(b) => Records::Inline(Bytes::from(b)),
+                        Err(e) => {
+                            tracing::warn!(error = %e, "reading fetched records failed");
+                            self.any_error = true;
+                            self.out.push((
+                                ResponseError::KafkaStorageError.code(),
+                                hw.0,
+                                r.log_start_offset.0,
+                                Records::None,
+                            ));
+                            return;
+                        }
+                    }
+                } else {
+                    Records::Ranges(r.ranges, r.bytes)
+                };
+                self.out.push((0, hw.0, r.log_start_offset.0, records));
+            }
+            Err(LogError::OffsetOutOfRange { log_start, .. })
+                if offset <= upper.0 && offset >= log_start.0 =>
+            {
+                // Between the high watermark and the log end: nothing visible yet.
+                self.out
+                    .push((0, hw.0, log_start.0, Records::Inline(Bytes::new())));
+            }
+            Err(e) => {
+                self.any_error = true;
+                self.out.push((
+                    e.kafka_error_code(),
+                    hw.0,
+                    log.log_start_offset().0,
+                    Records::None,
+                ));
+            }
+        }
+    }
 }
 
 /// A marker no client can predict: random per process, numbered per partition and response.
