@@ -304,15 +304,10 @@ fn append_locked(
     if !part.leads_in(node_id, epoch) {
         return Appended::Deposed;
     }
+    // The append itself applies flush.messages / flush.ms; by default the OS decides
+    // (durability comes from replication, as in Kafka).
     match log.append_produced(buf, epoch, now) {
-        Ok(info) => {
-            // flush.messages / flush.ms; by default the OS decides (durability comes from
-            // replication, as in Kafka).
-            if let Err(e) = log.maybe_flush(now) {
-                tracing::warn!(error = %e, "flush after append failed");
-            }
-            Appended::Ok(info, log.log_end_offset(), log.log_start_offset())
-        }
+        Ok(info) => Appended::Ok(info, log.log_end_offset(), log.log_start_offset()),
         Err(e) => Appended::Refused(e, Vec::new()),
     }
 }
