@@ -154,9 +154,7 @@ def paced_producer(bootstrap, topic, partitions, rate, size, stop):
     p = Producer({"bootstrap.servers": bootstrap, "linger.ms": 5, "enable.idempotence": False})
     payload, i, t0 = os.urandom(size), 0, time.perf_counter()
     while not stop.is_set():
-        target = t0 + i / rate
-        while (now := time.perf_counter()) < target:
-            p.poll(target - now)
+        load.poll_until(p, t0 + i / rate)
         p.produce(topic, payload, partition=i % partitions)
         i += 1
     p.flush(10)

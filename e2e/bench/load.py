@@ -119,6 +119,81 @@ def rtt_windows(stats):
     return out
 
 
+def poll_until(client, target):
+    """Serves `client`'s callbacks until time.perf_counter() reaches `target`, without spinning.
+
+    confluent-kafka truncates a poll timeout to whole milliseconds, so `poll(target - now)`
+    with less than 1 ms left is poll(0) in a loop: a paced client at 1,000 msg/s then spins a
+    whole CPU, which on a 2-CPU machine takes it from the broker and from librdkafka's own
+    threads (measured in docs/benchmarks.md: p99.9 2.4-3.5 ms spinning, 1.1-1.6 ms not).
+    Polling at least 1 ms instead still returns as soon as a delivery report is queued, so
+    latencies stay exact; a send may start up to 1 ms late, which later ones make up."""
+    while (now := time.perf_counter()) < target:
+        client.poll(max(target - now, 0.001))
+
+
+def raw_latency_probe(bootstrap, topic, rate, seconds, warmup, size, acks, results, stats=False):
+    """`latency_probe` without a client library: one Produce v3 request of one `size`-byte
+    record every 1/rate s on a blocking socket (TCP_NODELAY), timed from before its send to the
+    end of its response, which is checked (error 0, offsets one apart). What it measures is
+    the broker, the kernel's loopback and the machine's wake-ups, not librdkafka's queues and
+    threads; `stats` is accepted for the same call signature and ignored."""
+    import socket
+    import struct
+
+    from kafka.record.default_records import DefaultRecordBatchBuilder
+
+    host, port = bootstrap.rsplit(":", 1)
+    builder = DefaultRecordBatchBuilder(2, 0, False, -1, -1, -1, size + 1024)
+    builder.append(0, int(time.time() * 1000), None, os.urandom(size), [])
+    batch = bytes(builder.build())
+
+    def string(x):
+        return struct.pack(">h", len(x)) + x.encode()
+
+    acks = -1 if str(acks) == "all" else int(acks)
+    body = (struct.pack(">hhi", -1, acks, 30_000) + struct.pack(">i", 1) + string(topic)
+            + struct.pack(">iii", 1, 0, len(batch)) + batch)
+    head = struct.pack(">hh", 0, 3)
+    client_id = string("tributary-raw-probe")
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+    def recv_exact(n):
+        buf = bytearray()
+        while len(buf) < n:
+            chunk = sock.recv(n - len(buf))
+            if not chunk:
+                raise EOFError("broker closed the connection")
+            buf += chunk
+        return buf
+
+    lat, errors, last = [], 0, None
+    total = int(rate * (seconds + warmup))
+    t0 = time.perf_counter()
+    for i in range(total):
+        delay = t0 + i / rate - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+        msg = head + struct.pack(">i", i) + client_id + body
+        sent = time.perf_counter()
+        sock.sendall(struct.pack(">i", len(msg)) + msg)
+        resp = recv_exact(struct.unpack(">i", recv_exact(4))[0])
+        done = time.perf_counter()
+        # correlation id, 1 topic (name), 1 partition: index, error code, base offset
+        at = 8 + 2 + len(topic) + 4 + 4
+        err, offset = struct.unpack_from(">hq", resp, at)
+        if struct.unpack_from(">i", resp)[0] != i or err != 0 or (last is not None and offset != last + 1):
+            errors += 1
+        last = offset
+        lat.append(done - sent)
+    elapsed = time.perf_counter() - t0
+    sock.close()
+    skip = int(rate * warmup)
+    results.put({"latencies": lat[skip:], "errors": errors, "sent": total,
+                 "achieved_rate": total / elapsed, "rtt_windows": []})
+
+
 def latency_probe(bootstrap, topic, rate, seconds, warmup, size, acks, results, stats=False):
     """Sends one `size`-byte message every 1/rate s with linger.ms=0 and records, per message,
     the time from produce() to its delivery report; the first `warmup` seconds are dropped.
@@ -145,9 +220,7 @@ def latency_probe(bootstrap, topic, rate, seconds, warmup, size, acks, results, 
     total = int(rate * (seconds + warmup))
     t0 = time.perf_counter()
     for i in range(total):
-        target = t0 + i / rate
-        while (now := time.perf_counter()) < target:
-            p.poll(target - now)
+        poll_until(p, t0 + i / rate)
         sent = time.perf_counter()
         p.produce(topic, payload, partition=0,
                   on_delivery=lambda err, msg, s=sent: report(err, msg, s))

@@ -32,6 +32,7 @@ from confluent_kafka import Producer  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 import harness  # noqa: E402
+import load  # noqa: E402
 
 PAYLOAD = os.urandom(1024)
 
@@ -72,11 +73,9 @@ class Prober(threading.Thread):
                     self.lat.setdefault(phase, []).append((time.perf_counter() - sent) * 1000)
 
             self.p.produce(self.topic, PAYLOAD, callback=done)
-            self.p.poll(0)
             next_at += interval
-            delay = next_at - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
+            # Not time.sleep: a delivery report is timed when its callback runs, inside poll.
+            load.poll_until(self.p, next_at)
         self.p.flush(30)
 
     def report(self):

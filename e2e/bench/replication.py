@@ -6,7 +6,8 @@ build, Kafka's default timeouts). Not a test: a tool people run and report
               CPU-seconds per GB (all three brokers, from /proc, user and system apart) for
               RF 1 and RF 3 alternated --repeats times in one run after a page-cache warm-up,
               medians and their ratio
-  latency     acks=all RF 3 (min ISR 2) paced at --rate msg/s: p50/p99/max delivery latency
+  latency     acks=all paced at --rate msg/s for --seconds, RF 1 and RF 3 (min ISR 2) alternated
+              --repeats times: p50/p99/p99.9/max delivery latency per run
   failover    SIGKILL of partition 0's leader -> first acknowledged acks=all produce to it,
               median and max over --kills kills
   shutdown    SIGTERM (controlled shutdown) of partition 0's leader under a paced producer:
@@ -31,6 +32,7 @@ from confluent_kafka import Producer  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 import harness  # noqa: E402
+import load  # noqa: E402
 from ceilings import prewarm  # noqa: E402
 
 PAYLOAD = os.urandom(1024)
@@ -119,8 +121,7 @@ def paced(bootstrap, topic, rate, seconds, partition=0, on_tick=None):
     i = 0
     while time.time() - t0 < seconds:
         target = t0 + i / rate
-        while time.time() < target:
-            p.poll(0.0005)
+        load.poll_until(p, time.perf_counter() + (target - time.time()))
         rec = [time.time(), None, None]
         records.append(rec)
         p.produce(topic, PAYLOAD, partition=partition, on_delivery=report(rec))
@@ -132,17 +133,26 @@ def paced(bootstrap, topic, rate, seconds, partition=0, on_tick=None):
     return records
 
 
-def latency(c, rate, seconds):
-    create(c.bootstrap, "lat", 1, 3, 2)
-    recs = paced(c.bootstrap, "lat", rate, seconds + 1)
-    # The producer's start (metadata, InitProducerId: ~0.5 s) is not the broker's latency:
-    # count only messages sent after the first acknowledgement.
-    first_ack = min(a for s, a, e in recs if a and not e)
-    recs = [r for r in recs if r[0] >= first_ack]
-    lat = sorted((a - s) * 1000 for s, a, e in recs if a and not e)
-    q = lambda f: round(lat[min(len(lat) - 1, int(f * (len(lat) - 1)))], 2)  # noqa: E731
-    return {"rate": rate, "messages": len(recs), "acked": len(lat), "p50_ms": q(0.5), "p99_ms": q(0.99),
-            "max_ms": round(lat[-1], 2)}
+def latency(c, rate, seconds, repeats=1):
+    """Paced acks=all delivery latency on RF 1 and RF 3 (min ISR 2) topics of the same cluster,
+    alternated `repeats` times; per run p50/p99/p99.9/max."""
+    out = {}
+    for i in range(repeats):
+        for rf in (1, 3):
+            topic = f"lat-rf{rf}-{i}"
+            create(c.bootstrap, topic, 1, rf, min(rf, 2))
+            recs = paced(c.bootstrap, topic, rate, seconds + 1)
+            # The producer's start (metadata, InitProducerId: ~0.5 s) is not the broker's
+            # latency: count only messages sent after the first acknowledgement.
+            first_ack = min(a for s, a, e in recs if a and not e)
+            recs = [r for r in recs if r[0] >= first_ack]
+            lat = sorted((a - s) * 1000 for s, a, e in recs if a and not e)
+            q = lambda f: round(lat[min(len(lat) - 1, int(f * (len(lat) - 1)))], 2)  # noqa: E731
+            run = {"rate": rate, "messages": len(recs), "acked": len(lat), "p50_ms": q(0.5),
+                   "p99_ms": q(0.99), "p999_ms": q(0.999), "max_ms": round(lat[-1], 2)}
+            out.setdefault(f"rf{rf}", []).append(run)
+            print(f"  latency RF {rf} #{i}: {run}", file=sys.stderr)
+    return out
 
 
 def failover(c, kills):
@@ -241,7 +251,7 @@ def main():
             if part == "throughput":
                 results[part] = throughput(c, args.mib, args.repeats, args.prewarm_mib)
             elif part == "latency":
-                results[part] = latency(c, args.rate, args.seconds)
+                results[part] = latency(c, args.rate, args.seconds, args.repeats)
             elif part == "failover":
                 results[part] = failover(c, args.kills)
             elif part == "shutdown":

@@ -13,7 +13,10 @@ the runs alternate between them, so an A/B comparison shares the machine's moods
   per-request figure without the client's queueing. Broker CPU seconds per GB of payload over
   the run, from /proc.
 * paced: `--paced-runs` × `--paced-seconds` at `--paced-rate` msg/s, `linger.ms=0`
-  (`load.latency_probe`, 2 s warm-up dropped); p50/p99/p99.9/max per run.
+  (`load.latency_probe`, 2 s warm-up dropped); p50/p99/p99.9/max per run. With
+  `--paced-client raw` (repeatable with `librdkafka`, the default), the same pace from
+  `load.raw_latency_probe`: Produce requests on a blocking socket with no client library, so
+  the broker's part of the tail can be told from librdkafka's (mode `paced-raw`).
 
 `--broker-cpus 1 --client-cpus 0` keeps the client off the brokers' CPU (on 2 CPUs the broker
 then has one core to itself, and the client's own scheduling stops showing as broker latency).
@@ -133,11 +136,12 @@ def full_speed_run(target, args, acks, label, i):
     return out
 
 
-def paced_run(target, args, acks, label, i):
+def paced_run(target, args, acks, label, i, client="librdkafka"):
     topic = f"tail-paced-{label}-{acks}-{i}-{int(time.time() * 1000)}"
     target.create_topic(topic, 1)
     results = CTX.Queue()
-    proc = CTX.Process(target=load.latency_probe, args=(
+    probe = load.raw_latency_probe if client == "raw" else load.latency_probe
+    proc = CTX.Process(target=probe, args=(
         target.bootstrap, topic, args.paced_rate, args.paced_seconds, 2.0, args.size, acks,
         results), kwargs={"stats": True})
     cpu0, rq0 = cpu_seconds(target.pid), runqueue_wait_seconds(target.pid)
@@ -148,7 +152,8 @@ def paced_run(target, args, acks, label, i):
     wall = time.perf_counter() - t0
     proc.join(30)
     target.delete_topic(topic)
-    out = {"binary": label, "acks": acks, "run": i, "mode": "paced", "errors": r["errors"],
+    mode = "paced-raw" if client == "raw" else "paced"
+    out = {"binary": label, "acks": acks, "run": i, "mode": mode, "errors": r["errors"],
            "achieved_rate": r["achieved_rate"], "broker_cpu_s": cpu,
            "broker_runqueue_wait_s": rq, "wall_s": wall, "loadavg": os.getloadavg()[0],
            **summary_ms(r["latencies"])}
@@ -218,8 +223,9 @@ def run(args):
         for i in range(args.paced_runs):
             for acks in args.acks:
                 for label, (_, target) in brokers.items():
-                    res["runs"].append(paced_run(target, args, acks, label, i))
-                    log(line(res["runs"][-1]))
+                    for client in args.paced_client or ["librdkafka"]:
+                        res["runs"].append(paced_run(target, args, acks, label, i, client))
+                        log(line(res["runs"][-1]))
     finally:
         res["machine"]["loadavg_end"] = open("/proc/loadavg").read().strip()
         for label, (b, target) in brokers.items():
@@ -284,6 +290,8 @@ def parse_args(argv=None):
     ap.add_argument("--paced-runs", type=int, default=3)
     ap.add_argument("--paced-rate", type=float, default=1000.0)
     ap.add_argument("--paced-seconds", type=float, default=20.0)
+    ap.add_argument("--paced-client", action="append", choices=["librdkafka", "raw"],
+                    help="who sends the paced messages (repeatable; default librdkafka)")
     ap.add_argument("--slow-log-ms", type=int, default=20,
                     help="request.slow.log.ms of the brokers started (their log: <data-dir>/<label>.log)")
     ap.add_argument("--broker-override", action="append", default=[], metavar="KEY=VALUE")
