@@ -36,6 +36,10 @@ pub struct Metrics {
     log_dir_write_failing: AtomicBool,
     cleaner_runs: AtomicU64,
     cleaner_bytes_removed: AtomicU64,
+    /// Produce appends done on the request's own task, and ones handed to the blocking pool
+    /// (the log busy, too large, or one that may wait: a roll, a flush, a compacted topic).
+    pub appends_inline: AtomicU64,
+    pub appends_pool: AtomicU64,
     apis: Mutex<BTreeMap<i16, ApiStats>>,
 }
 
@@ -136,6 +140,12 @@ impl Metrics {
             "Bytes removed from compacted logs by the cleaner.",
             self.cleaner_bytes_removed.load(Ordering::Relaxed),
         );
+        let _ = writeln!(
+            out,
+            "# HELP tributary_produce_appends_total Produce appends by where they ran: on the request's task, or handed to the blocking pool.\n# TYPE tributary_produce_appends_total counter\ntributary_produce_appends_total{{path=\"request_task\"}} {}\ntributary_produce_appends_total{{path=\"blocking_pool\"}} {}",
+            self.appends_inline.load(Ordering::Relaxed),
+            self.appends_pool.load(Ordering::Relaxed),
+        );
         let _ = writeln!(out, "# HELP tributary_log_dir_writable 1 while appends to the log directory succeed, 0 after one failed with an I/O error (e.g. a full disk) until one succeeds again.\n# TYPE tributary_log_dir_writable gauge\ntributary_log_dir_writable {}", u8::from(!self.log_dir_write_failing.load(Ordering::Relaxed)));
         let _ = writeln!(out, "# HELP tributary_partitions Partitions hosted by this broker.\n# TYPE tributary_partitions gauge\ntributary_partitions {partitions}");
         let _ = writeln!(out, "# HELP tributary_log_size_bytes Bytes of all partition logs.\n# TYPE tributary_log_size_bytes gauge\ntributary_log_size_bytes {log_bytes}");
@@ -188,5 +198,9 @@ mod tests {
         assert!(text
             .contains("tributary_request_duration_seconds_bucket{api=\"Produce\",le=\"0.001\"} 1"));
         assert!(text.contains("tributary_request_duration_seconds_count{api=\"Produce\"} 1"));
+        m.appends_pool.fetch_add(2, Ordering::Relaxed);
+        let text = m.render(3, 4096);
+        assert!(text.contains("tributary_produce_appends_total{path=\"request_task\"} 0"));
+        assert!(text.contains("tributary_produce_appends_total{path=\"blocking_pool\"} 2"));
     }
 }

@@ -14,7 +14,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use tracing::{info, warn};
 
-use crate::checkpoint::{read_offset_checkpoint, sync_dir, write_offset_checkpoint};
+use crate::checkpoint::{read_offset_checkpoint, sync_dir, LastWritten};
 use crate::config::LogConfig;
 use crate::error::{io_err, LogError};
 use crate::log::{CleanOutcome, Log, RetentionOutcome};
@@ -44,8 +44,9 @@ pub struct LogManager {
     state: Mutex<State>,
     /// Serialises the writers of the dir-level checkpoints, which write (and fsync) without
     /// holding `state`: taken before the values are read, so a later write never carries
-    /// older values than an earlier one.
-    checkpoint_writer: Mutex<()>,
+    /// older values than an earlier one. It holds what was last written, so an unchanged
+    /// checkpoint is not rewritten.
+    checkpoint_writer: Mutex<LastWritten>,
 }
 
 #[derive(Debug, Default)]
@@ -112,7 +113,7 @@ impl LogManager {
             dir: dir.to_path_buf(),
             clean_shutdown,
             state: Mutex::new(state),
-            checkpoint_writer: Mutex::new(()),
+            checkpoint_writer: Mutex::new(LastWritten::default()),
         })
     }
 
@@ -223,7 +224,7 @@ impl LogManager {
     /// the files are written after it is released, so opening or deleting a partition (topic
     /// creation and deletion) does not wait for the fsyncs.
     pub fn checkpoint(&self) -> Result<(), LogError> {
-        let _writer = self.writer();
+        let mut written = self.writer();
         let (recovery_points, log_starts, cleaner_offsets) = {
             let mut state = self.state();
             let logs: Vec<(TopicPartition, SharedLog)> = state
@@ -247,13 +248,16 @@ impl LogManager {
                 state.cleaner_offsets.clone(),
             )
         };
-        write_offset_checkpoint(&self.dir.join(RECOVERY_POINT_CHECKPOINT), &recovery_points)?;
-        write_offset_checkpoint(&self.dir.join(LOG_START_OFFSET_CHECKPOINT), &log_starts)?;
-        write_offset_checkpoint(&self.dir.join(CLEANER_OFFSET_CHECKPOINT), &cleaner_offsets)?;
+        written
+            .write_offset_checkpoint(&self.dir.join(RECOVERY_POINT_CHECKPOINT), &recovery_points)?;
+        written
+            .write_offset_checkpoint(&self.dir.join(LOG_START_OFFSET_CHECKPOINT), &log_starts)?;
+        written
+            .write_offset_checkpoint(&self.dir.join(CLEANER_OFFSET_CHECKPOINT), &cleaner_offsets)?;
         Ok(())
     }
 
-    fn writer(&self) -> MutexGuard<'_, ()> {
+    fn writer(&self) -> MutexGuard<'_, LastWritten> {
         self.checkpoint_writer
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -280,7 +284,7 @@ impl LogManager {
         };
         let outcome = write_log(tp, log)?.install_clean(built)?;
         if let Some(o) = &outcome {
-            let _writer = self.writer();
+            let mut written = self.writer();
             let offsets = {
                 let mut state = self.state();
                 state
@@ -288,7 +292,7 @@ impl LogManager {
                     .insert(tp.clone(), o.first_dirty_offset);
                 state.cleaner_offsets.clone()
             };
-            write_offset_checkpoint(&self.dir.join(CLEANER_OFFSET_CHECKPOINT), &offsets)?;
+            written.write_offset_checkpoint(&self.dir.join(CLEANER_OFFSET_CHECKPOINT), &offsets)?;
         }
         Ok(outcome)
     }

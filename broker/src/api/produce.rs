@@ -158,8 +158,15 @@ async fn append(
     })
     .await;
     let result = match inline {
-        Some(done) => Ok(done),
+        Some(done) => {
+            broker
+                .metrics
+                .appends_inline
+                .fetch_add(1, Ordering::Relaxed);
+            Ok(done)
+        }
         None => {
+            broker.metrics.appends_pool.fetch_add(1, Ordering::Relaxed);
             let appender = part.clone();
             let append = tokio::task::spawn_blocking(move || {
                 let log = &appender.log;

@@ -233,6 +233,8 @@ pub struct ReplicaManager {
     sync: Arc<tokio::sync::Mutex<()>>,
     /// High watermarks read from `replication-offset-checkpoint` at start.
     hw_checkpoint: Mutex<BTreeMap<TopicPartition, Offset>>,
+    /// What was last written to `replication-offset-checkpoint` (unchanged: not rewritten).
+    hw_written: Mutex<tributary_log::checkpoint::LastWritten>,
     /// The follower fetchers, one per leader this broker follows partitions of.
     pub fetchers: fetcher::Fetchers,
     /// The replication throttles (rates from the broker's dynamic or static config).
@@ -252,6 +254,7 @@ impl ReplicaManager {
             partitions: RwLock::new(HashMap::new()),
             sync: Arc::new(tokio::sync::Mutex::new(())),
             hw_checkpoint: Mutex::new(hw_checkpoint),
+            hw_written: Mutex::default(),
             fetchers: fetcher::Fetchers::new(config.node_id, throttles.clone()),
             throttles,
         })
@@ -628,7 +631,8 @@ impl ReplicaManager {
         let hws: BTreeMap<TopicPartition, Offset> =
             self.all().into_iter().map(|(tp, p)| (tp, p.hw())).collect();
         let path = self.config.log_dir.join(HW_CHECKPOINT);
-        if let Err(e) = tributary_log::checkpoint::write_offset_checkpoint(&path, &hws) {
+        let mut written = self.hw_written.lock().unwrap_or_else(|e| e.into_inner());
+        if let Err(e) = written.write_offset_checkpoint(&path, &hws) {
             tracing::warn!(error = %e, "high watermark checkpoint failed");
         }
     }
