@@ -44,12 +44,20 @@ def prewarm(directory, mib):
     return {"MB_per_s": mib * MIB / seconds / 1e6, "MiB": mib}
 
 
-def _sink(port_q, seconds_q):
+def accept_one(port_q):
+    """Listens on a free 127.0.0.1 port, puts the port on `port_q` and returns the first
+    connection accepted."""
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(1)
     port_q.put(srv.getsockname()[1])
     conn, _ = srv.accept()
+    srv.close()
+    return conn
+
+
+def _sink(port_q, seconds_q):
+    conn = accept_one(port_q)
     buf = memoryview(bytearray(MIB))
     total = 0
     while (n := conn.recv_into(buf)) > 0:

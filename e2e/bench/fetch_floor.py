@@ -32,6 +32,7 @@ import time
 
 from confluent_kafka import Producer
 
+import ceilings
 import load
 from bench import CTX, Target, log, machine
 from procstat import Broker, cpu_seconds
@@ -128,11 +129,7 @@ def bare_reader(port, total, rate, results):
 
 def bare_server(path, ports):
     """Answers each request with the next 4 MiB of `path` (wrapping), by sendfile."""
-    listener = socket.socket()
-    listener.bind(("127.0.0.1", 0))
-    listener.listen(1)
-    ports.put(listener.getsockname()[1])
-    conn, _ = listener.accept()
+    conn = ceilings.accept_one(ports)
     conn.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
     fd = os.open(path, os.O_RDONLY)
     size, offset = os.fstat(fd).st_size, 0
