@@ -54,9 +54,25 @@ pub async fn read_frame_reusing<R: AsyncRead + Unpin>(
     buf: &mut BytesMut,
     max: usize,
 ) -> Result<Option<Bytes>, FrameError> {
+    read_frame_reusing_up_to(reader, buf, max, max).await
+}
+
+/// [`read_frame_reusing`] for frames of at most `reuse_max` bytes; a larger one (up to `max`)
+/// is read into a buffer of its own, so `buf` never grows past `reuse_max`.
+pub async fn read_frame_reusing_up_to<R: AsyncRead + Unpin>(
+    reader: &mut R,
+    buf: &mut BytesMut,
+    reuse_max: usize,
+    max: usize,
+) -> Result<Option<Bytes>, FrameError> {
     let Some(len) = read_size(reader, max).await? else {
         return Ok(None);
     };
+    if len > reuse_max {
+        let mut own = BytesMut::with_capacity(len);
+        read_body(reader, &mut own, len).await?;
+        return Ok(Some(own.freeze()));
+    }
     buf.clear();
     buf.reserve(len);
     read_body(reader, buf, len).await?;
@@ -107,6 +123,41 @@ fn eof_is_truncated(e: std::io::Error) -> FrameError {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn a_reused_buffer_serves_the_next_frame_from_the_same_memory_up_to_its_cap() {
+        let frame = |n: usize| {
+            let mut f = (n as u32).to_be_bytes().to_vec();
+            f.extend(std::iter::repeat_n(7u8, n));
+            f
+        };
+        let mut data: Vec<u8> = [frame(1000), frame(900), frame(5000)].concat();
+        let mut input: &[u8] = &mut data;
+        let mut buf = BytesMut::new();
+        let first = read_frame_reusing_up_to(&mut input, &mut buf, 2000, 10_000)
+            .await
+            .expect("read")
+            .expect("a frame");
+        let at = first.as_ptr();
+        drop(first);
+        // The first frame's bytes are gone: the second lands where they were.
+        let second = read_frame_reusing_up_to(&mut input, &mut buf, 2000, 10_000)
+            .await
+            .expect("read")
+            .expect("a frame");
+        assert_eq!((second.len(), second.as_ptr()), (900, at));
+        // Above the cap: a buffer of its own, and the reused one does not grow.
+        let third = read_frame_reusing_up_to(&mut input, &mut buf, 2000, 10_000)
+            .await
+            .expect("read")
+            .expect("a frame");
+        assert_eq!(third.len(), 5000);
+        assert!(buf.capacity() <= 2000);
+        assert!(read_frame_reusing_up_to(&mut input, &mut buf, 2000, 10_000)
+            .await
+            .expect("end")
+            .is_none());
+    }
 
     #[tokio::test]
     async fn frames_are_read_whole_and_limits_hold() {
