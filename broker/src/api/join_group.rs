@@ -5,7 +5,7 @@ use std::time::Duration;
 use kafka_protocol::messages::join_group_response::JoinGroupResponseMember;
 use kafka_protocol::messages::{JoinGroupRequest, JoinGroupResponse};
 
-use super::s;
+use super::{owned, s};
 use crate::broker::Broker;
 use crate::group::state::JoinRequest;
 
@@ -43,7 +43,7 @@ pub(super) async fn handle(
         protocols: req
             .protocols
             .into_iter()
-            .map(|p| (p.name.to_string(), p.metadata))
+            .map(|p| (p.name.to_string(), owned(p.metadata)))
             .collect(),
         supports_skip_assignment: version >= 9,
     };

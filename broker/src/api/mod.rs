@@ -145,10 +145,33 @@ pub(crate) fn s(v: impl Into<String>) -> StrBytes {
     StrBytes::from_string(v.into())
 }
 
+/// A copy of request bytes that outlive the request (a group member's subscription or
+/// assignment). Decoded fields are slices of the request's frame, and a slice keeps the whole
+/// frame buffer alive: with frame buffers reused per connection (up to 8 MiB, `server`), a
+/// kept slice would pin that buffer for as long as the group remembers it.
+pub(crate) fn owned(b: bytes::Bytes) -> bytes::Bytes {
+    bytes::Bytes::copy_from_slice(&b)
+}
+
 /// An error code and optional message from an `ApiError` result.
 pub(crate) fn error_parts<T>(r: &Result<T, crate::metadata::ApiError>) -> (i16, Option<StrBytes>) {
     match r {
         Ok(_) => (0, None),
         Err(e) => (e.code.code(), Some(s(e.message.clone()))),
+    }
+}
+
+#[cfg(test)]
+mod owned_tests {
+    use super::owned;
+
+    #[test]
+    fn kept_request_bytes_do_not_share_the_frame_buffer() {
+        let frame = bytes::Bytes::from(vec![7u8; 1 << 20]);
+        let field = frame.slice(100..164);
+        let kept = owned(field.clone());
+        assert_eq!(kept, field);
+        let range = frame.as_ptr_range();
+        assert!(!range.contains(&kept.as_ptr()));
     }
 }

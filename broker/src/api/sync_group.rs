@@ -2,7 +2,7 @@
 
 use kafka_protocol::messages::{SyncGroupRequest, SyncGroupResponse};
 
-use super::s;
+use super::{owned, s};
 use crate::broker::Broker;
 use crate::group::state::SyncRequest;
 
@@ -29,7 +29,7 @@ pub(super) async fn handle(
         assignments: req
             .assignments
             .into_iter()
-            .map(|a| (a.member_id.to_string(), a.assignment))
+            .map(|a| (a.member_id.to_string(), owned(a.assignment)))
             .collect(),
     };
     let r = broker.groups.sync(&req.group_id.0, sync).await;

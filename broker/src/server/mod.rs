@@ -189,9 +189,9 @@ const FRAME_BUFFER_LINGER: Duration = Duration::from_millis(100);
 /// What waiting for a connection's next request ended with.
 enum Wait {
     Readable,
+    /// The peer closed the connection, or the broker is shutting down.
     Closed,
     Idle,
-    Shutdown,
 }
 
 async fn connection(
@@ -207,7 +207,7 @@ async fn connection(
     loop {
         match next_request(&raw, idle, &mut shutdown, &mut frames).await {
             Wait::Readable => {}
-            Wait::Closed | Wait::Shutdown => return,
+            Wait::Closed => return,
             Wait::Idle => return idle_close(&broker, peer, idle),
         }
         let mut reader = BufReader::with_capacity(READ_BUFFER, raw);
@@ -237,24 +237,22 @@ async fn next_request(
     frames: &mut Option<BytesMut>,
 ) -> Wait {
     let deadline = tokio::time::Instant::now() + idle;
-    if frames.is_some() {
-        let linger = (tokio::time::Instant::now() + FRAME_BUFFER_LINGER).min(deadline);
+    loop {
+        let until = if frames.is_some() {
+            (tokio::time::Instant::now() + FRAME_BUFFER_LINGER).min(deadline)
+        } else {
+            deadline
+        };
         tokio::select! {
-            r = tokio::time::timeout_at(linger, raw.readable()) => match r {
+            r = tokio::time::timeout_at(until, raw.readable()) => match r {
                 Ok(Ok(())) => return Wait::Readable,
                 Ok(Err(_)) => return Wait::Closed,
-                Err(_) => *frames = None,
+                // The buffer is given back; wait on for the rest of the idle time.
+                Err(_) if frames.take().is_some() => {}
+                Err(_) => return Wait::Idle,
             },
-            _ = shutdown.changed() => return Wait::Shutdown,
+            _ = shutdown.changed() => return Wait::Closed,
         }
-    }
-    tokio::select! {
-        r = tokio::time::timeout_at(deadline, raw.readable()) => match r {
-            Ok(Ok(())) => Wait::Readable,
-            Ok(Err(_)) => Wait::Closed,
-            Err(_) => Wait::Idle,
-        },
-        _ = shutdown.changed() => Wait::Shutdown,
     }
 }
 
