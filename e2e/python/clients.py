@@ -62,6 +62,27 @@ def consume_all(bootstrap, topic, partitions, expected, timeout=60):
     return out
 
 
+def consume_to_end(bootstrap, topic, partitions, timeout=60):
+    """Reads every partition from offset 0 to the high watermark it has when the call starts;
+    returns (messages, {partition: high watermark}). For logs holding an unknown number of
+    messages (a SIGKILL can leave appended but unacknowledged ones), where stopping at a count
+    could stop before a partition's tail."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{topic}",
+                  "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
+    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    out, next_offset, deadline = [], {p: 0 for p in range(partitions)}, time.time() + timeout
+    while any(next_offset[p] < ends[p] for p in ends) and time.time() < deadline:
+        for m in c.consume(1000, 1.0):
+            assert not m.error(), m.error()
+            out.append(m)
+            next_offset[m.partition()] = m.offset() + 1
+    c.close()
+    short = {p: (next_offset[p], ends[p]) for p in ends if next_offset[p] < ends[p]}
+    assert not short, f"partitions not read to their high watermark in {timeout} s: {short}"
+    return out, ends
+
+
 def check_round_trip(acked, consumed):
     """Every acknowledged message is read back once, with its content, at its offset, and each
     partition's offsets are contiguous from 0 in production order."""
