@@ -58,6 +58,8 @@ pub(super) struct Inner {
     pub(super) groups: HashMap<String, Entry>,
     joins: HashMap<(String, String), oneshot::Sender<JoinResponse>>,
     syncs: HashMap<(String, String), oneshot::Sender<SyncResponse>>,
+    /// The instant the timer task sleeps until (`None` before it first sleeps).
+    armed: Option<Instant>,
 }
 
 /// Sync answers held back until the group metadata they depend on is written.
@@ -73,6 +75,8 @@ pub struct GroupCoordinator {
     /// are applied in log order, and a partition whose replication is stuck holds up only the
     /// groups it stores.
     writes: WriteLocks,
+    /// Wakes the timer task when a group gets a deadline earlier than the one it sleeps until.
+    timers: tokio::sync::Notify,
 }
 
 /// The per-partition write locks of a coordinator.
@@ -116,11 +120,30 @@ impl GroupCoordinator {
             config,
             log,
             writes: WriteLocks::default(),
+            timers: tokio::sync::Notify::new(),
         })
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, Inner> {
         self.inner.lock().expect("group coordinator lock poisoned")
+    }
+
+    /// Wakes the timer task if `group_id`, just changed by a request, now has a deadline
+    /// before the one the task sleeps until. Callers hold the lock. (A heartbeat or an offset
+    /// commit only moves a member's deadline later, and needs no call.)
+    fn rearm(&self, inner: &Inner, group_id: &str) {
+        let next = inner
+            .groups
+            .get(group_id)
+            .and_then(|e| e.group.next_deadline());
+        if next.is_some_and(|d| inner.armed.is_none_or(|armed| d < armed)) {
+            self.timers.notify_one();
+        }
+    }
+
+    /// Wakes the timer task to look at every group's deadlines again (groups were loaded).
+    pub(super) fn rearm_all(&self) {
+        self.timers.notify_one();
     }
 
     /// The write lock of the partition that stores `group_id`.
@@ -275,6 +298,7 @@ impl GroupCoordinator {
                 }
             };
             let (deferred, persist) = Self::deliver(&mut inner, group_id, effects);
+            self.rearm(&inner, group_id);
             (reply, deferred, persist)
         };
         self.finish(group_id, deferred, persist).await;
@@ -308,6 +332,7 @@ impl GroupCoordinator {
                 }
             };
             let (deferred, persist) = Self::deliver(&mut inner, group_id, effects);
+            self.rearm(&inner, group_id);
             (reply, deferred, persist)
         };
         self.finish(group_id, deferred, persist).await;
@@ -360,19 +385,31 @@ impl GroupCoordinator {
                 results.push(r.map(|e| effects.extend(e)));
             }
             let (deferred, persist) = Self::deliver(&mut inner, group_id, effects);
+            self.rearm(&inner, group_id);
             (results, deferred, persist)
         };
         self.finish(group_id, deferred, persist).await;
         Ok(results)
     }
 
-    /// The earliest deadline of any group.
-    pub fn next_deadline(&self) -> Option<Instant> {
-        self.lock()
+    /// The instant the timer task sleeps until, recorded for [`Self::rearm`]: the earliest
+    /// deadline of any group, or `idle` when there is none. A deadline the last tick (at
+    /// `last_tick`) left in the past is retried `STUCK_RETRY` after it rather than at once, so
+    /// the task never spins.
+    fn arm(&self, last_tick: Instant, idle: Instant) -> Instant {
+        let mut inner = self.lock();
+        let next = inner
             .groups
             .values()
             .filter_map(|e| e.group.next_deadline())
-            .min()
+            .min();
+        let wake = match next {
+            Some(d) if d > last_tick => d.min(idle),
+            Some(_) => (last_tick + STUCK_RETRY).min(idle),
+            None => idle,
+        };
+        inner.armed = Some(wake);
+        wake
     }
 
     /// Runs every group's timers once.
@@ -394,6 +431,11 @@ impl GroupCoordinator {
                 .filter_map(|id| {
                     let effects = inner.groups.get_mut(&id)?.group.tick(now, now_ms);
                     let (deferred, persist) = Self::deliver(&mut inner, &id, effects);
+                    // A request's tick can start a phase with its own deadline; the timer
+                    // task's own tick is followed by a fresh look at every deadline anyway.
+                    if only.is_some() {
+                        self.rearm(&inner, &id);
+                    }
                     (persist || !deferred.is_empty()).then_some((id, deferred, persist))
                 })
                 .collect()
@@ -455,32 +497,33 @@ fn ms(d: Duration) -> i32 {
     i32::try_from(d.as_millis()).unwrap_or(i32::MAX)
 }
 
-/// Ticks the coordinator's timers until `stop` flips (background task).
+/// Ticks the coordinator's timers until `stop` flips (background task). It sleeps until the
+/// earliest deadline of any group; a request that sets an earlier one wakes it
+/// ([`GroupCoordinator::rearm`]), so an idle coordinator does not wake at all.
 pub async fn run_timers(coordinator: Arc<GroupCoordinator>, mut stop: watch::Receiver<bool>) {
     let mut cleanup = tokio::time::interval(coordinator.config.retention_check_interval);
     let mut last_tick = Instant::now();
     loop {
-        // Wake at the earliest deadline, and at least every TIMER_POLL: a deadline set while
-        // sleeping is at least a timeout (longer than TIMER_POLL) away, so it is met on time.
-        // A deadline the last tick left in the past is not waited for again (no spinning).
-        let poll = Instant::now() + TIMER_POLL;
-        let wake = coordinator
-            .next_deadline()
-            .filter(|d| *d > last_tick)
-            .map_or(poll, |d| d.min(poll));
+        let wake = coordinator.arm(last_tick, Instant::now() + IDLE_WAKE);
         tokio::select! {
             _ = tokio::time::sleep_until(wake) => {
                 last_tick = Instant::now();
                 coordinator.tick().await;
             }
+            // Look at the deadlines again.
+            _ = coordinator.timers.notified() => {}
             _ = cleanup.tick() => coordinator.expire_offsets(now_ms()).await,
             _ = stop.changed() => return,
         }
     }
 }
 
-/// The longest the timer task sleeps without looking at the groups' deadlines again.
-const TIMER_POLL: Duration = Duration::from_millis(100);
+/// How long the timer task sleeps when no group has a deadline. Nothing relies on this wake:
+/// every request that sets an earlier deadline wakes the task.
+const IDLE_WAKE: Duration = Duration::from_secs(60);
+
+/// When a deadline is still due after a tick (nothing it could do yet), the next look at it.
+const STUCK_RETRY: Duration = Duration::from_millis(100);
 
 #[cfg(test)]
 #[path = "coordinator_tests.rs"]

@@ -394,3 +394,21 @@ async fn requests_wait_for_loading_and_other_partitions_are_not_ours() {
     let r = c.join("g", join_req("", None)).await;
     assert_eq!(r.error, Some(ResponseError::MemberIdRequired));
 }
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_timer_task_is_woken_by_a_new_groups_deadline() {
+    let c = coordinator(Arc::default()).await;
+    // The timer task has gone to sleep with no deadline to wait for.
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    let t0 = Instant::now();
+    let a = join(c.clone(), "g").await;
+    assert_eq!(a.error, None);
+    // The join phase ended at its deadline (the initial delay, once extended for the member the
+    // join added), not when the idle timer task would next have looked.
+    let delay = config().initial_rebalance_delay;
+    assert!(
+        t0.elapsed() <= delay * 2,
+        "join answered after {:?}",
+        t0.elapsed()
+    );
+}

@@ -136,6 +136,9 @@ impl GroupCoordinator {
                 .insert(id.clone(), restore(&id, r, timeouts, p, now));
         }
         inner.partitions.insert(p, Load::Loaded);
+        drop(inner);
+        // The restored members' sessions run from now.
+        self.rearm_all();
         tracing::info!(
             partition = p,
             groups = n,
