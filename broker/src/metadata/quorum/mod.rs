@@ -92,9 +92,9 @@ impl Quorum {
         let log = LogStore::open(&cfg.dir).map_err(storage)?;
         let sm = state_machine::StateMachine::open(&cfg.dir, follower).map_err(storage)?;
         // A real quorum gets timeouts that ride out a busy machine without needless elections
-        // (Kafka's default is 1 s). A lone voter has nobody to send heartbeats to and nobody to
-        // lose an election to: it asks for its election as soon as it starts (below), and its
-        // Raft timer (every 1.5 heartbeat intervals) wakes it rarely when idle.
+        // (Kafka's default is 1 s). A lone voter has nobody to send heartbeats to, and openraft
+        // elects it at once on start whatever the timeouts, so long ones cost it nothing and
+        // its Raft timer (every 1.5 heartbeat intervals) wakes it rarely when idle.
         let lone = cfg.voters.len() == 1;
         let (heartbeat, election) = if lone { (500, 1500) } else { (100, 500) };
         let raft_config = openraft::Config {
@@ -124,11 +124,6 @@ impl Quorum {
         if !raft.is_initialized().await.map_err(StartError::Raft)? {
             if let Err(e) = raft.initialize(members).await {
                 tracing::warn!(error = %e, "metadata quorum initialisation refused");
-            }
-        } else if lone {
-            // Restarted: rather than wait out an election timeout.
-            if let Err(e) = raft.trigger().elect().await {
-                tracing::warn!(error = %e, "could not start the lone voter's election");
             }
         }
         Ok(Quorum {
