@@ -10,6 +10,7 @@ pub mod cli;
 pub mod config;
 pub mod fsutil;
 pub mod group;
+pub mod health;
 pub mod http;
 pub mod lifecycle;
 pub mod logging;
