@@ -48,13 +48,18 @@ def produce_confluent(bootstrap, topic, n, codec="none", acks="all", tag=""):
     return acked
 
 
-def consume_all(bootstrap, topic, partitions, expected, timeout=60):
-    """Reads every partition from offset 0 until `expected` messages arrived."""
+def _reader(bootstrap, topic, partitions):
+    """A consumer assigned every partition of `topic` from offset 0 (no commits)."""
     c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{topic}",
                   "enable.auto.commit": False, "auto.offset.reset": "earliest"})
     c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
+    return c
+
+
+def _drain(c, done, timeout):
+    """Consumes until `done(messages so far)` or `timeout` seconds, then closes `c`."""
     out, deadline = [], time.time() + timeout
-    while len(out) < expected and time.time() < deadline:
+    while not done(out) and time.time() < deadline:
         for m in c.consume(1000, 1.0):
             assert not m.error(), m.error()
             out.append(m)
@@ -62,22 +67,27 @@ def consume_all(bootstrap, topic, partitions, expected, timeout=60):
     return out
 
 
+def consume_all(bootstrap, topic, partitions, expected, timeout=60):
+    """Reads every partition from offset 0 until `expected` messages arrived."""
+    return _drain(_reader(bootstrap, topic, partitions), lambda out: len(out) >= expected, timeout)
+
+
 def consume_to_end(bootstrap, topic, partitions, timeout=60):
     """Reads every partition from offset 0 to the high watermark it has when the call starts;
     returns (messages, {partition: high watermark}). For logs holding an unknown number of
     messages (a SIGKILL can leave appended but unacknowledged ones), where stopping at a count
     could stop before a partition's tail."""
-    c = Consumer({"bootstrap.servers": bootstrap, "group.id": f"reader-{topic}",
-                  "enable.auto.commit": False, "auto.offset.reset": "earliest"})
+    c = _reader(bootstrap, topic, partitions)
     ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
-    c.assign([TopicPartition(topic, p, 0) for p in range(partitions)])
-    out, next_offset, deadline = [], {p: 0 for p in range(partitions)}, time.time() + timeout
-    while any(next_offset[p] < ends[p] for p in ends) and time.time() < deadline:
-        for m in c.consume(1000, 1.0):
-            assert not m.error(), m.error()
-            out.append(m)
+    next_offset = dict.fromkeys(ends, 0)
+
+    def done(out):
+        for m in out[done.seen:]:
             next_offset[m.partition()] = m.offset() + 1
-    c.close()
+        done.seen = len(out)
+        return all(next_offset[p] >= ends[p] for p in ends)
+    done.seen = 0
+    out = _drain(c, done, timeout)
     short = {p: (next_offset[p], ends[p]) for p in ends if next_offset[p] < ends[p]}
     assert not short, f"partitions not read to their high watermark in {timeout} s: {short}"
     return out, ends
