@@ -35,7 +35,7 @@ from confluent_kafka import Producer
 import ceilings
 import load
 from bench import CTX, Target, log, machine
-from procstat import Broker, cpu_seconds
+from procstat import Broker, cpu_seconds, steal_seconds
 
 MIB = 1 << 20
 FETCH_BYTES = 4 * MIB
@@ -159,17 +159,19 @@ def trial(kind, target, topic, end_offset, segment, total, rate):
         server.start()
         pid = server.pid
         reader = CTX.Process(target=bare_reader, args=(ports.get(timeout=30), total, rate, results))
-    cpu0, t0 = cpu_seconds(pid), time.perf_counter()
+    cpu0, t0, st0 = cpu_seconds(pid), time.perf_counter(), steal_seconds()
     reader.start()
     got = results.get(timeout=600)
     seconds = time.perf_counter() - t0
     cpu = cpu_seconds(pid) - cpu0
+    steal = (steal_seconds() - st0) / (seconds * (os.cpu_count() or 1))
     reader.join(30)
     if server:
         server.join(10)
         server.kill()
     return {"kind": kind, "rate_MB_s": rate / 1e6, "bytes": got, "seconds": seconds,
-            "MB_per_s": got / seconds / 1e6, "cpu_s": cpu, "cpu_s_per_GB": cpu / (got / 1e9)}
+            "MB_per_s": got / seconds / 1e6, "cpu_s": cpu, "steal_share": steal,
+            "cpu_s_per_GB": cpu / (got / 1e9)}
 
 
 def fill(target, topic, mib):
@@ -217,7 +219,7 @@ def main():
                     t["round"] = rnd
                     res["trials"].append(t)
                     log(f"round {rnd} {kind} pace {rate:.0f} MB/s: {t['MB_per_s']:.0f} MB/s, "
-                        f"{t['cpu_s_per_GB']:.3f} CPU-s/GB")
+                        f"{t['cpu_s_per_GB']:.3f} CPU-s/GB, steal {t['steal_share']:.1%}")
     finally:
         target.admin = None
         res["exit_code"] = broker.stop()

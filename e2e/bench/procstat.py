@@ -38,6 +38,15 @@ def thread_cpu(pid):
     return out
 
 
+def steal_seconds():
+    """CPU seconds the hypervisor gave to others while this VM's CPUs wanted to run (the
+    `steal` column of /proc/stat's `cpu` line, summed over CPUs): a run during which it grows
+    was measured on a machine that was not all ours."""
+    with open("/proc/stat") as f:
+        fields = f.readline().split()
+    return int(fields[8]) / CLK_TCK
+
+
 def runqueue_wait_seconds(pid):
     """Seconds the live threads of `pid` spent runnable but waiting for a CPU (the second field
     of /proc/<pid>/task/<tid>/schedstat), summed: how much the machine's other load held the

@@ -35,7 +35,7 @@ import time
 
 import load
 from bench import CTX, Target, log, machine
-from procstat import Broker, cpu_seconds, runqueue_wait_seconds
+from procstat import Broker, cpu_seconds, runqueue_wait_seconds, steal_seconds
 
 
 def percentile(sorted_values, q):
@@ -116,11 +116,12 @@ def full_speed_run(target, args, acks, label, i):
     results = CTX.Queue()
     proc = CTX.Process(target=full_speed_worker, args=(
         target.bootstrap, topic, args.messages, args.size, acks, args.linger_ms, results))
-    cpu0, rq0 = cpu_seconds(target.pid), runqueue_wait_seconds(target.pid)
+    cpu0, rq0, st0 = cpu_seconds(target.pid), runqueue_wait_seconds(target.pid), steal_seconds()
     t0 = time.perf_counter()
     proc.start()
     r = results.get(timeout=600)
     cpu, rq = cpu_seconds(target.pid) - cpu0, runqueue_wait_seconds(target.pid) - rq0
+    steal = steal_seconds() - st0
     wall = time.perf_counter() - t0
     proc.join(30)
     target.delete_topic(topic)
@@ -130,8 +131,8 @@ def full_speed_run(target, args, acks, label, i):
     out = {"binary": label, "acks": acks, "run": i, "mode": "full", "seconds": r["seconds"],
            "msgs_per_s": args.messages / r["seconds"],
            "broker_cpu_s": cpu, "cpu_s_per_GB": cpu / (args.messages * args.size / 1e9),
-           "broker_runqueue_wait_s": rq, "wall_s": wall, "loadavg": os.getloadavg()[0],
-           **summary_ms(r["latencies"])}
+           "broker_runqueue_wait_s": rq, "steal_s": steal, "wall_s": wall,
+           "loadavg": os.getloadavg()[0], **summary_ms(r["latencies"])}
     out.update(rtt_summary(r["rtt_windows"]))
     return out
 
@@ -144,19 +145,20 @@ def paced_run(target, args, acks, label, i, client="librdkafka"):
     proc = CTX.Process(target=probe, args=(
         target.bootstrap, topic, args.paced_rate, args.paced_seconds, 2.0, args.size, acks,
         results), kwargs={"stats": True})
-    cpu0, rq0 = cpu_seconds(target.pid), runqueue_wait_seconds(target.pid)
+    cpu0, rq0, st0 = cpu_seconds(target.pid), runqueue_wait_seconds(target.pid), steal_seconds()
     t0 = time.perf_counter()
     proc.start()
     r = results.get(timeout=args.paced_seconds + 120)
     cpu, rq = cpu_seconds(target.pid) - cpu0, runqueue_wait_seconds(target.pid) - rq0
+    steal = steal_seconds() - st0
     wall = time.perf_counter() - t0
     proc.join(30)
     target.delete_topic(topic)
     mode = "paced-raw" if client == "raw" else "paced"
     out = {"binary": label, "acks": acks, "run": i, "mode": mode, "errors": r["errors"],
            "achieved_rate": r["achieved_rate"], "broker_cpu_s": cpu,
-           "broker_runqueue_wait_s": rq, "wall_s": wall, "loadavg": os.getloadavg()[0],
-           **summary_ms(r["latencies"])}
+           "broker_runqueue_wait_s": rq, "steal_s": steal, "wall_s": wall,
+           "loadavg": os.getloadavg()[0], **summary_ms(r["latencies"])}
     out.update(rtt_summary(r["rtt_windows"]))
     return out
 
@@ -205,7 +207,8 @@ def line(r):
     cpu = f" {r['cpu_s_per_GB']:.2f} CPU-s/GB" if "cpu_s_per_GB" in r else ""
     return (f"{r['mode']} {r['binary']} acks={r['acks']} #{r['run']}: p50 {r['p50_ms']:.2f} "
             f"p99 {r['p99_ms']:.2f} p99.9 {r['p999_ms']:.2f} max {r['max_ms']:.2f} ms{rtt}{cpu} "
-            f"runqueue {r['broker_runqueue_wait_s'] * 1e3:.0f} ms load {r['loadavg']:.1f}")
+            f"runqueue {r['broker_runqueue_wait_s'] * 1e3:.0f} ms steal {steal_text(r)} "
+            f"load {r['loadavg']:.1f}")
 
 
 def run(args):
@@ -235,23 +238,41 @@ def run(args):
     return res
 
 
+def steal_share(r):
+    """The share of the machine's CPU time the hypervisor took during the run (None for results
+    recorded before steal was)."""
+    if "steal_s" not in r:
+        return None
+    wall = r.get("wall_s") or r.get("seconds") or 1.0
+    return r["steal_s"] / (wall * (os.cpu_count() or 1))
+
+
+def steal_text(r):
+    share = steal_share(r)
+    return "?" if share is None else f"{share:.1%}"
+
+
 def quiet_run(r, res):
     """Whether the broker's threads waited for a CPU less than `--quiet-runqueue` of the run's
-    wall time (summed over its threads)."""
+    wall time (summed over its threads), and the hypervisor took less than `--quiet-steal` of
+    the machine."""
     wall = r.get("wall_s") or r.get("seconds") or 1.0
-    return r["broker_runqueue_wait_s"] / wall < res["args"].get("quiet_runqueue", 0.1)
+    return (r["broker_runqueue_wait_s"] / wall < res["args"].get("quiet_runqueue", 0.1)
+            and (steal_share(r) or 0.0) < res["args"].get("quiet_steal", 0.01))
 
 
 def markdown(res):
     rows = ["| mode | binary | acks | run | p50 ms | p99 ms | p99.9 ms | max ms | rtt max ms | "
-            "msg/s | CPU-s/GB | runqueue ms | load |", "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+            "msg/s | CPU-s/GB | runqueue ms | steal | load |",
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["runs"]:
         rate = r.get("msgs_per_s", r.get("achieved_rate", 0))
         rows.append(f"| {r['mode']} | {r['binary']} | {r['acks']} | {r['run']} | "
                     f"{r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['p999_ms']:.2f} | "
                     f"{r['max_ms']:.2f} | {r.get('rtt_max_ms', float('nan')):.1f} | {rate:,.0f} | "
                     f"{r.get('cpu_s_per_GB', float('nan')):.2f} | "
-                    f"{r['broker_runqueue_wait_s'] * 1e3:.0f} | {r['loadavg']:.1f} |")
+                    f"{r['broker_runqueue_wait_s'] * 1e3:.0f} | {steal_text(r)} | "
+                    f"{r['loadavg']:.1f} |")
     rows += ["", "| mode | binary | acks | runs | max of max ms | runs with max > 20 ms | "
              "median p99 ms | worst p99.9 ms | median CPU-s/GB | quiet runs | their max of max ms |",
              "|---|---|---|---|---|---|---|---|---|---|---|"]
@@ -298,6 +319,8 @@ def parse_args(argv=None):
     ap.add_argument("--quiet-runqueue", type=float, default=0.1,
                     help="the summary's 'quiet runs': broker run-queue wait below this share of "
                          "the run's wall time")
+    ap.add_argument("--quiet-steal", type=float, default=0.01,
+                    help="... and the hypervisor's steal below this share of the machine's CPU time")
     ap.add_argument("--broker-cpus", type=cpu_list, default=None, metavar="N,M",
                     help="pin the brokers' threads to these CPUs (e.g. 1)")
     ap.add_argument("--client-cpus", type=cpu_list, default=None, metavar="N,M",
