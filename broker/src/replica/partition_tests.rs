@@ -1,5 +1,7 @@
 //! Unit tests of the partition state machine (`partition.rs`).
 
+use std::time::Duration;
+
 use super::*;
 
 const ME: i32 = 1;

@@ -1,7 +1,12 @@
 use std::collections::BTreeMap;
+use std::time::Duration;
 
+use tributary_log::LogConfig;
+
+use super::partition::ReplicaSettings;
 use super::*;
 use crate::config::BrokerConfig;
+use crate::topic_config;
 
 fn cfg(overrides: &[(&str, &str)]) -> LogConfig {
     let broker = BrokerConfig::from_properties(BTreeMap::new()).expect("config");
