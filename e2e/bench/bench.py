@@ -23,7 +23,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 
 import ceilings
 import load
-from procstat import Broker, RssSampler, cpu_seconds, status_kib, thread_cpu
+from procstat import Broker, RssSampler, cpu_seconds, status_kib, steal_seconds, thread_cpu
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 CTX = mp.get_context("spawn")  # librdkafka threads do not survive fork
@@ -84,7 +84,7 @@ def run_phase(target, worker, worker_args, perf_path=None, callgraph=None):
     for _ in procs:
         assert results.get(timeout=120)[0] == "ready"
     perf = start_perf(target.pid, perf_path, callgraph) if perf_path else None
-    cpu0, thr0 = cpu_seconds(target.pid), thread_cpu(target.pid)
+    cpu0, thr0, steal0 = cpu_seconds(target.pid), thread_cpu(target.pid), steal_seconds()
     with RssSampler(target.pid) as rss:
         t0 = time.perf_counter()
         start.set()
@@ -92,6 +92,7 @@ def run_phase(target, worker, worker_args, perf_path=None, callgraph=None):
         seconds = time.perf_counter() - t0
         cpu = cpu_seconds(target.pid) - cpu0
         thr1 = thread_cpu(target.pid)
+        steal = steal_seconds() - steal0
     if perf:
         perf.send_signal(signal.SIGINT)
         perf.wait(60)
@@ -99,7 +100,7 @@ def run_phase(target, worker, worker_args, perf_path=None, callgraph=None):
         p.join(30)
     threads = {k: round(v - thr0.get(k, 0.0), 2) for k, v in thr1.items() if v - thr0.get(k, 0.0) > 0}
     return {"seconds": seconds, "broker_cpu_s": cpu, "broker_threads_cpu_s": threads,
-            "peak_rss_kib": rss.peak_kib, "workers": done}
+            "steal_s": steal, "peak_rss_kib": rss.peak_kib, "workers": done}
 
 
 def summarise(phase, count, size):
@@ -242,8 +243,9 @@ def _run(args, started):
                     r = one_run(target, args, size, acks, parts, rep)
                     log(f"size={size} acks={acks} p={parts} rep={rep}: produce "
                         f"{r['produce']['MB_per_s']:.0f} MB/s {r['produce']['cpu_s_per_GB']:.2f} "
-                        f"CPU-s/GB; consume {r['consume']['MB_per_s']:.0f} MB/s "
-                        f"{r['consume']['cpu_s_per_GB']:.2f} CPU-s/GB")
+                        f"CPU-s/GB (steal {r['produce']['steal_s'] * 1e3:.0f} ms); consume "
+                        f"{r['consume']['MB_per_s']:.0f} MB/s {r['consume']['cpu_s_per_GB']:.2f} "
+                        f"CPU-s/GB (steal {r['consume']['steal_s'] * 1e3:.0f} ms)")
                     res["runs"].append(r)
     if not args.skip_latency:
         res["latency"] = []
