@@ -79,8 +79,8 @@ def trial(binary, data_dir, args):
         topics = [f"idle-{i}" for i in range(args.topics)]
         if topics:
             a = AdminClient({"bootstrap.servers": b.bootstrap})
-            for name, fut in a.create_topics([NewTopic(t, 1, 1) for t in topics]).items():
-                fut.result(30)
+            for name, fut in a.create_topics([NewTopic(t, args.partitions, 1) for t in topics]).items():
+                fut.result(120)
             del a  # its connection closes: only the member (if any) talks to the broker
             if args.group:
                 member = IdleMember(b.bootstrap, topics)
@@ -102,6 +102,7 @@ def main():
     ap.add_argument("--broker-bin", action="append", required=True, metavar="LABEL=PATH")
     ap.add_argument("--data-dir", default="/tmp/tributary-idle-cpu")
     ap.add_argument("--topics", type=int, default=10)
+    ap.add_argument("--partitions", type=int, default=1, help="partitions per topic")
     ap.add_argument("--group", action="store_true", help="keep one idle consumer group member on the topics")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--settle", type=float, default=10.0)

@@ -96,8 +96,14 @@ pub fn proposed_isr(
         return None;
     }
     let leaving = shrink_candidates(state, now, lag_time);
+    let joining = expand_candidates(state);
+    // The usual case, checked every half second for every led partition: nothing to change
+    // (and nothing allocated: both sets are empty).
+    if leaving.is_empty() && joining.is_empty() && leader.isr.contains(&state.local_id()) {
+        return None;
+    }
     let mut next: BTreeSet<i32> = leader.isr.difference(&leaving).copied().collect();
-    next.extend(expand_candidates(state));
+    next.extend(joining);
     next.insert(state.local_id());
     if next == leader.isr {
         return None;

@@ -35,8 +35,9 @@ pub async fn run(broker: Arc<Broker>, mut stop: watch::Receiver<bool>) {
         let mut proposals = Vec::new();
         for (tp, part) in broker.replicas.all() {
             let proposed = part.with_state(|st| {
-                let before = st.leader()?.isr.clone();
-                Some((before, st.propose_isr_change(now)?))
+                // Proposing leaves the committed ISR as it is: copy it only for a proposal.
+                let p = st.propose_isr_change(now)?;
+                Some((st.leader()?.isr.clone(), p))
             });
             if let Some((before, p)) = proposed {
                 let change = IsrChange::between(&before, &p.isr);

@@ -18,6 +18,7 @@ pub mod reassignment;
 mod topics;
 
 use std::collections::{BTreeMap, HashMap};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -103,6 +104,9 @@ pub struct QuorumController {
     sessions: std::sync::Mutex<Sessions>,
     /// The cluster id this node proposes if the quorum has none yet.
     proposed_cluster_id: String,
+    /// The applied index of the last image in which no reassignment could complete: until the
+    /// image changes, the next tick need not look at every partition again.
+    reassignments_settled_at: AtomicU64,
 }
 
 impl QuorumController {
@@ -120,6 +124,7 @@ impl QuorumController {
             lifecycle,
             sessions: std::sync::Mutex::new(Sessions::default()),
             proposed_cluster_id,
+            reassignments_settled_at: AtomicU64::new(u64::MAX),
         })
     }
 
@@ -413,6 +418,12 @@ impl QuorumController {
     /// after a controller failover or once a target leader is unfenced).
     async fn complete_reassignments(&self) {
         let image = self.image();
+        // Whether a reassignment can complete depends on the image alone (the partitions'
+        // target replicas and ISRs, the brokers' states): an image already found to have none
+        // is not scanned again. A failed commit leaves the mark unset, so it is retried.
+        if self.reassignments_settled_at.load(Ordering::Acquire) == image.applied_index {
+            return;
+        }
         let eligible = |b: i32| image.brokers.get(&b).is_some_and(|r| r.is_active());
         let ready: Vec<MetadataRecord> = image
             .topics
@@ -423,6 +434,8 @@ impl QuorumController {
             .map(MetadataRecord::Partition)
             .collect();
         if ready.is_empty() {
+            self.reassignments_settled_at
+                .store(image.applied_index, Ordering::Release);
             return;
         }
         let _guard = self.write.lock().await;
