@@ -174,6 +174,32 @@ def trial(kind, target, topic, end_offset, segment, total, rate):
             "cpu_s_per_GB": cpu / (got / 1e9)}
 
 
+def alternate(args, res, one_trial):
+    """Runs `one_trial(kind, rate in bytes/s)` for every round, pace (`args.rates`, MB/s) and
+    server (broker, then bare), appending each result to `res["trials"]` and logging it."""
+    for rnd in range(args.rounds):
+        for rate in args.rates:
+            for kind in ("broker", "bare"):
+                t = one_trial(kind, rate * 1e6)
+                t["round"] = rnd
+                res["trials"].append(t)
+                log(f"round {rnd} {kind} pace {rate:.0f} MB/s: {t['MB_per_s']:.0f} MB/s, "
+                    f"{t['cpu_s_per_GB']:.3f} CPU-s/GB, steal {t['steal_share']:.1%}")
+
+
+def report(res, rates, pace, bare):
+    """Prints, per pace, the broker's and the bare server's median CPU-s/GB and their ratio."""
+    print(f"| {pace} MB/s | broker CPU-s/GB (median) | {bare} CPU-s/GB (median) | ratio |")
+    print("|---|---|---|---|")
+    for rate in rates:
+        med = {k: statistics.median(t["cpu_s_per_GB"] for t in res["trials"]
+                                    if t["kind"] == k and t["rate_MB_s"] == rate)
+               for k in ("broker", "bare")}
+        # a trial too short for one 10 ms CPU tick reads as 0
+        ratio = f"{med['broker'] / med['bare']:.2f}" if med["bare"] else "n/a"
+        print(f"| {rate:.0f} | {med['broker']:.3f} | {med['bare']:.3f} | {ratio} |")
+
+
 def fill(target, topic, mib):
     target.create_topic(topic, 1)
     p = Producer({"bootstrap.servers": target.bootstrap, "acks": "1", **load.PRODUCER_THROUGHPUT})
@@ -212,26 +238,14 @@ def main():
         end = fill(target, "floor", args.topic_mib)
         segment = os.path.join(args.data_dir, "broker", "floor-0", "00000000000000000000.log")
         log("topic filled:", end, "records,", os.path.getsize(segment) // MIB, "MiB in", segment)
-        for rnd in range(args.rounds):
-            for rate in args.rates:
-                for kind in ("broker", "bare"):
-                    t = trial(kind, target, "floor", end, segment, args.mib * MIB, rate * 1e6)
-                    t["round"] = rnd
-                    res["trials"].append(t)
-                    log(f"round {rnd} {kind} pace {rate:.0f} MB/s: {t['MB_per_s']:.0f} MB/s, "
-                        f"{t['cpu_s_per_GB']:.3f} CPU-s/GB, steal {t['steal_share']:.1%}")
+        alternate(args, res, lambda kind, rate: trial(kind, target, "floor", end, segment,
+                                                      args.mib * MIB, rate))
     finally:
         target.admin = None
         res["exit_code"] = broker.stop()
     with open(args.out, "w") as f:
         json.dump(res, f, indent=1)
-    print("| reader pace MB/s | broker CPU-s/GB (median) | bare sendfile CPU-s/GB (median) | ratio |")
-    print("|---|---|---|---|")
-    for rate in args.rates:
-        med = {k: statistics.median(t["cpu_s_per_GB"] for t in res["trials"]
-                                    if t["kind"] == k and t["rate_MB_s"] == rate)
-               for k in ("broker", "bare")}
-        print(f"| {rate:.0f} | {med['broker']:.3f} | {med['bare']:.3f} | {med['broker'] / med['bare']:.2f} |")
+    report(res, args.rates, "reader pace", "bare sendfile")
     return 0
 
 

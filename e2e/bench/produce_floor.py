@@ -24,11 +24,11 @@ not a test. Only 127.0.0.1 is contacted.
 
 import argparse
 import ctypes
+import itertools
 import json
 import os
 import shutil
 import socket
-import statistics
 import struct
 import sys
 import threading
@@ -39,7 +39,7 @@ from kafka.record.default_records import DefaultRecordBatchBuilder
 
 import ceilings
 from bench import CTX, Target, log, machine
-from fetch_floor import MIB, connect, s16, s32, string
+from fetch_floor import MIB, alternate, connect, report, s16, s32, string
 from procstat import Broker, cpu_seconds, steal_seconds
 
 
@@ -207,30 +207,16 @@ def main():
     target = Target(broker.bootstrap, broker.pid)
     batch = make_batch(args.records, args.size)
     res = {"machine": machine(), "args": vars(args), "batch_bytes": len(batch), "trials": []}
-    n = 0
+    names = itertools.count()  # a fresh topic or file name per trial
     try:
-        for rnd in range(args.rounds):
-            for rate in args.rates:
-                for kind in ("broker", "bare"):
-                    t = trial(kind, target, args.data_dir, batch, args.mib * MIB, rate * 1e6,
-                              args.inflight, n)
-                    n += 1
-                    t["round"] = rnd
-                    res["trials"].append(t)
-                    log(f"round {rnd} {kind} pace {rate:.0f} MB/s: {t['MB_per_s']:.0f} MB/s, "
-                        f"{t['cpu_s_per_GB']:.3f} CPU-s/GB, steal {t['steal_share']:.1%}")
+        alternate(args, res, lambda kind, rate: trial(kind, target, args.data_dir, batch,
+                                                      args.mib * MIB, rate, args.inflight, next(names)))
     finally:
         target.admin = None
         res["exit_code"] = broker.stop()
     with open(args.out, "w") as f:
         json.dump(res, f, indent=1)
-    print("| writer pace MB/s | broker CPU-s/GB (median) | bare server CPU-s/GB (median) | ratio |")
-    print("|---|---|---|---|")
-    for rate in args.rates:
-        med = {k: statistics.median(t["cpu_s_per_GB"] for t in res["trials"]
-                                    if t["kind"] == k and t["rate_MB_s"] == rate)
-               for k in ("broker", "bare")}
-        print(f"| {rate:.0f} | {med['broker']:.3f} | {med['bare']:.3f} | {med['broker'] / med['bare']:.2f} |")
+    report(res, args.rates, "writer pace", "bare server")
     return 0
 
 
