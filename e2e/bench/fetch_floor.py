@@ -187,8 +187,11 @@ def alternate(args, res, one_trial):
                     f"{t['cpu_s_per_GB']:.3f} CPU-s/GB, steal {t['steal_share']:.1%}")
 
 
-def report(res, rates, pace, bare):
-    """Prints, per pace, the broker's and the bare server's median CPU-s/GB and their ratio."""
+def report(res, out, rates, pace, bare):
+    """Writes `res` to `out` and prints, per pace, the broker's and the bare server's median
+    CPU-s/GB and their ratio."""
+    with open(out, "w") as f:
+        json.dump(res, f, indent=1)
     print(f"| {pace} MB/s | broker CPU-s/GB (median) | {bare} CPU-s/GB (median) | ratio |")
     print("|---|---|---|---|")
     for rate in rates:
@@ -243,9 +246,7 @@ def main():
     finally:
         target.admin = None
         res["exit_code"] = broker.stop()
-    with open(args.out, "w") as f:
-        json.dump(res, f, indent=1)
-    report(res, args.rates, "reader pace", "bare sendfile")
+    report(res, args.out, args.rates, "reader pace", "bare sendfile")
     return 0
 
 

@@ -25,7 +25,6 @@ not a test. Only 127.0.0.1 is contacted.
 import argparse
 import ctypes
 import itertools
-import json
 import os
 import shutil
 import socket
@@ -214,9 +213,7 @@ def main():
     finally:
         target.admin = None
         res["exit_code"] = broker.stop()
-    with open(args.out, "w") as f:
-        json.dump(res, f, indent=1)
-    report(res, args.rates, "writer pace", "bare server")
+    report(res, args.out, args.rates, "writer pace", "bare server")
     return 0
 
 

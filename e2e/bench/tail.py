@@ -207,7 +207,7 @@ def line(r):
     cpu = f" {r['cpu_s_per_GB']:.2f} CPU-s/GB" if "cpu_s_per_GB" in r else ""
     return (f"{r['mode']} {r['binary']} acks={r['acks']} #{r['run']}: p50 {r['p50_ms']:.2f} "
             f"p99 {r['p99_ms']:.2f} p99.9 {r['p999_ms']:.2f} max {r['max_ms']:.2f} ms{rtt}{cpu} "
-            f"runqueue {r['broker_runqueue_wait_s'] * 1e3:.0f} ms steal {steal_text(r)} "
+            f"runqueue {r['broker_runqueue_wait_s'] * 1e3:.0f} ms steal {steal_text(r)} ms "
             f"load {r['loadavg']:.1f}")
 
 
@@ -238,18 +238,10 @@ def run(args):
     return res
 
 
-def steal_share(r):
-    """The share of the machine's CPU time the hypervisor took during the run (None for results
-    recorded before steal was)."""
-    if "steal_s" not in r:
-        return None
-    wall = r.get("wall_s") or r.get("seconds") or 1.0
-    return r["steal_s"] / (wall * (os.cpu_count() or 1))
-
-
 def steal_text(r):
-    share = steal_share(r)
-    return "?" if share is None else f"{share:.1%}"
+    """The CPU time the hypervisor took during the run, in ms ("?" for results recorded before
+    steal was): the unit `--quiet-steal-ms` judges it in."""
+    return f"{r['steal_s'] * 1e3:.0f}" if "steal_s" in r else "?"
 
 
 def quiet_run(r, res):
@@ -264,7 +256,7 @@ def quiet_run(r, res):
 
 def markdown(res):
     rows = ["| mode | binary | acks | run | p50 ms | p99 ms | p99.9 ms | max ms | rtt max ms | "
-            "msg/s | CPU-s/GB | runqueue ms | steal | load |",
+            "msg/s | CPU-s/GB | runqueue ms | steal ms | load |",
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in res["runs"]:
         rate = r.get("msgs_per_s", r.get("achieved_rate", 0))

@@ -79,14 +79,14 @@ def consume_to_end(bootstrap, topic, partitions, timeout=60):
     could stop before a partition's tail."""
     c = _reader(bootstrap, topic, partitions)
     ends = {p: c.get_watermark_offsets(TopicPartition(topic, p), timeout=10)[1] for p in range(partitions)}
-    next_offset = dict.fromkeys(ends, 0)
+    next_offset, seen = dict.fromkeys(ends, 0), 0
 
     def done(out):
-        for m in out[done.seen:]:
+        nonlocal seen
+        for m in out[seen:]:
             next_offset[m.partition()] = m.offset() + 1
-        done.seen = len(out)
+        seen = len(out)
         return all(next_offset[p] >= ends[p] for p in ends)
-    done.seen = 0
     out = _drain(c, done, timeout)
     short = {p: (next_offset[p], ends[p]) for p in ends if next_offset[p] < ends[p]}
     assert not short, f"partitions not read to their high watermark in {timeout} s: {short}"
