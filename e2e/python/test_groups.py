@@ -116,6 +116,9 @@ def test_members_share_partitions_and_nothing_is_lost_across_rebalances(make_bro
     create_topic(b.bootstrap, topic, partitions=6)
     group = f"g-{uuid.uuid4().hex[:8]}"
     members = [Member(f"m{i}", group_consumer(b.bootstrap, group, strategy), topic) for i in range(3)]
+    # The group settles first: a member whose join came after the initial rebalance delay would
+    # otherwise make a later generation, and a partition read in both would have two readers.
+    poll_until(members, lambda: disjoint_cover(members, 6))
     acked = produce_confluent(b.bootstrap, topic, 300, tag="a")
     poll_until(members, lambda: disjoint_cover(members, 6) and seen_all(members, acked))
     # With a stable assignment, each partition was consumed by exactly one member.
